@@ -1,0 +1,214 @@
+#include "tape.hpp"
+
+#include <atomic>
+#include <cstring>
+
+#include "../core/kernels.hpp"
+
+namespace unroll::autograd {
+namespace {
+thread_local bool grad_mode = true;
+thread_local Tape* active = nullptr;
+std::atomic<std::uint64_t> next_key{1};
+std::uint64_t fresh_key() { return next_key.fetch_add(1, std::memory_order_relaxed); }
+constexpr std::size_t kBlockBytes = 64 * 1024;
+}  // namespace
+
+bool grad_enabled() { return grad_mode; }
+NoGradGuard::NoGradGuard() : prev_(grad_mode) { grad_mode = false; }
+NoGradGuard::~NoGradGuard() { grad_mode = prev_; }
+
+Tape::Tape() : key_(fresh_key()), prev_(&current()) { active = this; }
+Tape::Tape(DefaultTag) : key_(fresh_key()), is_default_(true) {}
+Tape::~Tape() {
+  clear();
+  if (!is_default_) active = prev_;
+}
+
+Tape& Tape::current() {
+  if (active == nullptr) {
+    thread_local Tape default_tape{DefaultTag{}};
+    active = &default_tape;
+  }
+  return *active;
+}
+
+void* Tape::arena_alloc(std::size_t bytes, std::size_t align) {
+  for (;;) {
+    if (block_ < blocks_.size()) {
+      const std::size_t start = (used_ + align - 1) / align * align;
+      if (start + bytes <= kBlockBytes) {
+        used_ = start + bytes;
+        return blocks_[block_].get() + start;
+      }
+      ++block_;
+      used_ = 0;
+      continue;
+    }
+    UNROLL_CHECK(bytes + align <= kBlockBytes, ValueError,
+                 "record: backward closure too large; got {} bytes, expected at most {}", bytes, kBlockBytes - align);
+    blocks_.push_back(std::make_unique<std::byte[]>(kBlockBytes));  // block_ now indexes it
+  }
+}
+
+void Tape::push_inputs(std::span<const Tensor* const> inputs) {
+  for (const Tensor* t : inputs) {
+    InputRef r{t->shape(), t->leaf(), t->tape_key(), t->slot(), t->dtype(), t->requires_grad()};
+    if (r.leaf) detail::retain(r.leaf);
+    inputs_.push_back(r);
+  }
+}
+
+void Tape::push_outputs(std::span<Tensor* const> outputs) {
+  const auto node = static_cast<std::uint32_t>(nodes_.size() - 1);
+  for (Tensor* t : outputs) {
+    const auto slot = static_cast<std::uint32_t>(slots_.size());
+    slots_.push_back({t->shape(), t->dtype(), node});
+    t->set_tape_ref(key_, slot);
+  }
+}
+
+void Tape::release_node(Node& n) {
+  if (n.closure != nullptr) {
+    if (n.destroy) n.destroy(n.closure);
+    n.closure = nullptr;
+  }
+  for (std::uint32_t i = n.in_begin; i < n.in_begin + n.in_count; ++i) {
+    if (inputs_[i].leaf) detail::release(inputs_[i].leaf);
+    inputs_[i].leaf = nullptr;
+  }
+  for (std::uint32_t s = n.out_begin; s < n.out_begin + n.out_count && s < grads_.size(); ++s) grads_[s] = Tensor();
+}
+
+void Tape::clear() {
+  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) release_node(*it);
+  nodes_.clear();
+  inputs_.clear();
+  slots_.clear();
+  grads_.clear();
+  block_ = 0;
+  used_ = 0;
+  key_ = fresh_key();
+}
+
+void Tape::accumulate_slot(std::uint32_t slot, Tensor g) {
+  Tensor& dst = grads_[slot];
+  if (!dst.defined()) {
+    dst = std::move(g);
+  } else if (dst.unique_storage()) {
+    detail::accumulate(dst, g);
+  } else {  // shared with another slot or a capture: accumulate into a new buffer
+    Tensor sum = copy_of(dst);
+    detail::accumulate(sum, g);
+    dst = std::move(sum);
+  }
+}
+
+void Tape::backward(const Tensor& root, const Tensor& seed) {
+  UNROLL_CHECK(root.defined(), StateError, "backward: tensor is undefined; got an undefined tensor, expected a loss");
+  UNROLL_CHECK(root.requires_grad(), StateError,
+               "backward: tensor does not require grad; got a tensor of shape {} with no recorded history, expected "
+               "the result of ops on tensors with requires_grad",
+               root.shape());
+  Tensor g = seed;
+  if (!g.defined()) {
+    UNROLL_CHECK(root.numel() == 1, StateError,
+                 "backward: gradient can be implicitly created only for a scalar; got shape {}, expected one element "
+                 "or a seed gradient of that shape",
+                 root.shape());
+    g = ones(root.shape(), root.dtype());
+  }
+  UNROLL_CHECK(g.shape() == root.shape() && g.dtype() == root.dtype(), ShapeError,
+               "backward: seed gradient does not match the tensor; got {} {}, expected {} {}", g.shape(), g.dtype(),
+               root.shape(), root.dtype());
+  if (root.is_leaf()) {  // d(root)/d(root): the seed itself
+    detail::LeafMeta* m = root.leaf();
+    if (m->grad.defined()) detail::accumulate(m->grad, g);
+    else m->grad = copy_of(g);
+    return;
+  }
+  UNROLL_CHECK(root.tape_key() == key_, StateError,
+               "backward: the graph of this tensor has been freed; got a tensor recorded before the last backward() "
+               "or clear() (or on another tape), expected one recorded since (call detach() on state carried across "
+               "steps)");
+  NoGradGuard no_grad;  // backward computes first-order gradients only
+  grads_.resize(slots_.size());
+  grads_[root.slot()] = std::move(g);
+  try {
+    for (std::int64_t i = slots_[root.slot()].node; i >= 0; --i) {
+      Node& n = nodes_[static_cast<std::size_t>(i)];
+      bool reached = false;
+      for (std::uint32_t s = n.out_begin; s < n.out_begin + n.out_count; ++s) reached |= grads_[s].defined();
+      if (reached) {
+        GradSink sink(*this, static_cast<std::uint32_t>(i));
+        n.run(n.closure, sink);
+      }
+      release_node(n);  // frees what the node saved as soon as it is done: peak memory stays at the forward's
+    }
+  } catch (...) {
+    clear();
+    throw;
+  }
+  clear();
+}
+
+// ---- GradSink ----
+const Tensor& GradSink::grad_output(std::size_t k) {
+  const Tape::Node& n = tape_.nodes_[node_];
+  const std::uint32_t s = n.out_begin + static_cast<std::uint32_t>(k);
+  Tensor& g = tape_.grads_[s];
+  if (!g.defined()) g = zeros(tape_.slots_[s].shape, tape_.slots_[s].dtype);
+  return g;
+}
+
+bool GradSink::needs(std::size_t i) const { return tape_.inputs_[tape_.nodes_[node_].in_begin + i].needs; }
+
+const Shape& GradSink::input_shape(std::size_t i) const { return tape_.inputs_[tape_.nodes_[node_].in_begin + i].shape; }
+
+namespace {
+void check_not_stale(const char* name, std::size_t i, std::uint64_t key, std::uint64_t tape_key) {
+  UNROLL_CHECK(key == tape_key, StateError,
+               "backward: input {} of '{}' belongs to a graph that has been freed; got a tensor recorded before the "
+               "last backward() (or on another tape), expected detach() on state carried across steps",
+               i, name);
+}
+}  // namespace
+
+void GradSink::add(std::size_t i, Tensor g) {
+  const Tape::Node& n = tape_.nodes_[node_];
+  const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
+  if (!in.needs) return;
+  UNROLL_CHECK(g.shape() == in.shape && g.dtype() == in.dtype, ShapeError,
+               "backward: gradient for input {} of '{}' has shape {} {}; expected {} {}", i, n.name, g.shape(),
+               g.dtype(), in.shape, in.dtype);
+  if (in.leaf) {
+    Tensor& dst = in.leaf->grad;
+    if (!dst.defined()) dst = g.unique_storage() ? std::move(g) : copy_of(g);
+    else detail::accumulate(dst, g);
+    return;
+  }
+  check_not_stale(n.name, i, in.key, tape_.key_);
+  tape_.accumulate_slot(in.slot, std::move(g));
+}
+
+Tensor& GradSink::buffer(std::size_t i, bool& fresh, bool zero_fill) {
+  const Tape::Node& n = tape_.nodes_[node_];
+  const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
+  UNROLL_CHECK(in.needs, StateError, "backward: '{}' asked for the gradient buffer of input {}, which needs none", n.name, i);
+  Tensor* dst;
+  if (in.leaf) {
+    dst = &in.leaf->grad;
+  } else {
+    check_not_stale(n.name, i, in.key, tape_.key_);
+    dst = &tape_.grads_[in.slot];
+    if (dst->defined() && !dst->unique_storage()) *dst = copy_of(*dst);  // never write through a shared buffer
+  }
+  fresh = !dst->defined();
+  if (fresh) {
+    *dst = zero_fill ? zeros(in.shape, in.dtype) : Tensor::empty(in.shape, in.dtype);
+    fresh = !zero_fill;
+  }
+  return *dst;
+}
+
+}  // namespace unroll::autograd

@@ -1,0 +1,172 @@
+#pragma once
+// The tape: a flat, creation-ordered array of nodes, one active tape per thread. An op that produces a
+// tensor needing gradients appends one node holding its backward closure (stored in the tape's arena, not
+// on the heap) and the identities of its inputs. backward() walks the nodes newest first by index — no
+// recursion, so a 10,000-step unroll is as safe as a 10-step one — and the engine, not the op, accumulates
+// gradients and checks their shapes. Then the tape is cleared: its memory is reused by the next step.
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <new>
+#include <span>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../core/tensor.hpp"
+
+namespace unroll::autograd {
+
+/// False inside a NoGradGuard (and while backward runs): ops then record nothing.
+bool grad_enabled();
+/// Disables recording for its lifetime (like torch.no_grad()).
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+class Tape;
+
+/// What a backward closure sees: the gradients of the node's outputs, and a sink for its inputs' gradients.
+class GradSink {
+ public:
+  /// Gradient w.r.t. output k (zeros if none reached an output of a multi-output node).
+  const Tensor& grad_output(std::size_t k = 0);
+  /// Whether input i needs a gradient (skip the work when it does not).
+  bool needs(std::size_t i) const;
+  /// Accumulates g into input i's gradient. g must have input i's shape and dtype (checked).
+  void add(std::size_t i, Tensor g);
+  /// Input i's gradient buffer, to accumulate into in place (e.g. gemm with beta = 1). When `fresh` comes
+  /// back true the buffer is new and uninitialised (write it, e.g. beta = 0); with zero_fill it is zeros.
+  Tensor& buffer(std::size_t i, bool& fresh, bool zero_fill = false);
+  /// Shape of input i as it was recorded.
+  const Shape& input_shape(std::size_t i) const;
+
+ private:
+  friend class Tape;
+  GradSink(Tape& tape, std::uint32_t node) : tape_(tape), node_(node) {}
+  Tape& tape_;
+  std::uint32_t node_;
+};
+
+/// A tape scope: constructing one makes it the calling thread's active tape until it is destroyed.
+/// Each thread also has a default tape, so most code never names one.
+class Tape {
+ public:
+  Tape();
+  ~Tape();
+  Tape(const Tape&) = delete;
+  Tape& operator=(const Tape&) = delete;
+
+  /// The calling thread's active tape.
+  static Tape& current();
+  /// Number of recorded nodes.
+  std::size_t size() const { return nodes_.size(); }
+  /// Frees every node; tensors recorded so far become detached history (backward through them is a StateError).
+  void clear();
+  /// Identifies this tape since its last clear(); tensors recorded on it carry the same key.
+  std::uint64_t key() const { return key_; }
+  /// Backpropagates from `root` (seed: d(loss)/d(root)), then clears the tape.
+  void backward(const Tensor& root, const Tensor& seed);
+
+  /// Appends a node. Called by ops through record(); `fn` is invoked as fn(GradSink&) during backward.
+  template <class F>
+  void record(const char* name, std::span<Tensor* const> outputs, std::span<const Tensor* const> inputs, F&& fn);
+
+ private:
+  friend class GradSink;
+  struct InputRef {
+    Shape shape;
+    detail::LeafMeta* leaf;  ///< retained; the leaf's gradient record, or null
+    std::uint64_t key;       ///< tape key of a recorded input (0 for leaves and constants)
+    std::uint32_t slot;
+    Dtype dtype;
+    bool needs;
+  };
+  struct SlotInfo {
+    Shape shape;
+    Dtype dtype;
+    std::uint32_t node;
+  };
+  struct Node {
+    const char* name;
+    void (*run)(void* closure, GradSink& sink);
+    void (*destroy)(void* closure);
+    void* closure;
+    std::uint32_t in_begin, in_count, out_begin, out_count;
+  };
+
+  void* arena_alloc(std::size_t bytes, std::size_t align);
+  void release_node(Node& n);
+  void accumulate_slot(std::uint32_t slot, Tensor g);
+  void push_inputs(std::span<const Tensor* const> inputs);
+  void push_outputs(std::span<Tensor* const> outputs);
+
+  std::vector<Node> nodes_;
+  std::vector<InputRef> inputs_;
+  std::vector<SlotInfo> slots_;
+  std::vector<Tensor> grads_;  ///< one per slot, filled during backward
+  std::vector<std::unique_ptr<std::byte[]>> blocks_;  ///< closure arena; kept across clear() for reuse
+  std::size_t block_ = 0, used_ = 0;
+  std::uint64_t key_;
+  Tape* prev_ = nullptr;
+  bool is_default_ = false;
+  struct DefaultTag {};
+  explicit Tape(DefaultTag);
+};
+
+/// True when an op on these inputs must be recorded: grad mode is on and some input requires grad.
+inline bool needs_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!grad_enabled()) return false;
+  for (const Tensor* t : inputs)
+    if (t->requires_grad()) return true;
+  return false;
+}
+inline bool needs_grad(std::span<const Tensor> inputs) {
+  if (!grad_enabled()) return false;
+  for (const Tensor& t : inputs)
+    if (t.requires_grad()) return true;
+  return false;
+}
+
+/// Records a one-output op on the active tape: `out` becomes a node output; `fn(GradSink&)` is its backward.
+/// Capture by value only what backward needs (BPTT memory is these captures).
+template <class F>
+void record(const char* name, Tensor& out, std::initializer_list<const Tensor*> inputs, F&& fn) {
+  Tensor* outs[] = {&out};
+  Tape::current().record(name, std::span<Tensor* const>(outs), std::span<const Tensor* const>(inputs.begin(), inputs.size()),
+                         std::forward<F>(fn));
+}
+/// Records an op with several outputs and/or a run-time list of inputs.
+template <class F>
+void record(const char* name, std::span<Tensor* const> outputs, std::span<const Tensor* const> inputs, F&& fn) {
+  Tape::current().record(name, outputs, inputs, std::forward<F>(fn));
+}
+
+// ---- template implementation ----
+template <class F>
+void Tape::record(const char* name, std::span<Tensor* const> outputs, std::span<const Tensor* const> inputs, F&& fn) {
+  using Fn = std::decay_t<F>;
+  void* mem = arena_alloc(sizeof(Fn), alignof(Fn));
+  Fn* closure = new (mem) Fn(std::forward<F>(fn));
+  Node n;
+  n.name = name;
+  n.run = [](void* c, GradSink& sink) { (*static_cast<Fn*>(c))(sink); };
+  n.destroy = std::is_trivially_destructible_v<Fn> ? nullptr : +[](void* c) { static_cast<Fn*>(c)->~Fn(); };
+  n.closure = closure;
+  n.in_begin = static_cast<std::uint32_t>(inputs_.size());
+  n.in_count = static_cast<std::uint32_t>(inputs.size());
+  n.out_begin = static_cast<std::uint32_t>(slots_.size());
+  n.out_count = static_cast<std::uint32_t>(outputs.size());
+  nodes_.push_back(n);
+  push_inputs(inputs);
+  push_outputs(outputs);
+}
+
+}  // namespace unroll::autograd

@@ -1,0 +1,24 @@
+#include "kernels.hpp"
+
+#include <algorithm>
+
+#include "parallel.hpp"
+
+namespace unroll::detail {
+void accumulate(Tensor& dst, const Tensor& src) {
+  dispatch(dst.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    T* __restrict d = static_cast<T*>(dst.raw());
+    const T* __restrict s = static_cast<const T*>(src.raw());
+    parallel_for(dst.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i) d[i] += s[i];
+    });
+  });
+}
+void fill(Tensor& dst, double value) {
+  dispatch(dst.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    std::fill_n(static_cast<T*>(dst.raw()), dst.numel(), static_cast<T>(value));
+  });
+}
+}  // namespace unroll::detail

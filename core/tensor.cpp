@@ -1,0 +1,136 @@
+#include "tensor.hpp"
+
+#include <algorithm>
+
+namespace unroll {
+
+Tensor Tensor::empty(const Shape& shape, Dtype dtype) {
+  Tensor t;
+  t.storage_ = detail::storage_allocate(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype));
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  return t;
+}
+
+double Tensor::item() const {
+  UNROLL_CHECK(defined(), StateError, "item: tensor is undefined; got an undefined tensor, expected one element");
+  UNROLL_CHECK(numel() == 1, ShapeError, "item: tensor has more than one element; got shape {}, expected one element",
+               shape_);
+  return dispatch(dtype_, [&](auto* tag) { return static_cast<double>(*static_cast<decltype(tag)>(raw())); });
+}
+
+template <class T>
+std::vector<T> Tensor::to_vector() const {
+  if (!defined()) return {};
+  std::vector<T> out(static_cast<std::size_t>(numel()));
+  dispatch(dtype_, [&](auto* tag) {
+    const auto* p = static_cast<decltype(tag)>(raw());
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<T>(p[i]);
+  });
+  return out;
+}
+template std::vector<double> Tensor::to_vector<double>() const;
+template std::vector<float> Tensor::to_vector<float>() const;
+template std::vector<std::int64_t> Tensor::to_vector<std::int64_t>() const;
+
+Tensor Tensor::view_as_shape(const Shape& shape) const {
+  UNROLL_CHECK(shape.numel() == numel(), ShapeError, "view: element count differs; got {} ({} elements), expected {} elements",
+               shape, shape.numel(), numel());
+  return view_range(0, shape);
+}
+
+Tensor Tensor::view_range(std::int64_t element_offset, const Shape& shape) const {
+  Tensor t;
+  t.storage_ = storage_;
+  storage_->retain();
+  t.offset_ = offset_ + element_offset;
+  t.shape_ = shape;
+  t.dtype_ = dtype_;
+  return t;
+}
+
+Tensor full(const Shape& shape, double value, Dtype dtype) {
+  Tensor t = Tensor::empty(shape, dtype);
+  dispatch(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    std::fill_n(static_cast<T*>(t.raw()), t.numel(), static_cast<T>(value));
+  });
+  return t;
+}
+Tensor zeros(const Shape& shape, Dtype dtype) {
+  Tensor t = Tensor::empty(shape, dtype);
+  std::memset(t.raw(), 0, static_cast<std::size_t>(t.numel()) * dtype_size(dtype));
+  return t;
+}
+Tensor ones(const Shape& shape, Dtype dtype) { return full(shape, 1.0, dtype); }
+Tensor zeros_like(const Tensor& like) { return zeros(like.shape(), like.dtype()); }
+Tensor ones_like(const Tensor& like) { return ones(like.shape(), like.dtype()); }
+
+Tensor tensor(std::span<const double> values, const Shape& shape, Dtype dtype) {
+  UNROLL_CHECK(static_cast<std::int64_t>(values.size()) == shape.numel(), ValueError,
+               "tensor: value count does not match the shape; got {} values, expected {} for shape {}", values.size(),
+               shape.numel(), shape);
+  Tensor t = Tensor::empty(shape, dtype);
+  dispatch(dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    std::transform(values.begin(), values.end(), static_cast<T*>(t.raw()), [](double v) { return static_cast<T>(v); });
+  });
+  return t;
+}
+Tensor tensor(std::initializer_list<double> values, const Shape& shape, Dtype dtype) {
+  return tensor(std::span<const double>(values.begin(), values.size()), shape, dtype);
+}
+Tensor index_tensor(std::span<const std::int64_t> values, const Shape& shape) {
+  UNROLL_CHECK(static_cast<std::int64_t>(values.size()) == shape.numel(), ValueError,
+               "index_tensor: value count does not match the shape; got {} values, expected {} for shape {}",
+               values.size(), shape.numel(), shape);
+  Tensor t = Tensor::empty(shape, Dtype::int64);
+  std::copy(values.begin(), values.end(), t.data<std::int64_t>());
+  return t;
+}
+Tensor index_tensor(std::initializer_list<std::int64_t> values) {
+  return index_tensor(std::span<const std::int64_t>(values.begin(), values.size()),
+                      Shape{static_cast<std::int64_t>(values.size())});
+}
+Tensor arange(std::int64_t n, Dtype dtype) {
+  UNROLL_CHECK(n >= 0, ValueError, "arange: negative length; got {}, expected >= 0", n);
+  Tensor t = Tensor::empty(Shape{n}, dtype);
+  dispatch(dtype, [&](auto* tag) {
+    auto* p = static_cast<decltype(tag)>(t.raw());
+    for (std::int64_t i = 0; i < n; ++i) p[i] = static_cast<std::remove_pointer_t<decltype(tag)>>(i);
+  });
+  return t;
+}
+
+Tensor convert(const Tensor& x, Dtype dtype) {
+  Tensor out = Tensor::empty(x.shape(), dtype);
+  dispatch(x.dtype(), [&](auto* src_tag) {
+    const auto* src = static_cast<decltype(src_tag)>(x.raw());
+    dispatch(dtype, [&](auto* dst_tag) {
+      using D = std::remove_pointer_t<decltype(dst_tag)>;
+      std::transform(src, src + x.numel(), static_cast<D*>(out.raw()), [](auto v) { return static_cast<D>(v); });
+    });
+  });
+  return out;
+}
+Tensor copy_of(const Tensor& x) {
+  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  std::memcpy(out.raw(), x.raw(), static_cast<std::size_t>(x.numel()) * dtype_size(x.dtype()));
+  return out;
+}
+
+Shape broadcast_shapes(const char* where, const Shape& a, const Shape& b) {
+  const int rank = std::max(a.dim(), b.dim());
+  Shape out;
+  for (int d = 0; d < rank; ++d) {
+    const int da = d - (rank - a.dim()), db = d - (rank - b.dim());
+    const std::int64_t sa = da >= 0 ? a[da] : 1, sb = db >= 0 ? b[db] : 1;
+    UNROLL_CHECK(sa == sb || sa == 1 || sb == 1, ShapeError,
+                 "{}: shapes are not broadcastable; got a={} and b={}, expected equal sizes or 1 in each dimension",
+                 where, a, b);
+    out.push_back(sa == 1 ? sb : sa);
+  }
+  return out;
+}
+
+}  // namespace unroll

@@ -1,0 +1,187 @@
+#pragma once
+// Tensor: a cheap handle (no heap allocation of its own) to contiguous row-major storage.
+// Copies share storage. Views along leading dimensions (x[t] of a [T, B, F] tensor) share storage too;
+// anything else that rearranges elements (transpose, narrow on an inner dim) copies.
+// A Tensor also carries its autograd identity: a leaf that requires grad owns a gradient record,
+// the output of a recorded op names its slot on the thread's tape (see autograd/tape.hpp).
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "allocator.hpp"
+#include "dtype.hpp"
+#include "error.hpp"
+#include "shape.hpp"
+
+namespace unroll {
+
+class Tensor;
+namespace detail {
+struct LeafMeta;  // gradient record of a leaf that requires grad
+void retain(LeafMeta*);
+void release(LeafMeta*);
+}  // namespace detail
+
+class Tensor {
+ public:
+  Tensor() = default;  ///< an undefined tensor: defined() == false
+  Tensor(const Tensor& o) : storage_(o.storage_), leaf_(o.leaf_), tape_key_(o.tape_key_), offset_(o.offset_),
+                            shape_(o.shape_), slot_(o.slot_), dtype_(o.dtype_) {
+    if (storage_) storage_->retain();
+    if (leaf_) detail::retain(leaf_);
+  }
+  Tensor(Tensor&& o) noexcept : storage_(std::exchange(o.storage_, nullptr)), leaf_(std::exchange(o.leaf_, nullptr)),
+                                tape_key_(std::exchange(o.tape_key_, 0)), offset_(o.offset_), shape_(o.shape_),
+                                slot_(o.slot_), dtype_(o.dtype_) {}
+  Tensor& operator=(const Tensor& o) {
+    if (this != &o) *this = Tensor(o);
+    return *this;
+  }
+  Tensor& operator=(Tensor&& o) noexcept {
+    if (this != &o) {
+      reset();
+      storage_ = std::exchange(o.storage_, nullptr);
+      leaf_ = std::exchange(o.leaf_, nullptr);
+      tape_key_ = std::exchange(o.tape_key_, 0);
+      offset_ = o.offset_;
+      shape_ = o.shape_;
+      slot_ = o.slot_;
+      dtype_ = o.dtype_;
+    }
+    return *this;
+  }
+  ~Tensor() { reset(); }
+
+  /// A new tensor with uninitialised contents (use zeros() when the contents matter).
+  static Tensor empty(const Shape& shape, Dtype dtype = Dtype::float32);
+
+  bool defined() const { return storage_ != nullptr; }
+  const Shape& shape() const { return shape_; }
+  int dim() const { return shape_.dim(); }
+  /// Size of dimension d (negative d counts from the end).
+  std::int64_t size(std::int64_t d) const { return shape_[wrap_dim("size", d, dim())]; }
+  std::int64_t numel() const { return shape_.numel(); }
+  Dtype dtype() const { return dtype_; }
+
+  /// Typed pointer to the first element; DtypeError if T does not match dtype().
+  template <class T> T* data() const {
+    UNROLL_CHECK(dtype_of<T>() == dtype_, DtypeError, "Tensor::data: element type differs; got {}, expected {}",
+                 dtype_of<T>(), dtype_);
+    return static_cast<T*>(raw());
+  }
+  void* raw() const { return static_cast<char*>(storage_->data()) + offset_ * static_cast<std::int64_t>(dtype_size(dtype_)); }
+  /// The single value of a one-element tensor, as double.
+  double item() const;
+  /// All elements in row-major order, converted to T.
+  template <class T = double> std::vector<T> to_vector() const;
+
+  /// View of element i along dim 0 ([T, B, F] -> [B, F]); shares storage, differentiable.
+  Tensor operator[](std::int64_t i) const;
+
+  // ---- autograd (defined in autograd/) ----
+  /// True for a leaf that requires grad and for the output of a recorded op.
+  bool requires_grad() const { return leaf_ != nullptr || tape_key_ != 0; }
+  /// Marks this tensor as a leaf whose gradient is accumulated by backward(). StateError on a non-leaf.
+  Tensor& requires_grad_(bool on = true);
+  bool is_leaf() const { return tape_key_ == 0; }
+  /// The accumulated gradient of a leaf (undefined before the first backward or after zero_grad()).
+  Tensor grad() const;
+  /// Drops the accumulated gradient of a leaf (like PyTorch's zero_grad(set_to_none=True)).
+  void zero_grad();
+  /// Same storage, cut from the graph: no gradient flows through the result.
+  Tensor detach() const;
+  /// Runs backpropagation from this one-element tensor (the loss), then frees the tape.
+  void backward() const;
+  /// Runs backpropagation with `seed` = d(loss)/d(this), a gradient of this tensor's shape.
+  void backward(const Tensor& seed) const;
+
+  // ---- low-level access for ops and the engine ----
+  detail::Storage* storage() const { return storage_; }
+  std::int64_t storage_offset() const { return offset_; }
+  /// True when no other handle shares this storage (so writing in place is invisible to others).
+  bool unique_storage() const { return storage_ && storage_->refs.load(std::memory_order_acquire) == 1; }
+  /// A handle to the same storage with another shape of equal numel (no autograd identity).
+  Tensor view_as_shape(const Shape& shape) const;
+  /// A handle to `shape` starting `element_offset` elements into this tensor (no autograd identity).
+  Tensor view_range(std::int64_t element_offset, const Shape& shape) const;
+  detail::LeafMeta* leaf() const { return leaf_; }
+  std::uint64_t tape_key() const { return tape_key_; }
+  std::uint32_t slot() const { return slot_; }
+  void set_tape_ref(std::uint64_t key, std::uint32_t slot) { tape_key_ = key; slot_ = slot; }
+
+ private:
+  void reset() {
+    if (storage_) storage_->release();
+    if (leaf_) detail::release(leaf_);
+    storage_ = nullptr;
+    leaf_ = nullptr;
+    tape_key_ = 0;
+  }
+
+  detail::Storage* storage_ = nullptr;
+  detail::LeafMeta* leaf_ = nullptr;
+  std::uint64_t tape_key_ = 0;  ///< tape + epoch that recorded this tensor; 0 = not an op output
+  std::int64_t offset_ = 0;     ///< in elements
+  Shape shape_;
+  std::uint32_t slot_ = 0;      ///< gradient slot on that tape
+  Dtype dtype_ = Dtype::float32;
+};
+
+namespace detail {
+struct LeafMeta {
+  std::atomic<std::int32_t> refs{1};
+  Tensor grad;
+};
+inline void retain(LeafMeta* m) { m->refs.fetch_add(1, std::memory_order_relaxed); }
+inline void release(LeafMeta* m) {
+  if (m->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete m;
+}
+}  // namespace detail
+
+// ---- factories ----
+/// Shape -> tensor of zeros.
+Tensor zeros(const Shape& shape, Dtype dtype = Dtype::float32);
+/// Shape -> tensor of ones.
+Tensor ones(const Shape& shape, Dtype dtype = Dtype::float32);
+/// Shape -> tensor filled with `value`.
+Tensor full(const Shape& shape, double value, Dtype dtype = Dtype::float32);
+/// zeros/ones with the shape and dtype of `like`.
+Tensor zeros_like(const Tensor& like);
+Tensor ones_like(const Tensor& like);
+/// Values (row-major) -> tensor of `shape`; ValueError if the counts differ.
+Tensor tensor(std::span<const double> values, const Shape& shape, Dtype dtype = Dtype::float32);
+Tensor tensor(std::initializer_list<double> values, const Shape& shape, Dtype dtype = Dtype::float32);
+/// 1-D index tensor (int64) from integers.
+Tensor index_tensor(std::span<const std::int64_t> values, const Shape& shape);
+Tensor index_tensor(std::initializer_list<std::int64_t> values);
+/// [0, 1, ..., n-1].
+Tensor arange(std::int64_t n, Dtype dtype = Dtype::float32);
+
+/// Element-by-element copy into a new tensor of `dtype` (not recorded: use ops `to()` for a differentiable cast).
+Tensor convert(const Tensor& x, Dtype dtype);
+/// A deep copy with fresh storage (not recorded).
+Tensor copy_of(const Tensor& x);
+
+/// Calls f with a typed null pointer (float*, double* or int64_t*) for the dtype: the one place a dtype
+/// becomes a C++ type. `where` names the caller for the error on an unsupported dtype.
+template <class F>
+decltype(auto) dispatch(Dtype d, F&& f) {
+  switch (d) {
+    case Dtype::float32: return f(static_cast<float*>(nullptr));
+    case Dtype::float64: return f(static_cast<double*>(nullptr));
+    case Dtype::int64: return f(static_cast<std::int64_t*>(nullptr));
+  }
+  return f(static_cast<float*>(nullptr));
+}
+/// Like dispatch, but only float32/float64; DtypeError naming `where` for int64.
+template <class F>
+decltype(auto) dispatch_floating(const char* where, Dtype d, F&& f) {
+  UNROLL_CHECK(is_floating(d), DtypeError, "{}: expected a floating-point tensor; got {}, expected float32 or float64",
+               where, d);
+  if (d == Dtype::float64) return f(static_cast<double*>(nullptr));
+  return f(static_cast<float*>(nullptr));
+}
+
+}  // namespace unroll

@@ -1,0 +1,400 @@
+#include "elementwise.hpp"
+
+#include <cmath>
+
+#include "../autograd/tape.hpp"
+#include "../core/kernels.hpp"
+#include "broadcast.hpp"
+#include "kernels.hpp"
+
+namespace unroll {
+namespace detail {
+
+void check_floating_same(const char* where, const Tensor& a, const Tensor& b) {
+  UNROLL_CHECK(a.defined() && b.defined(), StateError,
+               "{}: operand is undefined; got an undefined tensor, expected a tensor", where);
+  UNROLL_CHECK(is_floating(a.dtype()), DtypeError,
+               "{}: expected a floating-point tensor; got {}, expected float32 or float64", where, a.dtype());
+  UNROLL_CHECK(a.dtype() == b.dtype(), DtypeError, "{}: dtypes differ; got a={} and b={}, expected the same dtype",
+               where, a.dtype(), b.dtype());
+}
+
+Tensor sum_to(const Tensor& g, const Shape& shape) {
+  if (g.shape() == shape) return g;
+  Tensor r = g;
+  const int lead = g.dim() - shape.dim();
+  for (int d = 0; d < g.dim(); ++d) {
+    const std::int64_t target = d < lead ? 1 : shape[d - lead];
+    if (target == 1 && g.shape()[d] != 1) r = sum_dim_keep(r, d);
+  }
+  return r.view_as_shape(shape);
+}
+
+}  // namespace detail
+
+namespace {
+using detail::parallel_for;
+using detail::kElementwiseGrain;
+
+void check_floating(const char* where, const Tensor& x) {
+  UNROLL_CHECK(x.defined(), StateError, "{}: operand is undefined; got an undefined tensor, expected a tensor", where);
+  UNROLL_CHECK(is_floating(x.dtype()), DtypeError,
+               "{}: expected a floating-point tensor; got {}, expected float32 or float64", where, x.dtype());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binary arithmetic with broadcasting.
+enum class BinOp { add, sub, mul, div };
+
+template <BinOp op, class T>
+inline T apply(T a, T b) {
+  if constexpr (op == BinOp::add) return a + b;
+  else if constexpr (op == BinOp::sub) return a - b;
+  else if constexpr (op == BinOp::mul) return a * b;
+  else return a / b;
+}
+
+// out = a (op) b, broadcast (not recorded). The output joins the plan as its last operand.
+template <BinOp op>
+Tensor binary_kernel(const Tensor& a, const Tensor& b, const Shape& out_shape) {
+  Tensor out = Tensor::empty(out_shape, a.dtype());
+  dispatch(a.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* pa = static_cast<const T*>(a.raw());
+    const T* pb = static_cast<const T*>(b.raw());
+    T* po = static_cast<T*>(out.raw());
+    if (a.shape() == b.shape()) {  // the common case needs no plan
+      parallel_for(out.numel(), kElementwiseGrain, [&](std::int64_t s, std::int64_t e) {
+        for (std::int64_t i = s; i < e; ++i) po[i] = apply<op>(pa[i], pb[i]);
+      });
+      return;
+    }
+    const auto plan = detail::make_plan(out_shape, {&a.shape(), &b.shape(), &out_shape});
+    detail::for_each_row(plan, [&](const auto& off, std::int64_t n, const auto& st) {
+      const T* __restrict x = pa + off[0];
+      const T* __restrict y = pb + off[1];
+      T* __restrict o = po + off[2];
+      if (st[0] && st[1]) {
+        for (std::int64_t i = 0; i < n; ++i) o[i] = apply<op>(x[i], y[i]);
+      } else if (st[0]) {
+        const T y0 = y[0];
+        for (std::int64_t i = 0; i < n; ++i) o[i] = apply<op>(x[i], y0);
+      } else if (st[1]) {
+        const T x0 = x[0];
+        for (std::int64_t i = 0; i < n; ++i) o[i] = apply<op>(x0, y[i]);
+      } else {
+        const T v = apply<op>(x[0], y[0]);
+        for (std::int64_t i = 0; i < n; ++i) o[i] = v;
+      }
+    });
+  });
+  return out;
+}
+
+template <BinOp op>
+Tensor binary_forward(const char* where, const Tensor& a, const Tensor& b) {
+  detail::check_floating_same(where, a, b);
+  const Shape out_shape = a.shape() == b.shape() ? a.shape() : broadcast_shapes(where, a.shape(), b.shape());
+  return binary_kernel<op>(a, b, out_shape);
+}
+
+// Elementwise product of g with f(a, b) (not recorded), reduced to `shape`.
+Tensor times(const Tensor& g, const Tensor& x) { return binary_kernel<BinOp::mul>(g, x, g.shape() == x.shape() ? g.shape() : broadcast_shapes("backward", g.shape(), x.shape())); }
+
+// ---------------------------------------------------------------------------------------------
+// Unary maps. `Fwd(x)` computes y; `Bwd(saved, g)` computes dx from the saved value (x or y, chosen by
+// `save`) so that backward keeps alive only what it needs.
+enum class Save { input, output };
+
+template <Save save, class Fwd, class Bwd>
+Tensor unary(const char* name, const Tensor& x, Fwd fwd, Bwd bwd) {
+  check_floating(name, x);
+  Tensor y = detail::empty_like(x);
+  dispatch(x.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* __restrict px = static_cast<const T*>(x.raw());
+    T* __restrict py = static_cast<T*>(y.raw());
+    parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t s, std::int64_t e) {
+      for (std::int64_t i = s; i < e; ++i) py[i] = fwd(px[i]);
+    });
+  });
+  if (autograd::needs_grad({&x})) {
+    autograd::record(name, y, {&x}, [saved = (save == Save::input ? x : y).detach(), bwd](autograd::GradSink& sink) {
+      const Tensor& g = sink.grad_output();
+      Tensor dx = detail::empty_like(g);
+      dispatch(g.dtype(), [&](auto* tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        const T* __restrict ps = static_cast<const T*>(saved.raw());
+        const T* __restrict pg = static_cast<const T*>(g.raw());
+        T* __restrict pd = static_cast<T*>(dx.raw());
+        parallel_for(g.numel(), kElementwiseGrain, [&](std::int64_t s, std::int64_t e) {
+          for (std::int64_t i = s; i < e; ++i) pd[i] = bwd(ps[i], pg[i]);
+        });
+      });
+      sink.add(0, std::move(dx));
+    });
+  }
+  return y;
+}
+
+template <class T> constexpr T one = T(1);
+}  // namespace
+
+// y = a + b;  da = sum_to(g), db = sum_to(g)
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward<BinOp::add>("add", a, b);
+  if (autograd::needs_grad({&a, &b}))
+    autograd::record("add", out, {&a, &b}, [sa = a.shape(), sb = b.shape()](autograd::GradSink& sink) {
+      const Tensor& g = sink.grad_output();
+      if (sink.needs(0)) sink.add(0, detail::sum_to(g, sa));
+      if (sink.needs(1)) sink.add(1, detail::sum_to(g, sb));
+    });
+  return out;
+}
+
+// y = a - b;  da = sum_to(g), db = -sum_to(g)
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward<BinOp::sub>("sub", a, b);
+  if (autograd::needs_grad({&a, &b}))
+    autograd::record("sub", out, {&a, &b}, [sa = a.shape(), sb = b.shape()](autograd::GradSink& sink) {
+      const Tensor& g = sink.grad_output();
+      if (sink.needs(0)) sink.add(0, detail::sum_to(g, sa));
+      if (sink.needs(1)) sink.add(1, mul(detail::sum_to(g, sb), -1.0));
+    });
+  return out;
+}
+
+// y = a * b;  da = sum_to(g b), db = sum_to(g a)
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward<BinOp::mul>("mul", a, b);
+  if (autograd::needs_grad({&a, &b})) {
+    // Save an operand only if the other one needs its gradient.
+    Tensor keep_a = b.requires_grad() ? a.detach() : Tensor();
+    Tensor keep_b = a.requires_grad() ? b.detach() : Tensor();
+    autograd::record("mul", out, {&a, &b}, [a = std::move(keep_a), b = std::move(keep_b)](autograd::GradSink& sink) {
+      const Tensor& g = sink.grad_output();
+      if (sink.needs(0)) sink.add(0, detail::sum_to(times(g, b), sink.input_shape(0)));
+      if (sink.needs(1)) sink.add(1, detail::sum_to(times(g, a), sink.input_shape(1)));
+    });
+  }
+  return out;
+}
+
+// y = a / b;  da = sum_to(g / b), db = -sum_to(g y / b)
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward<BinOp::div>("div", a, b);
+  if (autograd::needs_grad({&a, &b}))
+    autograd::record("div", out, {&a, &b}, [b = b.detach(), y = out.detach()](autograd::GradSink& sink) {
+      const Tensor& g = sink.grad_output();
+      Tensor g_over_b = binary_kernel<BinOp::div>(g, b, g.shape());
+      if (sink.needs(1)) sink.add(1, detail::sum_to(mul(times(g_over_b, y), -1.0), sink.input_shape(1)));
+      if (sink.needs(0)) sink.add(0, detail::sum_to(std::move(g_over_b), sink.input_shape(0)));
+    });
+  return out;
+}
+
+// Tensor–scalar forms: y = f(x, s) with df/dx constant, so backward is g times a constant.
+namespace {
+template <class F>
+Tensor scalar_op(const char* name, const Tensor& x, double dydx, F f) {
+  check_floating(name, x);
+  Tensor y = detail::empty_like(x);
+  dispatch(x.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* __restrict px = static_cast<const T*>(x.raw());
+    T* __restrict py = static_cast<T*>(y.raw());
+    parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t s, std::int64_t e) {
+      for (std::int64_t i = s; i < e; ++i) py[i] = f(px[i]);
+    });
+  });
+  if (autograd::needs_grad({&x}))
+    autograd::record(name, y, {&x}, [dydx](autograd::GradSink& sink) {
+      const Tensor& g = sink.grad_output();
+      sink.add(0, dydx == 1.0 ? g : mul(g, dydx));
+    });
+  return y;
+}
+}  // namespace
+
+Tensor add(const Tensor& x, double s) { return scalar_op("add", x, 1.0, [s](auto v) { return v + static_cast<decltype(v)>(s); }); }
+Tensor sub(const Tensor& x, double s) { return scalar_op("sub", x, 1.0, [s](auto v) { return v - static_cast<decltype(v)>(s); }); }
+Tensor rsub(const Tensor& x, double s) { return scalar_op("rsub", x, -1.0, [s](auto v) { return static_cast<decltype(v)>(s) - v; }); }
+Tensor div(const Tensor& x, double s) { return scalar_op("div", x, 1.0 / s, [s](auto v) { return v / static_cast<decltype(v)>(s); }); }
+Tensor mul(const Tensor& x, double s) {
+  // Also the backward helper of other ops, so it skips recording work when nothing needs grad.
+  return scalar_op("mul", x, s, [s](auto v) { return v * static_cast<decltype(v)>(s); });
+}
+// y = s / x;  dx = -g s / x^2 = -g y / x
+Tensor rdiv(const Tensor& x, double s) {
+  return unary<Save::input>(
+      "rdiv", x, [s](auto v) { return static_cast<decltype(v)>(s) / v; },
+      [s](auto v, auto g) { return -g * static_cast<decltype(v)>(s) / (v * v); });
+}
+
+// y = -x;  dx = -g
+Tensor neg(const Tensor& x) { return scalar_op("neg", x, -1.0, [](auto v) { return -v; }); }
+// y = e^x;  dx = g y
+Tensor exp(const Tensor& x) {
+  return unary<Save::output>("exp", x, [](auto v) { return std::exp(v); }, [](auto y, auto g) { return g * y; });
+}
+// y = ln x;  dx = g / x
+Tensor log(const Tensor& x) {
+  return unary<Save::input>("log", x, [](auto v) { return std::log(v); }, [](auto v, auto g) { return g / v; });
+}
+// y = sqrt x;  dx = g / (2 y)
+Tensor sqrt(const Tensor& x) {
+  return unary<Save::output>("sqrt", x, [](auto v) { return std::sqrt(v); },
+                             [](auto y, auto g) { return g / (y + y); });
+}
+// y = |x|;  dx = g sign(x)
+Tensor abs(const Tensor& x) {
+  return unary<Save::input>("abs", x, [](auto v) { return std::abs(v); },
+                            [](auto v, auto g) { return v > 0 ? g : (v < 0 ? -g : decltype(g)(0)); });
+}
+// y = x^e;  dx = g e x^(e-1)
+Tensor pow(const Tensor& x, double e) {
+  return unary<Save::input>(
+      "pow", x, [e](auto v) { return static_cast<decltype(v)>(std::pow(v, static_cast<decltype(v)>(e))); },
+      [e](auto v, auto g) {
+        using T = decltype(v);
+        return e == 0.0 ? T(0) : static_cast<T>(g * static_cast<T>(e) * std::pow(v, static_cast<T>(e - 1)));
+      });
+}
+// y = tanh x;  dx = g (1 - y^2)
+Tensor tanh(const Tensor& x) {
+  return unary<Save::output>("tanh", x, [](auto v) { return std::tanh(v); },
+                             [](auto y, auto g) { return g * (1 - y * y); });
+}
+// y = 1 / (1 + e^-x);  dx = g y (1 - y)
+Tensor sigmoid(const Tensor& x) {
+  return unary<Save::output>(
+      "sigmoid", x, [](auto v) { return decltype(v)(1) / (decltype(v)(1) + std::exp(-v)); },
+      [](auto y, auto g) { return g * y * (1 - y); });
+}
+// y = max(x, 0);  dx = g [y > 0]
+Tensor relu(const Tensor& x) {
+  return unary<Save::output>("relu", x, [](auto v) { return v > 0 ? v : decltype(v)(0); },
+                             [](auto y, auto g) { return y > 0 ? g : decltype(g)(0); });
+}
+// y = log(1 + e^(bx)) / b (x where bx > t);  dx = g sigmoid(bx) (g where bx > t)
+Tensor softplus(const Tensor& x, double beta, double threshold) {
+  return unary<Save::input>(
+      "softplus", x,
+      [beta, threshold](auto v) {
+        using T = decltype(v);
+        const T bx = v * static_cast<T>(beta);
+        return bx > static_cast<T>(threshold) ? v : static_cast<T>(std::log1p(std::exp(bx)) / static_cast<T>(beta));
+      },
+      [beta, threshold](auto v, auto g) {
+        using T = decltype(v);
+        const T bx = v * static_cast<T>(beta);
+        if (bx > static_cast<T>(threshold)) return g;
+        const T z = std::exp(bx);
+        return g * z / (z + T(1));
+      });
+}
+// y = min(max(x, lo), hi);  dx = g [lo <= x <= hi]
+Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> max) {
+  UNROLL_CHECK(!min || !max || *min <= *max, ValueError, "clamp: empty range; got min={} and max={}, expected min <= max",
+               *min, *max);
+  const double lo = min.value_or(-INFINITY), hi = max.value_or(INFINITY);
+  return unary<Save::input>(
+      "clamp", x,
+      [lo, hi](auto v) {
+        using T = decltype(v);
+        return v < static_cast<T>(lo) ? static_cast<T>(lo) : (v > static_cast<T>(hi) ? static_cast<T>(hi) : v);
+      },
+      [lo, hi](auto v, auto g) {
+        using T = decltype(v);
+        return (v >= static_cast<T>(lo) && v <= static_cast<T>(hi)) ? g : T(0);
+      });
+}
+
+// ---------------------------------------------------------------------------------------------
+namespace {
+// out = cond ? a : b with broadcasting of all three (cond of any dtype; a, b of out's dtype).
+Tensor select_kernel(const Tensor& cond, const Tensor& a, const Tensor& b, const Shape& out_shape) {
+  Tensor out = Tensor::empty(out_shape, a.dtype());
+  const auto plan = detail::make_plan(out_shape, {&cond.shape(), &a.shape(), &b.shape(), &out_shape});
+  dispatch(cond.dtype(), [&](auto* ctag) {
+    using C = std::remove_pointer_t<decltype(ctag)>;
+    dispatch(a.dtype(), [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      const C* pc = static_cast<const C*>(cond.raw());
+      const T* pa = static_cast<const T*>(a.raw());
+      const T* pb = static_cast<const T*>(b.raw());
+      T* po = static_cast<T*>(out.raw());
+      detail::for_each_row(plan, [&](const auto& off, std::int64_t n, const auto& st) {
+        for (std::int64_t i = 0; i < n; ++i)
+          po[off[3] + i] = pc[off[0] + i * st[0]] != C(0) ? pa[off[1] + i * st[1]] : pb[off[2] + i * st[2]];
+      });
+    });
+  });
+  return out;
+}
+Tensor zeros_scalar(Dtype d) { return zeros(Shape{}, d); }
+}  // namespace
+
+// y = c ? a : b;  da = sum_to(c ? g : 0), db = sum_to(c ? 0 : g)
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  detail::check_floating_same("where", a, b);
+  UNROLL_CHECK(cond.defined(), StateError, "where: condition is undefined; got an undefined tensor, expected a tensor");
+  const Shape out_shape =
+      broadcast_shapes("where", cond.shape(), broadcast_shapes("where", a.shape(), b.shape()));
+  Tensor out = select_kernel(cond, a, b, out_shape);
+  if (autograd::needs_grad({&a, &b}))
+    autograd::record("where", out, {&a, &b}, [c = cond.detach()](autograd::GradSink& sink) {
+      const Tensor& g = sink.grad_output();
+      const Tensor zero = zeros_scalar(g.dtype());
+      if (sink.needs(0)) sink.add(0, detail::sum_to(select_kernel(c, g, zero, g.shape()), sink.input_shape(0)));
+      if (sink.needs(1)) sink.add(1, detail::sum_to(select_kernel(c, zero, g, g.shape()), sink.input_shape(1)));
+    });
+  return out;
+}
+
+// y = m ? v : x;  dx = m ? 0 : g
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
+  check_floating("masked_fill", x);
+  UNROLL_CHECK(mask.defined(), StateError, "masked_fill: mask is undefined; got an undefined tensor, expected a tensor");
+  UNROLL_CHECK(broadcast_shapes("masked_fill", x.shape(), mask.shape()) == x.shape(), ShapeError,
+               "masked_fill: mask does not broadcast to the input; got mask={} and x={}, expected a mask "
+               "broadcastable to x",
+               mask.shape(), x.shape());
+  const Tensor fill = full(Shape{}, value, x.dtype());
+  Tensor out = select_kernel(mask, fill, x, x.shape());
+  if (autograd::needs_grad({&x}))
+    autograd::record("masked_fill", out, {&x}, [m = mask.detach()](autograd::GradSink& sink) {
+      const Tensor& g = sink.grad_output();
+      sink.add(0, select_kernel(m, zeros_scalar(g.dtype()), g, g.shape()));
+    });
+  return out;
+}
+
+// y = x m / (1 - p), m ~ Bernoulli(1 - p);  dx = g m / (1 - p)
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
+  check_floating("dropout", x);
+  UNROLL_CHECK(p >= 0 && p <= 1, ValueError, "dropout: probability out of range; got p={}, expected in [0, 1]", p);
+  if (!training || p == 0) return x;
+  Tensor scale = bernoulli(x.shape(), 1 - p, x.dtype(), gen);
+  if (p < 1) scale = mul(scale.detach(), 1.0 / (1 - p));
+  Tensor out = binary_kernel<BinOp::mul>(x, scale, x.shape());
+  if (autograd::needs_grad({&x}))
+    autograd::record("dropout", out, {&x}, [scale = std::move(scale)](autograd::GradSink& sink) {
+      sink.add(0, binary_kernel<BinOp::mul>(sink.grad_output(), scale, scale.shape()));
+    });
+  return out;
+}
+
+// y = convert(x);  dx = convert(g) back
+Tensor to(const Tensor& x, Dtype dtype) {
+  UNROLL_CHECK(x.defined(), StateError, "to: tensor is undefined; got an undefined tensor, expected a tensor");
+  if (x.dtype() == dtype) return x;
+  Tensor out = convert(x, dtype);
+  if (is_floating(x.dtype()) && is_floating(dtype) && autograd::needs_grad({&x}))
+    autograd::record("to", out, {&x}, [from = x.dtype()](autograd::GradSink& sink) {
+      sink.add(0, convert(sink.grad_output(), from));
+    });
+  return out;
+}
+
+}  // namespace unroll

@@ -1,0 +1,295 @@
+#include "reduce.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "../autograd/tape.hpp"
+#include "broadcast.hpp"
+#include "kernels.hpp"
+
+namespace unroll {
+
+// Sum over dim d viewed as [outer, n, inner]: rows of the inner block are added, so the loop vectorises.
+// float32 sums of a whole contiguous dim (inner == 1) accumulate in double for accuracy.
+Tensor detail::sum_dim_keep(const Tensor& x, int d) {
+  Shape out_shape = x.shape();
+  out_shape[d] = 1;
+  Tensor out = Tensor::empty(out_shape, x.dtype());
+  const std::int64_t outer = x.shape().numel(0, d), n = x.shape()[d], inner = x.shape().numel(d + 1, x.dim());
+  dispatch(x.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* px = static_cast<const T*>(x.raw());
+    T* po = static_cast<T*>(out.raw());
+    parallel_for(outer, std::max<std::int64_t>(1, kElementwiseGrain / std::max<std::int64_t>(n * inner, 1)),
+                 [&](std::int64_t o0, std::int64_t o1) {
+                   for (std::int64_t o = o0; o < o1; ++o) {
+                     const T* src = px + o * n * inner;
+                     T* __restrict dst = po + o * inner;
+                     if (inner == 1) {
+                       using Acc = std::conditional_t<std::is_same_v<T, float>, double, T>;
+                       Acc acc = 0;
+                       for (std::int64_t r = 0; r < n; ++r) acc += src[r];
+                       dst[0] = static_cast<T>(acc);
+                       continue;
+                     }
+                     std::fill_n(dst, inner, T(0));
+                     for (std::int64_t r = 0; r < n; ++r) {
+                       const T* __restrict row = src + r * inner;
+                       for (std::int64_t i = 0; i < inner; ++i) dst[i] += row[i];
+                     }
+                   }
+                 });
+  });
+  return out;
+}
+
+namespace {
+using detail::kElementwiseGrain;
+using detail::parallel_for;
+
+void check_floating(const char* where, const Tensor& x) {
+  UNROLL_CHECK(x.defined(), StateError, "{}: tensor is undefined; got an undefined tensor, expected a tensor", where);
+  UNROLL_CHECK(is_floating(x.dtype()), DtypeError,
+               "{}: expected a floating-point tensor; got {}, expected float32 or float64", where, x.dtype());
+}
+
+// g (shape `from`, broadcastable) -> the full `to` shape, times `scale`.
+Tensor expand_scaled(const Tensor& g, const Shape& to, double scale) {
+  Tensor out = Tensor::empty(to, g.dtype());
+  const auto plan = detail::make_plan(to, {&g.shape(), &to});
+  dispatch(g.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* pg = static_cast<const T*>(g.raw());
+    T* po = static_cast<T*>(out.raw());
+    const T s = static_cast<T>(scale);
+    detail::for_each_row(plan, [&](const auto& off, std::int64_t n, const auto& st) {
+      if (st[0]) for (std::int64_t i = 0; i < n; ++i) po[off[1] + i] = pg[off[0] + i] * s;
+      else std::fill_n(po + off[1], n, pg[off[0]] * s);
+    });
+  });
+  return out;
+}
+
+// Sorted, unique, wrapped dims; empty `dims` means all.
+std::vector<int> reduce_dims(const char* where, const Tensor& x, const std::vector<std::int64_t>& dims) {
+  std::vector<int> out;
+  if (dims.empty()) {
+    for (int d = 0; d < x.dim(); ++d) out.push_back(d);
+    return out;
+  }
+  for (std::int64_t d : dims) out.push_back(wrap_dim(where, d, x.dim()));
+  std::sort(out.begin(), out.end());
+  UNROLL_CHECK(std::adjacent_find(out.begin(), out.end()) == out.end(), ValueError,
+               "{}: repeated dim; got [{}], expected distinct dims", where, fmt::join(dims, ", "));
+  return out;
+}
+
+Tensor sum_or_mean(const char* name, const Tensor& x, const std::vector<int>& dims, bool keepdim, bool is_mean) {
+  check_floating(name, x);
+  Tensor r = x;
+  std::int64_t count = 1;
+  Shape kept = x.shape();
+  Shape dropped;
+  for (int d : dims) {
+    count *= x.shape()[d];
+    r = detail::sum_dim_keep(r, d);
+    kept[d] = 1;
+  }
+  for (int d = 0; d < x.dim(); ++d)
+    if (std::find(dims.begin(), dims.end(), d) == dims.end()) dropped.push_back(x.shape()[d]);
+  if (dims.empty()) r = copy_of(x);  // a 0-d input: the result must not alias it
+  const double scale = is_mean ? 1.0 / static_cast<double>(count) : 1.0;
+  Tensor out = (is_mean ? expand_scaled(r, r.shape(), scale) : r).view_as_shape(keepdim ? kept : dropped);
+  if (autograd::needs_grad({&x}))
+    autograd::record(name, out, {&x}, [kept, in_shape = x.shape(), scale](autograd::GradSink& sink) {
+      sink.add(0, expand_scaled(sink.grad_output().view_as_shape(kept), in_shape, scale));
+    });
+  return out;
+}
+}  // namespace
+
+Tensor sum(const Tensor& x) { return sum(x, {}, false); }
+Tensor sum(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
+  return sum_or_mean("sum", x, reduce_dims("sum", x, dims), keepdim, false);
+}
+Tensor mean(const Tensor& x) { return mean(x, {}, false); }
+Tensor mean(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
+  UNROLL_CHECK(x.numel() > 0, ShapeError, "mean: empty tensor; got {}, expected at least one element", x.shape());
+  return sum_or_mean("mean", x, reduce_dims("mean", x, dims), keepdim, true);
+}
+
+namespace {
+// Index of the first maximum along dim d of x viewed as [outer, n, inner]; NaN wins (as PyTorch).
+Tensor argmax_keep(const Tensor& x, int d) {
+  Shape out_shape = x.shape();
+  out_shape[d] = 1;
+  Tensor idx = Tensor::empty(out_shape, Dtype::int64);
+  const std::int64_t outer = x.shape().numel(0, d), n = x.shape()[d], inner = x.shape().numel(d + 1, x.dim());
+  std::int64_t* pi = idx.data<std::int64_t>();
+  dispatch(x.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* px = static_cast<const T*>(x.raw());
+    for (std::int64_t o = 0; o < outer; ++o)
+      for (std::int64_t i = 0; i < inner; ++i) {
+        const T* p = px + o * n * inner + i;
+        std::int64_t best = 0;
+        for (std::int64_t r = 1; r < n; ++r)
+          if (p[r * inner] > p[best * inner] || (std::isnan(static_cast<double>(p[r * inner])) && !std::isnan(static_cast<double>(p[best * inner])))) best = r;
+        pi[o * inner + i] = best;
+      }
+  });
+  return idx;
+}
+}  // namespace
+
+// y = max_r x[.., r, ..];  dx[.., argmax, ..] = g
+Tensor max(const Tensor& x, std::int64_t dim, bool keepdim) {
+  check_floating("max", x);
+  const int d = wrap_dim("max", dim, x.dim());
+  UNROLL_CHECK(x.shape()[d] > 0, ShapeError, "max: reduction over an empty dim; got {} on dim {}, expected size > 0",
+               x.shape(), d);
+  Tensor idx = argmax_keep(x, d);
+  Shape kept = idx.shape();
+  Tensor out = Tensor::empty(kept, x.dtype());
+  const std::int64_t outer = x.shape().numel(0, d), n = x.shape()[d], inner = x.shape().numel(d + 1, x.dim());
+  dispatch(x.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* px = static_cast<const T*>(x.raw());
+    const std::int64_t* pi = idx.data<std::int64_t>();
+    T* po = static_cast<T*>(out.raw());
+    for (std::int64_t o = 0; o < outer; ++o)
+      for (std::int64_t i = 0; i < inner; ++i) po[o * inner + i] = px[(o * n + pi[o * inner + i]) * inner + i];
+  });
+  Shape final_shape = kept;
+  if (!keepdim) final_shape.erase(d);
+  out = out.view_as_shape(final_shape);
+  if (autograd::needs_grad({&x}))
+    autograd::record("max", out, {&x}, [idx = std::move(idx), n, inner, outer](autograd::GradSink& sink) {
+      const Tensor& g = sink.grad_output();
+      bool fresh = false;
+      Tensor& dx = sink.buffer(0, fresh, /*zero_fill=*/true);
+      dispatch(g.dtype(), [&](auto* tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        const T* pg = static_cast<const T*>(g.raw());
+        const std::int64_t* pi = idx.data<std::int64_t>();
+        T* pd = static_cast<T*>(dx.raw());
+        for (std::int64_t o = 0; o < outer; ++o)
+          for (std::int64_t i = 0; i < inner; ++i) pd[(o * n + pi[o * inner + i]) * inner + i] += pg[o * inner + i];
+      });
+    });
+  return out;
+}
+
+// y = max(x);  dx = g / (number of maxima) at each maximum
+Tensor max(const Tensor& x) {
+  check_floating("max", x);
+  UNROLL_CHECK(x.numel() > 0, ShapeError, "max: empty tensor; got {}, expected at least one element", x.shape());
+  Tensor flat = x.view_as_shape(Shape{x.numel()});
+  Tensor idx = argmax_keep(flat, 0);
+  const std::int64_t best = idx.data<std::int64_t>()[0];
+  Tensor out = Tensor::empty(Shape{}, x.dtype());
+  std::memcpy(out.raw(), static_cast<const char*>(x.raw()) + best * static_cast<std::int64_t>(dtype_size(x.dtype())), dtype_size(x.dtype()));
+  if (autograd::needs_grad({&x}))
+    autograd::record("max", out, {&x}, [xd = x.detach(), y = out.detach()](autograd::GradSink& sink) {
+      Tensor dx = Tensor::empty(xd.shape(), xd.dtype());
+      dispatch(xd.dtype(), [&](auto* tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        const T* px = static_cast<const T*>(xd.raw());
+        const T m = *static_cast<const T*>(y.raw());
+        const T g = *static_cast<const T*>(sink.grad_output().raw());
+        std::int64_t ties = 0;
+        for (std::int64_t i = 0; i < xd.numel(); ++i) ties += px[i] == m;
+        T* pd = static_cast<T*>(dx.raw());
+        for (std::int64_t i = 0; i < xd.numel(); ++i) pd[i] = px[i] == m ? g / static_cast<T>(ties) : T(0);
+      });
+      sink.add(0, std::move(dx));
+    });
+  return out;
+}
+
+Tensor argmax(const Tensor& x, std::int64_t dim, bool keepdim) {
+  UNROLL_CHECK(x.defined(), StateError, "argmax: tensor is undefined; got an undefined tensor, expected a tensor");
+  const int d = wrap_dim("argmax", dim, x.dim());
+  UNROLL_CHECK(x.shape()[d] > 0, ShapeError, "argmax: reduction over an empty dim; got {} on dim {}, expected size > 0",
+               x.shape(), d);
+  Tensor idx = argmax_keep(x, d);
+  if (keepdim) return idx;
+  Shape s = idx.shape();
+  s.erase(d);
+  return idx.view_as_shape(s);
+}
+
+namespace {
+// Softmax-family kernel along dim d of x viewed as [outer, n, inner]. log = false: y = softmax; true: log_softmax.
+template <bool log>
+Tensor softmax_kernel(const Tensor& x, int d) {
+  Tensor y = detail::empty_like(x);
+  const std::int64_t outer = x.shape().numel(0, d), n = x.shape()[d], inner = x.shape().numel(d + 1, x.dim());
+  dispatch(x.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* px = static_cast<const T*>(x.raw());
+    T* py = static_cast<T*>(y.raw());
+    parallel_for(outer * inner, std::max<std::int64_t>(1, kElementwiseGrain / std::max<std::int64_t>(n, 1)),
+                 [&](std::int64_t b, std::int64_t e) {
+                   for (std::int64_t k = b; k < e; ++k) {
+                     const std::int64_t o = k / inner, i = k % inner;
+                     const T* p = px + o * n * inner + i;
+                     T* q = py + o * n * inner + i;
+                     T m = -std::numeric_limits<T>::infinity();
+                     for (std::int64_t r = 0; r < n; ++r) m = std::max(m, p[r * inner]);
+                     if (std::isinf(m) && m < 0) m = 0;  // all -inf: avoid inf - inf
+                     T s = 0;
+                     for (std::int64_t r = 0; r < n; ++r) s += std::exp(p[r * inner] - m);
+                     if constexpr (log) {
+                       const T lse = m + std::log(s);
+                       for (std::int64_t r = 0; r < n; ++r) q[r * inner] = p[r * inner] - lse;
+                     } else {
+                       for (std::int64_t r = 0; r < n; ++r) q[r * inner] = std::exp(p[r * inner] - m) / s;
+                     }
+                   }
+                 });
+  });
+  return y;
+}
+
+template <bool log>
+Tensor softmax_op(const char* name, const Tensor& x, std::int64_t dim) {
+  check_floating(name, x);
+  const int d = wrap_dim(name, dim, std::max(x.dim(), 1));
+  Tensor xv = x.dim() == 0 ? x.view_as_shape(Shape{1}) : x;
+  Tensor y = softmax_kernel<log>(xv, d).view_as_shape(x.shape());
+  if (autograd::needs_grad({&x}))
+    autograd::record(name, y, {&x}, [y_saved = y.detach(), d](autograd::GradSink& sink) {
+      const Tensor& g = sink.grad_output();
+      Tensor dx = detail::empty_like(g);
+      const Shape& s = y_saved.dim() == 0 ? Shape{1} : y_saved.shape();
+      const std::int64_t outer = s.numel(0, d), n = s[d], inner = s.numel(d + 1, s.dim());
+      dispatch(g.dtype(), [&](auto* tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        const T* py = static_cast<const T*>(y_saved.raw());
+        const T* pg = static_cast<const T*>(g.raw());
+        T* pd = static_cast<T*>(dx.raw());
+        for (std::int64_t o = 0; o < outer; ++o)
+          for (std::int64_t i = 0; i < inner; ++i) {
+            const std::int64_t base = o * n * inner + i;
+            T acc = 0;
+            for (std::int64_t r = 0; r < n; ++r)
+              acc += log ? pg[base + r * inner] : pg[base + r * inner] * py[base + r * inner];
+            for (std::int64_t r = 0; r < n; ++r) {
+              const std::int64_t j = base + r * inner;
+              pd[j] = log ? pg[j] - std::exp(py[j]) * acc : py[j] * (pg[j] - acc);
+            }
+          }
+      });
+      sink.add(0, std::move(dx));
+    });
+  return y;
+}
+}  // namespace
+
+Tensor softmax(const Tensor& x, std::int64_t dim) { return softmax_op<false>("softmax", x, dim); }
+Tensor log_softmax(const Tensor& x, std::int64_t dim) { return softmax_op<true>("log_softmax", x, dim); }
+
+}  // namespace unroll

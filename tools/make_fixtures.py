@@ -1,0 +1,493 @@
+#!/usr/bin/python3
+"""Generate PyTorch reference fixtures for unroll's op tests.
+
+Usage (from the repository root; needs Debian's python3-torch):
+
+    /usr/bin/python3 tools/make_fixtures.py
+
+writes ``tests/fixtures/ops.json``.  An optional argument overrides the
+output path.  The output is deterministic (fixed torch.manual_seed, float64
+everywhere, every float written with repr so it round-trips exactly).
+
+File format::
+
+    {"torch_version": "...", "cases": [
+      {"name": "add/same", "op": "add", "params": {...},
+       "inputs": [{"shape": [2,3], "dtype": "float64", "data": [...]}, ...],
+       "output": {...}, "grad_output": {...},
+       "grads": [{...} or null, ...]},          # one per input
+      ...]}
+
+Tensors are flattened row-major; a 0-d tensor has "shape": [] and one
+element.  grads[i] = d sum(output * grad_output) / d inputs[i]; it is null for
+int64 inputs (indices, targets) and for masks/conditions, which are stored as
+float64 0.0/1.0 (nonzero = true) and converted to bool before calling torch.
+
+Every differentiable case is also checked with torch.autograd.gradcheck, so
+inputs sitting on a kink (abs/relu/clamp), a tie (max) or outside a domain
+(log/sqrt/pow) make the script fail instead of producing a bad fixture.
+"""
+
+import json
+import math
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+SEED = 20240611
+DEFAULT_OUT = os.path.join("tests", "fixtures", "ops.json")
+
+# ---------------------------------------------------------------------------
+# Input specs.  Each helper returns a lazy spec; make_input() materialises it
+# in table order from the single seeded RNG stream.
+# ---------------------------------------------------------------------------
+
+
+def R(*shape):
+    """Standard normal."""
+    return ("randn", shape)
+
+
+def P(*shape):
+    """Positive: uniform in [0.5, 2] (log / sqrt / fractional pow)."""
+    return ("pos", shape)
+
+
+def NZ(*shape):
+    """Away from zero: +-uniform[0.5, 2] (denominators)."""
+    return ("nonzero", shape)
+
+
+def A(shape, kinks=(0.0,), lo=-2.0, hi=2.0):
+    """Uniform in [lo, hi] with every element > 0.1 away from each kink."""
+    return ("away", tuple(shape), tuple(kinks), lo, hi)
+
+
+def D(*shape):
+    """All elements distinct (no ties for max), gaps >= 2/numel."""
+    return ("distinct", shape)
+
+
+def LP(*shape):
+    """Log-probabilities along the last dim: log_softmax(randn), detached."""
+    return ("logprob", shape)
+
+
+def X(data):
+    """Explicit float64 data (nested list or scalar)."""
+    return ("explicit", data)
+
+
+def I(data):
+    """Explicit int64 data (indices / targets); gradient is null."""
+    return ("int", data)
+
+
+def M(data):
+    """Explicit 0/1 mask stored as float64; gradient is null."""
+    return ("mask", data)
+
+
+def make_input(spec):
+    """Return (tensor, differentiable) for a spec."""
+    kind = spec[0]
+    if kind == "randn":
+        return torch.randn(spec[1]), True
+    if kind == "pos":
+        return torch.rand(spec[1]) * 1.5 + 0.5, True
+    if kind == "nonzero":
+        mag = torch.rand(spec[1]) * 1.5 + 0.5
+        sign = torch.where(torch.rand(spec[1]) < 0.5, -1.0, 1.0)
+        return mag * sign, True
+    if kind == "away":
+        _, shape, kinks, lo, hi = spec
+        x = torch.rand(shape) * (hi - lo) + lo
+        while True:
+            bad = torch.zeros(shape, dtype=torch.bool)
+            for k in kinks:
+                bad |= (x - k).abs() < 0.1
+            if not bad.any():
+                return x, True
+            x = torch.where(bad, torch.rand(shape) * (hi - lo) + lo, x)
+    if kind == "distinct":
+        shape = spec[1]
+        n = math.prod(shape)
+        perm = torch.randperm(n).double()
+        x = (perm + 0.5 * torch.rand(n)) * (4.0 / n) - 2.0
+        return x.reshape(shape), True
+    if kind == "logprob":
+        return torch.log_softmax(torch.randn(spec[1]), dim=-1).detach(), True
+    if kind == "explicit":
+        return torch.tensor(spec[1], dtype=torch.float64), True
+    if kind == "int":
+        return torch.tensor(spec[1], dtype=torch.int64), False
+    if kind == "mask":
+        return torch.tensor(spec[1], dtype=torch.float64), False
+    raise ValueError(f"unknown input spec {spec!r}")
+
+
+# ---------------------------------------------------------------------------
+# Op implementations: f(inputs, params) -> output tensor.
+# ---------------------------------------------------------------------------
+
+
+def _slice(x, p):
+    idx = [slice(None)] * x.dim()
+    idx[p["dim"]] = slice(p["start"], p["end"], p["step"])
+    return x[tuple(idx)]
+
+
+def _sum_mean(fn):
+    def f(x, p):
+        if p["dims"] is None:
+            return fn(x[0])
+        return fn(x[0], dim=p["dims"], keepdim=p["keepdim"])
+    return f
+
+
+def _max(x, p):
+    if p["dim"] is None:
+        return torch.max(x[0])
+    return torch.max(x[0], p["dim"], keepdim=p["keepdim"]).values
+
+
+OPS = {
+    "add": lambda x, p: x[0] + x[1],
+    "sub": lambda x, p: x[0] - x[1],
+    "mul": lambda x, p: x[0] * x[1],
+    "div": lambda x, p: x[0] / x[1],
+    "add_scalar": lambda x, p: x[0] + p["scalar"],
+    "sub_scalar": lambda x, p: x[0] - p["scalar"],
+    "rsub_scalar": lambda x, p: p["scalar"] - x[0],
+    "mul_scalar": lambda x, p: x[0] * p["scalar"],
+    "div_scalar": lambda x, p: x[0] / p["scalar"],
+    "rdiv_scalar": lambda x, p: p["scalar"] / x[0],
+    "neg": lambda x, p: torch.neg(x[0]),
+    "exp": lambda x, p: torch.exp(x[0]),
+    "log": lambda x, p: torch.log(x[0]),
+    "sqrt": lambda x, p: torch.sqrt(x[0]),
+    "abs": lambda x, p: torch.abs(x[0]),
+    "tanh": lambda x, p: torch.tanh(x[0]),
+    "sigmoid": lambda x, p: torch.sigmoid(x[0]),
+    "relu": lambda x, p: torch.relu(x[0]),
+    "pow": lambda x, p: torch.pow(x[0], p["exponent"]),
+    "softplus": lambda x, p: F.softplus(x[0], beta=p["beta"], threshold=p["threshold"]),
+    "clamp": lambda x, p: torch.clamp(x[0], min=p["min"], max=p["max"]),
+    "matmul": lambda x, p: torch.matmul(x[0], x[1]),
+    "transpose": lambda x, p: torch.transpose(x[0], p["dim0"], p["dim1"]),
+    "permute": lambda x, p: x[0].permute(*p["dims"]),
+    "reshape": lambda x, p: x[0].reshape(p["shape"]),
+    "narrow": lambda x, p: x[0].narrow(p["dim"], p["start"], p["length"]),
+    "select": lambda x, p: x[0].select(p["dim"], p["index"]),
+    "slice": lambda x, p: _slice(x[0], p),
+    "chunk": lambda x, p: torch.chunk(x[0], p["chunks"], p["dim"])[p["index"]],
+    "split": lambda x, p: torch.split(x[0], p["split_size"], p["dim"])[p["index"]],
+    "cat": lambda x, p: torch.cat(x, dim=p["dim"]),
+    "stack": lambda x, p: torch.stack(x, dim=p["dim"]),
+    "index_select": lambda x, p: torch.index_select(x[0], p["dim"], x[1]),
+    "embedding": lambda x, p: F.embedding(x[1], x[0], padding_idx=p["padding_idx"]),
+    "where": lambda x, p: torch.where(x[0] != 0, x[1], x[2]),
+    "masked_fill": lambda x, p: x[0].masked_fill(x[1] != 0, p["value"]),
+    "sum": _sum_mean(torch.sum),
+    "mean": _sum_mean(torch.mean),
+    "max": _max,
+    "softmax": lambda x, p: torch.softmax(x[0], dim=p["dim"]),
+    "log_softmax": lambda x, p: torch.log_softmax(x[0], dim=p["dim"]),
+    "cross_entropy": lambda x, p: F.cross_entropy(
+        x[0], x[1], reduction=p["reduction"], ignore_index=p["ignore_index"]),
+    "nll_loss": lambda x, p: F.nll_loss(
+        x[0], x[1], reduction=p["reduction"], ignore_index=p["ignore_index"]),
+    "mse_loss": lambda x, p: F.mse_loss(x[0], x[1], reduction=p["reduction"]),
+}
+
+# ---------------------------------------------------------------------------
+# Case table: (name, op, params, [input specs]).
+# ---------------------------------------------------------------------------
+
+BINARY_SHAPES = [
+    # suffix,                lhs shape,   rhs shape
+    ("same",                 (2, 3),      (2, 3)),
+    ("same_3d",              (2, 3, 4),   (2, 3, 4)),
+    ("broadcast_row",        (4, 3),      (3,)),
+    ("broadcast_row_lhs",    (3,),        (4, 3)),
+    ("broadcast_3d",         (2, 1, 3),   (1, 4, 1)),
+    ("broadcast_outer",      (3, 1),      (1, 3)),
+    ("scalar_rhs_0d",        (2, 3),      ()),
+    ("scalar_lhs_0d",        (),          (2, 3)),
+]
+
+UNARY_SHAPES = [("2d", (2, 3)), ("3d", (2, 3, 4)), ("0d", ())]
+
+CASES = []
+
+
+def case(name, op, params, inputs):
+    CASES.append((name, op, params, inputs))
+
+
+# binary
+for op in ("add", "sub", "mul", "div"):
+    for suffix, a, b in BINARY_SHAPES:
+        case(f"{op}/{suffix}", op, {}, [R(*a), NZ(*b) if op == "div" else R(*b)])
+
+# tensor-scalar
+for op, s1, s2, s3 in [("add_scalar", 2.5, -1.25, 0.75),
+                       ("sub_scalar", 2.5, -1.25, 0.75),
+                       ("rsub_scalar", 2.5, -1.25, 0.75),
+                       ("mul_scalar", 2.5, -1.25, 0.75),
+                       ("div_scalar", 2.5, -1.25, 0.75),
+                       ("rdiv_scalar", 2.5, -1.25, 0.75)]:
+    gen = NZ if op == "rdiv_scalar" else R
+    case(f"{op}/2d", op, {"scalar": s1}, [gen(2, 3)])
+    case(f"{op}/0d", op, {"scalar": s2}, [gen()])
+    case(f"{op}/3d", op, {"scalar": s3}, [gen(2, 3, 4)])
+
+# unary
+for op, gen in [("neg", R), ("exp", R), ("log", P), ("sqrt", P),
+                ("abs", lambda *s: A(s)), ("tanh", R), ("sigmoid", R),
+                ("relu", lambda *s: A(s))]:
+    for suffix, shape in UNARY_SHAPES:
+        case(f"{op}/{suffix}", op, {}, [gen(*shape)])
+
+case("pow/sq_2d", "pow", {"exponent": 2.0}, [R(2, 3)])
+case("pow/sq_0d", "pow", {"exponent": 2.0}, [R()])
+case("pow/cube_3d", "pow", {"exponent": 3.0}, [R(2, 3, 4)])
+case("pow/sqrt_2d", "pow", {"exponent": 0.5}, [P(2, 3)])
+case("pow/neg_1p5_2d", "pow", {"exponent": -1.5}, [P(3, 4)])
+
+case("softplus/default_2d", "softplus", {"beta": 1.0, "threshold": 20.0}, [R(3, 4)])
+case("softplus/default_large", "softplus", {"beta": 1.0, "threshold": 20.0},
+     [X([[-3.0, -0.5, 0.3], [2.0, 21.5, 25.0]])])
+case("softplus/beta2_thr1", "softplus", {"beta": 2.0, "threshold": 1.0},
+     [A((3, 4), kinks=(0.5,))])
+case("softplus/beta2_thr1_3d", "softplus", {"beta": 2.0, "threshold": 1.0},
+     [A((2, 3, 4), kinks=(0.5,))])
+
+case("clamp/both", "clamp", {"min": -0.5, "max": 0.7}, [A((3, 4), kinks=(-0.5, 0.7))])
+case("clamp/both_3d", "clamp", {"min": -1.0, "max": 1.0}, [A((2, 3, 4), kinks=(-1.0, 1.0))])
+case("clamp/min_only", "clamp", {"min": 0.25, "max": None}, [A((3, 4), kinks=(0.25,))])
+case("clamp/max_only", "clamp", {"min": None, "max": -0.3}, [A((3, 4), kinks=(-0.3,))])
+
+# matmul
+case("matmul/2d_2d", "matmul", {}, [R(3, 4), R(4, 5)])
+case("matmul/row", "matmul", {}, [R(1, 16), R(16, 8)])
+case("matmul/batched_3d", "matmul", {}, [R(2, 3, 4), R(2, 4, 5)])
+case("matmul/3d_2d", "matmul", {}, [R(2, 3, 4), R(4, 5)])
+
+# shape ops
+case("transpose/2d", "transpose", {"dim0": 0, "dim1": 1}, [R(3, 4)])
+case("transpose/3d_01", "transpose", {"dim0": 0, "dim1": 1}, [R(2, 3, 4)])
+case("transpose/3d_12", "transpose", {"dim0": 1, "dim1": 2}, [R(2, 3, 4)])
+case("transpose/3d_02", "transpose", {"dim0": 0, "dim1": 2}, [R(2, 3, 4)])
+
+case("permute/2d", "permute", {"dims": [1, 0]}, [R(3, 4)])
+case("permute/3d_201", "permute", {"dims": [2, 0, 1]}, [R(2, 3, 4)])
+case("permute/3d_021", "permute", {"dims": [0, 2, 1]}, [R(2, 3, 4)])
+case("permute/3d_120", "permute", {"dims": [1, 2, 0]}, [R(2, 3, 4)])
+
+case("reshape/3d_to_2d", "reshape", {"shape": [6, 4]}, [R(2, 3, 4)])
+case("reshape/2d_to_3d", "reshape", {"shape": [2, 2, 3]}, [R(3, 4)])
+case("reshape/infer", "reshape", {"shape": [4, -1, 2]}, [R(2, 3, 4)])
+case("reshape/flatten", "reshape", {"shape": [12]}, [R(3, 4)])
+
+case("narrow/dim0", "narrow", {"dim": 0, "start": 1, "length": 2}, [R(3, 4, 5)])
+case("narrow/dim1", "narrow", {"dim": 1, "start": 1, "length": 2}, [R(3, 4, 5)])
+case("narrow/dim2", "narrow", {"dim": 2, "start": 2, "length": 3}, [R(3, 4, 5)])
+
+case("select/dim0", "select", {"dim": 0, "index": 1}, [R(3, 4, 5)])
+case("select/dim1_neg", "select", {"dim": 1, "index": -1}, [R(3, 4, 5)])
+case("select/dim2", "select", {"dim": 2, "index": 2}, [R(3, 4, 5)])
+case("select/1d", "select", {"dim": 0, "index": 2}, [R(4)])
+
+case("slice/dim0", "slice", {"dim": 0, "start": 1, "end": 3, "step": 1}, [R(4, 3)])
+case("slice/dim1_step2", "slice", {"dim": 1, "start": 0, "end": 5, "step": 2}, [R(3, 5)])
+case("slice/dim2_step2", "slice", {"dim": 2, "start": 1, "end": 5, "step": 2}, [R(2, 3, 5)])
+case("slice/dim1_3d", "slice", {"dim": 1, "start": 1, "end": 3, "step": 1}, [R(2, 4, 3)])
+
+case("chunk/uneven_first", "chunk", {"chunks": 2, "dim": 0, "index": 0}, [R(5, 3)])
+case("chunk/uneven_last", "chunk", {"chunks": 2, "dim": 0, "index": 1}, [R(5, 3)])
+case("chunk/dim1", "chunk", {"chunks": 3, "dim": 1, "index": 2}, [R(2, 6)])
+case("chunk/dim2_3d", "chunk", {"chunks": 2, "dim": 2, "index": 1}, [R(2, 3, 4)])
+
+case("split/first", "split", {"split_size": 2, "dim": 0, "index": 0}, [R(5, 3)])
+case("split/uneven_last", "split", {"split_size": 2, "dim": 0, "index": 2}, [R(5, 3)])
+case("split/dim1_mid", "split", {"split_size": 3, "dim": 1, "index": 1}, [R(3, 7)])
+case("split/dim1_last", "split", {"split_size": 3, "dim": 1, "index": 2}, [R(3, 7)])
+
+case("cat/dim0_two", "cat", {"dim": 0}, [R(2, 3), R(1, 3)])
+case("cat/dim0_three", "cat", {"dim": 0}, [R(2, 3), R(1, 3), R(3, 3)])
+case("cat/dim1_two", "cat", {"dim": 1}, [R(2, 3), R(2, 1)])
+case("cat/dim1_three_3d", "cat", {"dim": 1}, [R(2, 1, 3), R(2, 2, 3), R(2, 3, 3)])
+
+case("stack/dim0", "stack", {"dim": 0}, [R(2, 3), R(2, 3), R(2, 3)])
+case("stack/dim1", "stack", {"dim": 1}, [R(2, 3), R(2, 3), R(2, 3)])
+case("stack/dim2_trailing", "stack", {"dim": 2}, [R(2, 3), R(2, 3), R(2, 3)])
+
+# index ops
+case("index_select/dim0", "index_select", {"dim": 0}, [R(4, 3), I([3, 0, 3, 1])])
+case("index_select/dim1", "index_select", {"dim": 1}, [R(3, 5), I([4, 4, 0, 2])])
+case("index_select/dim1_3d", "index_select", {"dim": 1}, [R(2, 4, 3), I([2, 0, 2])])
+
+case("embedding/1d", "embedding", {"padding_idx": None}, [R(6, 4), I([1, 3, 1, 0, 5])])
+case("embedding/2d", "embedding", {"padding_idx": None},
+     [R(6, 4), I([[2, 0, 2], [5, 5, 1]])])
+case("embedding/padding_1d", "embedding", {"padding_idx": 2},
+     [R(6, 4), I([2, 3, 2, 0, 3])])
+case("embedding/padding_2d", "embedding", {"padding_idx": 0},
+     [R(5, 3), I([[0, 4, 1], [1, 0, 4]])])
+
+# where / masked_fill
+case("where/broadcast_b", "where", {},
+     [M([[1, 0, 1], [0, 0, 1]]), R(2, 3), R(3)])
+case("where/same", "where", {},
+     [M([[0, 1, 1], [1, 0, 0]]), R(2, 3), R(2, 3)])
+case("where/cond_col_b_0d", "where", {},
+     [M([[1], [0]]), R(2, 3), R()])
+case("where/cond_row_3d", "where", {},
+     [M([1, 0, 1, 0]), R(2, 1, 4), R(2, 3, 1)])
+
+case("masked_fill/col_mask", "masked_fill", {"value": -1.5},
+     [R(2, 3), M([[0], [1]])])
+case("masked_fill/same", "masked_fill", {"value": 0.0},
+     [R(2, 3), M([[1, 0, 0], [0, 1, 1]])])
+case("masked_fill/3d_bcast", "masked_fill", {"value": 2.5},
+     [R(2, 3, 4), M([[1], [0], [1]])])
+
+# reductions
+for op in ("sum", "mean"):
+    case(f"{op}/all_2d", op, {"dims": None, "keepdim": False}, [R(3, 4)])
+    case(f"{op}/all_3d", op, {"dims": None, "keepdim": False}, [R(2, 3, 4)])
+    case(f"{op}/dim1", op, {"dims": [1], "keepdim": False}, [R(3, 4)])
+    case(f"{op}/dim0_keep", op, {"dims": [0], "keepdim": True}, [R(3, 4)])
+    case(f"{op}/dims02_keep_3d", op, {"dims": [0, 2], "keepdim": True}, [R(2, 3, 4)])
+    case(f"{op}/dims02_3d", op, {"dims": [0, 2], "keepdim": False}, [R(2, 3, 4)])
+    case(f"{op}/neg_dim", op, {"dims": [-1], "keepdim": False}, [R(2, 3, 4)])
+
+case("max/all_2d", "max", {"dim": None, "keepdim": False}, [D(3, 4)])
+case("max/all_3d", "max", {"dim": None, "keepdim": False}, [D(2, 3, 4)])
+case("max/dim1", "max", {"dim": 1, "keepdim": False}, [D(3, 4)])
+case("max/dim0_keep", "max", {"dim": 0, "keepdim": True}, [D(3, 4)])
+case("max/dim1_3d_keep", "max", {"dim": 1, "keepdim": True}, [D(2, 3, 4)])
+case("max/neg_dim_3d", "max", {"dim": -1, "keepdim": False}, [D(2, 3, 4)])
+
+# softmax family
+for op in ("softmax", "log_softmax"):
+    case(f"{op}/2d_dim1", op, {"dim": 1}, [R(3, 4)])
+    case(f"{op}/2d_dim0", op, {"dim": 0}, [R(3, 4)])
+    case(f"{op}/3d_last", op, {"dim": -1}, [R(2, 3, 4)])
+
+# losses
+for op, gen in (("cross_entropy", R), ("nll_loss", LP)):
+    case(f"{op}/mean", op, {"reduction": "mean", "ignore_index": -100},
+         [gen(4, 5), I([1, 0, 4, 2])])
+    case(f"{op}/sum", op, {"reduction": "sum", "ignore_index": -100},
+         [gen(4, 5), I([3, 3, 0, 1])])
+    case(f"{op}/none", op, {"reduction": "none", "ignore_index": -100},
+         [gen(3, 4), I([2, 0, 3])])
+    case(f"{op}/mean_ignore_default", op, {"reduction": "mean", "ignore_index": -100},
+         [gen(5, 3), I([0, -100, 2, 1, 2])])
+    case(f"{op}/mean_ignore_1", op, {"reduction": "mean", "ignore_index": 1},
+         [gen(5, 4), I([1, 0, 3, 1, 2])])
+    case(f"{op}/sum_ignore_1", op, {"reduction": "sum", "ignore_index": 1},
+         [gen(4, 3), I([1, 2, 0, 1])])
+    case(f"{op}/none_ignore_1", op, {"reduction": "none", "ignore_index": 1},
+         [gen(4, 3), I([0, 1, 2, 1])])
+
+case("mse_loss/mean", "mse_loss", {"reduction": "mean"}, [R(3, 4), R(3, 4)])
+case("mse_loss/sum", "mse_loss", {"reduction": "sum"}, [R(3, 4), R(3, 4)])
+case("mse_loss/none", "mse_loss", {"reduction": "none"}, [R(2, 3), R(2, 3)])
+case("mse_loss/mean_3d", "mse_loss", {"reduction": "mean"}, [R(2, 3, 4), R(2, 3, 4)])
+
+# ---------------------------------------------------------------------------
+# Evaluation and output.
+# ---------------------------------------------------------------------------
+
+
+def encode(t):
+    if t is None:
+        return None
+    t = t.detach().contiguous()
+    if t.dtype == torch.int64:
+        dtype, data = "int64", [int(v) for v in t.reshape(-1).tolist()]
+    else:
+        assert t.dtype == torch.float64, t.dtype
+        data = [float(v) for v in t.reshape(-1).tolist()]
+        assert all(math.isfinite(v) for v in data), "non-finite value"
+        dtype = "float64"
+    return {"shape": list(t.shape), "dtype": dtype, "data": data}
+
+
+def run_case(name, op, params, specs):
+    fn = OPS[op]
+    made = [make_input(s) for s in specs]
+    inputs = [t.clone().requires_grad_(diff) for t, diff in made]
+    diff_idx = [i for i, (_, diff) in enumerate(made) if diff]
+
+    out = fn(inputs, params)
+    grad_output = torch.randn(out.shape)
+    grads = torch.autograd.grad(out, [inputs[i] for i in diff_idx], grad_output)
+
+    # Independent check that the chosen inputs are at differentiable points.
+    # (Skipped for embedding with padding_idx: its padding-row gradient is
+    # zero by definition, so it disagrees with finite differences.)
+    def partial(*diff_inputs):
+        xs = list(inputs)
+        for i, d in zip(diff_idx, diff_inputs):
+            xs[i] = d
+        return fn(xs, params)
+
+    probe = tuple(inputs[i].detach().clone().requires_grad_(True) for i in diff_idx)
+    skip = op == "embedding" and params["padding_idx"] is not None
+    if not skip and not torch.autograd.gradcheck(partial, probe, eps=1e-6, atol=1e-5, rtol=1e-4,
+                                    raise_exception=False):
+        raise SystemExit(f"gradcheck failed for case {name}")
+
+    grad_list = [None] * len(inputs)
+    for i, g in zip(diff_idx, grads):
+        grad_list[i] = g
+    return {
+        "name": name,
+        "op": op,
+        "params": params,
+        "inputs": [encode(t) for t in inputs],
+        "output": encode(out),
+        "grad_output": encode(grad_output),
+        "grads": [encode(g) for g in grad_list],
+    }
+
+
+def main():
+    out_path = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_OUT
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(SEED)
+
+    names = [c[0] for c in CASES]
+    assert len(names) == len(set(names)), "duplicate case names"
+
+    results = [run_case(*c) for c in CASES]
+
+    dumps = lambda o: json.dumps(o, separators=(",", ":"), allow_nan=False)
+    lines = ",\n".join(dumps(r) for r in results)
+    text = f'{{"torch_version":{dumps(torch.__version__)},"cases":[\n{lines}\n]}}\n'
+    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
+    with open(out_path, "w") as f:
+        f.write(text)
+
+    # Verify the file loads back and is self-consistent.
+    with open(out_path) as f:
+        loaded = json.load(f)
+    for c, r in zip(loaded["cases"], results):
+        assert len(c["grads"]) == len(c["inputs"]), c["name"]
+        for t in c["inputs"] + [c["output"], c["grad_output"]] + c["grads"]:
+            if t is not None:
+                assert len(t["data"]) == math.prod(t["shape"]), c["name"]
+        assert c == json.loads(dumps(r)), c["name"]
+
+    print(f"wrote {len(loaded['cases'])} cases to {out_path} "
+          f"({os.path.getsize(out_path)} bytes, torch {torch.__version__})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+#pragma once
+// unroll: recurrent networks in C++20 on a tape-based reverse-mode autodiff engine.
+//
+//   auto W = unroll::randn({16, 32}).requires_grad_();
+//   auto h = unroll::zeros({1, 32});
+//   for (int t = 0; t < T; ++t) h = unroll::tanh(unroll::matmul(x[t], W) + unroll::matmul(h, U) + b);
+//   unroll::sum(h).backward();          // backpropagation through time: the tape of the loop, replayed
+//   W.grad();                           // accumulated gradient
+#include "autograd/gradcheck.hpp"
+#include "autograd/tape.hpp"
+#include "core/allocator.hpp"
+#include "core/dtype.hpp"
+#include "core/error.hpp"
+#include "core/format.hpp"
+#include "core/parallel.hpp"
+#include "core/random.hpp"
+#include "core/shape.hpp"
+#include "core/tensor.hpp"
+#include "ops/elementwise.hpp"
+#include "ops/index.hpp"
+#include "ops/loss.hpp"
+#include "ops/matmul.hpp"
+#include "ops/reduce.hpp"
+#include "ops/shape_ops.hpp"
