@@ -170,3 +170,7 @@ void Tape::record(const char* name, std::span<Tensor* const> outputs, std::span<
 }
 
 }  // namespace unroll::autograd
+
+namespace unroll {
+using autograd::NoGradGuard;  // as torch::NoGradGuard
+}  // namespace unroll

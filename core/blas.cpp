@@ -1,43 +1,132 @@
 #include "blas.hpp"
 
+// The vector helpers below are internal (never cross a library boundary), so the ABI note that GCC
+// gives for 256-bit vectors without AVX does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+#include <algorithm>
+#include <cstring>
+
 #include <cblas.h>
 
 namespace unroll::detail {
 namespace {
 
-// The inline kernel. Loop orders keep the innermost loop contiguous in memory so it vectorises
-// (NN/TN: axpy over rows of B; NT: dot products of rows of A and B).
+// The inline kernel, for products too small to amortise a BLAS call. It uses GCC/Clang vector types
+// (256-bit; the compiler splits them where the target has narrower registers) so accumulators stay in
+// registers: NN/TN keep a 4-register block of C's row across the whole k loop (storing C every k would
+// chain each step on store-to-load forwarding); NT computes four dot products at once.
+template <class T> struct VecOf;
+template <> struct VecOf<float> { typedef float type __attribute__((vector_size(32))); };
+template <> struct VecOf<double> { typedef double type __attribute__((vector_size(32))); };
+template <class T>
+using Vec = typename VecOf<T>::type;
+template <class T>
+constexpr int kLanes = 32 / static_cast<int>(sizeof(T));
+
+template <class T>
+inline Vec<T> load(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class T>
+inline void store(T* p, Vec<T> v) {
+  std::memcpy(p, &v, sizeof v);
+}
+template <class T>
+inline T hsum(Vec<T> v) {
+  T s = 0;
+  for (int l = 0; l < kLanes<T>; ++l) s += v[l];
+  return s;
+}
+
+// c[0, 4L) = beta c + alpha sum_k A[k * a_step] B[k, 0..4L)
+template <class T>
+inline void row_block(std::int64_t K, T alpha, const T* A, std::int64_t a_step, const T* B, std::int64_t ldb, T beta,
+                      T* c) {
+  constexpr int L = kLanes<T>;
+  Vec<T> a0{}, a1{}, a2{}, a3{};
+  if (beta != T(0)) a0 = beta * load(c), a1 = beta * load(c + L), a2 = beta * load(c + 2 * L), a3 = beta * load(c + 3 * L);
+  for (std::int64_t k = 0; k < K; ++k) {
+    const T a = alpha * A[k * a_step];
+    const T* b = B + k * ldb;
+    a0 += a * load(b);
+    a1 += a * load(b + L);
+    a2 += a * load(b + 2 * L);
+    a3 += a * load(b + 3 * L);
+  }
+  store(c, a0), store(c + L, a1), store(c + 2 * L, a2), store(c + 3 * L, a3);
+}
+
+// The same for a row narrower than 4L: whole vectors, then scalars.
+template <class T>
+inline void row_tail(std::int64_t K, T alpha, const T* A, std::int64_t a_step, const T* B, std::int64_t ldb, T beta,
+                     T* c, std::int64_t width) {
+  constexpr int L = kLanes<T>;
+  std::int64_t j = 0;
+  for (; j + L <= width; j += L) {
+    Vec<T> acc = beta != T(0) ? beta * load(c + j) : Vec<T>{};
+    for (std::int64_t k = 0; k < K; ++k) acc += (alpha * A[k * a_step]) * load(B + k * ldb + j);
+    store(c + j, acc);
+  }
+  for (; j < width; ++j) {
+    T acc = beta != T(0) ? beta * c[j] : T(0);
+    for (std::int64_t k = 0; k < K; ++k) acc += alpha * A[k * a_step] * B[k * ldb + j];
+    c[j] = acc;
+  }
+}
+
+// out[q] = sum_k a[k] B[q, k] for rows q = 0..3 of B (a and B rows contiguous).
+template <class T>
+inline void dot4(const T* a, const T* b, std::int64_t ldb, std::int64_t K, T out[4]) {
+  constexpr int L = kLanes<T>;
+  Vec<T> s0{}, s1{}, s2{}, s3{};
+  std::int64_t k = 0;
+  for (; k + L <= K; k += L) {
+    const Vec<T> av = load(a + k);
+    s0 += av * load(b + k);
+    s1 += av * load(b + ldb + k);
+    s2 += av * load(b + 2 * ldb + k);
+    s3 += av * load(b + 3 * ldb + k);
+  }
+  T r[4] = {hsum<T>(s0), hsum<T>(s1), hsum<T>(s2), hsum<T>(s3)};
+  for (; k < K; ++k)
+    for (int q = 0; q < 4; ++q) r[q] += a[k] * b[q * ldb + k];
+  for (int q = 0; q < 4; ++q) out[q] = r[q];
+}
+
+template <class T>
+inline T dot(const T* a, std::int64_t a_step, const T* b, std::int64_t K) {
+  T acc = T(0);
+  for (std::int64_t k = 0; k < K; ++k) acc += a[k * a_step] * b[k];
+  return acc;
+}
+
 template <class T>
 void small_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha, const T* A,
                 std::int64_t lda, const T* B, std::int64_t ldb, T beta, T* C, std::int64_t ldc) {
+  // op(A)[i, k] = A[i * a_row + k * a_step]
+  const std::int64_t a_row = ta ? 1 : lda, a_step = ta ? lda : 1;
+  constexpr std::int64_t W = 4 * kLanes<T>;
   for (std::int64_t i = 0; i < M; ++i) {
-    T* __restrict c = C + i * ldc;
+    T* c = C + i * ldc;
+    const T* a = A + i * a_row;
     if (!tb) {
-      if (beta == T(0)) {
-        for (std::int64_t j = 0; j < N; ++j) c[j] = T(0);
-      } else if (beta != T(1)) {
-        for (std::int64_t j = 0; j < N; ++j) c[j] *= beta;
-      }
-      for (std::int64_t k = 0; k < K; ++k) {
-        const T a = alpha * (ta ? A[k * lda + i] : A[i * lda + k]);
-        const T* __restrict b = B + k * ldb;
-#pragma omp simd
-        for (std::int64_t j = 0; j < N; ++j) c[j] += a * b[j];
-      }
-    } else {
-      for (std::int64_t j = 0; j < N; ++j) {
-        const T* __restrict b = B + j * ldb;
-        T acc = T(0);
-        if (!ta) {
-          const T* __restrict a = A + i * lda;
-#pragma omp simd reduction(+ : acc)
-          for (std::int64_t k = 0; k < K; ++k) acc += a[k] * b[k];
-        } else {
-          for (std::int64_t k = 0; k < K; ++k) acc += A[k * lda + i] * b[k];
-        }
-        c[j] = (beta == T(0) ? T(0) : beta * c[j]) + alpha * acc;
+      std::int64_t j = 0;
+      for (; j + W <= N; j += W) row_block(K, alpha, a, a_step, B + j, ldb, beta, c + j);
+      if (j < N) row_tail(K, alpha, a, a_step, B + j, ldb, beta, c + j, N - j);
+      continue;
+    }
+    std::int64_t j = 0;
+    if (a_step == 1) {
+      for (; j + 4 <= N; j += 4) {
+        T d[4];
+        dot4(a, B + j * ldb, ldb, K, d);
+        for (int q = 0; q < 4; ++q) c[j + q] = (beta == T(0) ? T(0) : beta * c[j + q]) + alpha * d[q];
       }
     }
+    for (; j < N; ++j) c[j] = (beta == T(0) ? T(0) : beta * c[j]) + alpha * dot(a, a_step, B + j * ldb, K);
   }
 }
 

@@ -5,6 +5,7 @@
 #include "../autograd/tape.hpp"
 #include "../core/kernels.hpp"
 #include "broadcast.hpp"
+#include "fast_math.hpp"
 #include "kernels.hpp"
 
 namespace unroll {
@@ -262,13 +263,21 @@ Tensor pow(const Tensor& x, double e) {
 }
 // y = tanh x;  dx = g (1 - y^2)
 Tensor tanh(const Tensor& x) {
-  return unary<Save::output>("tanh", x, [](auto v) { return std::tanh(v); },
+  return unary<Save::output>("tanh", x,
+                             [](auto v) {
+                               if constexpr (std::is_same_v<decltype(v), float>) return detail::tanh_approx(v);
+                               else return std::tanh(v);
+                             },
                              [](auto y, auto g) { return g * (1 - y * y); });
 }
 // y = 1 / (1 + e^-x);  dx = g y (1 - y)
 Tensor sigmoid(const Tensor& x) {
   return unary<Save::output>(
-      "sigmoid", x, [](auto v) { return decltype(v)(1) / (decltype(v)(1) + std::exp(-v)); },
+      "sigmoid", x,
+      [](auto v) {
+        if constexpr (std::is_same_v<decltype(v), float>) return detail::sigmoid_approx(v);
+        else return 1.0 / (1.0 + std::exp(-v));
+      },
       [](auto y, auto g) { return g * y * (1 - y); });
 }
 // y = max(x, 0);  dx = g [y > 0]
@@ -395,6 +404,46 @@ Tensor to(const Tensor& x, Dtype dtype) {
       sink.add(0, convert(sink.grad_output(), from));
     });
   return out;
+}
+
+namespace {
+void check_in_place(const char* where, const Tensor& x) {
+  check_floating(where, x);
+  UNROLL_CHECK(!(autograd::grad_enabled() && x.requires_grad()), StateError,
+               "{}: in-place update of a tensor that requires grad; got one while grad mode is on, expected the update "
+               "inside a NoGradGuard",
+               where);
+}
+}  // namespace
+
+// x += alpha y
+void add_(Tensor& x, const Tensor& y, double alpha) {
+  check_in_place("add_", x);
+  detail::check_floating_same("add_", x, y);
+  UNROLL_CHECK(x.shape() == y.shape(), ShapeError, "add_: shapes differ; got x={} and y={}, expected equal shapes", x.shape(),
+               y.shape());
+  dispatch(x.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    T* __restrict px = static_cast<T*>(x.raw());
+    const T* __restrict py = static_cast<const T*>(y.raw());
+    const T a = static_cast<T>(alpha);
+    parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t s, std::int64_t e) {
+      for (std::int64_t i = s; i < e; ++i) px[i] += a * py[i];
+    });
+  });
+}
+
+// x *= s
+void mul_(Tensor& x, double s) {
+  check_in_place("mul_", x);
+  dispatch(x.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    T* px = static_cast<T*>(x.raw());
+    const T a = static_cast<T>(s);
+    parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i) px[i] *= a;
+    });
+  });
 }
 
 }  // namespace unroll

@@ -67,6 +67,12 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen = defaul
 /// Differentiable dtype conversion between float32 and float64 (int64 -> float is allowed, not recorded).
 Tensor to(const Tensor& x, Dtype dtype);
 
+/// In place, not recorded: x += alpha * y (same shape and dtype). For parameter updates: StateError if x
+/// requires grad while grad mode is on (wrap updates in a NoGradGuard, as with torch.no_grad()).
+void add_(Tensor& x, const Tensor& y, double alpha = 1.0);
+/// In place, not recorded: x *= s. Same rule as add_.
+void mul_(Tensor& x, double s);
+
 namespace detail {
 /// Sums g over the dims it was broadcast along, so the result has `shape` (not recorded).
 Tensor sum_to(const Tensor& g, const Shape& shape);

@@ -1,0 +1,116 @@
+// sine_rnn: the smallest complete recurrent training program. An Elman RNN composed from primitives,
+// h_t = tanh(x_t W + h_{t-1} U + b), y_t = h_t V + c, learns to predict the next value of a noisy sine
+// wave, trained with truncated backpropagation through time (carry h across windows, detach it) and plain
+// SGD. It prints the training loss falling and ends with the loss of a fresh window.
+//
+//   sine_rnn [--steps N] [--hidden H] [--window T] [--lr LR] [--seed S] [--smoke]
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include <fmt/format.h>
+
+#include <unroll/unroll.hpp>
+
+using namespace unroll;
+
+namespace {
+struct Options {
+  int steps = 1500, hidden = 32, window = 25;
+  double lr = 0.05;
+  std::uint64_t seed = 7;
+};
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw ValueError(fmt::format("sine_rnn: {} needs a value", a));
+      return argv[++i];
+    };
+    if (a == "--steps") o.steps = std::stoi(value());
+    else if (a == "--hidden") o.hidden = std::stoi(value());
+    else if (a == "--window") o.window = std::stoi(value());
+    else if (a == "--lr") o.lr = std::stod(value());
+    else if (a == "--seed") o.seed = std::stoull(value());
+    else if (a == "--smoke") o.steps = 200;
+    else if (a == "--help" || a == "-h") {
+      fmt::print("usage: sine_rnn [--steps N] [--hidden H] [--window T] [--lr LR] [--seed S] [--smoke]\n");
+      std::exit(0);
+    } else {
+      throw ValueError(fmt::format("sine_rnn: unknown flag; got '{}', expected one of --steps --hidden --window --lr --seed --smoke", a));
+    }
+  }
+  return o;
+}
+
+// The series: sin(0.1 t) + 0.5 sin(0.31 t) + small noise, as a [n, 1, 1] tensor (time, batch, feature).
+Tensor make_series(std::int64_t n, Generator& gen) {
+  Tensor noise = randn({n}, Dtype::float32, gen, 0.0, 0.02);
+  std::vector<double> v(static_cast<std::size_t>(n));
+  for (std::int64_t t = 0; t < n; ++t)
+    v[static_cast<std::size_t>(t)] = std::sin(0.1 * t) + 0.5 * std::sin(0.31 * t) + noise.to_vector()[static_cast<std::size_t>(t)];
+  return tensor(v, {n, 1, 1});
+}
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Options o = parse(argc, argv);
+  Generator gen(o.seed);
+  const std::int64_t H = o.hidden, T = o.window;
+  const double s = 1.0 / std::sqrt(static_cast<double>(H));  // PyTorch's RNN initialisation bound
+  Tensor W = uniform({1, H}, -s, s, Dtype::float32, gen).requires_grad_();
+  Tensor U = uniform({H, H}, -s, s, Dtype::float32, gen).requires_grad_();
+  Tensor b = uniform({H}, -s, s, Dtype::float32, gen).requires_grad_();
+  Tensor V = uniform({H, 1}, -s, s, Dtype::float32, gen).requires_grad_();
+  Tensor c = uniform({1}, -s, s, Dtype::float32, gen).requires_grad_();
+  std::vector<Tensor*> params = {&W, &U, &b, &V, &c};
+
+  const std::int64_t length = 20000;
+  const Tensor series = make_series(length + 1, gen);
+  Tensor h = zeros({1, H});
+  std::int64_t pos = 0;
+  double running = 0, first = 0;
+  for (int step = 1; step <= o.steps; ++step) {
+    if (pos + T + 1 > length) pos = 0, h = zeros({1, H});
+    // Forward over one window: the tape records the loop; backward is BPTT over it.
+    Tensor loss = zeros({});
+    for (std::int64_t t = 0; t < T; ++t) {
+      h = tanh(matmul(series[pos + t], W) + matmul(h, U) + b);
+      loss = loss + mse_loss(matmul(h, V) + c, series[pos + t + 1]);
+    }
+    loss = loss / static_cast<double>(T);
+    loss.backward();
+    {
+      NoGradGuard no_grad;
+      for (Tensor* p : params) {
+        add_(*p, p->grad(), -o.lr);
+        p->zero_grad();
+      }
+    }
+    h = h.detach();  // truncated BPTT: keep the state, cut the graph
+    pos += T;
+    running = step == 1 ? loss.item() : 0.95 * running + 0.05 * loss.item();
+    if (step == 1) first = running;
+    if (step % 100 == 0 || step == 1) fmt::print("step {:5d}  loss {:.5f}\n", step, running);
+  }
+  // Evaluate on a window the model has not been trained on, from a fresh state.
+  NoGradGuard no_grad;
+  const Tensor test = make_series(2 * T + 1, gen);
+  Tensor hv = zeros({1, H});
+  double mse = 0;
+  for (std::int64_t t = 0; t < 2 * T; ++t) {
+    hv = tanh(matmul(test[t], W) + matmul(hv, U) + b);
+    if (t >= T) mse += mse_loss(matmul(hv, V) + c, test[t + 1]).item() / static_cast<double>(T);
+  }
+  fmt::print("held-out next-step MSE {:.5f} (the series has variance ~0.62)\n", mse);
+  if (!(running < 0.5 * first)) {  // also what the CI smoke run checks
+    fmt::print(stderr, "sine_rnn: the loss did not fall; got {:.5f} after starting at {:.5f}\n", running, first);
+    return 1;
+  }
+  return 0;
+} catch (const std::exception& e) {
+  fmt::print(stderr, "sine_rnn: {}\n", e.what());
+  return 1;
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The README's two commands, for a fresh Debian 12 machine (as root, or a user with sudo):
+#   tools/quickstart.sh main   installs what is missing, builds, runs the main job (a recurrent model training)
+#   tools/quickstart.sh test   installs what is missing, builds, runs every test: the doctest suites, the
+#                              examples' smoke runs, an outside project against the installed package, and
+#                              the suites again under AddressSanitizer + UndefinedBehaviorSanitizer
+# Build trees go to build/; JOBS (default 2) sets the build parallelism.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-2}
+PACKAGES=(cmake g++ make libopenblas-dev libtbb-dev libfmt-dev doctest-dev nlohmann-json3-dev)
+
+install_missing() {
+  local missing=() p
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null; then sudo=sudo; else
+      echo "quickstart: missing packages; run as root: apt-get install -y ${missing[*]}" >&2
+      exit 1
+    fi
+  fi
+  echo "quickstart: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+build() {  # build DIR [cmake args...]
+  local dir=$1; shift
+  cmake -S . -B "$dir" "$@" >/dev/null
+  cmake --build "$dir" -j "$JOBS"
+}
+
+case "${1:-}" in
+  main)
+    install_missing
+    build build/release -DCMAKE_BUILD_TYPE=Release -DUNROLL_NATIVE=ON -DUNROLL_BUILD_TESTS=OFF
+    exec build/release/examples/sine_rnn "${@:2}"
+    ;;
+  test)
+    install_missing
+    echo "== release build and tests"
+    build build/test -DCMAKE_BUILD_TYPE=Release -DUNROLL_WARNINGS_AS_ERRORS=ON
+    ctest --test-dir build/test --output-on-failure
+    echo "== install, then build and run an outside project against the package"
+    rm -rf build/stage build/consumer
+    cmake --install build/test --prefix build/stage >/dev/null
+    cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$PWD/build/stage" >/dev/null
+    cmake --build build/consumer -j "$JOBS"
+    build/consumer/consumer
+    echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
+    build build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUNROLL_SANITIZE=ON -DUNROLL_BUILD_EXAMPLES=ON
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build/asan --output-on-failure
+    echo "quickstart: all tests passed"
+    ;;
+  *)
+    echo "usage: tools/quickstart.sh main [example flags] | test" >&2
+    exit 2
+    ;;
+esac
