@@ -3,6 +3,7 @@
 //
 // Adding a workload: one `bench::Prepared NAME(bench::Args&)` function that builds parameters and data
 // outside the timed region and returns the step closure, plus one row in kWorkloads.
+#include <unroll/core/blas.hpp>
 #include <unroll/unroll.hpp>
 
 #include "harness.hpp"
@@ -37,8 +38,37 @@ bench::Prepared tiny_rnn(bench::Args& args) {
   return {config, static_cast<double>(B) * T, step};
 }
 
+// elementwise: y = tanh(a + b) on n floats, no autograd; run at --threads 1 and 2 to see where splitting
+// the loop across threads starts to pay (this sets kElementwiseGrain in core/parallel.hpp).
+bench::Prepared elementwise(bench::Args& args) {
+  const int n = args.get_int("n", 1 << 16, 1);
+  unroll::detail::kElementwiseGrain = args.get_int("grain", static_cast<int>(unroll::detail::kElementwiseGrain), 1);
+  unroll::Generator gen(kSeed);
+  const unroll::Tensor a = unroll::rand({n}, unroll::Dtype::float32, gen), b = unroll::rand({n}, unroll::Dtype::float32, gen);
+  auto step = [a, b] {
+    for (int r = 0; r < 100; ++r) unroll::tanh(a + b);  // 100 repetitions: one step is too short to time alone
+  };
+  return {{{"n", n}, {"grain", unroll::detail::kElementwiseGrain}, {"repeat", 100}}, 100.0 * n, step};
+}
+
+// matmul: [m, k] x [k, n] forward, no autograd, 100 times per step; compares the inline kernel with
+// OpenBLAS across sizes (this sets kSmallGemmWork in core/blas.hpp).
+bench::Prepared matmul(bench::Args& args) {
+  const int m = args.get_int("m", 1, 1), n = args.get_int("n", 32, 1), k = args.get_int("k", 32, 1);
+  // --small-work 0 forces OpenBLAS, a large value forces the inline kernel
+  unroll::detail::kSmallGemmWork = args.get_int("small-work", static_cast<int>(unroll::detail::kSmallGemmWork), 0);
+  unroll::Generator gen(kSeed);
+  const unroll::Tensor a = unroll::rand({m, k}, unroll::Dtype::float32, gen), b = unroll::rand({k, n}, unroll::Dtype::float32, gen);
+  auto step = [a, b] {
+    for (int r = 0; r < 100; ++r) unroll::matmul(a, b);
+  };
+  return {{{"m", m}, {"n", n}, {"k", k}, {"small_work", unroll::detail::kSmallGemmWork}, {"repeat", 100}}, 100.0 * m, step};
+}
+
 const std::vector<bench::Workload> kWorkloads = {
     {"tiny_rnn", "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200]", tiny_rnn},
+    {"elementwise", "tanh(a + b) on n floats, x100, no autograd [--n 65536 --grain G]", elementwise},
+    {"matmul", "[m,k] x [k,n] product, x100, no autograd [--m 1 --n 32 --k 32 --small-work W]", matmul},
 };
 }  // namespace
 

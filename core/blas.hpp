@@ -12,8 +12,12 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
 void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, double alpha, const double* A,
           std::int64_t lda, const double* B, std::int64_t ldb, double beta, double* C, std::int64_t ldc);
 
-/// Products with M*N*K at or below this run inline (measured: see bench/RESULTS.md).
-inline constexpr std::int64_t kSmallGemmWork = 32 * 32 * 64;
+/// Products with M*N*K at or below this run inline (measured: see bench/RESULTS.md; a variable only so
+/// that unroll-bench can sweep it).
+inline std::int64_t kSmallGemmWork = 32 * 32 * 64;
+/// Products with at most this many rows (matrix-vector-like: a batch-1 recurrent step) also run inline:
+/// OpenBLAS's gemm is slower than the inline kernel there at every size measured.
+inline constexpr std::int64_t kSmallGemmRows = 4;
 
 void blas_set_num_threads(int n);
 int blas_num_threads();

@@ -2,6 +2,7 @@
 // Internal: branch-free float32 exp/tanh/sigmoid that the compiler vectorises (libm's tanhf is a call per
 // element and dominated the cost of a small recurrent step). Accuracy is within a few ulp of libm;
 // float64 keeps using libm, so gradchecks and float64 fixtures are unaffected.
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -10,7 +11,7 @@ namespace unroll::detail {
 
 /// e^x for x in float range; saturates (no inf) beyond |x| ~ 87, which callers here do not distinguish.
 inline float exp_approx(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  x = std::min(std::max(x, -87.0f), 88.0f);
   // x = n ln2 + r with |r| <= ln2 / 2; round n with the 1.5 * 2^23 trick (round-to-nearest, vectorisable)
   constexpr float kMagic = 12582912.0f;
   const float n = (x * 1.44269504088896341f + kMagic) - kMagic;
@@ -30,7 +31,8 @@ inline float tanh_approx(float x) {
       x * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 + x2 * (-17.0f / 315 + x2 * (62.0f / 2835 + x2 * (-1382.0f / 155925 +
       x2 * (21844.0f / 6081075 + x2 * (-929569.0f / 638512875))))))));
   const float big = std::copysign(1.0f - 2.0f / (exp_approx(2.0f * ax) + 1.0f), x);
-  return ax < 0.55f ? small : big;
+  const float use_small = static_cast<float>(ax < 0.55f);
+  return use_small * small + (1.0f - use_small) * big;
 }
 
 /// 1 / (1 + e^-x).
