@@ -118,9 +118,10 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
                  root.shape());
     g = ones(root.shape(), root.dtype());
   }
-  UNROLL_CHECK(g.shape() == root.shape() && g.dtype() == root.dtype(), ShapeError,
-               "backward: seed gradient does not match the tensor; got {} {}, expected {} {}", g.shape(), g.dtype(),
-               root.shape(), root.dtype());
+  UNROLL_CHECK(g.shape() == root.shape(), ShapeError,
+               "backward: seed gradient shape does not match the tensor; got {}, expected {}", g.shape(), root.shape());
+  UNROLL_CHECK(g.dtype() == root.dtype(), DtypeError,
+               "backward: seed gradient dtype does not match the tensor; got {}, expected {}", g.dtype(), root.dtype());
   if (root.is_leaf()) {  // d(root)/d(root): the seed itself
     detail::LeafMeta* m = root.leaf();
     if (m->grad.defined()) detail::accumulate(m->grad, g);

@@ -12,13 +12,19 @@ std::uint64_t splitmix64(std::uint64_t& x) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
 }
+// Fills a new tensor with next() converted to its dtype; with an upper bound `below`, values that the
+// conversion rounds up to it (a double just under 1 becomes 1.0f) are moved to the next value down.
 template <class F>
-Tensor fill_with(const Shape& shape, Dtype dtype, F&& next) {
+Tensor fill_with(const Shape& shape, Dtype dtype, F&& next, double below = INFINITY) {
   Tensor t = Tensor::empty(shape, dtype);
   dispatch(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     T* p = static_cast<T*>(t.raw());
-    for (std::int64_t i = 0, n = t.numel(); i < n; ++i) p[i] = static_cast<T>(next());
+    for (std::int64_t i = 0, n = t.numel(); i < n; ++i) {
+      p[i] = static_cast<T>(next());
+      if constexpr (std::is_floating_point_v<T>)
+        if (static_cast<double>(p[i]) >= below) p[i] = std::nextafter(static_cast<T>(below), T(-INFINITY));
+    }
   });
   return t;
 }
@@ -66,7 +72,8 @@ void manual_seed(std::uint64_t seed) { default_generator().manual_seed(seed); }
 
 Tensor uniform(const Shape& shape, double low, double high, Dtype dtype, Generator& gen) {
   UNROLL_CHECK(low <= high, ValueError, "uniform: empty range; got low={} and high={}, expected low <= high", low, high);
-  return fill_with(shape, dtype, [&] { return low + (high - low) * gen.uniform(); });
+  if (low == high) return full(shape, low, dtype);
+  return fill_with(shape, dtype, [&] { return low + (high - low) * gen.uniform(); }, high);
 }
 Tensor rand(const Shape& shape, Dtype dtype, Generator& gen) { return uniform(shape, 0.0, 1.0, dtype, gen); }
 Tensor randn(const Shape& shape, Dtype dtype, Generator& gen, double mean, double std) {

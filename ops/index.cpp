@@ -73,9 +73,9 @@ Tensor embedding(const Tensor& weight, const Tensor& idx, std::optional<std::int
   UNROLL_CHECK(weight.defined(), StateError, "embedding: weight is undefined; got an undefined tensor, expected [V, D]");
   UNROLL_CHECK(weight.dim() == 2, ShapeError, "embedding: weight must be 2-D; got {}, expected [V, D]", weight.shape());
   const std::int64_t V = weight.shape()[0], D = weight.shape()[1];
-  if (padding_idx && *padding_idx < 0) padding_idx = *padding_idx + V;
-  UNROLL_CHECK(!padding_idx || (*padding_idx >= 0 && *padding_idx < V), IndexError,
-               "embedding: padding_idx out of range; got {}, expected in [0, {})", *padding_idx, V);
+  UNROLL_CHECK(!padding_idx || (*padding_idx >= -V && *padding_idx < V), IndexError,
+               "embedding: padding_idx out of range; got {}, expected in [{}, {})", *padding_idx, -V, V);
+  if (padding_idx && *padding_idx < 0) padding_idx = *padding_idx + V;  // as PyTorch: counts from the end
   check_indices("embedding", idx, V);
   Shape out_shape = idx.shape();
   out_shape.push_back(D);

@@ -116,7 +116,7 @@ Tensor sum(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim)
 }
 Tensor mean(const Tensor& x) { return mean(x, {}, false); }
 Tensor mean(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
-  UNROLL_CHECK(x.numel() > 0, ShapeError, "mean: empty tensor; got {}, expected at least one element", x.shape());
+  // Averaging zero elements gives nan (0 / 0), as in PyTorch.
   return sum_or_mean("mean", x, reduce_dims("mean", x, dims), keepdim, true);
 }
 
