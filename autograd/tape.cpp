@@ -179,9 +179,12 @@ void GradSink::add(std::size_t i, Tensor g) {
   const Tape::Node& n = tape_.nodes_[node_];
   const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
   if (!in.needs) return;
-  UNROLL_CHECK(g.shape() == in.shape && g.dtype() == in.dtype, ShapeError,
-               "backward: gradient for input {} of '{}' has shape {} {}; expected {} {}", i, n.name, g.shape(),
-               g.dtype(), in.shape, in.dtype);
+  UNROLL_CHECK(g.shape() == in.shape, ShapeError,
+               "backward: gradient for input {} of '{}' has the wrong shape; got {}, expected {}", i, n.name, g.shape(),
+               in.shape);
+  UNROLL_CHECK(g.dtype() == in.dtype, DtypeError,
+               "backward: gradient for input {} of '{}' has the wrong dtype; got {}, expected {}", i, n.name, g.dtype(),
+               in.dtype);
   if (in.leaf) {
     Tensor& dst = in.leaf->grad;
     if (!dst.defined()) dst = g.unique_storage() ? std::move(g) : copy_of(g);

@@ -86,8 +86,10 @@ Tensor bernoulli(const Shape& shape, double p, Dtype dtype, Generator& gen) {
 }
 Tensor randint(const Shape& shape, std::int64_t low, std::int64_t high, Generator& gen) {
   UNROLL_CHECK(low < high, ValueError, "randint: empty range; got low={} and high={}, expected low < high", low, high);
-  const auto span = static_cast<std::uint64_t>(high - low);
-  return fill_with(shape, Dtype::int64, [&] { return low + static_cast<std::int64_t>(gen.next_u64() % span); });
+  // unsigned arithmetic: high - low may not fit in int64
+  const std::uint64_t span = static_cast<std::uint64_t>(high) - static_cast<std::uint64_t>(low);
+  return fill_with(shape, Dtype::int64,
+                   [&] { return static_cast<std::int64_t>(static_cast<std::uint64_t>(low) + gen.next_u64() % span); });
 }
 
 }  // namespace unroll

@@ -87,6 +87,8 @@ inline int wrap_dim(const char* where, std::int64_t d, int rank) {
   return static_cast<int>(d < 0 ? d + rank : d);
 }
 
+/// Whether NumPy broadcasting can combine the two shapes.
+bool can_broadcast(const Shape& a, const Shape& b);
 /// NumPy broadcasting of two shapes; throws ShapeError naming `where` and both shapes.
 Shape broadcast_shapes(const char* where, const Shape& a, const Shape& b);
 

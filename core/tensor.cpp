@@ -119,6 +119,14 @@ Tensor copy_of(const Tensor& x) {
   return out;
 }
 
+bool can_broadcast(const Shape& a, const Shape& b) {
+  for (int i = 1; i <= std::min(a.dim(), b.dim()); ++i) {
+    const std::int64_t sa = a[a.dim() - i], sb = b[b.dim() - i];
+    if (sa != sb && sa != 1 && sb != 1) return false;
+  }
+  return true;
+}
+
 Shape broadcast_shapes(const char* where, const Shape& a, const Shape& b) {
   const int rank = std::max(a.dim(), b.dim());
   Shape out;

@@ -348,8 +348,12 @@ Tensor zeros_scalar(Dtype d) { return zeros(Shape{}, d); }
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   detail::check_floating_same("where", a, b);
   UNROLL_CHECK(cond.defined(), StateError, "where: condition is undefined; got an undefined tensor, expected a tensor");
-  const Shape out_shape =
-      broadcast_shapes("where", cond.shape(), broadcast_shapes("where", a.shape(), b.shape()));
+  const Shape ab = broadcast_shapes("where", a.shape(), b.shape());
+  UNROLL_CHECK(can_broadcast(cond.shape(), ab), ShapeError,
+               "where: condition does not broadcast with the values; got cond={} and values of shape {}, expected "
+               "equal sizes or 1 in each dimension",
+               cond.shape(), ab);
+  const Shape out_shape = broadcast_shapes("where", cond.shape(), ab);
   Tensor out = select_kernel(cond, a, b, out_shape);
   if (autograd::needs_grad({&a, &b}))
     autograd::record("where", out, {&a, &b}, [c = cond.detach()](autograd::GradSink& sink) {

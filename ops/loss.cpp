@@ -13,27 +13,38 @@ Reduction parse_reduction(std::string_view name) {
   return Reduction::sum;
 }
 
-// y_n = -logp[n, t_n] (0 where t_n is ignored), reduced;  dlogp[n, t_n] = -g_n (scaled for mean)
-Tensor nll_loss(const Tensor& logp, const Tensor& target, Reduction reduction, std::int64_t ignore_index) {
-  UNROLL_CHECK(logp.defined() && target.defined(), StateError,
-               "nll_loss: operand is undefined; got an undefined tensor, expected logp [N, C] and target [N]");
-  UNROLL_CHECK(is_floating(logp.dtype()), DtypeError,
-               "nll_loss: expected floating-point input; got {}, expected float32 or float64", logp.dtype());
-  UNROLL_CHECK(logp.dim() == 2, ShapeError, "nll_loss: input must be [N, C]; got {}, expected 2 dims", logp.shape());
-  UNROLL_CHECK(target.dtype() == Dtype::int64, DtypeError, "nll_loss: target must be int64 class indices; got {}, expected int64",
+namespace {
+// Checks logits/log-probabilities [N, C] against class targets [N], naming `where` in errors; returns
+// the number of targets that are not ignore_index.
+std::int64_t check_class_targets(const char* where, const Tensor& input, const Tensor& target, std::int64_t ignore_index) {
+  UNROLL_CHECK(input.defined() && target.defined(), StateError,
+               "{}: operand is undefined; got an undefined tensor, expected input [N, C] and target [N]", where);
+  UNROLL_CHECK(is_floating(input.dtype()), DtypeError,
+               "{}: expected floating-point input; got {}, expected float32 or float64", where, input.dtype());
+  UNROLL_CHECK(input.dim() == 2, ShapeError, "{}: input must be [N, C]; got {}, expected 2 dims", where, input.shape());
+  UNROLL_CHECK(target.dtype() == Dtype::int64, DtypeError, "{}: target must be int64 class indices; got {}, expected int64", where,
                target.dtype());
-  const std::int64_t N = logp.shape()[0], C = logp.shape()[1];
+  const std::int64_t N = input.shape()[0], C = input.shape()[1];
   UNROLL_CHECK(target.dim() == 1 && target.shape()[0] == N, ShapeError,
-               "nll_loss: target shape does not match the input; got target={} for input={}, expected [{}]", target.shape(),
-               logp.shape(), N);
+               "{}: target shape does not match the input; got target={} for input={}, expected [{}]", where, target.shape(),
+               input.shape(), N);
   const std::int64_t* t = target.data<std::int64_t>();
   std::int64_t counted = 0;
   for (std::int64_t n = 0; n < N; ++n) {
     UNROLL_CHECK(t[n] == ignore_index || (t[n] >= 0 && t[n] < C), IndexError,
-                 "nll_loss: target out of range; got {} at position {}, expected in [0, {}) or ignore_index {}", t[n], n, C,
+                 "{}: target out of range; got {} at position {}, expected in [0, {}) or ignore_index {}", where, t[n], n, C,
                  ignore_index);
     counted += t[n] != ignore_index;
   }
+  return counted;
+}
+}  // namespace
+
+// y_n = -logp[n, t_n] (0 where t_n is ignored), reduced;  dlogp[n, t_n] = -g_n (scaled for mean)
+Tensor nll_loss(const Tensor& logp, const Tensor& target, Reduction reduction, std::int64_t ignore_index) {
+  const std::int64_t counted = check_class_targets("nll_loss", logp, target, ignore_index);
+  const std::int64_t N = logp.shape()[0], C = logp.shape()[1];
+  const std::int64_t* t = target.data<std::int64_t>();
   Tensor out = reduction == Reduction::none ? Tensor::empty(Shape{N}, logp.dtype()) : Tensor::empty(Shape{}, logp.dtype());
   // mean over zero targets is 0/0 = nan, as in PyTorch
   const double scale = reduction == Reduction::mean ? 1.0 / static_cast<double>(counted) : 1.0;
@@ -70,8 +81,7 @@ Tensor nll_loss(const Tensor& logp, const Tensor& target, Reduction reduction, s
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, std::int64_t ignore_index) {
-  UNROLL_CHECK(logits.defined(), StateError, "cross_entropy: logits are undefined; got an undefined tensor, expected [N, C]");
-  UNROLL_CHECK(logits.dim() == 2, ShapeError, "cross_entropy: logits must be [N, C]; got {}, expected 2 dims", logits.shape());
+  check_class_targets("cross_entropy", logits, target, ignore_index);
   return nll_loss(log_softmax(logits, 1), target, reduction, ignore_index);
 }
 
