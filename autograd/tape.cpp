@@ -1,5 +1,6 @@
 #include "tape.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -22,7 +23,17 @@ Tape::Tape() : key_(fresh_key()), prev_(&current()) { active = this; }
 Tape::Tape(DefaultTag) : key_(fresh_key()), is_default_(true) {}
 Tape::~Tape() {
   clear();
-  if (!is_default_) active = prev_;
+  if (is_default_) return;
+  // Unlink this scope from the thread's stack, even when scopes end out of order.
+  if (active == this) {
+    active = prev_;
+    return;
+  }
+  for (Tape* t = active; t != nullptr; t = t->prev_)
+    if (t->prev_ == this) {
+      t->prev_ = prev_;
+      break;
+    }
 }
 
 Tape& Tape::current() {
@@ -45,10 +56,24 @@ void* Tape::arena_alloc(std::size_t bytes, std::size_t align) {
       used_ = 0;
       continue;
     }
-    UNROLL_CHECK(bytes + align <= kBlockBytes, ValueError,
-                 "record: backward closure too large; got {} bytes, expected at most {}", bytes, kBlockBytes - align);
-    blocks_.push_back(std::make_unique<std::byte[]>(kBlockBytes));  // block_ now indexes it
+    UNROLL_CHECK(bytes + align <= kBlockBytes && align <= kArenaAlign, ValueError,
+                 "record: backward closure too large; got {} bytes aligned to {}, expected at most {} aligned to {}",
+                 bytes, align, kBlockBytes - kArenaAlign, kArenaAlign);
+    blocks_.emplace_back(static_cast<std::byte*>(::operator new[](kBlockBytes, std::align_val_t{kArenaAlign})));
   }
+}
+
+namespace {
+template <class V>
+void reserve_more(V& v, std::size_t extra) {
+  if (v.size() + extra > v.capacity()) v.reserve(std::max(2 * v.capacity(), v.size() + extra));
+}
+}  // namespace
+
+void Tape::reserve_for(std::size_t n_inputs, std::size_t n_outputs) {
+  reserve_more(nodes_, 1);
+  reserve_more(inputs_, n_inputs);
+  reserve_more(slots_, n_outputs);
 }
 
 void Tape::push_inputs(std::span<const Tensor* const> inputs) {
@@ -91,17 +116,20 @@ void Tape::clear() {
   key_ = fresh_key();
 }
 
+namespace {
+// dst + g in a new buffer (when dst's storage is shared and must not change).
+Tensor accumulated_copy(const Tensor& dst, const Tensor& g) {
+  Tensor sum = copy_of(dst);
+  detail::accumulate(sum, g);
+  return sum;
+}
+}  // namespace
+
 void Tape::accumulate_slot(std::uint32_t slot, Tensor g) {
   Tensor& dst = grads_[slot];
-  if (!dst.defined()) {
-    dst = std::move(g);
-  } else if (dst.unique_storage()) {
-    detail::accumulate(dst, g);
-  } else {  // shared with another slot or a capture: accumulate into a new buffer
-    Tensor sum = copy_of(dst);
-    detail::accumulate(sum, g);
-    dst = std::move(sum);
-  }
+  if (!dst.defined()) dst = std::move(g);
+  else if (dst.unique_storage()) detail::accumulate(dst, g);
+  else dst = accumulated_copy(dst, g);  // shared with another slot or a capture
 }
 
 void Tape::backward(const Tensor& root, const Tensor& seed) {
@@ -188,7 +216,8 @@ void GradSink::add(std::size_t i, Tensor g) {
   if (in.leaf) {
     Tensor& dst = in.leaf->grad;
     if (!dst.defined()) dst = g.unique_storage() ? std::move(g) : copy_of(g);
-    else detail::accumulate(dst, g);
+    else if (dst.unique_storage()) detail::accumulate(dst, g);
+    else dst = accumulated_copy(dst, g);  // someone holds this .grad (maybe a saved tensor): never write through it
     return;
   }
   check_not_stale(n.name, i, in.key, tape_.key_);
@@ -205,8 +234,8 @@ Tensor& GradSink::buffer(std::size_t i, bool& fresh, bool zero_fill) {
   } else {
     check_not_stale(n.name, i, in.key, tape_.key_);
     dst = &tape_.grads_[in.slot];
-    if (dst->defined() && !dst->unique_storage()) *dst = copy_of(*dst);  // never write through a shared buffer
   }
+  if (dst->defined() && !dst->unique_storage()) *dst = copy_of(*dst);  // never write through a shared buffer
   fresh = !dst->defined();
   if (fresh) {
     *dst = zero_fill ? zeros(in.shape, in.dtype) : Tensor::empty(in.shape, in.dtype);

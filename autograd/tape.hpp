@@ -103,6 +103,7 @@ class Tape {
   };
 
   void* arena_alloc(std::size_t bytes, std::size_t align);
+  void reserve_for(std::size_t n_inputs, std::size_t n_outputs);
   void release_node(Node& n);
   void accumulate_slot(std::uint32_t slot, Tensor g);
   void push_inputs(std::span<const Tensor* const> inputs);
@@ -112,7 +113,11 @@ class Tape {
   std::vector<InputRef> inputs_;
   std::vector<SlotInfo> slots_;
   std::vector<Tensor> grads_;  ///< one per slot, filled during backward
-  std::vector<std::unique_ptr<std::byte[]>> blocks_;  ///< closure arena; kept across clear() for reuse
+  struct BlockDeleter {
+    void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{kArenaAlign}); }
+  };
+  static constexpr std::size_t kArenaAlign = 64;
+  std::vector<std::unique_ptr<std::byte[], BlockDeleter>> blocks_;  ///< closure arena; kept across clear()
   std::size_t block_ = 0, used_ = 0;
   std::uint64_t key_;
   Tape* prev_ = nullptr;
@@ -153,6 +158,7 @@ void record(const char* name, std::span<Tensor* const> outputs, std::span<const 
 template <class F>
 void Tape::record(const char* name, std::span<Tensor* const> outputs, std::span<const Tensor* const> inputs, F&& fn) {
   using Fn = std::decay_t<F>;
+  reserve_for(inputs.size(), outputs.size());  // after this nothing below can throw but the closure's copy
   void* mem = arena_alloc(sizeof(Fn), alignof(Fn));
   Fn* closure = new (mem) Fn(std::forward<F>(fn));
   Node n;

@@ -43,16 +43,16 @@ struct Cache {
   }
 };
 
-// Set while the thread's cache exists: storage freed during thread teardown goes straight to free().
-thread_local bool cache_alive = false;
+// Set once the thread's cache has been destroyed (thread teardown, or static destructors after the main
+// thread's thread_locals): from then on storage goes straight to malloc/free, never to the dead cache.
+thread_local bool cache_destroyed = false;
 Cache& cache() {
   thread_local Cache c;
-  cache_alive = true;
   return c;
 }
 Cache::~Cache() {
-  cache_alive = false;
   clear();
+  cache_destroyed = true;
 }
 
 }  // namespace
@@ -60,6 +60,16 @@ Cache::~Cache() {
 Storage* storage_allocate(std::size_t nbytes) {
   const std::size_t total = nbytes + Storage::kHeaderBytes;
   const int c = size_class_of(total);
+  if (cache_destroyed) {  // no cache any more: a plain block, released with free()
+    const std::size_t bytes = (total + kAlign - 1) / kAlign * kAlign;
+    void* p = std::aligned_alloc(kAlign, bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    auto* s = static_cast<Storage*>(p);
+    s->size_class = kNumClasses;  // "uncached"
+    s->capacity = bytes - Storage::kHeaderBytes;
+    s->refs.store(1, std::memory_order_relaxed);
+    return s;
+  }
   Cache& k = cache();
   Storage* s;
   if (c < kNumClasses && !k.free[c].empty()) {
@@ -83,7 +93,7 @@ Storage* storage_allocate(std::size_t nbytes) {
 void Storage::release() {
   if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   const int c = size_class;
-  if (!cache_alive || c >= kNumClasses) {
+  if (cache_destroyed || c >= kNumClasses) {
     std::free(this);
     return;
   }

@@ -15,6 +15,8 @@ namespace unroll {
 class Shape {
  public:
   static constexpr int kMaxDims = 8;
+  /// Element counts above this are refused, so byte sizes can never overflow.
+  static constexpr std::int64_t kMaxNumel = std::int64_t{1} << 48;
 
   Shape() = default;  ///< a 0-d shape (a scalar): numel() == 1
   Shape(std::initializer_list<std::int64_t> sizes) { assign(sizes.begin(), sizes.size()); }
@@ -44,7 +46,8 @@ class Shape {
   void push_back(std::int64_t s) {
     UNROLL_CHECK(rank_ < kMaxDims, ShapeError, "Shape: too many dimensions; got {}, expected at most {}",
                  rank_ + 1, kMaxDims);
-    sizes_[rank_++] = s;
+    sizes_[rank_] = s;
+    assign(sizes_, static_cast<std::size_t>(rank_ + 1));  // re-validates sizes and the element count
   }
   void insert(int at, std::int64_t s) {
     push_back(0);
@@ -69,8 +72,12 @@ class Shape {
   void assign(const std::int64_t* s, std::size_t n) {
     UNROLL_CHECK(n <= kMaxDims, ShapeError, "Shape: too many dimensions; got {}, expected at most {}", n,
                  kMaxDims);
+    std::int64_t count = 1;
     for (std::size_t i = 0; i < n; ++i) {
       UNROLL_CHECK(s[i] >= 0, ShapeError, "Shape: negative size; got {} at dim {}, expected >= 0", s[i], i);
+      UNROLL_CHECK(!__builtin_mul_overflow(count, s[i], &count) && count <= kMaxNumel, ShapeError,
+                   "Shape: too many elements; got sizes [{}], expected at most 2^48 elements",
+                   fmt::join(s, s + n, ", "));
       sizes_[i] = s[i];
     }
     rank_ = static_cast<int>(n);

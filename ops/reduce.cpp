@@ -199,10 +199,12 @@ Tensor max(const Tensor& x) {
         const T* px = static_cast<const T*>(xd.raw());
         const T m = *static_cast<const T*>(y.raw());
         const T g = *static_cast<const T*>(sink.grad_output().raw());
+        // the maxima (all NaNs when the maximum is NaN, as PyTorch) share the gradient evenly
+        auto is_max = [&](T v) { return std::isnan(m) ? std::isnan(v) : v == m; };
         std::int64_t ties = 0;
-        for (std::int64_t i = 0; i < xd.numel(); ++i) ties += px[i] == m;
+        for (std::int64_t i = 0; i < xd.numel(); ++i) ties += is_max(px[i]);
         T* pd = static_cast<T*>(dx.raw());
-        for (std::int64_t i = 0; i < xd.numel(); ++i) pd[i] = px[i] == m ? g / static_cast<T>(ties) : T(0);
+        for (std::int64_t i = 0; i < xd.numel(); ++i) pd[i] = is_max(px[i]) ? g / static_cast<T>(ties) : T(0);
       });
       sink.add(0, std::move(dx));
     });

@@ -186,7 +186,7 @@ Tensor narrow(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_
   check_defined("narrow", x);
   const int d = wrap_dim("narrow", dim, x.dim());
   const std::int64_t size = x.shape()[d];
-  UNROLL_CHECK(start >= 0 && length >= 0 && start + length <= size, IndexError,
+  UNROLL_CHECK(start >= 0 && length >= 0 && start <= size && length <= size - start, IndexError,
                "narrow: range out of bounds; got start={} length={} on dim {} of {}, expected start + length <= {}", start,
                length, d, x.shape(), size);
   return strided_slice("narrow", x, d, start, length, 1, false);
@@ -200,7 +200,7 @@ Tensor slice(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_t
   auto clampi = [size](std::int64_t i) { return std::clamp<std::int64_t>(i < 0 ? i + size : i, 0, size); };
   start = clampi(start);
   end = std::max(clampi(end), start);
-  return strided_slice("slice", x, d, start, (end - start + step - 1) / step, step, false);
+  return strided_slice("slice", x, d, start, end > start ? (end - start - 1) / step + 1 : 0, step, false);
 }
 
 Tensor select(const Tensor& x, std::int64_t dim, std::int64_t index) {

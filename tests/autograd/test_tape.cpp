@@ -406,4 +406,26 @@ TEST_CASE("the tape is cleared after backward and an identical step reuses cache
   CHECK(after.cache_misses == before.cache_misses);
   CHECK(after.cache_hits > before.cache_hits);
 }
+
+TEST_CASE("a saved tensor that shares a leaf's .grad is not changed by accumulation into that .grad") {
+  Tensor w = tensor({1, 2, 3}, {3}, f64).requires_grad_();
+  sum(mul(w, w)).backward();  // w.grad = 2w
+  Tensor g = w.grad();        // held by the user and saved by mul below
+  sum(mul(g, w) + mul(w, 3.0)).backward();
+  // d/dw [g.w + 3 sum(w)] = g + 3 = 2w + 3, added to the earlier 2w
+  CHECK(w.grad().to_vector() == std::vector<double>{7, 11, 15});
+  CHECK(g.to_vector() == std::vector<double>{2, 4, 6});  // the user's handle was not written through
 }
+
+TEST_CASE("tape scopes may end out of order") {
+  Tensor w = tensor({0.5}, {1}, f64).requires_grad_();
+  auto outer = std::make_unique<Tape>();
+  auto inner = std::make_unique<Tape>();
+  outer.reset();  // the older scope ends first
+  inner.reset();
+  Tensor y = unroll::tanh(w);  // records on the default tape, not on freed memory
+  y.backward();
+  CHECK(w.grad().item() == doctest::Approx(1 - std::tanh(0.5) * std::tanh(0.5)));
+}
+}
+

@@ -281,4 +281,20 @@ TEST_CASE("to(): float32 -> float64 -> sum backward gives a float32 gradient") {
   CHECK(x.grad().to_vector() == std::vector<double>{3, -4, 6});
   CHECK(to(x, f32).storage() == x.storage());  // same dtype: no copy
 }
+
+TEST_CASE("sizes and ranges that would overflow are refused, not wrapped") {
+  CHECK_THROWS_AS(ones({std::int64_t{1} << 62}), ShapeError);
+  CHECK_THROWS_AS(zeros({std::int64_t{1} << 32, std::int64_t{1} << 32}), ShapeError);
+  Tensor x = arange(4);
+  CHECK_THROWS_AS(narrow(x, 0, 1, INT64_MAX), IndexError);
+  CHECK(slice(x, 0, 0, 5, INT64_MAX).to_vector() == std::vector<double>{0});
+  CHECK(slice(x, 0, 1, 4, 2).to_vector() == std::vector<double>{1, 3});
 }
+
+TEST_CASE("max of a tensor whose maximum is NaN sends the gradient to the NaNs") {
+  Tensor x = tensor({1.0, NAN, 2.0, NAN}, {4}, Dtype::float64).requires_grad_();
+  unroll::max(x).backward();
+  CHECK(x.grad().to_vector() == std::vector<double>{0, 0.5, 0, 0.5});
+}
+}
+
