@@ -78,7 +78,7 @@ void Tape::reserve_for(std::size_t n_inputs, std::size_t n_outputs) {
 
 void Tape::push_inputs(std::span<const Tensor* const> inputs) {
   for (const Tensor* t : inputs) {
-    InputRef r{t->shape(), t->leaf(), t->tape_key(), t->slot(), t->dtype(), t->requires_grad()};
+    InputRef r{t->leaf(), t->tape_key(), t->slot(), t->requires_grad()};
     if (r.leaf) detail::retain(r.leaf);
     inputs_.push_back(r);
   }
@@ -102,7 +102,7 @@ void Tape::release_node(Node& n) {
     if (inputs_[i].leaf) detail::release(inputs_[i].leaf);
     inputs_[i].leaf = nullptr;
   }
-  for (std::uint32_t s = n.out_begin; s < n.out_begin + n.out_count && s < grads_.size(); ++s) grads_[s] = Tensor();
+  for (std::uint32_t s = n.out_begin; s < n.out_begin + n.out_count && s < grads_.size(); ++s) grads_[s].reset();
 }
 
 void Tape::clear() {
@@ -192,8 +192,6 @@ const Tensor& GradSink::grad_output(std::size_t k) {
 
 bool GradSink::needs(std::size_t i) const { return tape_.inputs_[tape_.nodes_[node_].in_begin + i].needs; }
 
-const Shape& GradSink::input_shape(std::size_t i) const { return tape_.inputs_[tape_.nodes_[node_].in_begin + i].shape; }
-
 namespace {
 void check_not_stale(const char* name, std::size_t i, std::uint64_t key, std::uint64_t tape_key) {
   UNROLL_CHECK(key == tape_key, StateError,
@@ -203,16 +201,27 @@ void check_not_stale(const char* name, std::size_t i, std::uint64_t key, std::ui
 }
 }  // namespace
 
+std::pair<const Shape*, Dtype> Tape::input_meta(const Node& n, std::size_t i) const {
+  const InputRef& in = inputs_[n.in_begin + i];
+  UNROLL_CHECK(in.needs, StateError, "backward: '{}' asked about input {}, which needs no gradient", n.name, i);
+  if (in.leaf) return {&in.leaf->shape, in.leaf->dtype};
+  check_not_stale(n.name, i, in.key, key_);
+  return {&slots_[in.slot].shape, slots_[in.slot].dtype};
+}
+
+const Shape& GradSink::input_shape(std::size_t i) const { return *tape_.input_meta(tape_.nodes_[node_], i).first; }
+
 void GradSink::add(std::size_t i, Tensor g) {
   const Tape::Node& n = tape_.nodes_[node_];
   const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
   if (!in.needs) return;
-  UNROLL_CHECK(g.shape() == in.shape, ShapeError,
+  const auto [shape, dtype] = tape_.input_meta(n, i);
+  UNROLL_CHECK(g.shape() == *shape, ShapeError,
                "backward: gradient for input {} of '{}' has the wrong shape; got {}, expected {}", i, n.name, g.shape(),
-               in.shape);
-  UNROLL_CHECK(g.dtype() == in.dtype, DtypeError,
+               *shape);
+  UNROLL_CHECK(g.dtype() == dtype, DtypeError,
                "backward: gradient for input {} of '{}' has the wrong dtype; got {}, expected {}", i, n.name, g.dtype(),
-               in.dtype);
+               dtype);
   if (in.leaf) {
     Tensor& dst = in.leaf->grad;
     if (!dst.defined()) dst = g.unique_storage() ? std::move(g) : copy_of(g);
@@ -220,25 +229,18 @@ void GradSink::add(std::size_t i, Tensor g) {
     else dst = accumulated_copy(dst, g);  // someone holds this .grad (maybe a saved tensor): never write through it
     return;
   }
-  check_not_stale(n.name, i, in.key, tape_.key_);
   tape_.accumulate_slot(in.slot, std::move(g));
 }
 
 Tensor& GradSink::buffer(std::size_t i, bool& fresh, bool zero_fill) {
   const Tape::Node& n = tape_.nodes_[node_];
   const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
-  UNROLL_CHECK(in.needs, StateError, "backward: '{}' asked for the gradient buffer of input {}, which needs none", n.name, i);
-  Tensor* dst;
-  if (in.leaf) {
-    dst = &in.leaf->grad;
-  } else {
-    check_not_stale(n.name, i, in.key, tape_.key_);
-    dst = &tape_.grads_[in.slot];
-  }
+  const auto [shape, dtype] = tape_.input_meta(n, i);  // also checks needs and staleness
+  Tensor* dst = in.leaf ? &in.leaf->grad : &tape_.grads_[in.slot];
   if (dst->defined() && !dst->unique_storage()) *dst = copy_of(*dst);  // never write through a shared buffer
   fresh = !dst->defined();
   if (fresh) {
-    *dst = zero_fill ? zeros(in.shape, in.dtype) : Tensor::empty(in.shape, in.dtype);
+    *dst = zero_fill ? zeros(*shape, dtype) : Tensor::empty(*shape, dtype);
     fresh = !zero_fill;
   }
   return *dst;

@@ -45,7 +45,7 @@ class GradSink {
   /// Input i's gradient buffer, to accumulate into in place (e.g. gemm with beta = 1). When `fresh` comes
   /// back true the buffer is new and uninitialised (write it, e.g. beta = 0); with zero_fill it is zeros.
   Tensor& buffer(std::size_t i, bool& fresh, bool zero_fill = false);
-  /// Shape of input i as it was recorded.
+  /// Shape of input i (one that needs a gradient).
   const Shape& input_shape(std::size_t i) const;
 
  private:
@@ -81,12 +81,12 @@ class Tape {
 
  private:
   friend class GradSink;
+  // Small on purpose (recorded for every op input): an input's shape and dtype are looked up in its
+  // leaf record or its slot when a gradient arrives.
   struct InputRef {
-    Shape shape;
     detail::LeafMeta* leaf;  ///< retained; the leaf's gradient record, or null
     std::uint64_t key;       ///< tape key of a recorded input (0 for leaves and constants)
     std::uint32_t slot;
-    Dtype dtype;
     bool needs;
   };
   struct SlotInfo {
@@ -102,6 +102,8 @@ class Tape {
     std::uint32_t in_begin, in_count, out_begin, out_count;
   };
 
+  // Shape and dtype of an input that needs a gradient (checks that it is not from a freed graph).
+  std::pair<const Shape*, Dtype> input_meta(const Node& n, std::size_t i) const;
   void* arena_alloc(std::size_t bytes, std::size_t align);
   void reserve_for(std::size_t n_inputs, std::size_t n_outputs);
   void release_node(Node& n);

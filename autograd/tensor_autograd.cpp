@@ -12,7 +12,11 @@ Tensor& Tensor::requires_grad_(bool on) {
   UNROLL_CHECK(!on || is_floating(dtype_), DtypeError,
                "requires_grad_: only floating-point tensors can require gradients; got {}, expected float32 or float64",
                dtype_);
-  if (on && leaf_ == nullptr) leaf_ = new detail::LeafMeta();
+  if (on && leaf_ == nullptr) {
+    leaf_ = new detail::LeafMeta();
+    leaf_->shape = shape_;
+    leaf_->dtype = dtype_;
+  }
   if (!on && leaf_ != nullptr) {
     detail::release(leaf_);
     leaf_ = nullptr;

@@ -53,6 +53,14 @@ class Tensor {
     return *this;
   }
   ~Tensor() { reset(); }
+  /// Makes this handle undefined, dropping its references (cheaper than assigning Tensor()).
+  void reset() {
+    if (storage_) storage_->release();
+    if (leaf_) detail::release(leaf_);
+    storage_ = nullptr;
+    leaf_ = nullptr;
+    tape_key_ = 0;
+  }
 
   /// A new tensor with uninitialised contents (use zeros() when the contents matter).
   static Tensor empty(const Shape& shape, Dtype dtype = Dtype::float32);
@@ -112,14 +120,6 @@ class Tensor {
   void set_tape_ref(std::uint64_t key, std::uint32_t slot) { tape_key_ = key; slot_ = slot; }
 
  private:
-  void reset() {
-    if (storage_) storage_->release();
-    if (leaf_) detail::release(leaf_);
-    storage_ = nullptr;
-    leaf_ = nullptr;
-    tape_key_ = 0;
-  }
-
   detail::Storage* storage_ = nullptr;
   detail::LeafMeta* leaf_ = nullptr;
   std::uint64_t tape_key_ = 0;  ///< tape + epoch that recorded this tensor; 0 = not an op output
@@ -133,6 +133,8 @@ namespace detail {
 struct LeafMeta {
   std::atomic<std::int32_t> refs{1};
   Tensor grad;
+  Shape shape;  ///< of the leaf (a handle's shape never changes), for the engine's gradient checks
+  Dtype dtype;
 };
 inline void retain(LeafMeta* m) { m->refs.fetch_add(1, std::memory_order_relaxed); }
 inline void release(LeafMeta* m) {
