@@ -55,20 +55,21 @@ bench::Prepared elementwise(bench::Args& args) {
 // OpenBLAS across sizes (this sets kSmallGemmWork in core/blas.hpp).
 bench::Prepared matmul(bench::Args& args) {
   const int m = args.get_int("m", 1, 1), n = args.get_int("n", 32, 1), k = args.get_int("k", 32, 1);
-  // --small-work 0 forces OpenBLAS, a large value forces the inline kernel
+  // --small-work 0 --small-rows 0 forces OpenBLAS, a large --small-work forces the inline kernel
   unroll::detail::kSmallGemmWork = args.get_int("small-work", static_cast<int>(unroll::detail::kSmallGemmWork), 0);
+  unroll::detail::kSmallGemmRows = args.get_int("small-rows", static_cast<int>(unroll::detail::kSmallGemmRows), 0);
   unroll::Generator gen(kSeed);
   const unroll::Tensor a = unroll::rand({m, k}, unroll::Dtype::float32, gen), b = unroll::rand({k, n}, unroll::Dtype::float32, gen);
   auto step = [a, b] {
     for (int r = 0; r < 100; ++r) unroll::matmul(a, b);
   };
-  return {{{"m", m}, {"n", n}, {"k", k}, {"small_work", unroll::detail::kSmallGemmWork}, {"repeat", 100}}, 100.0 * m, step};
+  return {{{"m", m}, {"n", n}, {"k", k}, {"small_work", unroll::detail::kSmallGemmWork}, {"small_rows", unroll::detail::kSmallGemmRows}, {"repeat", 100}}, 100.0 * m, step};
 }
 
 const std::vector<bench::Workload> kWorkloads = {
     {"tiny_rnn", "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200]", tiny_rnn},
     {"elementwise", "tanh(a + b) on n floats, x100, no autograd [--n 65536 --grain G]", elementwise},
-    {"matmul", "[m,k] x [k,n] product, x100, no autograd [--m 1 --n 32 --k 32 --small-work W]", matmul},
+    {"matmul", "[m,k] x [k,n] product, x100, no autograd [--m 1 --n 32 --k 32 --small-work W --small-rows R]", matmul},
 };
 }  // namespace
 

@@ -17,7 +17,7 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
 inline std::int64_t kSmallGemmWork = 32 * 32 * 64;
 /// Products with at most this many rows (matrix-vector-like: a batch-1 recurrent step) also run inline:
 /// OpenBLAS's gemm is slower than the inline kernel there at every size measured.
-inline constexpr std::int64_t kSmallGemmRows = 4;
+inline std::int64_t kSmallGemmRows = 4;  // a variable only so that unroll-bench can sweep it
 
 void blas_set_num_threads(int n);
 int blas_num_threads();

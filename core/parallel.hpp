@@ -31,7 +31,7 @@ class FunctionRef<R(A...)> {
 
 /// Elementwise kernels split across threads only above this many elements (measured: see bench/RESULTS.md;
 /// a variable only so that unroll-bench can sweep it).
-inline std::int64_t kElementwiseGrain = 1 << 15;
+inline std::int64_t kElementwiseGrain = 1 << 16;
 
 void parallel_for_impl(std::int64_t n, std::int64_t grain, FunctionRef<void(std::int64_t, std::int64_t)> body);
 
