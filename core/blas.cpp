@@ -6,8 +6,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
+#include <type_traits>
 
 #include <cblas.h>
+
+#include "error.hpp"
 
 namespace unroll::detail {
 namespace {
@@ -134,22 +138,30 @@ inline CBLAS_TRANSPOSE flag(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
 }  // namespace
 
+namespace {
+template <class T>
+void gemm_any(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha, const T* A, std::int64_t lda,
+              const T* B, std::int64_t ldb, T beta, T* C, std::int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (M <= kSmallGemmRows || M * N * K <= kSmallGemmWork) return small_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  constexpr std::int64_t kMax = std::numeric_limits<blasint>::max();  // OpenBLAS takes 32-bit sizes here
+  UNROLL_CHECK(std::max({M, N, K, lda, ldb, ldc}) <= kMax, ShapeError,
+               "matmul: matrix too large for BLAS; got M={} N={} K={}, expected every size at most {}", M, N, K, kMax);
+  auto i = [](std::int64_t v) { return static_cast<blasint>(v); };
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, flag(ta), flag(tb), i(M), i(N), i(K), alpha, A, i(lda), B, i(ldb), beta, C, i(ldc));
+  else
+    cblas_dgemm(CblasRowMajor, flag(ta), flag(tb), i(M), i(N), i(K), alpha, A, i(lda), B, i(ldb), beta, C, i(ldc));
+}
+}  // namespace
+
 void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* A,
           std::int64_t lda, const float* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  if (M <= kSmallGemmRows || M * N * K <= kSmallGemmWork) return small_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  cblas_sgemm(CblasRowMajor, flag(ta), flag(tb), static_cast<blasint>(M), static_cast<blasint>(N),
-              static_cast<blasint>(K), alpha, A, static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C,
-              static_cast<blasint>(ldc));
+  gemm_any(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
-
 void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, double alpha, const double* A,
           std::int64_t lda, const double* B, std::int64_t ldb, double beta, double* C, std::int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  if (M <= kSmallGemmRows || M * N * K <= kSmallGemmWork) return small_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  cblas_dgemm(CblasRowMajor, flag(ta), flag(tb), static_cast<blasint>(M), static_cast<blasint>(N),
-              static_cast<blasint>(K), alpha, A, static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C,
-              static_cast<blasint>(ldc));
+  gemm_any(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void blas_set_num_threads(int n) { openblas_set_num_threads(n); }

@@ -11,6 +11,12 @@
 namespace unroll {
 namespace detail {
 
+void check_floating(const char* where, const Tensor& x) {
+  UNROLL_CHECK(x.defined(), StateError, "{}: operand is undefined; got an undefined tensor, expected a tensor", where);
+  UNROLL_CHECK(is_floating(x.dtype()), DtypeError,
+               "{}: expected a floating-point tensor; got {}, expected float32 or float64", where, x.dtype());
+}
+
 void check_floating_same(const char* where, const Tensor& a, const Tensor& b) {
   UNROLL_CHECK(a.defined() && b.defined(), StateError,
                "{}: operand is undefined; got an undefined tensor, expected a tensor", where);
@@ -34,13 +40,23 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
 }  // namespace detail
 
 namespace {
-using detail::parallel_for;
+using detail::check_floating;
 using detail::kElementwiseGrain;
+using detail::parallel_for;
 
-void check_floating(const char* where, const Tensor& x) {
-  UNROLL_CHECK(x.defined(), StateError, "{}: operand is undefined; got an undefined tensor, expected a tensor", where);
-  UNROLL_CHECK(is_floating(x.dtype()), DtypeError,
-               "{}: expected a floating-point tensor; got {}, expected float32 or float64", where, x.dtype());
+// y[i] = f(x[i]) for a floating x (f is generic over float and double), split across threads above the grain.
+template <class F>
+Tensor map(const Tensor& x, F f) {
+  Tensor y = detail::empty_like(x);
+  dispatch(x.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* __restrict px = static_cast<const T*>(x.raw());
+    T* __restrict py = static_cast<T*>(y.raw());
+    parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t s, std::int64_t e) {
+      for (std::int64_t i = s; i < e; ++i) py[i] = f(px[i]);
+    });
+  });
+  return y;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -110,15 +126,7 @@ enum class Save { input, output };
 template <Save save, class Fwd, class Bwd>
 Tensor unary(const char* name, const Tensor& x, Fwd fwd, Bwd bwd) {
   check_floating(name, x);
-  Tensor y = detail::empty_like(x);
-  dispatch(x.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    const T* __restrict px = static_cast<const T*>(x.raw());
-    T* __restrict py = static_cast<T*>(y.raw());
-    parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t s, std::int64_t e) {
-      for (std::int64_t i = s; i < e; ++i) py[i] = fwd(px[i]);
-    });
-  });
+  Tensor y = map(x, fwd);
   if (autograd::needs_grad({&x})) {
     autograd::record(name, y, {&x}, [saved = (save == Save::input ? x : y).detach(), bwd](autograd::GradSink& sink) {
       const Tensor& g = sink.grad_output();
@@ -138,7 +146,6 @@ Tensor unary(const char* name, const Tensor& x, Fwd fwd, Bwd bwd) {
   return y;
 }
 
-template <class T> constexpr T one = T(1);
 }  // namespace
 
 // y = a + b;  da = sum_to(g), db = sum_to(g)
@@ -199,15 +206,7 @@ namespace {
 template <class F>
 Tensor scalar_op(const char* name, const Tensor& x, double dydx, F f) {
   check_floating(name, x);
-  Tensor y = detail::empty_like(x);
-  dispatch(x.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    const T* __restrict px = static_cast<const T*>(x.raw());
-    T* __restrict py = static_cast<T*>(y.raw());
-    parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t s, std::int64_t e) {
-      for (std::int64_t i = s; i < e; ++i) py[i] = f(px[i]);
-    });
-  });
+  Tensor y = map(x, f);
   if (autograd::needs_grad({&x}))
     autograd::record(name, y, {&x}, [dydx](autograd::GradSink& sink) {
       const Tensor& g = sink.grad_output();
@@ -222,7 +221,6 @@ Tensor sub(const Tensor& x, double s) { return scalar_op("sub", x, 1.0, [s](auto
 Tensor rsub(const Tensor& x, double s) { return scalar_op("rsub", x, -1.0, [s](auto v) { return static_cast<decltype(v)>(s) - v; }); }
 Tensor div(const Tensor& x, double s) { return scalar_op("div", x, 1.0 / s, [s](auto v) { return v / static_cast<decltype(v)>(s); }); }
 Tensor mul(const Tensor& x, double s) {
-  // Also the backward helper of other ops, so it skips recording work when nothing needs grad.
   return scalar_op("mul", x, s, [s](auto v) { return v * static_cast<decltype(v)>(s); });
 }
 // y = s / x;  dx = -g s / x^2 = -g y / x

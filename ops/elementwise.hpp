@@ -76,7 +76,9 @@ void mul_(Tensor& x, double s);
 namespace detail {
 /// Sums g over the dims it was broadcast along, so the result has `shape` (not recorded).
 Tensor sum_to(const Tensor& g, const Shape& shape);
-/// Checks that every operand is a floating tensor of a's dtype.
+/// Checks that x is a defined floating-point tensor.
+void check_floating(const char* where, const Tensor& x);
+/// Checks that a and b are defined floating-point tensors of one dtype.
 void check_floating_same(const char* where, const Tensor& a, const Tensor& b);
 }  // namespace detail
 

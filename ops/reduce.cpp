@@ -7,6 +7,7 @@
 
 #include "../autograd/tape.hpp"
 #include "broadcast.hpp"
+#include "elementwise.hpp"
 #include "kernels.hpp"
 
 namespace unroll {
@@ -46,14 +47,9 @@ Tensor detail::sum_dim_keep(const Tensor& x, int d) {
 }
 
 namespace {
+using detail::check_floating;
 using detail::kElementwiseGrain;
 using detail::parallel_for;
-
-void check_floating(const char* where, const Tensor& x) {
-  UNROLL_CHECK(x.defined(), StateError, "{}: tensor is undefined; got an undefined tensor, expected a tensor", where);
-  UNROLL_CHECK(is_floating(x.dtype()), DtypeError,
-               "{}: expected a floating-point tensor; got {}, expected float32 or float64", where, x.dtype());
-}
 
 // g (shape `from`, broadcastable) -> the full `to` shape, times `scale`.
 Tensor expand_scaled(const Tensor& g, const Shape& to, double scale) {
