@@ -38,11 +38,18 @@ template <class T>
 inline void store(T* p, Vec<T> v) {
   std::memcpy(p, &v, sizeof v);
 }
+// Sum of the lanes by halving (three shuffles+adds for float, two for double).
 template <class T>
 inline T hsum(Vec<T> v) {
-  T s = 0;
-  for (int l = 0; l < kLanes<T>; ++l) s += v[l];
-  return s;
+  if constexpr (kLanes<T> == 8) {
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+  } else {
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2);
+  }
+  return v[0];
 }
 
 // c[0, 4L) = beta c + alpha sum_k A[k * a_step] B[k, 0..4L)
@@ -51,7 +58,8 @@ inline void row_block(std::int64_t K, T alpha, const T* A, std::int64_t a_step, 
                       T* c) {
   constexpr int L = kLanes<T>;
   Vec<T> a0{}, a1{}, a2{}, a3{};
-  if (beta != T(0)) a0 = beta * load(c), a1 = beta * load(c + L), a2 = beta * load(c + 2 * L), a3 = beta * load(c + 3 * L);
+  if (beta == T(1)) a0 = load(c), a1 = load(c + L), a2 = load(c + 2 * L), a3 = load(c + 3 * L);  // accumulate (backward)
+  else if (beta != T(0)) a0 = beta * load(c), a1 = beta * load(c + L), a2 = beta * load(c + 2 * L), a3 = beta * load(c + 3 * L);
   for (std::int64_t k = 0; k < K; ++k) {
     const T a = alpha * A[k * a_step];
     const T* b = B + k * ldb;

@@ -12,7 +12,7 @@ BroadcastPlan make_plan(const Shape& out, std::initializer_list<const Shape*> op
   BroadcastPlan p;
   p.operands = static_cast<int>(operands.size());
   // Strides of each operand in the output's index space (0 where it broadcasts), size-1 output dims dropped.
-  std::array<std::array<std::int64_t, Shape::kMaxDims>, BroadcastPlan::kMaxOperands> full{};
+  std::array<std::array<std::int64_t, Shape::kMaxDims>, BroadcastPlan::kMaxOperands> full;  // set below for d < rank
   int k = 0;
   for (const Shape* s : operands) {
     std::int64_t stride = 1;

@@ -86,6 +86,18 @@ Tensor binary_kernel(const Tensor& a, const Tensor& b, const Shape& out_shape) {
       });
       return;
     }
+    const std::int64_t nb = b.numel();
+    if (b.dim() <= a.dim() && a.shape().tail(a.dim() - b.dim()) == b.shape() && nb > 0) {
+      // b repeats along a's leading dims (a bias row): rows of a against the whole of b
+      parallel_for(a.numel() / nb, std::max<std::int64_t>(1, kElementwiseGrain / nb), [&](std::int64_t r0, std::int64_t r1) {
+        for (std::int64_t r = r0; r < r1; ++r) {
+          const T* __restrict x = pa + r * nb;
+          T* __restrict o = po + r * nb;
+          for (std::int64_t i = 0; i < nb; ++i) o[i] = apply<op>(x[i], pb[i]);
+        }
+      });
+      return;
+    }
     const auto plan = detail::make_plan(out_shape, {&a.shape(), &b.shape(), &out_shape});
     detail::for_each_row(plan, [&](const auto& off, std::int64_t n, const auto& st) {
       const T* __restrict x = pa + off[0];
