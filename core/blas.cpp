@@ -115,12 +115,35 @@ inline T dot(const T* a, std::int64_t a_step, const T* b, std::int64_t K) {
   return acc;
 }
 
+// C = beta C + alpha a b^T for a column a (M) and a row b (N): the K = 1 product that a batch-1 backward
+// makes for every weight gradient. Each block of b is loaded once and reused down all M rows.
+template <class T>
+void outer_product(std::int64_t M, std::int64_t N, T alpha, const T* A, std::int64_t a_row, const T* B, T beta,
+                   T* C, std::int64_t ldc) {
+  constexpr int L = kLanes<T>;
+  std::int64_t j = 0;
+  for (; j + L <= N; j += L) {
+    const Vec<T> b = load(B + j);
+    for (std::int64_t i = 0; i < M; ++i) {
+      T* c = C + i * ldc + j;
+      const Vec<T> ab = (alpha * A[i * a_row]) * b;
+      store(c, beta == T(1) ? load(c) + ab : (beta == T(0) ? ab : beta * load(c) + ab));
+    }
+  }
+  for (; j < N; ++j)
+    for (std::int64_t i = 0; i < M; ++i) {
+      T& c = C[i * ldc + j];
+      c = (beta == T(0) ? T(0) : beta * c) + alpha * A[i * a_row] * B[j];
+    }
+}
+
 template <class T>
 void small_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha, const T* A,
                 std::int64_t lda, const T* B, std::int64_t ldb, T beta, T* C, std::int64_t ldc) {
   // op(A)[i, k] = A[i * a_row + k * a_step]
   const std::int64_t a_row = ta ? 1 : lda, a_step = ta ? lda : 1;
   constexpr std::int64_t W = 4 * kLanes<T>;
+  if (K == 1 && !tb) return outer_product(M, N, alpha, A, a_row, B, beta, C, ldc);
   for (std::int64_t i = 0; i < M; ++i) {
     T* c = C + i * ldc;
     const T* a = A + i * a_row;
