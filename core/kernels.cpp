@@ -1,7 +1,5 @@
 #include "kernels.hpp"
 
-#include <algorithm>
-
 #include "parallel.hpp"
 
 namespace unroll::detail {
@@ -13,12 +11,6 @@ void accumulate(Tensor& dst, const Tensor& src) {
     parallel_for(dst.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
       for (std::int64_t i = b; i < e; ++i) d[i] += s[i];
     });
-  });
-}
-void fill(Tensor& dst, double value) {
-  dispatch(dst.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    std::fill_n(static_cast<T*>(dst.raw()), dst.numel(), static_cast<T>(value));
   });
 }
 }  // namespace unroll::detail

@@ -5,6 +5,4 @@
 namespace unroll::detail {
 /// dst += src (same shape and dtype, both contiguous).
 void accumulate(Tensor& dst, const Tensor& src);
-/// dst = value everywhere.
-void fill(Tensor& dst, double value);
 }  // namespace unroll::detail
