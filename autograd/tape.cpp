@@ -118,20 +118,26 @@ void Tape::clear() {
 }
 
 namespace {
-// dst + g in a new buffer (when dst's storage is shared and must not change).
-Tensor accumulated_copy(const Tensor& dst, const Tensor& g) {
-  Tensor sum = copy_of(dst);
-  detail::accumulate(sum, g);
-  return sum;
+// dst += g, never writing through storage that someone else holds (another slot, a saved tensor, a handle
+// the user kept): then the sum goes to a new buffer. An undefined dst simply takes g.
+void accumulate_into(Tensor& dst, Tensor g) {
+  if (!dst.defined()) {
+    dst = std::move(g);
+  } else if (dst.unique_storage()) {
+    detail::accumulate(dst, g);
+  } else {
+    Tensor sum = copy_of(dst);
+    detail::accumulate(sum, g);
+    dst = std::move(sum);
+  }
+}
+// A leaf's .grad is the user's to modify in place (optimizers, clipping), so it never starts out sharing
+// storage with a gradient the tape still holds.
+void accumulate_leaf(detail::LeafMeta& leaf, Tensor g) {
+  if (!leaf.grad.defined() && !g.unique_storage()) g = copy_of(g);
+  accumulate_into(leaf.grad, std::move(g));
 }
 }  // namespace
-
-void Tape::accumulate_slot(std::uint32_t slot, Tensor g) {
-  Tensor& dst = grads_[slot];
-  if (!dst.defined()) dst = std::move(g);
-  else if (dst.unique_storage()) detail::accumulate(dst, g);
-  else dst = accumulated_copy(dst, g);  // shared with another slot or a capture
-}
 
 void Tape::backward(const Tensor& root, const Tensor& seed) {
   UNROLL_CHECK(root.defined(), StateError, "backward: tensor is undefined; got an undefined tensor, expected a loss");
@@ -152,9 +158,7 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
   UNROLL_CHECK(g.dtype() == root.dtype(), DtypeError,
                "backward: seed gradient dtype does not match the tensor; got {}, expected {}", g.dtype(), root.dtype());
   if (root.is_leaf()) {  // d(root)/d(root): the seed itself
-    detail::LeafMeta* m = root.leaf();
-    if (m->grad.defined()) detail::accumulate(m->grad, g);
-    else m->grad = copy_of(g);
+    accumulate_leaf(*root.leaf(), std::move(g));
     return;
   }
   UNROLL_CHECK(root.tape_key() == key_, StateError,
@@ -223,14 +227,8 @@ void GradSink::add(std::size_t i, Tensor g) {
   UNROLL_CHECK(g.dtype() == dtype, DtypeError,
                "backward: gradient for input {} of '{}' has the wrong dtype; got {}, expected {}", i, n.name, g.dtype(),
                dtype);
-  if (in.leaf) {
-    Tensor& dst = in.leaf->grad;
-    if (!dst.defined()) dst = g.unique_storage() ? std::move(g) : copy_of(g);
-    else if (dst.unique_storage()) detail::accumulate(dst, g);
-    else dst = accumulated_copy(dst, g);  // someone holds this .grad (maybe a saved tensor): never write through it
-    return;
-  }
-  tape_.accumulate_slot(in.slot, std::move(g));
+  if (in.leaf) accumulate_leaf(*in.leaf, std::move(g));
+  else accumulate_into(tape_.grads_[in.slot], std::move(g));
 }
 
 Tensor& GradSink::buffer(std::size_t i, bool& fresh, bool zero_fill) {

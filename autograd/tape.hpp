@@ -107,7 +107,6 @@ class Tape {
   void* arena_alloc(std::size_t bytes, std::size_t align);
   void reserve_for(std::size_t n_inputs, std::size_t n_outputs);
   void release_node(Node& n);
-  void accumulate_slot(std::uint32_t slot, Tensor g);
   void push_inputs(std::span<const Tensor* const> inputs);
   void push_outputs(std::span<Tensor* const> outputs);
 
