@@ -15,6 +15,7 @@
 #include "core/parallel.hpp"
 #include "core/random.hpp"
 #include "core/shape.hpp"
+#include "core/state_dict.hpp"
 #include "core/tensor.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/index.hpp"
