@@ -1,0 +1,110 @@
+#pragma once
+// Sequence layers RNN, LSTM and GRU with PyTorch's options, shapes and parameter names
+// (weight_ih_l{k}[_reverse], weight_hh_l{k}..., bias_ih_l{k}..., bias_hh_l{k}...).
+//
+//   x [T, B, I] (or [B, T, I] with batch_first; or unbatched [T, I]) ->
+//   output [T, B, D*H] (batch_first: [B, T, D*H]),  h_n (and c_n) [L*D, B, H]     (D = 2 if bidirectional)
+//
+// Each layer and direction computes its input projection for all time steps with one GEMM (M = T*B), then
+// runs one fused step op per time step. Variable-length batches: pass `lengths` (one per batch row,
+// 1 <= length <= T): outputs past a sequence's end are zero and final states are taken at each
+// sequence's own last step (the reverse direction starts there), as PyTorch's packed sequences give —
+// with a per-row mask instead of a packing copy.
+#include <cstdint>
+#include <vector>
+
+#include "../ops/recurrent.hpp"
+#include "module.hpp"
+
+namespace unroll::nn {
+
+struct RecurrentOptions {
+  std::int64_t input_size = 0;
+  std::int64_t hidden_size = 0;
+  std::int64_t num_layers = 1;
+  bool bias = true;
+  bool batch_first = false;
+  double dropout = 0.0;  ///< on each layer's output except the last, in training mode
+  bool bidirectional = false;
+  RnnActivation nonlinearity = RnnActivation::tanh;  ///< RNN only
+  Dtype dtype = Dtype::float32;
+};
+
+/// What a sequence layer returns; c_n is defined for LSTM only.
+struct RecurrentOutput {
+  Tensor output, h_n, c_n;
+};
+
+enum class RecurrentMode { rnn_tanh, rnn_relu, lstm, gru };
+
+/// The machinery shared by RNN, LSTM and GRU.
+class RecurrentLayer : public Module {
+ public:
+  /// One layer and direction's parameters (biases undefined without bias).
+  struct Weights {
+    Tensor w_ih, w_hh, b_ih, b_hh;
+  };
+  const RecurrentOptions& options() const { return opt_; }
+  RecurrentMode mode() const { return mode_; }
+  const Weights& weights(std::int64_t layer, bool reverse = false) const {
+    return weights_[static_cast<std::size_t>(layer * directions() + (reverse ? 1 : 0))];
+  }
+  std::int64_t directions() const { return opt_.bidirectional ? 2 : 1; }
+  /// U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as PyTorch.
+  void reset_parameters();
+
+ protected:
+  RecurrentLayer(const char* name, RecurrentMode mode, const RecurrentOptions& options);
+  RecurrentOutput run(const Tensor& x, const Tensor& h0, const Tensor& c0, const std::vector<std::int64_t>& lengths) const;
+
+ private:
+  const char* name_;
+  RecurrentMode mode_;
+  RecurrentOptions opt_;
+  std::vector<Weights> weights_;  ///< sized once in the constructor: registered by address
+};
+
+/// Elman RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act = options.nonlinearity.
+class RNN : public RecurrentLayer {
+ public:
+  explicit RNN(const RecurrentOptions& options);
+  RecurrentOutput forward(const Tensor& x, const Tensor& h0 = {}, const std::vector<std::int64_t>& lengths = {}) const {
+    return run(x, h0, {}, lengths);
+  }
+  RecurrentOutput operator()(const Tensor& x, const Tensor& h0 = {}, const std::vector<std::int64_t>& lengths = {}) const {
+    return forward(x, h0, lengths);
+  }
+};
+
+/// LSTM (gates i, f, g, o); h0 and c0 optional (zeros).
+class LSTM : public RecurrentLayer {
+ public:
+  explicit LSTM(const RecurrentOptions& options);
+  RecurrentOutput forward(const Tensor& x, const Tensor& h0 = {}, const Tensor& c0 = {},
+                          const std::vector<std::int64_t>& lengths = {}) const {
+    return run(x, h0, c0, lengths);
+  }
+  RecurrentOutput operator()(const Tensor& x, const Tensor& h0 = {}, const Tensor& c0 = {},
+                             const std::vector<std::int64_t>& lengths = {}) const {
+    return forward(x, h0, c0, lengths);
+  }
+};
+
+/// GRU (gates r, z, n with n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))).
+class GRU : public RecurrentLayer {
+ public:
+  explicit GRU(const RecurrentOptions& options);
+  RecurrentOutput forward(const Tensor& x, const Tensor& h0 = {}, const std::vector<std::int64_t>& lengths = {}) const {
+    return run(x, h0, {}, lengths);
+  }
+  RecurrentOutput operator()(const Tensor& x, const Tensor& h0 = {}, const std::vector<std::int64_t>& lengths = {}) const {
+    return forward(x, h0, lengths);
+  }
+};
+
+namespace detail {
+/// [T, B] mask (dtype) with 1 where t < lengths[b]; checks 1 <= lengths[b] <= T (`where` names the caller).
+Tensor length_mask(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B, Dtype dtype);
+}  // namespace detail
+
+}  // namespace unroll::nn

@@ -1,0 +1,308 @@
+#include "recurrent.hpp"
+
+#include <cmath>
+
+#include "../autograd/tape.hpp"
+#include "../core/blas.hpp"
+#include "elementwise.hpp"
+#include "fast_math.hpp"
+#include "linear.hpp"
+
+namespace unroll {
+namespace {
+
+template <class T> T sigm(T v) {
+  if constexpr (std::is_same_v<T, float>) return detail::sigmoid_approx(v);
+  else return T(1) / (T(1) + std::exp(-v));
+}
+template <class T> T tanh_(T v) {
+  if constexpr (std::is_same_v<T, float>) return detail::tanh_approx(v);
+  else return std::tanh(v);
+}
+
+// Checks shared by the three steps; `gates` is the number of H-wide blocks in gx and w_hh.
+void check_step(const char* where, std::int64_t gates, const Tensor& gx, const Tensor& h, const Tensor& w_hh,
+                const Tensor& b_hh, const Tensor& mask) {
+  detail::check_floating_same(where, gx, h);
+  detail::check_floating_same(where, gx, w_hh);
+  UNROLL_CHECK(h.dim() == 2, ShapeError, "{}: hidden state must be [B, H]; got h={}", where, h.shape());
+  const std::int64_t B = h.shape()[0], H = h.shape()[1];
+  UNROLL_CHECK(gx.dim() == 2 && gx.shape()[0] == B && gx.shape()[1] == gates * H, ShapeError,
+               "{}: input gates do not match the hidden state; got gx={} and h={}, expected gx=[{}, {}]", where,
+               gx.shape(), h.shape(), B, gates * H);
+  UNROLL_CHECK(w_hh.dim() == 2 && w_hh.shape()[0] == gates * H && w_hh.shape()[1] == H, ShapeError,
+               "{}: weight_hh does not match the hidden size; got w_hh={}, expected [{}, {}]", where, w_hh.shape(),
+               gates * H, H);
+  if (b_hh.defined()) {
+    detail::check_floating_same(where, gx, b_hh);
+    UNROLL_CHECK(b_hh.dim() == 1 && b_hh.shape()[0] == gates * H, ShapeError,
+                 "{}: bias_hh does not match the hidden size; got b_hh={}, expected [{}]", where, b_hh.shape(), gates * H);
+  }
+  if (mask.defined()) {
+    detail::check_floating_same(where, gx, mask);
+    UNROLL_CHECK(mask.dim() == 1 && mask.shape()[0] == B, ShapeError,
+                 "{}: mask must have one entry per batch row; got mask={}, expected [{}]", where, mask.shape(), B);
+  }
+}
+
+// G [B, n] = (b_hh or 0) + h [B, H] . W^T  (W [n, H])
+template <class T>
+void hidden_gates(Tensor& G, const Tensor& h, const Tensor& w, const Tensor& b) {
+  const std::int64_t B = h.shape()[0], H = h.shape()[1], n = w.shape()[0];
+  if (b.defined()) detail::add_bias_rows(G, b, true);
+  detail::gemm(false, true, B, n, H, T(1), h.data<T>(), H, w.data<T>(), H, b.defined() ? T(1) : T(0), G.data<T>(), n);
+}
+
+// Backward of the hidden-to-hidden product shared by every step, from dG [B, n] (gradient of gates):
+// dh (+)= dG W (into the buffer), dW (+)= dG^T h, db (+)= sum_rows dG. Inputs: h = 1, w_hh = wi, b_hh = wi + 1.
+template <class T>
+void hidden_backward(autograd::GradSink& sink, const Tensor& dG, const Tensor& h, const Tensor& w, std::size_t hi,
+                     std::size_t wi) {
+  const std::int64_t B = dG.shape()[0], n = dG.shape()[1], H = n == 0 ? 0 : w.numel() / n;
+  bool fresh = false;
+  if (sink.needs(hi)) {
+    Tensor& dh = sink.buffer(hi, fresh);
+    detail::gemm(false, false, B, H, n, T(1), dG.data<T>(), n, w.data<T>(), H, fresh ? T(0) : T(1), dh.data<T>(), H);
+  }
+  if (sink.needs(wi)) {
+    Tensor& dw = sink.buffer(wi, fresh);
+    detail::gemm(true, false, n, H, B, T(1), dG.data<T>(), n, h.data<T>(), H, fresh ? T(0) : T(1), dw.data<T>(), H);
+  }
+  if (sink.needs(wi + 1)) {
+    Tensor& db = sink.buffer(wi + 1, fresh);
+    detail::sum_rows_into(db, dG, fresh);
+  }
+}
+
+// Adds g's rows into input i's gradient for the rows the mask holds (their state passed straight through).
+template <class T>
+void add_held_rows(autograd::GradSink& sink, std::size_t i, const Tensor& g, const Tensor& mask) {
+  if (!mask.defined() || !sink.needs(i)) return;
+  const std::int64_t B = g.shape()[0], H = g.shape()[1];
+  const T* m = mask.data<T>();
+  bool fresh = false;
+  Tensor& d = sink.buffer(i, fresh, /*zero_fill=*/true);
+  T* pd = d.data<T>();
+  const T* pg = g.data<T>();
+  for (std::int64_t b = 0; b < B; ++b)
+    if (m[b] == T(0))
+      for (std::int64_t j = 0; j < H; ++j) pd[b * H + j] += pg[b * H + j];
+}
+
+bool held(const Tensor& mask, std::int64_t b) {
+  return mask.defined() && (mask.dtype() == Dtype::float32 ? mask.data<float>()[b] == 0.0f : mask.data<double>()[b] == 0.0);
+}
+
+}  // namespace
+
+// h' = act(gx + h W^T + b);  dpre = g act'(h'),  dgx = dpre,  dh = dpre W,  dW = dpre^T h,  db = sum dpre
+Tensor rnn_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Tensor& b_hh, RnnActivation act,
+                const Tensor& mask) {
+  const char* where = act == RnnActivation::tanh ? "rnn_step(tanh)" : "rnn_step(relu)";
+  check_step(where, 1, gx, h, w_hh, b_hh, mask);
+  const std::int64_t B = h.shape()[0], H = h.shape()[1];
+  Tensor out = Tensor::empty(h.shape(), h.dtype());
+  dispatch_floating(where, h.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    hidden_gates<T>(out, h, w_hh, b_hh);
+    T* o = out.data<T>();
+    const T* x = gx.data<T>();
+    const T* hp = h.data<T>();
+    for (std::int64_t b = 0; b < B; ++b) {
+      T* ob = o + b * H;
+      if (held(mask, b)) {
+        std::memcpy(ob, hp + b * H, static_cast<std::size_t>(H) * sizeof(T));
+        continue;
+      }
+      const T* xb = x + b * H;
+      if (act == RnnActivation::tanh)
+        for (std::int64_t j = 0; j < H; ++j) ob[j] = tanh_(ob[j] + xb[j]);
+      else
+        for (std::int64_t j = 0; j < H; ++j) ob[j] = std::max(ob[j] + xb[j], T(0));
+    }
+  });
+  if (autograd::needs_grad({&gx, &h, &w_hh, &b_hh})) {
+    autograd::record(where, out, {&gx, &h, &w_hh, &b_hh},
+                     [y = out.detach(), h = h.detach(), w = w_hh.detach(), mask, act, B, H](autograd::GradSink& sink) {
+                       const Tensor& g = sink.grad_output();
+                       dispatch_floating("rnn_step", g.dtype(), [&](auto* tag) {
+                         using T = std::remove_pointer_t<decltype(tag)>;
+                         Tensor dpre = Tensor::empty(g.shape(), g.dtype());
+                         const T* pg = g.data<T>();
+                         const T* py = y.data<T>();
+                         T* pd = dpre.data<T>();
+                         for (std::int64_t b = 0; b < B; ++b)
+                           for (std::int64_t j = 0, k = b * H; j < H; ++j, ++k) {
+                             if (held(mask, b)) pd[k] = T(0);
+                             else if (act == RnnActivation::tanh) pd[k] = pg[k] * (T(1) - py[k] * py[k]);
+                             else pd[k] = py[k] > T(0) ? pg[k] : T(0);
+                           }
+                         hidden_backward<T>(sink, dpre, h, w, 1, 2);
+                         add_held_rows<T>(sink, 1, g, mask);
+                         if (sink.needs(0)) sink.add(0, std::move(dpre));
+                       });
+                     });
+  }
+  return out;
+}
+
+// See the header for the forward. Backward, with tc = tanh(c'):
+//   do = dh' tc;  dc~ = dc' + dh' o (1 - tc^2);  di = dc~ g;  df = dc~ c;  dg = dc~ i;  dc = dc~ f
+//   gate pre-activations: di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)
+std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Tensor& c, const Tensor& w_hh,
+                                    const Tensor& b_hh, const Tensor& mask) {
+  constexpr const char* where = "lstm_step";
+  check_step(where, 4, gx, h, w_hh, b_hh, mask);
+  detail::check_floating_same(where, h, c);
+  UNROLL_CHECK(c.shape() == h.shape(), ShapeError, "{}: cell state differs from hidden state; got c={} and h={}", where,
+               c.shape(), h.shape());
+  const std::int64_t B = h.shape()[0], H = h.shape()[1];
+  Tensor acts = Tensor::empty(gx.shape(), gx.dtype());  // gate pre-activations, then activations (i, f, g, o)
+  Tensor tc = Tensor::empty(h.shape(), h.dtype());      // tanh(c')
+  Tensor h_out = Tensor::empty(h.shape(), h.dtype()), c_out = Tensor::empty(h.shape(), h.dtype());
+  dispatch_floating(where, h.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    hidden_gates<T>(acts, h, w_hh, b_hh);
+    const T *x = gx.data<T>(), *hp = h.data<T>(), *cp = c.data<T>();
+    T *a = acts.data<T>(), *ptc = tc.data<T>(), *ho = h_out.data<T>(), *co = c_out.data<T>();
+    for (std::int64_t b = 0; b < B; ++b) {
+      T* ab = a + b * 4 * H;
+      const T* xb = x + b * 4 * H;
+      const std::int64_t r = b * H;
+      if (held(mask, b)) {
+        std::memcpy(ho + r, hp + r, static_cast<std::size_t>(H) * sizeof(T));
+        std::memcpy(co + r, cp + r, static_cast<std::size_t>(H) * sizeof(T));
+        continue;
+      }
+      for (std::int64_t j = 0; j < 4 * H; ++j) ab[j] += xb[j];
+      for (std::int64_t j = 0; j < H; ++j) {
+        const T i = sigm(ab[j]), f = sigm(ab[H + j]), g = tanh_(ab[2 * H + j]), o = sigm(ab[3 * H + j]);
+        ab[j] = i, ab[H + j] = f, ab[2 * H + j] = g, ab[3 * H + j] = o;
+        const T cn = f * cp[r + j] + i * g;
+        const T t = tanh_(cn);
+        co[r + j] = cn;
+        ptc[r + j] = t;
+        ho[r + j] = o * t;
+      }
+    }
+  });
+  if (autograd::needs_grad({&gx, &h, &c, &w_hh, &b_hh})) {
+    Tensor* outs[] = {&h_out, &c_out};
+    const Tensor* ins[] = {&gx, &h, &c, &w_hh, &b_hh};
+    autograd::record(where, std::span<Tensor* const>(outs), std::span<const Tensor* const>(ins),
+                     [acts = std::move(acts), tc = std::move(tc), h = h.detach(), c = c.detach(), w = w_hh.detach(), mask,
+                      B, H](autograd::GradSink& sink) {
+                       const Tensor& dh_out = sink.grad_output(0);
+                       const Tensor& dc_out = sink.grad_output(1);
+                       dispatch_floating("lstm_step", dh_out.dtype(), [&](auto* tag) {
+                         using T = std::remove_pointer_t<decltype(tag)>;
+                         Tensor dG = Tensor::empty(acts.shape(), acts.dtype());
+                         Tensor dc = Tensor::empty(c.shape(), c.dtype());
+                         const T *a = acts.data<T>(), *ptc = tc.data<T>(), *cp = c.data<T>();
+                         const T *gh = dh_out.data<T>(), *gc = dc_out.data<T>();
+                         T *pG = dG.data<T>(), *pdc = dc.data<T>();
+                         for (std::int64_t b = 0; b < B; ++b) {
+                           const T* ab = a + b * 4 * H;
+                           T* Gb = pG + b * 4 * H;
+                           const std::int64_t r = b * H;
+                           if (held(mask, b)) {
+                             std::fill(Gb, Gb + 4 * H, T(0));
+                             std::memcpy(pdc + r, gc + r, static_cast<std::size_t>(H) * sizeof(T));
+                             continue;
+                           }
+                           for (std::int64_t j = 0; j < H; ++j) {
+                             const T i = ab[j], f = ab[H + j], g = ab[2 * H + j], o = ab[3 * H + j], t = ptc[r + j];
+                             const T dct = gc[r + j] + gh[r + j] * o * (T(1) - t * t);
+                             Gb[j] = dct * g * i * (T(1) - i);
+                             Gb[H + j] = dct * cp[r + j] * f * (T(1) - f);
+                             Gb[2 * H + j] = dct * i * (T(1) - g * g);
+                             Gb[3 * H + j] = gh[r + j] * t * o * (T(1) - o);
+                             pdc[r + j] = dct * f;
+                           }
+                         }
+                         hidden_backward<T>(sink, dG, h, w, 1, 3);
+                         add_held_rows<T>(sink, 1, dh_out, mask);
+                         if (sink.needs(2)) sink.add(2, std::move(dc));
+                         if (sink.needs(0)) sink.add(0, std::move(dG));
+                       });
+                     });
+  }
+  return {std::move(h_out), std::move(c_out)};
+}
+
+// See the header for the forward. Backward:
+//   dn = dh' (1-z);  dz = dh' (h - n);  dh (direct) = dh' z;  dn~ = dn (1-n^2);  dr = dn~ gh_n
+//   dgx = (dr r(1-r), dz z(1-z), dn~);  dgh = (dr r(1-r), dz z(1-z), dn~ r)
+Tensor gru_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Tensor& b_hh, const Tensor& mask) {
+  constexpr const char* where = "gru_step";
+  check_step(where, 3, gx, h, w_hh, b_hh, mask);
+  const std::int64_t B = h.shape()[0], H = h.shape()[1];
+  Tensor saved = Tensor::empty(gx.shape(), gx.dtype());  // gh, then (r, z, gh_n)
+  Tensor n_act = Tensor::empty(h.shape(), h.dtype());
+  Tensor out = Tensor::empty(h.shape(), h.dtype());
+  dispatch_floating(where, h.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    hidden_gates<T>(saved, h, w_hh, b_hh);
+    const T *x = gx.data<T>(), *hp = h.data<T>();
+    T *s = saved.data<T>(), *pn = n_act.data<T>(), *o = out.data<T>();
+    for (std::int64_t b = 0; b < B; ++b) {
+      T* sb = s + b * 3 * H;
+      const T* xb = x + b * 3 * H;
+      const std::int64_t r0 = b * H;
+      if (held(mask, b)) {
+        std::memcpy(o + r0, hp + r0, static_cast<std::size_t>(H) * sizeof(T));
+        continue;
+      }
+      for (std::int64_t j = 0; j < H; ++j) {
+        const T r = sigm(xb[j] + sb[j]), z = sigm(xb[H + j] + sb[H + j]);
+        const T n = tanh_(xb[2 * H + j] + r * sb[2 * H + j]);
+        sb[j] = r, sb[H + j] = z;
+        pn[r0 + j] = n;
+        o[r0 + j] = (T(1) - z) * n + z * hp[r0 + j];
+      }
+    }
+  });
+  if (autograd::needs_grad({&gx, &h, &w_hh, &b_hh})) {
+    autograd::record(where, out, {&gx, &h, &w_hh, &b_hh},
+                     [saved = std::move(saved), n_act = std::move(n_act), h = h.detach(), w = w_hh.detach(), mask, B,
+                      H](autograd::GradSink& sink) {
+                       const Tensor& g = sink.grad_output();
+                       dispatch_floating("gru_step", g.dtype(), [&](auto* tag) {
+                         using T = std::remove_pointer_t<decltype(tag)>;
+                         Tensor dgx = Tensor::empty(saved.shape(), saved.dtype());
+                         Tensor dgh = Tensor::empty(saved.shape(), saved.dtype());
+                         Tensor dh_direct = Tensor::empty(h.shape(), h.dtype());
+                         const T *s = saved.data<T>(), *pn = n_act.data<T>(), *hp = h.data<T>(), *pg = g.data<T>();
+                         T *px = dgx.data<T>(), *pw = dgh.data<T>(), *pd = dh_direct.data<T>();
+                         for (std::int64_t b = 0; b < B; ++b) {
+                           const T* sb = s + b * 3 * H;
+                           T *xb = px + b * 3 * H, *wb = pw + b * 3 * H;
+                           const std::int64_t r0 = b * H;
+                           if (held(mask, b)) {
+                             std::fill(xb, xb + 3 * H, T(0));
+                             std::fill(wb, wb + 3 * H, T(0));
+                             std::memcpy(pd + r0, pg + r0, static_cast<std::size_t>(H) * sizeof(T));
+                             continue;
+                           }
+                           for (std::int64_t j = 0; j < H; ++j) {
+                             const T r = sb[j], z = sb[H + j], ghn = sb[2 * H + j], n = pn[r0 + j], gj = pg[r0 + j];
+                             const T dnt = gj * (T(1) - z) * (T(1) - n * n);
+                             const T dr = dnt * ghn * r * (T(1) - r);
+                             const T dz = gj * (hp[r0 + j] - n) * z * (T(1) - z);
+                             xb[j] = wb[j] = dr;
+                             xb[H + j] = wb[H + j] = dz;
+                             xb[2 * H + j] = dnt;
+                             wb[2 * H + j] = dnt * r;
+                             pd[r0 + j] = gj * z;
+                           }
+                         }
+                         hidden_backward<T>(sink, dgh, h, w, 1, 2);
+                         if (sink.needs(1)) sink.add(1, std::move(dh_direct));
+                         if (sink.needs(0)) sink.add(0, std::move(dgx));
+                       });
+                     });
+  }
+  return out;
+}
+
+}  // namespace unroll

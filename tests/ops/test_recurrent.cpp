@@ -1,0 +1,202 @@
+// linear, layer_norm and the fused recurrent steps: float64 gradchecks (with and without bias, with a
+// length mask), agreement with the same math composed from primitive ops, and error texts.
+#include <doctest/doctest.h>
+
+#include <unroll/unroll.hpp>
+
+#include "../support/fixtures.hpp"
+
+using namespace unroll;
+
+namespace {
+Tensor leaf(Shape s, Generator& gen, double scale = 0.5) { return randn(s, Dtype::float64, gen, 0.0, scale).requires_grad_(); }
+
+// The cells composed from primitive ops: the reference the fused steps must match.
+Tensor rnn_composed(const Tensor& gx, const Tensor& h, const Tensor& w, const Tensor& b, RnnActivation act) {
+  Tensor pre = gx + linear(h, w, b);
+  return act == RnnActivation::tanh ? tanh(pre) : relu(pre);
+}
+std::pair<Tensor, Tensor> lstm_composed(const Tensor& gx, const Tensor& h, const Tensor& c, const Tensor& w, const Tensor& b) {
+  auto g = chunk(gx + linear(h, w, b), 4, 1);
+  Tensor c2 = sigmoid(g[1]) * c + sigmoid(g[0]) * tanh(g[2]);
+  return {sigmoid(g[3]) * tanh(c2), c2};
+}
+Tensor gru_composed(const Tensor& gx, const Tensor& h, const Tensor& w, const Tensor& b) {
+  auto x = chunk(gx, 3, 1);
+  auto hh = chunk(linear(h, w, b), 3, 1);
+  Tensor r = sigmoid(x[0] + hh[0]), z = sigmoid(x[1] + hh[1]);
+  Tensor n = tanh(x[2] + r * hh[2]);
+  return (1.0 - z) * n + z * h;
+}
+
+// Gradients of sum(f(inputs) * w) for each input, via backward.
+std::vector<Tensor> grads_of(const std::function<Tensor(const std::vector<Tensor>&)>& f, const std::vector<Tensor>& inputs,
+                             const Tensor& weight) {
+  std::vector<Tensor> ins;
+  for (const Tensor& t : inputs) ins.push_back(t.defined() ? copy_of(t.detach()).requires_grad_() : Tensor());
+  sum(f(ins) * weight).backward();
+  std::vector<Tensor> g;
+  for (const Tensor& t : ins) g.push_back(t.defined() ? t.grad() : Tensor());
+  return g;
+}
+
+// p[i] if present (optional trailing inputs such as a bias), else undefined.
+Tensor opt(const std::vector<Tensor>& p, std::size_t i) { return i < p.size() ? p[i] : Tensor(); }
+
+void check_close(const Tensor& a, const Tensor& b, double tol = 1e-12) {
+  REQUIRE(a.defined());
+  REQUIRE(b.defined());
+  CHECK(test_support::tolerance_ratio(a, b, tol, tol) <= 1.0);
+}
+}  // namespace
+
+TEST_SUITE("ops/recurrent") {
+TEST_CASE("linear: values, float64 gradcheck (2-D and 3-D input, with and without bias)") {
+  Generator gen(1);
+  Tensor x = tensor({1, 2, 3, 4, 5, 6}, {2, 3}, Dtype::float64), w = tensor({1, 0, -1, 2, 1, 0}, {2, 3}, Dtype::float64);
+  Tensor b = tensor({0.5, -0.5}, {2}, Dtype::float64);
+  CHECK(linear(x, w, b).to_vector() == std::vector<double>{-1.5, 3.5, -1.5, 12.5});
+  CHECK(linear(x, w).to_vector() == std::vector<double>{-2, 4, -2, 13});
+  for (bool bias : {true, false})
+    for (Shape xs : {Shape({4, 3}), Shape({2, 3, 3}), Shape({1, 3})}) {
+      std::vector<Tensor> in = {leaf(xs, gen), leaf({5, 3}, gen)};
+      if (bias) in.push_back(leaf({5}, gen));
+      auto r = autograd::gradcheck("linear", [&](const std::vector<Tensor>& p) { return linear(p[0], p[1], bias ? p[2] : Tensor()); }, in);
+      CHECK_MESSAGE(r.ok, r.message);
+    }
+}
+
+TEST_CASE("linear: error texts") {
+  Tensor x = zeros({2, 3}), w = zeros({4, 5});
+  CHECK_THROWS_WITH_AS(linear(x, w), "linear: input features differ from the weight's; got x=[2, 3] and weight=[4, 5], expected x=[..., 5]", ShapeError);
+  CHECK_THROWS_WITH_AS(linear(x, zeros({4, 3}), zeros({3})), "linear: bias does not match the weight; got bias=[3] and weight=[4, 3], expected bias=[4]", ShapeError);
+  CHECK_THROWS_AS(linear(x, zeros({4, 3}, Dtype::float64)), DtypeError);
+}
+
+TEST_CASE("layer_norm: values, float64 gradcheck over one and two trailing dims") {
+  Tensor x = tensor({1, 2, 3, 4}, {1, 4}, Dtype::float64);
+  auto y = layer_norm(x, 1, {}, {}, 0.0).to_vector();
+  const double s = std::sqrt(1.25);
+  CHECK(y[0] == doctest::Approx(-1.5 / s).epsilon(1e-14));
+  CHECK(y[3] == doctest::Approx(1.5 / s).epsilon(1e-14));
+  Generator gen(2);
+  for (int dims : {1, 2}) {
+    Shape ps = dims == 1 ? Shape({5}) : Shape({3, 5});
+    std::vector<Tensor> in = {leaf({2, 3, 5}, gen, 1.0), leaf(ps, gen), leaf(ps, gen)};
+    auto r = autograd::gradcheck("layer_norm", [&](const std::vector<Tensor>& p) { return layer_norm(p[0], dims, p[1], p[2]); }, in);
+    CHECK_MESSAGE(r.ok, r.message);
+    auto r2 = autograd::gradcheck("layer_norm/no_affine", [&](const std::vector<Tensor>& p) { return layer_norm(p[0], dims); }, {in[0]});
+    CHECK_MESSAGE(r2.ok, r2.message);
+  }
+  CHECK_THROWS_WITH_AS(layer_norm(zeros({2, 3}), 1, zeros({4})), "layer_norm: weight does not match the normalised shape; got [4], expected [3]", ShapeError);
+  CHECK_THROWS_AS(layer_norm(zeros({2, 3}), 3), ShapeError);
+}
+
+TEST_CASE("fused steps pass float64 gradchecks (bias, no bias, length mask)") {
+  Generator gen(3);
+  const std::int64_t B = 3, H = 4;
+  const Tensor mask = tensor({1, 0, 1}, {B}, Dtype::float64);
+  for (bool bias : {true, false})
+    for (bool masked : {false, true}) {
+      CAPTURE(bias);
+      CAPTURE(masked);
+      const Tensor m = masked ? mask : Tensor();
+      for (RnnActivation act : {RnnActivation::tanh, RnnActivation::relu}) {
+        std::vector<Tensor> in = {leaf({B, H}, gen), leaf({B, H}, gen), leaf({H, H}, gen)};
+        if (bias) in.push_back(leaf({H}, gen));
+        auto r = autograd::gradcheck("rnn_step", [&](const std::vector<Tensor>& p) { return rnn_step(p[0], p[1], p[2], opt(p, 3), act, m); }, in);
+        CHECK_MESSAGE(r.ok, r.message);
+      }
+      {
+        std::vector<Tensor> in = {leaf({B, 4 * H}, gen), leaf({B, H}, gen), leaf({B, H}, gen), leaf({4 * H, H}, gen)};
+        if (bias) in.push_back(leaf({4 * H}, gen));
+        for (int out : {0, 1}) {
+          auto r = autograd::gradcheck("lstm_step", [&](const std::vector<Tensor>& p) {
+            auto [h, c] = lstm_step(p[0], p[1], p[2], p[3], opt(p, 4), m);
+            return out == 0 ? h : c * h;  // c * h: both outputs' gradients at once
+          }, in);
+          CHECK_MESSAGE(r.ok, r.message);
+        }
+      }
+      {
+        std::vector<Tensor> in = {leaf({B, 3 * H}, gen), leaf({B, H}, gen), leaf({3 * H, H}, gen)};
+        if (bias) in.push_back(leaf({3 * H}, gen));
+        auto r = autograd::gradcheck("gru_step", [&](const std::vector<Tensor>& p) { return gru_step(p[0], p[1], p[2], opt(p, 3), m); }, in);
+        CHECK_MESSAGE(r.ok, r.message);
+      }
+    }
+}
+
+TEST_CASE("fused steps agree with the cells composed from primitives to float64 round-off") {
+  Generator gen(4);
+  const std::int64_t B = 5, H = 6;
+  const Tensor w_out = randn({B, H}, Dtype::float64, gen);
+  for (RnnActivation act : {RnnActivation::tanh, RnnActivation::relu}) {
+    std::vector<Tensor> in = {leaf({B, H}, gen), leaf({B, H}, gen), leaf({H, H}, gen), leaf({H}, gen)};
+    auto fused = [&](const std::vector<Tensor>& p) { return rnn_step(p[0], p[1], p[2], p[3], act); };
+    auto comp = [&](const std::vector<Tensor>& p) { return rnn_composed(p[0], p[1], p[2], p[3], act); };
+    check_close(fused(in), comp(in));
+    auto gf = grads_of(fused, in, w_out), gc = grads_of(comp, in, w_out);
+    for (std::size_t i = 0; i < in.size(); ++i) check_close(gf[i], gc[i]);
+  }
+  {
+    std::vector<Tensor> in = {leaf({B, 4 * H}, gen), leaf({B, H}, gen), leaf({B, H}, gen), leaf({4 * H, H}, gen), leaf({4 * H}, gen)};
+    auto fused = [&](const std::vector<Tensor>& p) { auto [h, c] = lstm_step(p[0], p[1], p[2], p[3], p[4]); return h * 0.7 + c; };
+    auto comp = [&](const std::vector<Tensor>& p) { auto [h, c] = lstm_composed(p[0], p[1], p[2], p[3], p[4]); return h * 0.7 + c; };
+    check_close(fused(in), comp(in));
+    auto gf = grads_of(fused, in, w_out), gc = grads_of(comp, in, w_out);
+    for (std::size_t i = 0; i < in.size(); ++i) check_close(gf[i], gc[i]);
+  }
+  {
+    std::vector<Tensor> in = {leaf({B, 3 * H}, gen), leaf({B, H}, gen), leaf({3 * H, H}, gen), leaf({3 * H}, gen)};
+    auto fused = [&](const std::vector<Tensor>& p) { return gru_step(p[0], p[1], p[2], p[3]); };
+    auto comp = [&](const std::vector<Tensor>& p) { return gru_composed(p[0], p[1], p[2], p[3]); };
+    check_close(fused(in), comp(in));
+    auto gf = grads_of(fused, in, w_out), gc = grads_of(comp, in, w_out);
+    for (std::size_t i = 0; i < in.size(); ++i) check_close(gf[i], gc[i]);
+  }
+}
+
+TEST_CASE("float32 fused steps stay close to float64") {
+  Generator gen(5);
+  const std::int64_t B = 4, H = 8;
+  Tensor gx = randn({B, 4 * H}, Dtype::float64, gen), h = randn({B, H}, Dtype::float64, gen), c = randn({B, H}, Dtype::float64, gen);
+  Tensor w = randn({4 * H, H}, Dtype::float64, gen, 0, 0.3), b = randn({4 * H}, Dtype::float64, gen);
+  auto [h64, c64] = lstm_step(gx, h, c, w, b);
+  auto [h32, c32] = lstm_step(convert(gx, Dtype::float32), convert(h, Dtype::float32), convert(c, Dtype::float32),
+                              convert(w, Dtype::float32), convert(b, Dtype::float32));
+  CHECK(test_support::tolerance_ratio(convert(h32, Dtype::float64), h64, 1e-5, 1e-5) <= 1.0);
+  CHECK(test_support::tolerance_ratio(convert(c32, Dtype::float64), c64, 1e-5, 1e-5) <= 1.0);
+}
+
+TEST_CASE("a masked row holds its state and passes its gradient straight through") {
+  Generator gen(6);
+  Tensor gx = leaf({2, 8}, gen), h = leaf({2, 2}, gen), c = leaf({2, 2}, gen), w = leaf({8, 2}, gen);
+  auto [h2, c2] = lstm_step(gx, h, c, w, {}, tensor({1, 0}, {2}, Dtype::float64));
+  auto hv = h.to_vector(), h2v = h2.to_vector(), cv = c.to_vector(), c2v = c2.to_vector();
+  CHECK(h2v[2] == hv[2]);
+  CHECK(h2v[3] == hv[3]);
+  CHECK(c2v[3] == cv[3]);
+  CHECK(h2v[0] != hv[0]);
+  sum(h2 + c2).backward();
+  auto gh = h.grad().to_vector(), ggx = gx.grad().to_vector();
+  CHECK(gh[2] == 1.0);
+  CHECK(gh[3] == 1.0);
+  for (int j = 8; j < 16; ++j) CHECK(ggx[static_cast<std::size_t>(j)] == 0.0);
+}
+
+TEST_CASE("fused steps: error texts") {
+  Tensor h = zeros({2, 3});
+  CHECK_THROWS_WITH_AS(lstm_step(zeros({2, 11}), h, h, zeros({12, 3}), {}),
+                       "lstm_step: input gates do not match the hidden state; got gx=[2, 11] and h=[2, 3], expected gx=[2, 12]", ShapeError);
+  CHECK_THROWS_WITH_AS(gru_step(zeros({2, 9}), h, zeros({9, 4}), {}),
+                       "gru_step: weight_hh does not match the hidden size; got w_hh=[9, 4], expected [9, 3]", ShapeError);
+  CHECK_THROWS_WITH_AS(rnn_step(zeros({2, 3}), h, zeros({3, 3}), zeros({4}), RnnActivation::tanh),
+                       "rnn_step(tanh): bias_hh does not match the hidden size; got b_hh=[4], expected [3]", ShapeError);
+  CHECK_THROWS_WITH_AS(rnn_step(zeros({2, 3}), h, zeros({3, 3}), {}, RnnActivation::relu, zeros({3})),
+                       "rnn_step(relu): mask must have one entry per batch row; got mask=[3], expected [2]", ShapeError);
+  CHECK_THROWS_WITH_AS(lstm_step(zeros({2, 12}), h, zeros({2, 2}), zeros({12, 3}), {}),
+                       "lstm_step: cell state differs from hidden state; got c=[2, 2] and h=[2, 3]", ShapeError);
+  CHECK_THROWS_AS(gru_step(zeros({2, 9}, Dtype::float64), h, zeros({9, 3}), {}), DtypeError);
+}
+}
