@@ -5,9 +5,17 @@
 // Adding a workload: write one `bench::Prepared NAME(bench::Args&)` function
 // that reads its flags, builds parameters and data outside the timed region,
 // and returns the step closure; then add one row to kWorkloads at the bottom.
+//
+// Threads: `--threads N` means N cores are available.  LibTorch is run at its
+// best setting for N cores, which is not "N of everything" (see
+// apply_threads); `--torch-threads K` and `--blas-threads K` override it.
+#include <dlfcn.h>
 #include <torch/torch.h>
 
+#include <cmath>
+#include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "harness.hpp"
@@ -29,6 +37,75 @@ torch::Tensor make_param(at::IntArrayRef shape) {
 // Drop the gradient so the next backward() allocates it afresh, like
 // zero_grad(set_to_none=true) — what a training loop would do each step.
 void clear_grad(torch::Tensor& p) { p.mutable_grad() = torch::Tensor(); }
+
+// ---------------------------------------------------------------------------
+// Threads
+// ---------------------------------------------------------------------------
+
+// Cores available, from --threads (run_main hands it to set_threads before
+// any workload is prepared).
+int g_cores = 1;
+
+// Sets OpenBLAS's thread count and returns the count it reports back, or -1
+// when the process has no OpenBLAS.  Debian's LibTorch calls the Fortran
+// sgemm_ of libblas.so.3, which the alternatives system points at
+// openblas-pthread, so its GEMMs run on OpenBLAS's own pthread pool: ATen's
+// set_num_threads sizes only the OpenMP pool (and MKL's, which Debian lacks)
+// and never touches OpenBLAS, which defaults to one thread per core.  The
+// symbol is looked up at run time rather than linked so that a LibTorch on
+// another BLAS (e.g. MKL, sized by set_num_threads) still builds and runs.
+int set_openblas_threads(int n) {
+    using SetFn = void (*)(int);
+    using GetFn = int (*)();
+    void* set_sym = dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
+    void* get_sym = dlsym(RTLD_DEFAULT, "openblas_get_num_threads");
+    if (set_sym == nullptr || get_sym == nullptr) return -1;
+    reinterpret_cast<SetFn>(set_sym)(n);
+    return reinterpret_cast<GetFn>(get_sym)();
+}
+
+// Configures LibTorch's pools before the workload builds anything and returns
+// the setting for the config JSON.
+//
+// Default for N cores: intra-op 1, inter-op 1, OpenBLAS N.  LibTorch has two
+// independent pools, OpenMP (intra-op: elementwise kernels, oneDNN) and
+// OpenBLAS (GEMMs).  Giving both N threads oversubscribes the cores: idle
+// OpenMP workers spin after each parallel region while OpenBLAS wants the
+// same cores, and on the 2-core machine that was slower than one thread.
+// Measured there (bench/RESULTS.md, "torch-bench threading"), the best of the
+// combinations is one OpenMP thread with the GEMMs on all cores, because the
+// GEMMs are where the time goes in these workloads.  Reporting LibTorch at
+// its best setting keeps the comparison fair; the override flags reproduce
+// the others.
+nlohmann::json apply_threads(bench::Args& args) {
+    const int torch_threads = args.get_int("torch-threads", 1, 1);
+    const int blas_request = args.get_int("blas-threads", g_cores, 1);
+    // Inter-op pool pinned to 1: nothing here runs independent ops
+    // concurrently.  Must precede any parallel work: LibTorch refuses to
+    // resize the inter-op pool afterwards.
+    torch::set_num_interop_threads(1);
+    torch::set_num_threads(torch_threads);
+    const int blas_threads = set_openblas_threads(blas_request);
+    if (blas_threads < 0 && args.flags.count("blas-threads") != 0)
+        throw bench::UsageError(
+            "flag --blas-threads needs OpenBLAS, which this LibTorch does not load");
+    nlohmann::json out = {{"torch_threads", torch::get_num_threads()},
+                          {"interop_threads", torch::get_num_interop_threads()}};
+    // null: not OpenBLAS, so the BLAS (if any) follows torch_threads.
+    out["blas_threads"] = blas_threads < 0 ? nlohmann::json() : nlohmann::json(blas_threads);
+    return out;
+}
+
+// Wraps a workload's prepare so the thread setting is applied first and
+// recorded in its config.
+std::function<bench::Prepared(bench::Args&)> with_threads(bench::Prepared (*prepare)(bench::Args&)) {
+    return [prepare](bench::Args& args) {
+        const nlohmann::json threads = apply_threads(args);
+        bench::Prepared p = prepare(args);
+        for (const auto& kv : threads.items()) p.config[kv.key()] = kv.value();
+        return p;
+    };
+}
 
 // ---------------------------------------------------------------------------
 // tiny_rnn: a vanilla RNN so small that the arithmetic is negligible and the
@@ -65,19 +142,197 @@ bench::Prepared tiny_rnn(bench::Args& args) {
     return {config, static_cast<double>(B) * T, step};
 }
 
+// ---------------------------------------------------------------------------
+// lstm_lm: one training step of a character language model, the workload a
+// user of either library actually runs.  Embedding(96, H) -> LSTM(H, H, L)
+// -> Linear(H, 96), cross-entropy over all T*B positions, backward, Adam.
+// Modules keep PyTorch's default initialisation.  Input [T, B] (not batch
+// first); the state starts at zeros every step (nothing is carried over).
+// ---------------------------------------------------------------------------
+bench::Prepared lstm_lm(bench::Args& args) {
+    const int B = args.get_int("batch", 32, 1);
+    const int T = args.get_int("seq", 64, 1);
+    const int H = args.get_int("hidden", 128, 1);
+    const int L = args.get_int("layers", 1, 1);
+    constexpr int kVocab = 96;  // printable ASCII
+    constexpr double kLr = 1e-3;
+
+    torch::manual_seed(kSeed);
+    torch::nn::Embedding embed(kVocab, H);
+    torch::nn::LSTM lstm(torch::nn::LSTMOptions(H, H).num_layers(L));
+    torch::nn::Linear head(H, kVocab);
+    std::vector<torch::Tensor> params;
+    for (const auto& group : {embed->parameters(), lstm->parameters(), head->parameters()})
+        params.insert(params.end(), group.begin(), group.end());
+    // shared_ptr: the optimizer is not copyable and std::function needs a
+    // copyable closure.
+    auto adam = std::make_shared<torch::optim::Adam>(params, torch::optim::AdamOptions(kLr));
+    const torch::Tensor tokens = torch::randint(kVocab, {T, B}, torch::kInt64);
+    const torch::Tensor targets = torch::randint(kVocab, {T * B}, torch::kInt64);
+
+    // Module holders are shared_ptr handles, so the copies are the modules.
+    auto step = [embed, lstm, head, adam, params, tokens, targets, T, B, H]() mutable {
+        torch::Tensor x = embed(tokens);                  // [T, B, H]
+        torch::Tensor out = std::get<0>(lstm(x));         // [T, B, H], zero initial state
+        torch::Tensor logits = head(out.reshape({T * B, H}));  // [T*B, 96]
+        torch::Tensor loss = torch::nn::functional::cross_entropy(logits, targets);
+        loss.backward();
+        adam->step();
+        for (auto& p : params) clear_grad(p);  // zero_grad(set_to_none=true)
+    };
+
+    nlohmann::json config = {{"batch", B},  {"seq", T},     {"hidden", H},
+                             {"layers", L}, {"embed", H},   {"vocab", kVocab},
+                             {"lr", kLr},   {"optimizer", "adam"}};
+    return {config, static_cast<double>(B) * T, step};
+}
+
+// ---------------------------------------------------------------------------
+// fastrnn: the classic fastrnns benchmark — one layer over T=100, B=64,
+// input 512, hidden 512, forward and backward of the sum of all outputs.
+// Variants: the library layer on the whole sequence (nn_lstm, nn_gru) or the
+// cell composed from primitives in a loop (cell_lstm, cell_gru), which is
+// what a custom cell costs.  All variants share the same parameters,
+// uniform(-1/sqrt(H), 1/sqrt(H)) as PyTorch initialises them; the input and
+// the initial state are fixed N(0, 1) tensors that do not require grad.
+// ---------------------------------------------------------------------------
+
+// One step of PyTorch's LSTM cell from primitives, gate order (i, f, g, o).
+std::tuple<torch::Tensor, torch::Tensor> lstm_cell(const torch::Tensor& x, const torch::Tensor& h,
+                                                   const torch::Tensor& c,
+                                                   const std::vector<torch::Tensor>& w) {
+    const torch::Tensor gates = x.mm(w[0].t()) + w[2] + h.mm(w[1].t()) + w[3];
+    const auto g = gates.chunk(4, 1);
+    torch::Tensor c_next = torch::sigmoid(g[1]) * c + torch::sigmoid(g[0]) * torch::tanh(g[2]);
+    torch::Tensor h_next = torch::sigmoid(g[3]) * torch::tanh(c_next);
+    return {h_next, c_next};
+}
+
+// One step of PyTorch's GRU cell from primitives, gate order (r, z, n); the
+// reset gate multiplies the recurrent candidate term including its bias.
+torch::Tensor gru_cell(const torch::Tensor& x, const torch::Tensor& h,
+                       const std::vector<torch::Tensor>& w) {
+    const auto gi = (x.mm(w[0].t()) + w[2]).chunk(3, 1);
+    const auto gh = (h.mm(w[1].t()) + w[3]).chunk(3, 1);
+    const torch::Tensor r = torch::sigmoid(gi[0] + gh[0]);
+    const torch::Tensor z = torch::sigmoid(gi[1] + gh[1]);
+    const torch::Tensor n = torch::tanh(gi[2] + r * gh[2]);
+    return (1 - z) * n + z * h;
+}
+
+bench::Prepared fastrnn(bench::Args& args) {
+    const int T = args.get_int("seq", 100, 1);
+    const int B = args.get_int("batch", 64, 1);
+    const int I = args.get_int("input", 512, 1);
+    const int H = args.get_int("hidden", 512, 1);
+    const std::string variant = args.get_str("variant", "nn_lstm");
+    const bool is_lstm = variant == "nn_lstm" || variant == "cell_lstm";
+    if (!is_lstm && variant != "nn_gru" && variant != "cell_gru")
+        throw bench::UsageError("flag --variant expects nn_lstm, cell_lstm, cell_gru or nn_gru, got '" +
+                                variant + "'");
+    const int64_t gates = (is_lstm ? 4 : 3) * static_cast<int64_t>(H);
+
+    torch::manual_seed(kSeed);
+    const double bound = 1.0 / std::sqrt(static_cast<double>(H));
+    auto uniform_param = [bound](at::IntArrayRef shape) {
+        return torch::empty(shape, torch::kFloat32).uniform_(-bound, bound).requires_grad_(true);
+    };
+    // w_ih [G, I], w_hh [G, H], b_ih [G], b_hh [G]: PyTorch's names and order.
+    std::vector<torch::Tensor> w = {uniform_param({gates, I}), uniform_param({gates, H}),
+                                    uniform_param({gates}), uniform_param({gates})};
+    const torch::Tensor x = torch::randn({T, B, I}, torch::kFloat32);
+    const torch::Tensor h0 = torch::randn({B, H}, torch::kFloat32);
+    const torch::Tensor c0 = torch::randn({B, H}, torch::kFloat32);
+
+    std::function<void()> step;
+    if (variant == "nn_lstm" || variant == "nn_gru") {
+        // The module's own parameters, overwritten with the shared values so
+        // every variant computes the same function.
+        std::shared_ptr<torch::nn::Module> module;
+        torch::nn::LSTM lstm(nullptr);
+        torch::nn::GRU gru(nullptr);
+        if (is_lstm) {
+            lstm = torch::nn::LSTM(torch::nn::LSTMOptions(I, H));
+            module = lstm.ptr();
+        } else {
+            gru = torch::nn::GRU(torch::nn::GRUOptions(I, H));
+            module = gru.ptr();
+        }
+        {
+            torch::NoGradGuard no_grad;
+            const char* names[] = {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"};
+            auto named = module->named_parameters();
+            for (std::size_t i = 0; i < 4; ++i) named[names[i]].copy_(w[i]);
+        }
+        w = module->parameters();
+        const torch::Tensor h0_3d = h0.unsqueeze(0), c0_3d = c0.unsqueeze(0);  // [layers, B, H]
+        if (is_lstm) {
+            step = [lstm, w, x, h0_3d, c0_3d]() mutable {
+                torch::Tensor out = std::get<0>(lstm(x, std::make_tuple(h0_3d, c0_3d)));
+                out.sum().backward();
+                for (auto& p : w) clear_grad(p);
+            };
+        } else {
+            step = [gru, w, x, h0_3d]() mutable {
+                torch::Tensor out = std::get<0>(gru(x, h0_3d));
+                out.sum().backward();
+                for (auto& p : w) clear_grad(p);
+            };
+        }
+    } else if (is_lstm) {
+        step = [w, x, h0, c0, T]() mutable {
+            torch::Tensor h = h0, c = c0;
+            std::vector<torch::Tensor> outs;
+            outs.reserve(static_cast<std::size_t>(T));
+            for (int64_t t = 0; t < T; ++t) {
+                std::tie(h, c) = lstm_cell(x[t], h, c, w);
+                outs.push_back(h);
+            }
+            torch::stack(outs).sum().backward();
+            for (auto& p : w) clear_grad(p);
+        };
+    } else {
+        step = [w, x, h0, T]() mutable {
+            torch::Tensor h = h0;
+            std::vector<torch::Tensor> outs;
+            outs.reserve(static_cast<std::size_t>(T));
+            for (int64_t t = 0; t < T; ++t) {
+                h = gru_cell(x[t], h, w);
+                outs.push_back(h);
+            }
+            torch::stack(outs).sum().backward();
+            for (auto& p : w) clear_grad(p);
+        };
+    }
+
+    nlohmann::json config = {{"seq", T},    {"batch", B},  {"input", I},
+                             {"hidden", H}, {"layers", 1}, {"variant", variant}};
+    return {config, static_cast<double>(B) * T, step};
+}
+
 // Name -> workload table; the help string lists the flags and their defaults.
+// Every workload also takes the thread overrides (see apply_threads).
+const std::string kThreadFlags = " [--torch-threads 1 --blas-threads <threads>]";
 const std::vector<bench::Workload> kWorkloads = {
-    {"tiny_rnn", "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200]",
-     tiny_rnn},
+    {"tiny_rnn",
+     "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200]" +
+         kThreadFlags,
+     with_threads(tiny_rnn)},
+    {"lstm_lm",
+     "char LM training step: Embedding(96,H), LSTM(H,H,L), Linear(H,96), cross-entropy, Adam "
+     "[--batch 32 --seq 64 --hidden 128 --layers 1]" +
+         kThreadFlags,
+     with_threads(lstm_lm)},
+    {"fastrnn",
+     "one recurrent layer, forward + backward of sum(outputs) "
+     "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru]" +
+         kThreadFlags,
+     with_threads(fastrnn)},
 };
 
-// Intra-op pool as requested; inter-op pool pinned to 1 so only the intra-op
-// setting varies between runs.  Must run before any parallel work starts:
-// LibTorch refuses to resize the inter-op pool afterwards.
-void set_threads(int n) {
-    torch::set_num_interop_threads(1);
-    torch::set_num_threads(n);
-}
+// Only records the core count: the pools are sized in apply_threads, which
+// can read the workload's override flags (this callback sees only N).
+void set_threads(int n) { g_cores = n; }
 
 }  // namespace
 

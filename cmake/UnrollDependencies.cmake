@@ -12,6 +12,9 @@ macro(unroll_find_dependency name hint)
 endmacro()
 unroll_find_dependency(fmt libfmt-dev)
 unroll_find_dependency(TBB libtbb-dev)
+if(NOT CMAKE_FIND_PACKAGE_NAME)  # header-only and used only inside unroll's .cpp files: an installed unroll needs none
+  unroll_find_dependency(nlohmann_json nlohmann-json3-dev)
+endif()
 if(NOT TARGET unroll::openblas)
   # Debian's OpenBLASConfig.cmake only sets OpenBLAS_INCLUDE_DIRS / OpenBLAS_LIBRARIES: wrap them in a target.
   find_package(OpenBLAS CONFIG QUIET)
