@@ -6,6 +6,10 @@
 #include <unroll/core/blas.hpp>
 #include <unroll/unroll.hpp>
 
+#include <cmath>
+#include <functional>
+#include <memory>
+
 #include "harness.hpp"
 
 namespace {
@@ -66,10 +70,117 @@ bench::Prepared matmul(bench::Args& args) {
   return {{{"m", m}, {"n", n}, {"k", k}, {"small_work", unroll::detail::kSmallGemmWork}, {"small_rows", unroll::detail::kSmallGemmRows}, {"repeat", 100}}, 100.0 * m, step};
 }
 
+// lstm_lm: one training step of a character language model, the workload a user actually runs.
+// Embedding(96, H) -> LSTM(H, H, L) -> Linear(H, 96), cross-entropy over all T*B positions, backward,
+// Adam(1e-3), zero_grad. Default initialisation (as PyTorch); input [T, B]; zero initial state each step.
+bench::Prepared lstm_lm(bench::Args& args) {
+  const int B = args.get_int("batch", 32, 1);
+  const int T = args.get_int("seq", 64, 1);
+  const int H = args.get_int("hidden", 128, 1);
+  const int L = args.get_int("layers", 1, 1);
+  constexpr int kVocab = 96;
+  constexpr double kLr = 1e-3;
+  unroll::manual_seed(kSeed);
+  struct Model : unroll::nn::Module {
+    unroll::nn::Embedding embed;
+    unroll::nn::LSTM lstm;
+    unroll::nn::Linear head;
+    Model(int H, int L) : embed(kVocab, H), lstm({.input_size = H, .hidden_size = H, .num_layers = L}), head(H, kVocab) {
+      register_module("embed", embed);
+      register_module("lstm", lstm);
+      register_module("head", head);
+    }
+  };
+  auto model = std::make_shared<Model>(H, L);
+  auto adam = std::make_shared<unroll::optim::Adam>(model->parameters(), unroll::optim::AdamOptions{.lr = kLr});
+  unroll::Generator gen(kSeed);
+  const unroll::Tensor tokens = unroll::randint({T, B}, 0, kVocab, gen);
+  const unroll::Tensor targets = unroll::randint({T * B}, 0, kVocab, gen);
+  auto step = [model, adam, tokens, targets, T, B, H] {
+    unroll::Tensor x = model->embed(tokens);                           // [T, B, H]
+    unroll::Tensor out = model->lstm(x).output;                        // [T, B, H]
+    unroll::Tensor logits = model->head(unroll::reshape(out, {T * B, H}));
+    unroll::cross_entropy(logits, targets).backward();
+    adam->step();
+    adam->zero_grad();
+  };
+  nlohmann::json config = {{"batch", B}, {"seq", T}, {"hidden", H}, {"layers", L}, {"embed", H},
+                           {"vocab", kVocab}, {"lr", kLr}, {"optimizer", "adam"}};
+  return {config, static_cast<double>(B) * T, step};
+}
+
+// fastrnn: one layer over T=100, B=64, input 512, hidden 512, forward and backward of the sum of all
+// outputs. nn_lstm / nn_gru: the library layer (input projection for all steps in one GEMM, fused step
+// ops); cell_lstm / cell_gru: the cell composed from primitive ops in a loop (what a custom cell costs).
+// Parameters U(-1/sqrt(H), 1/sqrt(H)); input and initial state N(0, 1), not requiring grad.
+bench::Prepared fastrnn(bench::Args& args) {
+  using unroll::Tensor;
+  const int T = args.get_int("seq", 100, 1);
+  const int B = args.get_int("batch", 64, 1);
+  const int I = args.get_int("input", 512, 1);
+  const int H = args.get_int("hidden", 512, 1);
+  const std::string variant = args.get_str("variant", "nn_lstm");
+  const bool is_lstm = variant == "nn_lstm" || variant == "cell_lstm";
+  if (!is_lstm && variant != "nn_gru" && variant != "cell_gru")
+    throw bench::UsageError("flag --variant expects nn_lstm, cell_lstm, cell_gru or nn_gru, got '" + variant + "'");
+  unroll::manual_seed(kSeed);
+  unroll::Generator gen(kSeed);
+  const Tensor x = unroll::randn({T, B, I}, unroll::Dtype::float32, gen);
+  const Tensor h0 = unroll::randn({B, H}, unroll::Dtype::float32, gen);
+  const Tensor c0 = unroll::randn({B, H}, unroll::Dtype::float32, gen);
+  std::function<void()> step;
+  if (variant == "nn_lstm") {
+    auto m = std::make_shared<unroll::nn::LSTM>(unroll::nn::RecurrentOptions{.input_size = I, .hidden_size = H});
+    const Tensor h = unroll::unsqueeze(h0, 0), c = unroll::unsqueeze(c0, 0);
+    step = [m, x, h, c] {
+      unroll::sum(m->forward(x, h, c).output).backward();
+      m->zero_grad();
+    };
+  } else if (variant == "nn_gru") {
+    auto m = std::make_shared<unroll::nn::GRU>(unroll::nn::RecurrentOptions{.input_size = I, .hidden_size = H});
+    const Tensor h = unroll::unsqueeze(h0, 0);
+    step = [m, x, h] {
+      unroll::sum(m->forward(x, h).output).backward();
+      m->zero_grad();
+    };
+  } else {
+    const std::int64_t G = (is_lstm ? 4 : 3) * static_cast<std::int64_t>(H);
+    const double k = 1.0 / std::sqrt(static_cast<double>(H));
+    auto param = [&](const unroll::Shape& s) { return unroll::uniform(s, -k, k, unroll::Dtype::float32, gen).requires_grad_(); };
+    Tensor w_ih = param({G, I}), w_hh = param({G, H}), b_ih = param({G}), b_hh = param({G});
+    step = [=]() mutable {
+      Tensor h = h0, c = c0;
+      std::vector<Tensor> outs(static_cast<std::size_t>(T));
+      for (int t = 0; t < T; ++t) {
+        if (is_lstm) {  // gates (i, f, g, o)
+          auto g = unroll::chunk(unroll::linear(x[t], w_ih, b_ih) + unroll::linear(h, w_hh, b_hh), 4, 1);
+          c = unroll::sigmoid(g[1]) * c + unroll::sigmoid(g[0]) * unroll::tanh(g[2]);
+          h = unroll::sigmoid(g[3]) * unroll::tanh(c);
+        } else {  // gates (r, z, n)
+          auto gi = unroll::chunk(unroll::linear(x[t], w_ih, b_ih), 3, 1);
+          auto gh = unroll::chunk(unroll::linear(h, w_hh, b_hh), 3, 1);
+          Tensor r = unroll::sigmoid(gi[0] + gh[0]), z = unroll::sigmoid(gi[1] + gh[1]);
+          Tensor n = unroll::tanh(gi[2] + r * gh[2]);
+          h = (1.0 - z) * n + z * h;
+        }
+        outs[static_cast<std::size_t>(t)] = h;
+      }
+      unroll::sum(unroll::stack(outs, 0)).backward();
+      for (Tensor* p : {&w_ih, &w_hh, &b_ih, &b_hh}) p->zero_grad();
+    };
+  }
+  nlohmann::json config = {{"seq", T}, {"batch", B}, {"input", I}, {"hidden", H}, {"layers", 1}, {"variant", variant}};
+  return {config, static_cast<double>(B) * T, step};
+}
+
 const std::vector<bench::Workload> kWorkloads = {
     {"tiny_rnn", "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200]", tiny_rnn},
     {"elementwise", "tanh(a + b) on n floats, x100, no autograd [--n 65536 --grain G]", elementwise},
     {"matmul", "[m,k] x [k,n] product, x100, no autograd [--m 1 --n 32 --k 32 --small-work W --small-rows R]", matmul},
+    {"lstm_lm", "char LM training step: Embedding(96,H), LSTM(H,H,L), Linear(H,96), cross-entropy, Adam "
+                "[--batch 32 --seq 64 --hidden 128 --layers 1]", lstm_lm},
+    {"fastrnn", "one recurrent layer, forward + backward of sum(outputs) "
+                "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru]", fastrnn},
 };
 }  // namespace
 
