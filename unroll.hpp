@@ -35,3 +35,4 @@
 #include "nn/rnn.hpp"
 #include "nn/sequence.hpp"
 #include "optim/optim.hpp"
+#include "nn/serialize.hpp"
