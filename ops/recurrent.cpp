@@ -89,6 +89,50 @@ void add_held_rows(autograd::GradSink& sink, std::size_t i, const Tensor& g, con
       for (std::int64_t j = 0; j < H; ++j) pd[b * H + j] += pg[b * H + j];
 }
 
+// In-place activations over a contiguous run; separate simple loops (restrict, no branches) vectorise.
+template <class T> void sigmoid_run(T* __restrict p, std::int64_t n) {
+  for (std::int64_t j = 0; j < n; ++j) p[j] = sigm(p[j]);
+}
+template <class T> void tanh_run(T* __restrict p, std::int64_t n) {
+  for (std::int64_t j = 0; j < n; ++j) p[j] = tanh_(p[j]);
+}
+template <class T> void add_run(T* __restrict p, const T* __restrict q, std::int64_t n) {
+  for (std::int64_t j = 0; j < n; ++j) p[j] += q[j];
+}
+// c' = f c + i g;  t = tanh c';  h' = o t  (a = activated gates i, f, g, o of one row)
+template <class T>
+void lstm_cell_row(const T* __restrict a, const T* __restrict c, T* __restrict c_out, T* __restrict tc,
+                   T* __restrict h_out, std::int64_t H) {
+  for (std::int64_t j = 0; j < H; ++j) c_out[j] = a[H + j] * c[j] + a[j] * a[2 * H + j];
+  for (std::int64_t j = 0; j < H; ++j) tc[j] = tanh_(c_out[j]);
+  for (std::int64_t j = 0; j < H; ++j) h_out[j] = a[3 * H + j] * tc[j];
+}
+// Gate gradients of one LSTM row (see lstm_step's comment) and dc.
+template <class T>
+void lstm_backward_row(const T* __restrict a, const T* __restrict tc, const T* __restrict c, const T* __restrict gh,
+                       const T* __restrict gc, T* __restrict G, T* __restrict dc, std::int64_t H) {
+  for (std::int64_t j = 0; j < H; ++j) {
+    const T i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j], t = tc[j];
+    const T dct = gc[j] + gh[j] * o * (T(1) - t * t);
+    G[j] = dct * g * i * (T(1) - i);
+    G[H + j] = dct * c[j] * f * (T(1) - f);
+    G[2 * H + j] = dct * i * (T(1) - g * g);
+    G[3 * H + j] = gh[j] * t * o * (T(1) - o);
+    dc[j] = dct * f;
+  }
+}
+
+// One GRU row: s holds gh (r, z, n blocks) on entry and (r, z, gh_n) on exit; n and h' written.
+template <class T>
+void gru_row(const T* __restrict x, const T* __restrict h, T* __restrict s, T* __restrict n, T* __restrict out,
+             std::int64_t H) {
+  add_run(s, x, 2 * H);
+  sigmoid_run(s, 2 * H);
+  for (std::int64_t j = 0; j < H; ++j) n[j] = x[2 * H + j] + s[j] * s[2 * H + j];
+  tanh_run(n, H);
+  for (std::int64_t j = 0; j < H; ++j) out[j] = (T(1) - s[H + j]) * n[j] + s[H + j] * h[j];
+}
+
 bool held(const Tensor& mask, std::int64_t b) {
   return mask.defined() && (mask.dtype() == Dtype::float32 ? mask.data<float>()[b] == 0.0f : mask.data<double>()[b] == 0.0);
 }
@@ -174,16 +218,11 @@ std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Ten
         std::memcpy(co + r, cp + r, static_cast<std::size_t>(H) * sizeof(T));
         continue;
       }
-      for (std::int64_t j = 0; j < 4 * H; ++j) ab[j] += xb[j];
-      for (std::int64_t j = 0; j < H; ++j) {
-        const T i = sigm(ab[j]), f = sigm(ab[H + j]), g = tanh_(ab[2 * H + j]), o = sigm(ab[3 * H + j]);
-        ab[j] = i, ab[H + j] = f, ab[2 * H + j] = g, ab[3 * H + j] = o;
-        const T cn = f * cp[r + j] + i * g;
-        const T t = tanh_(cn);
-        co[r + j] = cn;
-        ptc[r + j] = t;
-        ho[r + j] = o * t;
-      }
+      add_run(ab, xb, 4 * H);
+      sigmoid_run(ab, 2 * H);
+      tanh_run(ab + 2 * H, H);
+      sigmoid_run(ab + 3 * H, H);
+      lstm_cell_row(ab, cp + r, co + r, ptc + r, ho + r, H);
     }
   });
   if (autograd::needs_grad({&gx, &h, &c, &w_hh, &b_hh})) {
@@ -210,15 +249,7 @@ std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Ten
                              std::memcpy(pdc + r, gc + r, static_cast<std::size_t>(H) * sizeof(T));
                              continue;
                            }
-                           for (std::int64_t j = 0; j < H; ++j) {
-                             const T i = ab[j], f = ab[H + j], g = ab[2 * H + j], o = ab[3 * H + j], t = ptc[r + j];
-                             const T dct = gc[r + j] + gh[r + j] * o * (T(1) - t * t);
-                             Gb[j] = dct * g * i * (T(1) - i);
-                             Gb[H + j] = dct * cp[r + j] * f * (T(1) - f);
-                             Gb[2 * H + j] = dct * i * (T(1) - g * g);
-                             Gb[3 * H + j] = gh[r + j] * t * o * (T(1) - o);
-                             pdc[r + j] = dct * f;
-                           }
+                           lstm_backward_row(ab, ptc + r, cp + r, gh + r, gc + r, Gb, pdc + r, H);
                          }
                          hidden_backward<T>(sink, dG, h, w, 1, 3);
                          add_held_rows<T>(sink, 1, dh_out, mask);
@@ -253,13 +284,7 @@ Tensor gru_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Ten
         std::memcpy(o + r0, hp + r0, static_cast<std::size_t>(H) * sizeof(T));
         continue;
       }
-      for (std::int64_t j = 0; j < H; ++j) {
-        const T r = sigm(xb[j] + sb[j]), z = sigm(xb[H + j] + sb[H + j]);
-        const T n = tanh_(xb[2 * H + j] + r * sb[2 * H + j]);
-        sb[j] = r, sb[H + j] = z;
-        pn[r0 + j] = n;
-        o[r0 + j] = (T(1) - z) * n + z * hp[r0 + j];
-      }
+      gru_row(xb, hp + r0, sb, pn + r0, o + r0, H);
     }
   });
   if (autograd::needs_grad({&gx, &h, &w_hh, &b_hh})) {
