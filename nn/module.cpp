@@ -22,6 +22,8 @@ Tensor& Module::register_parameter(std::string name, Tensor& param) {
   UNROLL_CHECK(param.defined() && is_floating(param.dtype()), ValueError,
                "register_parameter: '{}' must be a defined floating-point tensor; got {}", name,
                param.defined() ? fmt::format("{}", param.dtype()) : std::string("undefined"));
+  UNROLL_CHECK(param.is_leaf(), StateError,
+               "register_parameter: '{}' is the output of an op; got a non-leaf, expected a leaf tensor (use detach())", name);
   if (!param.requires_grad()) param.requires_grad_();
   params_.emplace_back(std::move(name), &param);
   return param;

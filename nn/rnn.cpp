@@ -70,7 +70,7 @@ RecurrentOutput RecurrentLayer::run(const Tensor& x_in, const Tensor& h0_in, con
                "{}: input must be [T, B, I] ([B, T, I] with batch_first) or unbatched [T, I]; got x={}", where,
                x_in.defined() ? fmt::format("{}", x_in.shape()) : std::string("undefined"));
   const bool unbatched = x_in.dim() == 2;
-  UNROLL_CHECK(!unbatched || lengths.empty(), ValueError, "{}: lengths need a batch; got unbatched x={}", where, x_in.shape());
+  UNROLL_CHECK(!unbatched || lengths.empty(), ValueError, "{}: lengths need a batch; got unbatched x={}, expected [T, B, I] input", where, x_in.shape());
   // Work in [T, B, I]; unbatched input is a batch of one.
   Tensor x = unbatched ? unsqueeze(x_in, 1) : (opt_.batch_first ? transpose(x_in, 0, 1) : x_in);
   const std::int64_t T = x.shape()[0], B = x.shape()[1], H = opt_.hidden_size, D = directions(), L = opt_.num_layers;
@@ -89,7 +89,7 @@ RecurrentOutput RecurrentLayer::run(const Tensor& x_in, const Tensor& h0_in, con
   };
   const Tensor h0 = initial(h0_in, "h0");
   const Tensor c0 = lstm ? initial(c0_in, "c0") : Tensor();
-  UNROLL_CHECK(lstm || !c0_in.defined(), ValueError, "{}: only LSTM takes a cell state c0", where);
+  UNROLL_CHECK(lstm || !c0_in.defined(), ValueError, "{}: only LSTM takes a cell state; got c0={}, expected no c0", where, c0_in.shape());
   const Tensor mask = lengths.empty() ? Tensor() : detail::length_mask(where, lengths, T, B, x.dtype());
   const Tensor mask3 = mask.defined() ? reshape(mask, {T, B, 1}) : Tensor();
 

@@ -40,6 +40,8 @@ template <class S, class F> void for_each_tensor(S& s, F&& f) {
 template <class S, class F> void zip_tensors(S& a, const S& b, F&& f) {
   if constexpr (std::is_same_v<S, Tensor>) f(a, b);
   else if constexpr (requires { a.begin(); a.end(); }) {
+    UNROLL_CHECK(std::size(a) == std::size(b), ValueError, "run_cell: the step changed the number of state tensors; got {}, expected {}",
+                 std::size(a), std::size(b));
     auto ib = b.begin();
     for (auto& t : a) zip_tensors(t, *ib++, f);
   } else {
@@ -52,6 +54,7 @@ template <class S> const Tensor& first_tensor(const S& s) {
   for_each_tensor(s, [&](const Tensor& t) {
     if (!first) first = &t;
   });
+  UNROLL_CHECK(first != nullptr, ValueError, "run_cell: the state holds no tensor; got an empty state, expected at least one tensor");
   return *first;
 }
 }  // namespace detail
@@ -80,9 +83,12 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, Output
     if (mask.defined()) {  // rows whose sequence has ended keep their state
       const Tensor m = mask[t];
       detail::zip_tensors(next, state, [&](Tensor& n, const Tensor& old) {
+        UNROLL_CHECK(n.defined() && n.dim() >= 1 && n.shape()[0] == B, ShapeError,
+                     "run_cell: with lengths, every state tensor must be [B, ...]; got {}, expected [{}, ...]",
+                     n.defined() ? fmt::format("{}", n.shape()) : std::string("undefined"), B);
         Shape s = n.shape();
         for (int k = 1; k < s.dim(); ++k) s[k] = 1;
-        n = where(m.view_as_shape(s), n, old);
+        n = where(m.view_as_shape(s), n, old.defined() ? old : zeros_like(n));  // undefined initial state = zeros
       });
     }
     state = std::move(next);

@@ -26,9 +26,12 @@ inline float exp_approx(float x) {
 /// tanh x: odd Taylor series below |x| = 0.55 (where 1 - 2/(e^2x + 1) loses relative accuracy), else via exp.
 inline float tanh_approx(float x) {
   const float ax = std::fabs(x);
-  const float x2 = x * x;
+  // Both branches are computed (that is what vectorises), so the polynomial gets a clamped argument: on a
+  // large |x| it would overflow to inf, and 0 * inf in the blend below would make the result NaN.
+  const float xs = std::min(std::max(x, -0.55f), 0.55f);
+  const float x2 = xs * xs;
   const float small =
-      x * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 + x2 * (-17.0f / 315 + x2 * (62.0f / 2835 + x2 * (-1382.0f / 155925 +
+      xs * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 + x2 * (-17.0f / 315 + x2 * (62.0f / 2835 + x2 * (-1382.0f / 155925 +
       x2 * (21844.0f / 6081075 + x2 * (-929569.0f / 638512875))))))));
   const float big = std::copysign(1.0f - 2.0f / (exp_approx(2.0f * ax) + 1.0f), x);
   const float use_small = static_cast<float>(ax < 0.55f);

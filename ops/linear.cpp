@@ -1,4 +1,5 @@
 #include "linear.hpp"
+#include <cstring>
 
 #include "../autograd/tape.hpp"
 #include "../core/blas.hpp"
@@ -58,11 +59,12 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                  "linear: bias does not match the weight; got bias={} and weight={}, expected bias=[{}]", bias.shape(),
                  weight.shape(), out_f);
   }
-  const std::int64_t M = in == 0 ? x.numel() : x.numel() / in;
+  const std::int64_t M = x.shape().numel(0, x.dim() - 1);  // rows (also when in == 0)
   Shape out_shape = x.shape();
   out_shape[out_shape.dim() - 1] = out_f;
   Tensor y = Tensor::empty(out_shape, x.dtype());
   if (bias.defined()) detail::add_bias_rows(y, bias, true);
+  else if (in == 0) std::memset(y.raw(), 0, static_cast<std::size_t>(y.numel()) * dtype_size(y.dtype()));  // empty sum
   dispatch_floating("linear", x.dtype(), [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     gemm_t<T>(false, true, M, out_f, in, x, in, weight, in, bias.defined(), y, out_f);

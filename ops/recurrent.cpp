@@ -175,12 +175,14 @@ Tensor rnn_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Ten
                          const T* pg = g.data<T>();
                          const T* py = y.data<T>();
                          T* pd = dpre.data<T>();
-                         for (std::int64_t b = 0; b < B; ++b)
-                           for (std::int64_t j = 0, k = b * H; j < H; ++j, ++k) {
-                             if (held(mask, b)) pd[k] = T(0);
-                             else if (act == RnnActivation::tanh) pd[k] = pg[k] * (T(1) - py[k] * py[k]);
-                             else pd[k] = py[k] > T(0) ? pg[k] : T(0);
-                           }
+                         for (std::int64_t b = 0; b < B; ++b) {
+                           const std::int64_t k0 = b * H;
+                           if (held(mask, b)) std::fill(pd + k0, pd + k0 + H, T(0));
+                           else if (act == RnnActivation::tanh)
+                             for (std::int64_t k = k0; k < k0 + H; ++k) pd[k] = pg[k] * (T(1) - py[k] * py[k]);
+                           else
+                             for (std::int64_t k = k0; k < k0 + H; ++k) pd[k] = py[k] > T(0) ? pg[k] : T(0);
+                         }
                          hidden_backward<T>(sink, dpre, h, w, 1, 2);
                          add_held_rows<T>(sink, 1, g, mask);
                          if (sink.needs(0)) sink.add(0, std::move(dpre));

@@ -140,6 +140,8 @@ TEST_CASE("registration errors") {
                        ValueError);
   CHECK_THROWS_WITH_AS(m.register_parameter("a.b", m.w), "register_parameter: invalid name; got 'a.b', expected a non-empty name without '.'",
                        ValueError);
+  Tensor op_output = m.w * 2.0;
+  CHECK_THROWS_AS(m.register_parameter("v", op_output), StateError);
   CHECK_THROWS_WITH_AS(m.register_parameter("u", m.u), "register_parameter: 'u' must be a defined floating-point tensor; got undefined",
                        ValueError);
 }

@@ -102,3 +102,18 @@ TEST_CASE("run_cell error texts") {
                        "run_cell: sequence length out of range; got lengths[1]=4, expected 1 <= length <= 3", ValueError);
 }
 }
+
+TEST_SUITE("nn/sequence") {
+TEST_CASE("run_cell with lengths and an undefined (zero) initial state; state checks") {
+  nn::GRUCell cell(2, 3, true, Dtype::float64);
+  Tensor x = randn({4, 2, 2}, Dtype::float64);
+  auto step = [&](const Tensor& xt, const Tensor& h) { return cell(xt, h); };
+  auto a = nn::run_cell(x, Tensor(), step, {.lengths = {4, 2}});
+  auto b = nn::run_cell(x, zeros({2, 3}, Dtype::float64), step, {.lengths = {4, 2}});
+  CHECK(a.output.to_vector() == b.output.to_vector());
+  CHECK(a.state.to_vector() == b.state.to_vector());
+  auto grow = [](const Tensor&, const std::vector<Tensor>& s) { auto n = s; n.push_back(s[0]); return n; };
+  CHECK_THROWS_WITH_AS(nn::run_cell(x, std::vector<Tensor>{zeros({2, 3})}, grow, {.lengths = {4, 2}}),
+                       "run_cell: the step changed the number of state tensors; got 2, expected 1", ValueError);
+}
+}

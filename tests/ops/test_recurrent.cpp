@@ -2,6 +2,9 @@
 // length mask), agreement with the same math composed from primitive ops, and error texts.
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <limits>
+
 #include <unroll/unroll.hpp>
 
 #include "../support/fixtures.hpp"
@@ -198,5 +201,25 @@ TEST_CASE("fused steps: error texts") {
   CHECK_THROWS_WITH_AS(lstm_step(zeros({2, 12}), h, zeros({2, 2}), zeros({12, 3}), {}),
                        "lstm_step: cell state differs from hidden state; got c=[2, 2] and h=[2, 3]", ShapeError);
   CHECK_THROWS_AS(gru_step(zeros({2, 9}, Dtype::float64), h, zeros({9, 3}), {}), DtypeError);
+}
+}
+
+TEST_SUITE("ops/recurrent") {
+TEST_CASE("float32 tanh saturates to +-1 (never NaN) for huge and infinite inputs, also inside the fused steps") {
+  const float inf = std::numeric_limits<float>::infinity();
+  Tensor x = tensor({600.0, -1e4, 3e38, -3e38, static_cast<double>(inf), -static_cast<double>(inf), 0.3}, {7});
+  auto y = tanh(x).to_vector();
+  CHECK(y == std::vector<double>{1, -1, 1, -1, 1, -1, static_cast<double>(std::tanh(0.3f))});
+  // An LSTM cell state of 700 (a long unroll with the forget gate open): tanh(c') must be 1, not NaN.
+  Tensor gx = full({1, 4}, 50.0), h = zeros({1, 1}), c = full({1, 1}, 700.0), w = zeros({4, 1});
+  auto [h2, c2] = lstm_step(gx, h, c, w, {});
+  CHECK(h2.item() == doctest::Approx(1.0));
+  CHECK(c2.item() == doctest::Approx(701.0));
+  CHECK(rnn_step(full({1, 1}, 1e5), h, zeros({1, 1}), {}, RnnActivation::tanh).item() == 1.0);
+}
+
+TEST_CASE("linear with zero input features gives zeros (or the bias)") {
+  CHECK(linear(zeros({3, 0}), zeros({2, 0})).to_vector() == std::vector<double>(6, 0.0));
+  CHECK(linear(zeros({1, 0}), zeros({2, 0}), tensor({1, 2}, {2})).to_vector() == std::vector<double>{1, 2});
 }
 }
