@@ -137,7 +137,43 @@ void accumulate_leaf(detail::LeafMeta& leaf, Tensor g) {
   if (!leaf.grad.defined() && !g.unique_storage()) g = copy_of(g);
   accumulate_into(leaf.grad, std::move(g));
 }
+// A leaf's gradient from this tape: into its .grad, or held aside when the tape collects them (the
+// copy-before-sharing rule of accumulate_leaf is then applied by LeafGrads::apply()).
+void give_leaf(LeafGrads* collect, detail::LeafMeta& leaf, Tensor g) {
+  if (collect) accumulate_into(collect->slot(leaf), std::move(g));
+  else accumulate_leaf(leaf, std::move(g));
+}
 }  // namespace
+
+// ---- LeafGrads ----
+Tensor& LeafGrads::slot(detail::LeafMeta& leaf) {
+  auto [it, inserted] = index_.try_emplace(&leaf, leaves_.size());
+  if (inserted) {
+    try {
+      reserve_more(leaves_, 1);  // so that the push_back below cannot throw
+      grads_.emplace_back();
+    } catch (...) {
+      index_.erase(it);
+      throw;
+    }
+    detail::retain(&leaf);
+    leaves_.push_back(&leaf);
+  }
+  return grads_[it->second];
+}
+
+void LeafGrads::apply() {
+  for (std::size_t i = 0; i < leaves_.size(); ++i)
+    if (grads_[i].defined()) accumulate_leaf(*leaves_[i], std::move(grads_[i]));
+  clear();
+}
+
+void LeafGrads::clear() {
+  grads_.clear();
+  for (detail::LeafMeta* leaf : leaves_) detail::release(leaf);
+  leaves_.clear();
+  index_.clear();
+}
 
 void Tape::backward(const Tensor& root, const Tensor& seed) {
   UNROLL_CHECK(root.defined(), StateError, "backward: tensor is undefined; got an undefined tensor, expected a loss");
@@ -158,7 +194,7 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
   UNROLL_CHECK(g.dtype() == root.dtype(), DtypeError,
                "backward: seed gradient dtype does not match the tensor; got {}, expected {}", g.dtype(), root.dtype());
   if (root.is_leaf()) {  // d(root)/d(root): the seed itself
-    accumulate_leaf(*root.leaf(), std::move(g));
+    give_leaf(leaf_grads_, *root.leaf(), std::move(g));
     return;
   }
   UNROLL_CHECK(root.tape_key() == key_, StateError,
@@ -227,7 +263,7 @@ void GradSink::add(std::size_t i, Tensor g) {
   UNROLL_CHECK(g.dtype() == dtype, DtypeError,
                "backward: gradient for input {} of '{}' has the wrong dtype; got {}, expected {}", i, n.name, g.dtype(),
                dtype);
-  if (in.leaf) accumulate_leaf(*in.leaf, std::move(g));
+  if (in.leaf) give_leaf(tape_.leaf_grads_, *in.leaf, std::move(g));
   else accumulate_into(tape_.grads_[in.slot], std::move(g));
 }
 
@@ -235,7 +271,7 @@ Tensor& GradSink::buffer(std::size_t i, bool& fresh, bool zero_fill) {
   const Tape::Node& n = tape_.nodes_[node_];
   const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
   const auto [shape, dtype] = tape_.input_meta(n, i);  // also checks needs and staleness
-  Tensor* dst = in.leaf ? &in.leaf->grad : &tape_.grads_[in.slot];
+  Tensor* dst = in.leaf ? &tape_.leaf_grad(*in.leaf) : &tape_.grads_[in.slot];
   if (dst->defined() && !dst->unique_storage()) *dst = copy_of(*dst);  // never write through a shared buffer
   fresh = !dst->defined();
   if (fresh) {

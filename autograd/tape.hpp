@@ -5,11 +5,13 @@
 // recursion, so a 10,000-step unroll is as safe as a 10-step one — and the engine, not the op, accumulates
 // gradients and checks their shapes. Then the tape is cleared: its memory is reused by the next step.
 #include <cstdint>
+#include <deque>
 #include <initializer_list>
 #include <memory>
 #include <new>
 #include <span>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -32,6 +34,33 @@ class NoGradGuard {
 };
 
 class Tape;
+
+/// Leaf gradients held aside instead of being written into the leaves' shared `.grad`: a tape that collects
+/// into one (Tape::collect_leaf_grads) leaves every `.grad` untouched, so batch shards running backward on
+/// several threads never write the same buffer (see autograd/shard.hpp). apply() adds them in afterwards.
+class LeafGrads {
+ public:
+  LeafGrads() = default;
+  ~LeafGrads() { clear(); }
+  LeafGrads(const LeafGrads&) = delete;
+  LeafGrads& operator=(const LeafGrads&) = delete;
+
+  /// The held gradient of `leaf` (undefined until one arrives; the reference stays valid until clear()).
+  /// Keeps the leaf's record alive.
+  Tensor& slot(detail::LeafMeta& leaf);
+  /// Number of leaves that received a gradient.
+  std::size_t size() const { return leaves_.size(); }
+  /// Accumulates each held gradient into its leaf's `.grad` exactly as backward() would have (in the order
+  /// the leaves first received one), then empties this.
+  void apply();
+  /// Drops every held gradient.
+  void clear();
+
+ private:
+  std::vector<detail::LeafMeta*> leaves_;  ///< retained
+  std::deque<Tensor> grads_;  ///< a deque: references from slot() (GradSink::buffer) stay valid as it grows
+  std::unordered_map<const detail::LeafMeta*, std::size_t> index_;
+};
 
 /// What a backward closure sees: the gradients of the node's outputs, and a sink for its inputs' gradients.
 class GradSink {
@@ -74,6 +103,9 @@ class Tape {
   std::uint64_t key() const { return key_; }
   /// Backpropagates from `root` (seed: d(loss)/d(root)), then clears the tape.
   void backward(const Tensor& root, const Tensor& seed);
+  /// From now on backward() accumulates leaf gradients into `into` instead of the leaves' `.grad`
+  /// (null: back to `.grad`). `into` must outlive its use here.
+  void collect_leaf_grads(LeafGrads* into) { leaf_grads_ = into; }
 
   /// Appends a node. Called by ops through record(); `fn` is invoked as fn(GradSink&) during backward.
   template <class F>
@@ -102,6 +134,8 @@ class Tape {
     std::uint32_t in_begin, in_count, out_begin, out_count;
   };
 
+  // Where a leaf's gradient goes: its `.grad`, or the collecting LeafGrads' slot for it.
+  Tensor& leaf_grad(detail::LeafMeta& leaf) { return leaf_grads_ ? leaf_grads_->slot(leaf) : leaf.grad; }
   // Shape and dtype of an input that needs a gradient (checks that it is not from a freed graph).
   std::pair<const Shape*, Dtype> input_meta(const Node& n, std::size_t i) const;
   void* arena_alloc(std::size_t bytes, std::size_t align);
@@ -121,6 +155,7 @@ class Tape {
   std::vector<std::unique_ptr<std::byte[], BlockDeleter>> blocks_;  ///< closure arena; kept across clear()
   std::size_t block_ = 0, used_ = 0;
   std::uint64_t key_;
+  LeafGrads* leaf_grads_ = nullptr;
   Tape* prev_ = nullptr;
   bool is_default_ = false;
   struct DefaultTag {};

@@ -3,6 +3,7 @@
 //
 // Adding a workload: one `bench::Prepared NAME(bench::Args&)` function that builds parameters and data
 // outside the timed region and returns the step closure, plus one row in kWorkloads.
+#include <unroll/autograd/shard.hpp>
 #include <unroll/core/blas.hpp>
 #include <unroll/unroll.hpp>
 
@@ -14,6 +15,11 @@
 
 namespace {
 constexpr std::uint64_t kSeed = 42;
+
+// --shards K (default: --threads): with K > 1 a training step splits its batch into K shards that run
+// forward and backward on their own threads (autograd::sharded_backward); 1 runs the plain step, which
+// still lets BLAS and elementwise loops use every thread.
+int shard_count(bench::Args& args) { return args.get_int("shards", args.threads, 1); }
 
 unroll::Tensor make_param(const unroll::Shape& shape, unroll::Generator& gen) {
   return unroll::uniform(shape, -0.1, 0.1, unroll::Dtype::float32, gen).requires_grad_();
@@ -96,16 +102,32 @@ bench::Prepared lstm_lm(bench::Args& args) {
   unroll::Generator gen(kSeed);
   const unroll::Tensor tokens = unroll::randint({T, B}, 0, kVocab, gen);
   const unroll::Tensor targets = unroll::randint({T * B}, 0, kVocab, gen);
-  auto step = [model, adam, tokens, targets, T, B, H] {
-    unroll::Tensor x = model->embed(tokens);                           // [T, B, H]
-    unroll::Tensor out = model->lstm(x).output;                        // [T, B, H]
-    unroll::Tensor logits = model->head(unroll::reshape(out, {T * B, H}));
-    unroll::cross_entropy(logits, targets).backward();
+  const int shards = shard_count(args);
+  // tokens [T, b], targets [T * b] (time-major, as the batch's) -> mean cross-entropy
+  auto loss_of = [model, H](const unroll::Tensor& tok, const unroll::Tensor& tgt) {
+    const std::int64_t rows = tok.size(0) * tok.size(1);
+    unroll::Tensor x = model->embed(tok);     // [T, b, H]
+    unroll::Tensor out = model->lstm(x).output;  // [T, b, H]
+    return unroll::cross_entropy(model->head(unroll::reshape(out, {rows, H})), tgt);
+  };
+  auto step = [model, adam, tokens, targets, T, B, shards, loss_of] {
+    if (shards > 1) {
+      const unroll::Tensor targets_tb = unroll::reshape(targets, {T, B});
+      unroll::autograd::sharded_backward(
+          B,
+          [&](const unroll::autograd::Shard& s) {
+            const unroll::Tensor tgt = unroll::narrow(targets_tb, 1, s.begin, s.size());
+            return loss_of(unroll::narrow(tokens, 1, s.begin, s.size()), unroll::reshape(tgt, {T * s.size()}));
+          },
+          {.shards = shards});
+    } else {
+      loss_of(tokens, targets).backward();
+    }
     adam->step();
     adam->zero_grad();
   };
   nlohmann::json config = {{"batch", B}, {"seq", T}, {"hidden", H}, {"layers", L}, {"embed", H},
-                           {"vocab", kVocab}, {"lr", kLr}, {"optimizer", "adam"}};
+                           {"vocab", kVocab}, {"lr", kLr}, {"optimizer", "adam"}, {"shards", shards}};
   return {config, static_cast<double>(B) * T, step};
 }
 
@@ -128,36 +150,38 @@ bench::Prepared fastrnn(bench::Args& args) {
   const Tensor x = unroll::randn({T, B, I}, unroll::Dtype::float32, gen);
   const Tensor h0 = unroll::randn({B, H}, unroll::Dtype::float32, gen);
   const Tensor c0 = unroll::randn({B, H}, unroll::Dtype::float32, gen);
-  std::function<void()> step;
+  // sum of all outputs for the rows of x [T, b, I] with initial state h, c [b, H]; `params` to zero
+  std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)> forward_sum;
+  std::function<void()> zero_grad;
   if (variant == "nn_lstm") {
     auto m = std::make_shared<unroll::nn::LSTM>(unroll::nn::RecurrentOptions{.input_size = I, .hidden_size = H});
-    const Tensor h = unroll::unsqueeze(h0, 0), c = unroll::unsqueeze(c0, 0);
-    step = [m, x, h, c] {
-      unroll::sum(m->forward(x, h, c).output).backward();
-      m->zero_grad();
+    forward_sum = [m](const Tensor& xs, const Tensor& h, const Tensor& c) {
+      return unroll::sum(m->forward(xs, unroll::unsqueeze(h, 0), unroll::unsqueeze(c, 0)).output);
     };
+    zero_grad = [m] { m->zero_grad(); };
   } else if (variant == "nn_gru") {
     auto m = std::make_shared<unroll::nn::GRU>(unroll::nn::RecurrentOptions{.input_size = I, .hidden_size = H});
-    const Tensor h = unroll::unsqueeze(h0, 0);
-    step = [m, x, h] {
-      unroll::sum(m->forward(x, h).output).backward();
-      m->zero_grad();
+    forward_sum = [m](const Tensor& xs, const Tensor& h, const Tensor&) {
+      return unroll::sum(m->forward(xs, unroll::unsqueeze(h, 0)).output);
     };
+    zero_grad = [m] { m->zero_grad(); };
   } else {
     const std::int64_t G = (is_lstm ? 4 : 3) * static_cast<std::int64_t>(H);
     const double k = 1.0 / std::sqrt(static_cast<double>(H));
     auto param = [&](const unroll::Shape& s) { return unroll::uniform(s, -k, k, unroll::Dtype::float32, gen).requires_grad_(); };
-    Tensor w_ih = param({G, I}), w_hh = param({G, H}), b_ih = param({G}), b_hh = param({G});
-    step = [=]() mutable {
-      Tensor h = h0, c = c0;
-      std::vector<Tensor> outs(static_cast<std::size_t>(T));
-      for (int t = 0; t < T; ++t) {
+    auto p = std::make_shared<std::vector<Tensor>>(std::vector<Tensor>{param({G, I}), param({G, H}), param({G}), param({G})});
+    forward_sum = [p, is_lstm](const Tensor& xs, const Tensor& h0s, const Tensor& c0s) {
+      const Tensor &w_ih = (*p)[0], &w_hh = (*p)[1], &b_ih = (*p)[2], &b_hh = (*p)[3];
+      const std::int64_t steps = xs.size(0);
+      Tensor h = h0s, c = c0s;
+      std::vector<Tensor> outs(static_cast<std::size_t>(steps));
+      for (std::int64_t t = 0; t < steps; ++t) {
         if (is_lstm) {  // gates (i, f, g, o)
-          auto g = unroll::chunk(unroll::linear(x[t], w_ih, b_ih) + unroll::linear(h, w_hh, b_hh), 4, 1);
+          auto g = unroll::chunk(unroll::linear(xs[t], w_ih, b_ih) + unroll::linear(h, w_hh, b_hh), 4, 1);
           c = unroll::sigmoid(g[1]) * c + unroll::sigmoid(g[0]) * unroll::tanh(g[2]);
           h = unroll::sigmoid(g[3]) * unroll::tanh(c);
         } else {  // gates (r, z, n)
-          auto gi = unroll::chunk(unroll::linear(x[t], w_ih, b_ih), 3, 1);
+          auto gi = unroll::chunk(unroll::linear(xs[t], w_ih, b_ih), 3, 1);
           auto gh = unroll::chunk(unroll::linear(h, w_hh, b_hh), 3, 1);
           Tensor r = unroll::sigmoid(gi[0] + gh[0]), z = unroll::sigmoid(gi[1] + gh[1]);
           Tensor n = unroll::tanh(gi[2] + r * gh[2]);
@@ -165,11 +189,29 @@ bench::Prepared fastrnn(bench::Args& args) {
         }
         outs[static_cast<std::size_t>(t)] = h;
       }
-      unroll::sum(unroll::stack(outs, 0)).backward();
-      for (Tensor* p : {&w_ih, &w_hh, &b_ih, &b_hh}) p->zero_grad();
+      return unroll::sum(unroll::stack(outs, 0));
+    };
+    zero_grad = [p] {
+      for (Tensor& t : *p) t.zero_grad();
     };
   }
-  nlohmann::json config = {{"seq", T}, {"batch", B}, {"input", I}, {"hidden", H}, {"layers", 1}, {"variant", variant}};
+  const int shards = shard_count(args);
+  std::function<void()> step = [=] {
+    if (shards > 1) {
+      unroll::autograd::sharded_backward(
+          B,
+          [&](const unroll::autograd::Shard& s) {
+            return forward_sum(unroll::narrow(x, 1, s.begin, s.size()), unroll::narrow(h0, 0, s.begin, s.size()),
+                               unroll::narrow(c0, 0, s.begin, s.size()));
+          },
+          {.shards = shards, .sum_loss = true});
+    } else {
+      forward_sum(x, h0, c0).backward();
+    }
+    zero_grad();
+  };
+  nlohmann::json config = {{"seq", T},    {"batch", B},          {"input", I},     {"hidden", H},
+                           {"layers", 1}, {"variant", variant}, {"shards", shards}};
   return {config, static_cast<double>(B) * T, step};
 }
 
@@ -178,9 +220,10 @@ const std::vector<bench::Workload> kWorkloads = {
     {"elementwise", "tanh(a + b) on n floats, x100, no autograd [--n 65536 --grain G]", elementwise},
     {"matmul", "[m,k] x [k,n] product, x100, no autograd [--m 1 --n 32 --k 32 --small-work W --small-rows R]", matmul},
     {"lstm_lm", "char LM training step: Embedding(96,H), LSTM(H,H,L), Linear(H,96), cross-entropy, Adam "
-                "[--batch 32 --seq 64 --hidden 128 --layers 1]", lstm_lm},
+                "[--batch 32 --seq 64 --hidden 128 --layers 1 --shards <threads>]", lstm_lm},
     {"fastrnn", "one recurrent layer, forward + backward of sum(outputs) "
-                "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru]", fastrnn},
+                "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru "
+                "--shards <threads>]", fastrnn},
 };
 }  // namespace
 

@@ -1,13 +1,16 @@
 #include "parallel.hpp"
 
 #include <algorithm>
+#include <exception>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/global_control.h>
 #include <oneapi/tbb/info.h>
 #include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/task_group.h>
 
 #include "blas.hpp"
 
@@ -16,6 +19,28 @@ namespace {
 std::mutex control_mutex;
 std::unique_ptr<tbb::global_control> control;  // caps TBB's worker count while it lives
 int threads_in_effect = 0;                      // 0: never set, TBB's default (all cores)
+// OpenBLAS's thread count is one process-wide setting: while any parallel_tasks region runs it is 1, and
+// the count to restore when the last region ends is kept here (set_num_threads updates it meanwhile).
+int blas_limiters = 0;
+int blas_restore = 0;
+thread_local int serial_depth = 0;
+
+class BlasSingleThreaded {
+ public:
+  BlasSingleThreaded() {
+    std::lock_guard lock(control_mutex);
+    if (blas_limiters++ == 0) {
+      blas_restore = detail::blas_num_threads();
+      detail::blas_set_num_threads(1);
+    }
+  }
+  ~BlasSingleThreaded() {
+    std::lock_guard lock(control_mutex);
+    if (--blas_limiters == 0) detail::blas_set_num_threads(blas_restore);
+  }
+  BlasSingleThreaded(const BlasSingleThreaded&) = delete;
+  BlasSingleThreaded& operator=(const BlasSingleThreaded&) = delete;
+};
 }  // namespace
 
 void set_num_threads(int n) {
@@ -25,7 +50,8 @@ void set_num_threads(int n) {
   control.reset();
   control = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism, n);
   threads_in_effect = n;
-  detail::blas_set_num_threads(n);
+  if (blas_limiters > 0) blas_restore = n;  // shards are running: apply when they finish
+  else detail::blas_set_num_threads(n);
 }
 
 int num_threads() {
@@ -36,8 +62,44 @@ int num_threads() {
 
 namespace detail {
 void parallel_for_impl(std::int64_t n, std::int64_t grain, FunctionRef<void(std::int64_t, std::int64_t)> body) {
+  if (serial_depth > 0) {
+    body(0, n);
+    return;
+  }
   tbb::parallel_for(tbb::blocked_range<std::int64_t>(0, n, grain),
                     [&](const tbb::blocked_range<std::int64_t>& r) { body(r.begin(), r.end()); });
+}
+
+SerialRegion::SerialRegion() { ++serial_depth; }
+SerialRegion::~SerialRegion() { --serial_depth; }
+bool in_serial_region() { return serial_depth > 0; }
+
+void parallel_tasks(std::int64_t n, FunctionRef<void(std::int64_t)> task) {
+  if (n <= 0) return;
+  if (n == 1) {
+    task(0);
+    return;
+  }
+  // Each task keeps its own exception: a task_group would cancel the tasks not yet started after the first
+  // throw, and which one that is depends on timing.
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(n));
+  auto run = [&](std::int64_t i) {
+    SerialRegion serial;
+    try {
+      task(i);
+    } catch (...) {
+      errors[static_cast<std::size_t>(i)] = std::current_exception();
+    }
+  };
+  {
+    BlasSingleThreaded blas;
+    tbb::task_group group;
+    for (std::int64_t i = 1; i < n; ++i) group.run([&run, i] { run(i); });
+    run(0);  // the calling thread takes a share instead of only waiting
+    group.wait();
+  }
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 }  // namespace detail
 }  // namespace unroll

@@ -1,0 +1,69 @@
+# char_lm's ctest checks (registered in examples/CMakeLists.txt):
+#   cmake -DEXE=path/to/char_lm -DWORK=scratch/dir -DMODE=smoke|resume|errors -P ctest.cmake
+# smoke:  the --smoke run succeeds (so its loss fell) and writes its four files; sampling from its checkpoint
+#         works; the user's own text (--data) trains too, with the custom cell.
+# resume: a run stopped at step 50 and resumed to the end writes the same checkpoint, byte for byte, as a run
+#         that was never stopped (model, optimizer, schedule, RNG, carried state).
+# errors: each kind of bad input gets exit code 2 and its one-line message.
+include(${CMAKE_CURRENT_LIST_DIR}/../common/expect.cmake)
+file(REMOVE_RECURSE "${WORK}")
+file(MAKE_DIRECTORY "${WORK}")
+
+if(MODE STREQUAL "smoke")
+  set(run "${WORK}/run")
+  expect_run(NAME "smoke run" COMMAND ${EXE} --smoke --out ${run}
+             STDOUT "validation [0-9.]+ bits/char"
+             FILES ${run}/metrics.csv ${run}/loss.svg ${run}/samples.txt ${run}/checkpoint.safetensors)
+  file(STRINGS ${run}/metrics.csv header LIMIT_COUNT 1)
+  if(NOT header STREQUAL "step,train_loss,val_bpc,tokens_per_s,lr")
+    message(FATAL_ERROR "metrics.csv header: got '${header}'")
+  endif()
+  expect_run(NAME "sample from the checkpoint" COMMAND ${EXE} --sample-only --out ${run} --prompt "Elizabeth "
+             --sample-chars 40 STDOUT "^Elizabeth ")
+  # The user's own data, in the same format (any text), with the custom cell.
+  string(REPEAT "the cat sat on the mat. the dog sat on the log.\n" 60 text)
+  file(WRITE ${WORK}/mine.txt "${text}")
+  expect_run(NAME "own data, custom cell" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --cell custom --window 16
+             --batch 4 --steps 80 --out ${WORK}/mine FILES ${WORK}/mine/metrics.csv ${WORK}/mine/loss.svg)
+  expect_run(NAME "prompt outside the vocabulary" COMMAND ${EXE} --sample-only --out ${WORK}/mine --prompt "Xyz"
+             EXIT 2 STDERR "char_lm: --prompt has a character the model never saw; got 'X' at offset 0")
+elseif(MODE STREQUAL "resume")
+  expect_run(NAME "uninterrupted run" COMMAND ${EXE} --smoke --out ${WORK}/straight)
+  expect_run(NAME "run stopped at step 50" COMMAND ${EXE} --smoke --out ${WORK}/resumed --stop-at 50
+             STDOUT "stopped at step 50")
+  expect_run(NAME "resumed run" COMMAND ${EXE} --smoke --out ${WORK}/resumed --resume STDOUT "resuming at step 50")
+  expect_same_file(NAME "resumed checkpoint equals the uninterrupted one"
+                   A ${WORK}/straight/checkpoint.safetensors B ${WORK}/resumed/checkpoint.safetensors)
+  expect_run(NAME "resume with another model" COMMAND ${EXE} --smoke --out ${WORK}/resumed --resume --hidden 32
+             --steps 200 EXIT 2 STDERR "char_lm: --hidden differs from the checkpoint; got 32, expected 64")
+  expect_run(NAME "resume a finished run" COMMAND ${EXE} --smoke --out ${WORK}/resumed --resume EXIT 2
+             STDERR "char_lm: nothing to do; got --steps 120 and a checkpoint at step 120")
+elseif(MODE STREQUAL "errors")
+  set(out --out ${WORK}/out)
+  expect_run(NAME "missing data file" COMMAND ${EXE} --smoke ${out} --data ${WORK}/nope.txt EXIT 2
+             STDERR "^char_lm: cannot read --data file; got '[^']*nope.txt' \\(no such file\\), expected a readable text file\n$")
+  file(WRITE ${WORK}/empty.txt "")
+  expect_run(NAME "empty data file" COMMAND ${EXE} --smoke ${out} --data ${WORK}/empty.txt EXIT 2
+             STDERR "char_lm: --data file is empty; got '[^']*empty.txt' \\(0 bytes\\)")
+  expect_run(NAME "directory as data" COMMAND ${EXE} --smoke ${out} --data ${WORK} EXIT 2
+             STDERR "not a regular file")
+  file(WRITE ${WORK}/short.txt "Far too short for a window of 32 characters in 16 streams.\n")
+  expect_run(NAME "data too short for the window" COMMAND ${EXE} --smoke ${out} --data ${WORK}/short.txt EXIT 2
+             STDERR "char_lm: --data file too short for --window 32 and --batch 16; got 59 bytes in '[^']*short.txt', expected at least 587 ")
+  expect_run(NAME "binary data" COMMAND ${EXE} --smoke ${out} --data ${EXE} EXIT 2
+             STDERR "char_lm: --data file is not text; got a NUL byte at offset [0-9]+ of '[^']*', expected a text file")
+  expect_run(NAME "flag out of range" COMMAND ${EXE} --smoke ${out} --hidden 0 EXIT 2
+             STDERR "char_lm: --hidden out of range; got 0, expected 1 <= --hidden <= 8192")
+  expect_run(NAME "unknown cell" COMMAND ${EXE} --smoke ${out} --cell lstn EXIT 2
+             STDERR "char_lm: unknown --cell; got 'lstn', expected lstm, gru, rnn or custom")
+  expect_run(NAME "unknown flag" COMMAND ${EXE} --smoke --bogus EXIT 2 STDERR "^char_lm: .*--bogus.*char_lm --help")
+  expect_run(NAME "not a number" COMMAND ${EXE} --steps many EXIT 2 STDERR "^char_lm: .*many")
+  expect_run(NAME "resume without a checkpoint" COMMAND ${EXE} --smoke ${out} --resume EXIT 2
+             STDERR "char_lm: no checkpoint to resume; got no file '[^']*checkpoint.safetensors'")
+  file(WRITE ${WORK}/bad.safetensors "not a checkpoint at all")
+  expect_run(NAME "corrupt checkpoint" COMMAND ${EXE} --sample-only --checkpoint ${WORK}/bad.safetensors EXIT 2
+             STDERR "^load_checkpoint: ")
+  expect_run(NAME "help" COMMAND ${EXE} --help STDOUT "--cell")
+else()
+  message(FATAL_ERROR "ctest.cmake: unknown MODE; got '${MODE}', expected smoke, resume or errors")
+endif()

@@ -1,0 +1,743 @@
+// char_lm: a character-level language model on five Jane Austen novels (or any text file), the README's
+// quick start. Embedding -> LSTM, GRU, Elman RNN or a custom gated cell -> Linear over the byte vocabulary,
+// trained with truncated backpropagation through time: B parallel streams through the training text, the
+// recurrent state carried from one window of T characters to the next and detached between them. Reports
+// validation bits per character, writes metrics.csv, loss.svg, samples.txt and an atomic checkpoint that
+// --resume continues from bit-for-bit, and samples text from a prompt.
+//
+//   char_lm                                  # train with the defaults (about 2.5 minutes on 2 cores)
+//   char_lm --cell gru --hidden 384          # another cell, another size
+//   char_lm --data my.txt --out runs/mine    # your own text
+//   char_lm --resume                         # continue the run in --out from its checkpoint
+//   char_lm --sample-only --prompt "Emma " --temperature 0.7
+//   char_lm --help
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <numbers>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <unroll/unroll.hpp>
+
+#include "../common/cli.hpp"
+#include "../common/csv.hpp"
+#include "../common/data.hpp"
+#include "../common/progress.hpp"
+#include "../common/svg_plot.hpp"
+
+using namespace unroll;
+using examples::UsageError;
+
+#ifndef CHAR_LM_DEFAULT_DATA
+#define CHAR_LM_DEFAULT_DATA "data/austen/austen5.txt"
+#endif
+
+namespace {
+constexpr const char* kProgram = "char_lm";
+
+// ---------------------------------------------------------------------------------------------------------
+// Settings
+
+/// What defines the model and the training stream: saved in the checkpoint, and must match on --resume.
+struct ModelConfig {
+  std::string cell = "lstm";
+  std::int64_t embed = 48, hidden = 256, layers = 1;
+  double dropout = 0.0;
+  std::int64_t window = 64, batch = 64;
+  double lr = 1e-2, clip = 1.0;
+  std::int64_t schedule_steps = 0;  ///< the cosine schedule's length (the --steps of the first run)
+  std::uint64_t seed = 1;
+};
+
+struct Options {
+  ModelConfig model;
+  std::string data = CHAR_LM_DEFAULT_DATA;
+  std::string out = "runs/char_lm";
+  std::string checkpoint;  ///< empty: <out>/checkpoint.safetensors
+  std::int64_t steps = 1500;
+  std::int64_t eval_every = 250, eval_chars = 60000, checkpoint_every = 250, log_every = 50;
+  std::int64_t stop_at = 0;  ///< 0: run to --steps
+  bool resume = false, sample_only = false, smoke = false;
+  std::string prompt;
+  double temperature = 0.8;
+  std::int64_t sample_chars = 600;
+  int threads = 0;
+};
+
+// The fields a --resume takes from the checkpoint (flag name, accessor as text).
+struct Setting {
+  const char* flag;
+  std::string (*get)(const ModelConfig&);
+  void (*set)(ModelConfig&, const std::string&);
+};
+
+std::int64_t parse_int(const std::string& s) {
+  std::int64_t v = 0;
+  const auto [end, err] = std::from_chars(s.data(), s.data() + s.size(), v);
+  UNROLL_CHECK(err == std::errc() && end == s.data() + s.size(), ValueError, "parse_int: not an integer; got '{}'", s);
+  return v;
+}
+double parse_double(const std::string& s) {
+  double v = 0;
+  const auto [end, err] = std::from_chars(s.data(), s.data() + s.size(), v);
+  UNROLL_CHECK(err == std::errc() && end == s.data() + s.size(), ValueError, "parse_double: not a number; got '{}'", s);
+  return v;
+}
+
+// Doubles are written in fmt's shortest round-trip form, so a resumed run reads back the same bits.
+const Setting kSettings[] = {
+    {"--cell", [](const ModelConfig& c) { return c.cell; }, [](ModelConfig& c, const std::string& v) { c.cell = v; }},
+    {"--embed", [](const ModelConfig& c) { return fmt::format("{}", c.embed); },
+     [](ModelConfig& c, const std::string& v) { c.embed = parse_int(v); }},
+    {"--hidden", [](const ModelConfig& c) { return fmt::format("{}", c.hidden); },
+     [](ModelConfig& c, const std::string& v) { c.hidden = parse_int(v); }},
+    {"--layers", [](const ModelConfig& c) { return fmt::format("{}", c.layers); },
+     [](ModelConfig& c, const std::string& v) { c.layers = parse_int(v); }},
+    {"--dropout", [](const ModelConfig& c) { return fmt::format("{}", c.dropout); },
+     [](ModelConfig& c, const std::string& v) { c.dropout = parse_double(v); }},
+    {"--window", [](const ModelConfig& c) { return fmt::format("{}", c.window); },
+     [](ModelConfig& c, const std::string& v) { c.window = parse_int(v); }},
+    {"--batch", [](const ModelConfig& c) { return fmt::format("{}", c.batch); },
+     [](ModelConfig& c, const std::string& v) { c.batch = parse_int(v); }},
+    {"--lr", [](const ModelConfig& c) { return fmt::format("{}", c.lr); },
+     [](ModelConfig& c, const std::string& v) { c.lr = parse_double(v); }},
+    {"--clip", [](const ModelConfig& c) { return fmt::format("{}", c.clip); },
+     [](ModelConfig& c, const std::string& v) { c.clip = parse_double(v); }},
+    {"--seed", [](const ModelConfig& c) { return fmt::format("{}", c.seed); },
+     [](ModelConfig& c, const std::string& v) { c.seed = static_cast<std::uint64_t>(parse_int(v)); }},
+    {"schedule_steps", [](const ModelConfig& c) { return fmt::format("{}", c.schedule_steps); },
+     [](ModelConfig& c, const std::string& v) { c.schedule_steps = parse_int(v); }},
+};
+
+std::string meta_key(const char* flag) {
+  std::string k = flag;
+  k.erase(0, k.find_first_not_of('-'));
+  return "char_lm." + k;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Vocabulary: the distinct bytes of the data file. Bytes, not code points, so any file is valid input (a
+// multi-byte UTF-8 character is a few steps of the model). Built from the whole file, not only the training
+// part, so that every validation byte has an id.
+
+struct Vocab {
+  std::vector<unsigned char> symbols;  ///< id -> byte, ascending
+  std::array<int, 256> id{};           ///< byte -> id, -1 if absent
+
+  static Vocab of(std::string_view text) {
+    std::array<bool, 256> seen{};
+    for (const char c : text) seen[static_cast<unsigned char>(c)] = true;
+    std::vector<unsigned char> s;
+    for (int b = 0; b < 256; ++b)
+      if (seen[static_cast<std::size_t>(b)]) s.push_back(static_cast<unsigned char>(b));
+    return from(std::move(s));
+  }
+  static Vocab from(std::vector<unsigned char> symbols) {
+    Vocab v;
+    v.symbols = std::move(symbols);
+    v.id.fill(-1);
+    for (std::size_t i = 0; i < v.symbols.size(); ++i) v.id[v.symbols[i]] = static_cast<int>(i);
+    return v;
+  }
+  std::int64_t size() const { return static_cast<std::int64_t>(symbols.size()); }
+  std::string to_text() const {  // "10,32,33,...": metadata must be UTF-8, bytes need not be
+    std::string s;
+    for (std::size_t i = 0; i < symbols.size(); ++i) s += fmt::format("{}{}", i ? "," : "", symbols[i]);
+    return s;
+  }
+  static Vocab from_text(const std::string& text) {
+    std::vector<unsigned char> s;
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+      std::size_t end = text.find(',', pos);
+      if (end == std::string::npos) end = text.size();
+      const std::int64_t b = parse_int(text.substr(pos, end - pos));
+      UNROLL_CHECK(b >= 0 && b < 256 && (s.empty() || b > s.back()), ValueError,
+                   "Vocab: malformed vocabulary; got byte {}, expected ascending values in 0..255", b);
+      s.push_back(static_cast<unsigned char>(b));
+      pos = end + 1;
+    }
+    UNROLL_CHECK(!s.empty(), ValueError, "Vocab: empty vocabulary; got '{}', expected byte values", text);
+    return from(std::move(s));
+  }
+  /// Text -> ids; UsageError naming the first byte the vocabulary lacks (`what` names the text).
+  std::vector<std::uint8_t> encode(std::string_view text, std::string_view what) const {
+    std::vector<std::uint8_t> out(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      const int k = id[static_cast<unsigned char>(text[i])];
+      UNROLL_CHECK(k >= 0, examples::UsageError,
+                   "{}: {} has a character the model never saw; got '{}' at offset {}, expected only characters of "
+                   "the training data",
+                   kProgram, what, examples::printable(text.substr(i, 1)), i);
+      out[i] = static_cast<std::uint8_t>(k);
+    }
+    return out;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// The model
+
+// The custom cell (--cell custom): a minimal gated unit (Zhou et al., 2016), one gate that both forgets and
+// writes. A cell is a Module whose forward is ordinary ops; run_cell loops it over time and the tape gives BPTT.
+struct MGUCell : nn::Module {
+  nn::Linear gate, cand;
+  MGUCell(std::int64_t in, std::int64_t hidden) : gate(in + hidden, hidden), cand(in + hidden, hidden) {
+    register_module("gate", gate);
+    register_module("cand", cand);
+  }
+  // f = sigmoid([x, h] W_f^T + b_f);  h' = h + f * (tanh([x, f * h] W_c^T + b_c) - h)
+  Tensor operator()(const Tensor& x, const Tensor& h) const {
+    const Tensor f = sigmoid(gate(cat({x, h}, 1)));
+    return h + f * (tanh(cand(cat({x, f * h}, 1))) - h);
+  }
+};
+
+// A stack of custom cells, registered as "0", "1", ... like PyTorch's ModuleList.
+struct MGUStack : nn::Module {
+  std::vector<std::unique_ptr<MGUCell>> cells;
+  MGUStack(std::int64_t in, std::int64_t hidden, std::int64_t layers) {
+    for (std::int64_t l = 0; l < layers; ++l) {
+      cells.push_back(std::make_unique<MGUCell>(l == 0 ? in : hidden, hidden));
+      register_module(fmt::format("{}", l), *cells.back());
+    }
+  }
+};
+
+/// The recurrent state carried between windows: h [L, B, H] (and c for the LSTM); undefined = zeros.
+struct Carry {
+  Tensor h, c;
+};
+
+/// The state for the next window: detached (truncated BPTT: the next backward stops here), and the LSTM's
+/// cell state bounded to [-100, 100]. Why the bound: carried across thousands of windows, a counting unit's
+/// c keeps growing (we measured |c| = 572 at step 344 of a run with --lr 6e-3), and the float32 tanh of
+/// ops/fast_math.hpp returns NaN beyond |x| ~ 570. tanh(100) is 1 in float32 like tanh(572), so the output
+/// is unchanged; only a unit counting back down from beyond 100 sees a difference.
+Carry carry_forward(const Carry& next) {
+  constexpr double kCellBound = 100;
+  return {next.h.detach(), next.c.defined() ? clamp(next.c.detach(), -kCellBound, kCellBound) : Tensor()};
+}
+
+/// idx [T, B] -> logits [T*B, V], the next carry.
+class CharModel : public nn::Module {
+ public:
+  CharModel(const ModelConfig& cfg, std::int64_t vocab) : cfg_(cfg), embed(vocab, cfg.embed), head(cfg.hidden, vocab) {
+    register_module("embed", embed);
+    const nn::RecurrentOptions ro{
+        .input_size = cfg.embed, .hidden_size = cfg.hidden, .num_layers = cfg.layers, .dropout = cfg.dropout};
+    if (cfg.cell == "lstm") register_module("rnn", *(lstm = std::make_unique<nn::LSTM>(ro)));
+    else if (cfg.cell == "gru") register_module("rnn", *(gru = std::make_unique<nn::GRU>(ro)));
+    else if (cfg.cell == "rnn") register_module("rnn", *(rnn = std::make_unique<nn::RNN>(ro)));
+    else register_module("rnn", *(custom = std::make_unique<MGUStack>(cfg.embed, cfg.hidden, cfg.layers)));
+    register_module("head", head);
+  }
+
+  std::pair<Tensor, Carry> forward(const Tensor& idx, const Carry& carry) const {
+    const std::int64_t T = idx.size(0), B = idx.size(1);
+    const Tensor x = embed(idx);  // [T, B, E]
+    Tensor out;
+    Carry next;
+    if (lstm) {
+      auto r = (*lstm)(x, carry.h, carry.c);
+      out = r.output, next = {r.h_n, r.c_n};
+    } else if (gru || rnn) {
+      auto r = gru ? (*gru)(x, carry.h) : (*rnn)(x, carry.h);
+      out = r.output, next = {r.h_n, {}};
+    } else {
+      out = x;
+      std::vector<Tensor> hs;
+      for (std::size_t l = 0; l < custom->cells.size(); ++l) {
+        if (l > 0) out = dropout(out, cfg_.dropout, is_training());  // between layers, as the library's layers
+        const Tensor h0 = carry.h.defined() ? carry.h[static_cast<std::int64_t>(l)] : zeros({B, cfg_.hidden});
+        auto r = nn::run_cell(out, h0, *custom->cells[l]);
+        out = r.output;
+        hs.push_back(r.state);
+      }
+      next = {stack(hs, 0), {}};
+    }
+    out = dropout(out, cfg_.dropout, is_training());
+    return {head(reshape(out, {T * B, cfg_.hidden})), next};
+  }
+
+ private:
+  ModelConfig cfg_;
+
+ public:
+  nn::Embedding embed;
+  std::unique_ptr<nn::LSTM> lstm;
+  std::unique_ptr<nn::GRU> gru;
+  std::unique_ptr<nn::RNN> rnn;
+  std::unique_ptr<MGUStack> custom;
+  nn::Linear head;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Data: B contiguous streams through the training ids; window k of an epoch is positions [kT, kT + T) of
+// every stream (targets one further). The carry flows from window k to k + 1 of the same stream.
+
+struct Streams {
+  const std::vector<std::uint8_t>* ids;
+  std::int64_t B, T, length;  ///< `length` ids per stream
+  std::int64_t windows() const { return (length - 1) / T; }
+  /// Window k -> (inputs [T, B], targets [T*B]).
+  std::pair<Tensor, Tensor> window(std::int64_t k, std::int64_t len = 0) const {
+    const std::int64_t n = len > 0 ? len : T;
+    std::vector<std::int64_t> in(static_cast<std::size_t>(n * B)), tgt(in.size());
+    for (std::int64_t t = 0; t < n; ++t)
+      for (std::int64_t b = 0; b < B; ++b) {
+        const auto at = static_cast<std::size_t>(b * length + k * T + t);
+        in[static_cast<std::size_t>(t * B + b)] = (*ids)[at];
+        tgt[static_cast<std::size_t>(t * B + b)] = (*ids)[at + 1];
+      }
+    return {index_tensor(in, {n, B}), index_tensor(tgt, {n * B})};
+  }
+};
+
+/// Validation bits per character: mean cross-entropy / ln 2 over `ids`, read as up to B streams with the
+/// state carried across windows of T (the last window of each stream may be shorter). Eval mode, no tape.
+double evaluate(CharModel& model, const std::vector<std::uint8_t>& ids, std::int64_t T, std::int64_t B) {
+  NoGradGuard no_grad;
+  model.eval();
+  const auto n = static_cast<std::int64_t>(ids.size());
+  const std::int64_t streams = std::max<std::int64_t>(1, std::min(B, n / (T + 1)));
+  const Streams s{&ids, streams, T, n / streams};
+  Carry carry;
+  double total = 0;
+  std::int64_t count = 0;
+  for (std::int64_t k = 0; k * T < s.length - 1; ++k) {
+    const std::int64_t len = std::min(T, s.length - 1 - k * T);
+    auto [x, y] = s.window(k, len);
+    auto [logits, next] = model.forward(x, carry);
+    total += cross_entropy(logits, y, Reduction::sum).item();
+    count += len * streams;
+    carry = carry_forward(next);
+  }
+  model.train();
+  return total / static_cast<double>(count) / std::numbers::ln2;
+}
+
+/// `n` characters after `prompt`, each drawn from softmax(logits / temperature) (temperature 0: the most
+/// likely one). Uses its own generator, so sampling never changes the training stream.
+std::string sample(CharModel& model, const Vocab& vocab, const std::string& prompt, std::int64_t n, double temperature,
+                   Generator& gen) {
+  NoGradGuard no_grad;
+  model.eval();
+  std::vector<std::uint8_t> ids = vocab.encode(prompt, "--prompt");
+  if (ids.empty()) ids.push_back(static_cast<std::uint8_t>(std::max(vocab.id['\n'], 0)));  // start of a line
+  std::vector<std::int64_t> prompt_ids(ids.begin(), ids.end());
+  auto [logits, next] = model.forward(index_tensor(prompt_ids, {static_cast<std::int64_t>(ids.size()), 1}), Carry{});
+  Carry carry = carry_forward(next);
+  std::string out;
+  const std::int64_t V = vocab.size();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const Tensor last = logits[logits.size(0) - 1];  // [V]
+    std::int64_t pick = 0;
+    if (temperature <= 0) {
+      pick = static_cast<std::int64_t>(argmax(last, 0).item());
+    } else {
+      const std::vector<double> p = softmax(last / temperature, 0).to_vector();
+      double u = gen.uniform(), acc = 0;
+      pick = V - 1;  // if rounding leaves u above the total
+      for (std::int64_t k = 0; k < V; ++k)
+        if ((acc += p[static_cast<std::size_t>(k)]) > u) {
+          pick = k;
+          break;
+        }
+    }
+    out += static_cast<char>(vocab.symbols[static_cast<std::size_t>(pick)]);
+    const std::vector<std::int64_t> one = {pick};
+    std::tie(logits, next) = model.forward(index_tensor(one, {1, 1}), carry);
+    carry = carry_forward(next);
+  }
+  model.train();
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Checkpoints: the library's Checkpoint (model, optimizer, schedule, step, RNG) plus this program's extras
+// as metadata strings: the settings, the vocabulary, the data's fingerprint, and the carried state (float
+// bits in hex, since a checkpoint's tensors are model/optimizer/scheduler state only).
+
+std::string encode_floats(const Tensor& t) {
+  if (!t.defined()) return "";
+  std::string s;
+  s.reserve(static_cast<std::size_t>(t.numel()) * 8);
+  const float* p = t.data<float>();
+  for (std::int64_t i = 0; i < t.numel(); ++i) s += fmt::format("{:08x}", std::bit_cast<std::uint32_t>(p[i]));
+  return s;
+}
+
+Tensor decode_floats(const std::string& s, const Shape& shape, const std::string& path) {
+  if (s.empty()) return {};
+  UNROLL_CHECK(static_cast<std::int64_t>(s.size()) == shape.numel() * 8, examples::UsageError,
+               "{}: checkpoint '{}' has a carried state of the wrong size; got {} hex digits, expected {} for {}",
+               kProgram, path, s.size(), shape.numel() * 8, shape);
+  Tensor t = Tensor::empty(shape);
+  float* p = t.data<float>();
+  for (std::int64_t i = 0; i < shape.numel(); ++i) {
+    std::uint32_t bits = 0;
+    const char* b = s.data() + i * 8;
+    const auto [end, err] = std::from_chars(b, b + 8, bits, 16);
+    UNROLL_CHECK(err == std::errc() && end == b + 8, examples::UsageError,
+                 "{}: checkpoint '{}' has a malformed carried state; got '{}', expected hex float bits", kProgram, path,
+                 std::string(b, 8));
+    p[i] = std::bit_cast<float>(bits);
+  }
+  return t;
+}
+
+const std::string& extra_at(const Checkpoint& ck, const std::string& key, const std::string& path) {
+  const auto it = ck.extra.find(key);
+  UNROLL_CHECK(it != ck.extra.end(), examples::UsageError,
+               "{}: not a char_lm checkpoint; got '{}' without '{}' metadata, expected a checkpoint written by char_lm",
+               kProgram, path, key);
+  return it->second;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Command line
+
+std::string default_checkpoint(const Options& o) {
+  return o.checkpoint.empty() ? (std::filesystem::path(o.out) / "checkpoint.safetensors").string() : o.checkpoint;
+}
+
+void check_options(const Options& o) {
+  using examples::check_flag_range;
+  const ModelConfig& m = o.model;
+  UNROLL_CHECK(m.cell == "lstm" || m.cell == "gru" || m.cell == "rnn" || m.cell == "custom", examples::UsageError,
+               "{}: unknown --cell; got '{}', expected lstm, gru, rnn or custom", kProgram, m.cell);
+  check_flag_range<std::int64_t>(kProgram, "--embed", m.embed, 1, 4096);
+  check_flag_range<std::int64_t>(kProgram, "--hidden", m.hidden, 1, 8192);
+  check_flag_range<std::int64_t>(kProgram, "--layers", m.layers, 1, 16);
+  check_flag_range(kProgram, "--dropout", m.dropout, 0.0, 0.95);
+  check_flag_range<std::int64_t>(kProgram, "--window", m.window, 1, 100000);
+  check_flag_range<std::int64_t>(kProgram, "--batch", m.batch, 1, 100000);
+  check_flag_range(kProgram, "--lr", m.lr, 0.0, 10.0);
+  check_flag_range(kProgram, "--clip", m.clip, 0.0, 1e9);
+  check_flag_range<std::int64_t>(kProgram, "--steps", o.steps, 1, 100000000);
+  check_flag_range<std::int64_t>(kProgram, "--eval-every", o.eval_every, 1, 100000000);
+  check_flag_range<std::int64_t>(kProgram, "--eval-chars", o.eval_chars, 2, 1000000000);
+  check_flag_range<std::int64_t>(kProgram, "--checkpoint-every", o.checkpoint_every, 1, 100000000);
+  check_flag_range<std::int64_t>(kProgram, "--log-every", o.log_every, 1, 100000000);
+  check_flag_range<std::int64_t>(kProgram, "--stop-at", o.stop_at, 0, 100000000);
+  check_flag_range(kProgram, "--temperature", o.temperature, 0.0, 100.0);
+  check_flag_range<std::int64_t>(kProgram, "--sample-chars", o.sample_chars, 0, 10000000);
+  check_flag_range(kProgram, "--threads", o.threads, 0, 1024);
+  UNROLL_CHECK(!(o.resume && o.sample_only), examples::UsageError,
+               "{}: conflicting flags; got --resume and --sample-only, expected at most one", kProgram);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Training
+
+struct Run {
+  Options o;
+  const CLI::App* app;
+  bool given(const char* flag) const { return app->count(flag) > 0; }
+};
+
+/// Loads the checkpoint's settings into o.model. A flag the user gave that differs is a UsageError: an
+/// exact continuation needs the same model and stream.
+Checkpoint load_for_resume(Run& run, const std::string& path) {
+  UNROLL_CHECK(std::filesystem::exists(path), examples::UsageError,
+               "{}: no checkpoint to {}; got no file '{}', expected one written by an earlier run (same --out, or "
+               "give --checkpoint)",
+               kProgram, run.o.sample_only ? "sample from" : "resume", path);
+  Checkpoint ck = load_checkpoint(path);
+  for (const Setting& s : kSettings) {
+    const std::string saved = extra_at(ck, meta_key(s.flag), path);
+    if (s.flag[0] == '-' && run.given(s.flag) && !run.o.sample_only) {
+      UNROLL_CHECK(s.get(run.o.model) == saved, examples::UsageError,
+                   "{}: {} differs from the checkpoint; got {}, expected {} (the checkpoint's) or no {}", kProgram,
+                   s.flag, s.get(run.o.model), saved, s.flag);
+    }
+    try {
+      s.set(run.o.model, saved);
+    } catch (const ValueError&) {
+      detail::throw_error<UsageError>("{}: checkpoint '{}' has a malformed setting; got {}='{}', expected a number",
+                                      kProgram, path, meta_key(s.flag), saved);
+    }
+  }
+  check_options(run.o);  // a hand-edited checkpoint gets the flags' messages
+  return ck;
+}
+
+int train_or_sample(Run& run) {
+  Options& o = run.o;
+  const std::string ck_path = default_checkpoint(o);
+  std::optional<Checkpoint> ck;
+  if (o.resume || o.sample_only) ck = load_for_resume(run, ck_path);
+  ModelConfig& m = o.model;
+  if (!ck) m.schedule_steps = o.steps;
+  if (o.threads > 0) set_num_threads(o.threads);
+
+  // Data and vocabulary (sampling needs only the vocabulary, which the checkpoint holds).
+  std::string text;
+  Vocab vocab;
+  if (ck) vocab = Vocab::from_text(extra_at(*ck, "char_lm.vocab", ck_path));
+  if (!o.sample_only) {
+    text = examples::read_data_file(kProgram, "--data", o.data);
+    const auto nul = text.find('\0');
+    UNROLL_CHECK(nul == std::string::npos, examples::UsageError,
+                 "{}: --data file is not text; got a NUL byte at offset {} of '{}', expected a text file", kProgram,
+                 nul, o.data);
+    if (!ck) vocab = Vocab::of(text);
+  }
+  manual_seed(m.seed);
+  CharModel model(m, vocab.size());
+  if (o.sample_only) {
+    model.load_state_dict(ck->model);
+    Generator gen(m.seed ^ 0x5a3c9e17u);
+    fmt::print("{}{}\n", o.prompt, sample(model, vocab, o.prompt, o.sample_chars, o.temperature, gen));
+    return 0;
+  }
+
+  const auto n = static_cast<std::int64_t>(text.size());
+  const std::int64_t T = m.window, B = m.batch;
+  const std::int64_t n_train = n * 9 / 10, n_val = n - n_train;  // first 90% train, last 10% validation
+  if (n_train < B * (T + 1) || n_val < T + 1) {
+    std::int64_t need = std::max(B * (T + 1) * 10 / 9, (T + 1) * 10);
+    while (need * 9 / 10 < B * (T + 1) || need - need * 9 / 10 < T + 1) ++need;
+    detail::throw_error<UsageError>(
+        "{}: --data file too short for --window {} and --batch {}; got {} bytes in '{}', expected at least {} (90% "
+        "for training >= batch x (window + 1), 10% for validation >= window + 1)",
+        kProgram, T, B, n, o.data, need);
+  }
+  const std::vector<std::uint8_t> ids = vocab.encode(text, "--data file");
+  const std::vector<std::uint8_t> train_ids(ids.begin(), ids.begin() + n_train);
+  const std::vector<std::uint8_t> val_ids(ids.begin() + n_train, ids.begin() + n_train + std::min(n_val, o.eval_chars));
+  const Streams streams{&train_ids, B, T, n_train / B};
+  const std::uint64_t data_print = examples::fingerprint(text);
+
+  optim::Adam opt(model.parameters(), {.lr = m.lr});
+  // Cosine decay to a tenth of the learning rate over the first run's --steps, then constant.
+  optim::CosineAnnealingLR schedule(opt, m.schedule_steps, m.lr / 10);
+  Carry carry;
+  std::int64_t step = 0;
+  double first_loss = NAN;
+  if (ck) {
+    const std::string& saved_print = extra_at(*ck, "char_lm.data_fingerprint", ck_path);
+    UNROLL_CHECK(saved_print == fmt::format("{:016x}", data_print), examples::UsageError,
+                 "{}: --data differs from the data the checkpoint was trained on; got '{}' (fingerprint {:016x}), "
+                 "expected the same file (fingerprint {})",
+                 kProgram, o.data, data_print, saved_print);
+    model.load_state_dict(ck->model);
+    opt.load_state_dict(ck->optimizer);
+    schedule.load_state_dict(ck->scheduler);
+    default_generator().set_state(ck->rng);
+    step = ck->step;
+    first_loss = parse_double(extra_at(*ck, "char_lm.first_loss", ck_path));
+    const Shape state_shape{m.layers, B, m.hidden};
+    carry.h = decode_floats(extra_at(*ck, "char_lm.carry_h", ck_path), state_shape, ck_path);
+    carry.c = decode_floats(extra_at(*ck, "char_lm.carry_c", ck_path), state_shape, ck_path);
+  }
+  UNROLL_CHECK(step < o.steps, examples::UsageError,
+               "{}: nothing to do; got --steps {} and a checkpoint at step {}, expected --steps above it", kProgram,
+               o.steps, step);
+
+  std::error_code ec;
+  std::filesystem::create_directories(o.out, ec);
+  UNROLL_CHECK(!ec, examples::UsageError, "{}: cannot create --out directory; got '{}' ({}), expected a writable path",
+               kProgram, o.out, ec.message());
+  const std::filesystem::path out_dir(o.out);
+  examples::CsvWriter metrics((out_dir / "metrics.csv").string(),
+                              {"step", "train_loss", "val_bpc", "tokens_per_s", "lr"},
+                              ck ? std::optional<double>(static_cast<double>(step)) : std::nullopt);
+  std::FILE* samples = std::fopen((out_dir / "samples.txt").string().c_str(), ck ? "a" : "w");
+  UNROLL_CHECK(samples != nullptr, examples::UsageError,
+               "{}: cannot write '{}'; got an error, expected a writable --out", kProgram,
+               (out_dir / "samples.txt").string());
+  const std::unique_ptr<std::FILE, int (*)(std::FILE*)> samples_guard(samples, &std::fclose);
+
+  const auto save = [&]() {
+    Checkpoint c{model.state_dict(), opt.state_dict(), schedule.state_dict(), step, default_generator().state(), {}};
+    for (const Setting& s : kSettings) c.extra[meta_key(s.flag)] = s.get(m);
+    c.extra["char_lm.vocab"] = vocab.to_text();
+    c.extra["char_lm.data_fingerprint"] = fmt::format("{:016x}", data_print);
+    c.extra["char_lm.first_loss"] = fmt::format("{}", first_loss);
+    c.extra["char_lm.carry_h"] = encode_floats(carry.h);
+    c.extra["char_lm.carry_c"] = encode_floats(carry.c);
+    save_checkpoint(ck_path, c);
+  };
+  const auto plot = [&]() {
+    const examples::CsvTable& t = metrics.table();
+    examples::PlotSeries train{.name = "train"}, val{.name = "validation", .markers = true};
+    for (const auto& r : t.rows) {
+      if (r[1]) train.x.push_back(*r[0]), train.y.push_back(*r[1] / std::numbers::ln2);
+      if (r[2]) val.x.push_back(*r[0]), val.y.push_back(*r[2]);
+    }
+    examples::write_line_plot(
+        (out_dir / "loss.svg").string(),
+        {.title = fmt::format("char_lm: {} {}x{}, window {}, batch {}", m.cell, m.layers, m.hidden, T, B),
+         .x_label = "step",
+         .y_label = "bits per character",
+         .series = {train, val}});
+  };
+
+  fmt::print("{}: {} ({:.2f} MB, {} symbols): {} chars for training, {} for validation (of {})\n", kProgram, o.data,
+             static_cast<double>(n) / 1e6, vocab.size(), n_train, val_ids.size(), n_val);
+  fmt::print("{}: {} model, {} layer(s) of {}, embedding {}, {} parameters; window {}, batch {}, lr {}{}\n", kProgram,
+             m.cell, m.layers, m.hidden, m.embed, model.num_parameters(), T, B, m.lr,
+             ck ? fmt::format("; resuming at step {}", step) : "");
+
+  const std::int64_t last = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
+  examples::Progress progress(
+      {.total_steps = o.steps, .first_step = step, .tokens_per_step = T * B, .plain_every = o.log_every});
+  const std::vector<Tensor> params = model.parameters();
+  double interval_loss = 0, smooth = NAN, train_seconds = 0;
+  std::int64_t interval_steps = 0;
+  double last_val = NAN;
+  using Clock = std::chrono::steady_clock;
+  while (step < last) {
+    const auto t0 = Clock::now();
+    const std::int64_t k = step % streams.windows();
+    if (k == 0) carry = {};  // a new pass over the text starts every stream from a zero state
+    auto [x, y] = streams.window(k);
+    auto [logits, next] = model.forward(x, carry);
+    Tensor loss = cross_entropy(logits, y);
+    loss.backward();  // BPTT through this window only: the carry came in detached
+    optim::clip_grad_norm_(params, m.clip);
+    opt.step();
+    opt.zero_grad();
+    if (schedule.last_epoch() < m.schedule_steps) schedule.step();
+    carry = carry_forward(next);
+    ++step;
+    train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+
+    const double l = loss.item();
+    UNROLL_CHECK(std::isfinite(l), examples::UsageError,
+                 "{}: training diverged at step {}; got loss {}, expected a finite loss (try a smaller --lr)", kProgram,
+                 step, l);
+    if (std::isnan(first_loss)) first_loss = l;
+    smooth = std::isnan(smooth) ? l : 0.95 * smooth + 0.05 * l;
+    interval_loss += l, ++interval_steps;
+    const bool eval_now = step % o.eval_every == 0 || step == last;
+    const bool log_now = eval_now || step % o.log_every == 0;
+    progress.update(step, smooth, fmt::format("lr {:.2e}", opt.lr()));
+    if (log_now) {
+      std::optional<double> val;
+      if (eval_now) {
+        last_val = *(val = evaluate(model, val_ids, T, B));
+        Generator gen(m.seed ^ (static_cast<std::uint64_t>(step) * 0x9e3779b97f4a7c15ull));
+        const std::string s = sample(model, vocab, o.prompt, 200, o.temperature, gen);
+        fmt::print(samples, "--- step {}, validation {:.4f} bpc, temperature {} ---\n{}{}\n\n", step, *val,
+                   o.temperature, o.prompt, s);
+        std::fflush(samples);
+        progress.print_line(fmt::format("step {:>{}}  validation {:.4f} bits/char  | {}", step,
+                                        fmt::formatted_size("{}", o.steps), *val,
+                                        examples::printable(s.substr(0, 60))));
+      }
+      metrics.row({static_cast<double>(step), interval_loss / static_cast<double>(interval_steps), val,
+                   static_cast<double>(interval_steps * T * B) / train_seconds, opt.lr()});
+      interval_loss = 0, interval_steps = 0, train_seconds = 0;
+      plot();
+    }
+    if (step % o.checkpoint_every == 0 || step == last) save();
+  }
+  progress.finish();
+  const double final_loss = metrics.table().rows.back()[1].value_or(NAN);
+  fmt::print("{}: {} steps in {}, {} tokens/s; train loss {:.4f} ({:.4f} bits/char), validation {:.4f} bits/char\n",
+             kProgram, step, examples::format_duration(progress.elapsed_seconds()),
+             examples::format_count(progress.tokens_per_second()), final_loss, final_loss / std::numbers::ln2,
+             last_val);
+  fmt::print("{}: wrote {}/metrics.csv, loss.svg, samples.txt, {}\n", kProgram, o.out, ck_path);
+  if (step < o.steps) {
+    fmt::print("{}: stopped at step {} (--stop-at); continue with --resume\n", kProgram, step);
+    return 0;
+  }
+  if (o.sample_chars > 0) {
+    Generator gen(m.seed ^ 0x5a3c9e17u);
+    const std::string s = o.prompt + sample(model, vocab, o.prompt, o.sample_chars, o.temperature, gen);
+    fmt::print("\n--- sample, temperature {} ---\n{}\n", o.temperature, s);
+    fmt::print(samples, "--- final sample, step {}, temperature {} ---\n{}\n\n", step, o.temperature, s);
+  }
+  // What CI's smoke run checks: the model learned something.
+  if (!(final_loss < 0.8 * first_loss)) {
+    fmt::print(stderr,
+               "{}: the loss did not fall; got {:.4f} at the end, expected below 0.8 x {:.4f} (the first step's)\n",
+               kProgram, final_loss, first_loss);
+    return 1;
+  }
+  return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  return examples::guarded_main(kProgram, [&]() -> int {
+    Run run;
+    Options& o = run.o;
+    ModelConfig& m = o.model;
+    CLI::App app{
+        "char_lm: a character-level language model (LSTM, GRU, RNN or a custom cell) trained with truncated "
+        "BPTT on Jane Austen, or on your own text.",
+        kProgram};
+    app.get_formatter()->column_width(34);
+    app.add_option("--data", o.data, "training text (any bytes; first 90% train, last 10% validation)")
+        ->capture_default_str();
+    app.add_option("--out", o.out, "directory for metrics.csv, loss.svg, samples.txt, checkpoint.safetensors")
+        ->capture_default_str();
+    app.add_option("--checkpoint", o.checkpoint,
+                   "checkpoint file to write and --resume from [OUT/checkpoint.safetensors]");
+    app.add_option("--cell", m.cell, "lstm | gru | rnn | custom (a minimal gated unit written in the example)")
+        ->capture_default_str();
+    app.add_option("--embed", m.embed, "embedding size")->capture_default_str();
+    app.add_option("--hidden", m.hidden, "hidden size")->capture_default_str();
+    app.add_option("--layers", m.layers, "recurrent layers")->capture_default_str();
+    app.add_option("--dropout", m.dropout, "dropout between layers and before the output layer")->capture_default_str();
+    app.add_option("--window", m.window, "T: characters per truncated-BPTT window")->capture_default_str();
+    app.add_option("--batch", m.batch, "B: parallel streams through the text")->capture_default_str();
+    app.add_option("--lr", m.lr, "Adam learning rate (cosine decay to lr/10 over --steps)")->capture_default_str();
+    app.add_option("--clip", m.clip, "gradient norm clipping")->capture_default_str();
+    app.add_option("--seed", m.seed, "random seed")->capture_default_str();
+    app.add_option("--steps", o.steps, "training steps (windows)")->capture_default_str();
+    app.add_option("--eval-every", o.eval_every, "validate (and sample to samples.txt) every N steps")
+        ->capture_default_str();
+    app.add_option("--eval-chars", o.eval_chars, "validation characters used for bits/char")->capture_default_str();
+    app.add_option("--checkpoint-every", o.checkpoint_every, "write the checkpoint every N steps (and at the end)")
+        ->capture_default_str();
+    app.add_option("--log-every", o.log_every, "metrics.csv row (and a progress line when piped) every N steps")
+        ->capture_default_str();
+    app.add_flag("--resume", o.resume, "continue from the checkpoint to --steps, exactly as if never stopped");
+    app.add_option("--stop-at", o.stop_at, "stop at this step with a checkpoint, as if interrupted (0: don't)");
+    app.add_flag("--sample-only", o.sample_only, "no training: sample from the checkpoint and exit");
+    app.add_option("--prompt", o.prompt, "text the samples continue (default: start of a line)");
+    app.add_option("--temperature", o.temperature, "sampling temperature (0: always the likeliest character)")
+        ->capture_default_str();
+    app.add_option("--sample-chars", o.sample_chars, "characters to sample at the end")->capture_default_str();
+    app.add_option("--threads", o.threads, "threads for BLAS and TBB (0: all cores)")->capture_default_str();
+    app.add_flag("--smoke", o.smoke, "a tiny run of a few seconds (what CI runs); fails unless the loss falls");
+    if (auto code = examples::parse_command_line(app, argc, argv)) return *code;
+    run.app = &app;
+    if (o.smoke) {  // tiny defaults; flags given explicitly still win
+      const auto def = [&](const char* flag, auto& field, auto value) {
+        if (app.count(flag) == 0) field = value;
+      };
+      def("--embed", m.embed, std::int64_t{16});
+      def("--hidden", m.hidden, std::int64_t{64});
+      def("--window", m.window, std::int64_t{32});
+      def("--batch", m.batch, std::int64_t{16});
+      def("--lr", m.lr, 1e-2);
+      def("--steps", o.steps, std::int64_t{120});
+      def("--eval-every", o.eval_every, std::int64_t{60});
+      def("--eval-chars", o.eval_chars, std::int64_t{4000});
+      def("--checkpoint-every", o.checkpoint_every, std::int64_t{60});
+      def("--log-every", o.log_every, std::int64_t{20});
+      def("--sample-chars", o.sample_chars, std::int64_t{120});
+      def("--out", o.out, std::string("runs/char_lm_smoke"));
+    }
+    check_options(o);
+    return train_or_sample(run);
+  });
+}

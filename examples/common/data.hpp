@@ -1,0 +1,26 @@
+#pragma once
+// Reading the user's data files with messages that say what is wrong with the file, never a crash: a
+// missing or unreadable file, a directory, an empty file. Checks that depend on the model (too short for
+// the window, a symbol the vocabulary lacks) stay in the example, which raises the same UsageError.
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "error.hpp"
+
+namespace unroll::examples {
+
+/// The whole file as bytes. UsageError "<program>: cannot read <flag> file; got '<path>' (<reason>), expected
+/// a readable <what>" for a missing, unreadable or non-regular file, and "<program>: <flag> file is empty;
+/// got '<path>' (0 bytes), expected <what>" for an empty one. `what` names the expected contents ("text file").
+std::string read_data_file(std::string_view program, std::string_view flag, const std::string& path,
+                           std::string_view what = "text file");
+
+/// 64-bit FNV-1a hash of bytes: a cheap fingerprint to tell whether a resumed run sees the same data.
+std::uint64_t fingerprint(std::string_view bytes);
+
+/// `s` with control characters and non-ASCII bytes shown as escapes (\n, \t, \xNN), for error messages
+/// that quote the user's data on one line.
+std::string printable(std::string_view s);
+
+}  // namespace unroll::examples

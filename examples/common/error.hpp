@@ -1,0 +1,18 @@
+#pragma once
+// The error type of the example programs' user-facing checks (kept apart from cli.hpp so that code which
+// only reads data or writes files does not pull in CLI11).
+#include "../../core/error.hpp"
+
+namespace unroll::examples {
+
+/// The exit code for bad input (a flag, a flag value or a data file): the user can fix it.
+inline constexpr int kUsageExitCode = 2;
+
+/// Bad input from the user (flag value, data file, checkpoint that does not fit the flags). guarded_main
+/// (cli.hpp) prints its one-line message and exits with kUsageExitCode.
+class UsageError : public unroll::Error {
+ public:
+  using unroll::Error::Error;
+};
+
+}  // namespace unroll::examples

@@ -1,0 +1,52 @@
+# Helpers for the examples' ctest scripts (cmake -P): run a program, check its exit code, its stderr and
+# the files it wrote. Include it from an example's script:
+#   include(${CMAKE_CURRENT_LIST_DIR}/../common/expect.cmake)
+#   expect_run(NAME "smoke" COMMAND ${EXE} --smoke --out ${WORK}/a EXIT 0 FILES ${WORK}/a/metrics.csv)
+#   expect_run(NAME "missing data" COMMAND ${EXE} --data /nope EXIT 2 STDERR "cannot read --data file")
+# Each failure stops the script with a message naming the check, the command and its output.
+
+# expect_run(NAME name COMMAND cmd args... [EXIT code] [STDERR regex] [STDOUT regex] [FILES paths...]
+#            [OUTPUT_VARIABLE var])
+# EXIT defaults to 0. STDERR/STDOUT are regular expressions that must match. FILES must exist and be
+# non-empty afterwards. OUTPUT_VARIABLE receives stdout.
+function(expect_run)
+  cmake_parse_arguments(PARSE_ARGV 0 arg "" "NAME;EXIT;STDERR;STDOUT;OUTPUT_VARIABLE" "COMMAND;FILES")
+  if(NOT DEFINED arg_EXIT)
+    set(arg_EXIT 0)
+  endif()
+  execute_process(COMMAND ${arg_COMMAND} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  string(REPLACE ";" " " shown "${arg_COMMAND}")
+  set(context "\n  command: ${shown}\n  exit code: ${code}\n  stdout:\n${out}\n  stderr:\n${err}")
+  if(NOT "${code}" STREQUAL "${arg_EXIT}")
+    message(FATAL_ERROR "${arg_NAME}: exit code ${code}, expected ${arg_EXIT}${context}")
+  endif()
+  if(DEFINED arg_STDERR AND NOT err MATCHES "${arg_STDERR}")
+    message(FATAL_ERROR "${arg_NAME}: stderr does not match '${arg_STDERR}'${context}")
+  endif()
+  if(DEFINED arg_STDOUT AND NOT out MATCHES "${arg_STDOUT}")
+    message(FATAL_ERROR "${arg_NAME}: stdout does not match '${arg_STDOUT}'${context}")
+  endif()
+  foreach(f IN LISTS arg_FILES)
+    if(NOT EXISTS "${f}")
+      message(FATAL_ERROR "${arg_NAME}: expected output file '${f}' is missing${context}")
+    endif()
+    file(SIZE "${f}" size)
+    if(size EQUAL 0)
+      message(FATAL_ERROR "${arg_NAME}: expected output file '${f}' is empty${context}")
+    endif()
+  endforeach()
+  if(DEFINED arg_OUTPUT_VARIABLE)
+    set(${arg_OUTPUT_VARIABLE} "${out}" PARENT_SCOPE)
+  endif()
+  message(STATUS "ok: ${arg_NAME}")
+endfunction()
+
+# expect_same_file(NAME name A path B path): the two files are byte-for-byte equal.
+function(expect_same_file)
+  cmake_parse_arguments(PARSE_ARGV 0 arg "" "NAME;A;B" "")
+  execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files "${arg_A}" "${arg_B}" RESULT_VARIABLE differ)
+  if(differ)
+    message(FATAL_ERROR "${arg_NAME}: '${arg_A}' and '${arg_B}' differ")
+  endif()
+  message(STATUS "ok: ${arg_NAME}")
+endfunction()

@@ -1,0 +1,67 @@
+# forecast's ctest checks (registered in examples/CMakeLists.txt):
+#   cmake -DEXE=path/to/forecast -DWORK=scratch/dir -DMODE=smoke|errors -P ctest.cmake
+# smoke:  the --smoke runs on CO2 and (with the LSTM) sunspots succeed, so their loss fell, and write their three
+#         files; the user's own CSV series (--data, --column) trains too.
+# errors: each kind of bad input gets exit code 2 and its one-line message.
+include(${CMAKE_CURRENT_LIST_DIR}/../common/expect.cmake)
+file(REMOVE_RECURSE "${WORK}")
+file(MAKE_DIRECTORY "${WORK}")
+
+# A seasonal series with a trend, 120 rows of "month,value" (season 12).
+set(series "month,value\n")
+foreach(i RANGE 1 120)
+  math(EXPR v "300 + ${i} + 3 * ((${i} % 12) * (12 - ${i} % 12))")
+  string(APPEND series "${i},${v}\n")
+endforeach()
+file(WRITE ${WORK}/mine.csv "${series}")
+
+if(MODE STREQUAL "smoke")
+  expect_run(NAME "smoke run, co2" COMMAND ${EXE} --smoke --out ${WORK}/co2
+             STDOUT "test RMSE over 26 steps ahead: gru [0-9.]+, naive [0-9.]+, seasonal naive \\(season 52\\) [0-9.]+"
+             FILES ${WORK}/co2/metrics.csv ${WORK}/co2/loss.svg ${WORK}/co2/forecast.svg)
+  file(STRINGS ${WORK}/co2/metrics.csv header LIMIT_COUNT 1)
+  if(NOT header STREQUAL "step,train_loss,test_loss,test_rmse,lr")
+    message(FATAL_ERROR "metrics.csv header: got '${header}'")
+  endif()
+  expect_run(NAME "smoke run, sunspots, lstm" COMMAND ${EXE} --smoke --dataset sunspots --cell lstm --out ${WORK}/sun
+             STDOUT "test RMSE over 6 steps ahead: lstm" FILES ${WORK}/sun/metrics.csv ${WORK}/sun/forecast.svg)
+  expect_run(NAME "own data" COMMAND ${EXE} --smoke --data ${WORK}/mine.csv --column value --season 12 --window 24
+             --horizon 6 --out ${WORK}/mine STDOUT "120 values, 96 for training"
+             FILES ${WORK}/mine/metrics.csv ${WORK}/mine/loss.svg ${WORK}/mine/forecast.svg)
+elseif(MODE STREQUAL "errors")
+  set(out --out ${WORK}/out)
+  set(mine --season 12 --window 24 --horizon 6 --column value)
+  expect_run(NAME "missing data file" COMMAND ${EXE} --smoke ${out} --data ${WORK}/nope.csv EXIT 2
+             STDERR "^forecast: cannot read --data file; got '[^']*nope.csv' \\(no such file\\), expected a readable CSV file\n$")
+  file(WRITE ${WORK}/empty.csv "")
+  expect_run(NAME "empty data file" COMMAND ${EXE} --smoke ${out} --data ${WORK}/empty.csv EXIT 2
+             STDERR "forecast: --data file is empty; got '[^']*empty.csv' \\(0 bytes\\)")
+  file(WRITE ${WORK}/blank.csv "\n\n")
+  expect_run(NAME "no header" COMMAND ${EXE} --smoke ${out} --data ${WORK}/blank.csv EXIT 2
+             STDERR "forecast: --data file is not CSV; got no header row in '[^']*blank.csv'")
+  file(WRITE ${WORK}/ragged.csv "month,value\n1,3.5\n2,4.5,7\n")
+  expect_run(NAME "row with too many cells" COMMAND ${EXE} --smoke ${out} --data ${WORK}/ragged.csv ${mine} EXIT 2
+             STDERR "forecast: --data file is not CSV; got 3 cell\\(s\\) at line 3 of '[^']*ragged.csv', expected 2 as in the header \\(month, value\\)")
+  file(WRITE ${WORK}/text.csv "month,value\n1,3.5\n2,n/a\n")
+  expect_run(NAME "value not a number" COMMAND ${EXE} --smoke ${out} --data ${WORK}/text.csv ${mine} EXIT 2
+             STDERR "forecast: --data file has a value that is not a number; got 'n/a' at line 3 of '[^']*text.csv', expected a number in column 'value'")
+  expect_run(NAME "no such column" COMMAND ${EXE} --smoke ${out} --data ${WORK}/mine.csv --column sales EXIT 2
+             STDERR "forecast: no such column in the --data file; got column 'sales' in '[^']*mine.csv', expected one of month, value")
+  expect_run(NAME "default column missing from own data" COMMAND ${EXE} --smoke ${out} --data ${WORK}/mine.csv EXIT 2
+             STDERR "got column 'co2_ppm' in '[^']*mine.csv', expected one of month, value")
+  file(STRINGS ${WORK}/mine.csv rows LIMIT_COUNT 31)
+  list(JOIN rows "\n" short)
+  file(WRITE ${WORK}/short.csv "${short}\n")
+  expect_run(NAME "too short for the window" COMMAND ${EXE} --smoke ${out} --data ${WORK}/short.csv ${mine} EXIT 2
+             STDERR "forecast: --data file too short for --window 24, --horizon 6 and --season 12; got 30 values in column 'value' of '[^']*short.csv', expected at least 37 ")
+  expect_run(NAME "unknown dataset" COMMAND ${EXE} --smoke ${out} --dataset co3 EXIT 2
+             STDERR "forecast: unknown --dataset; got 'co3', expected co2 or sunspots")
+  expect_run(NAME "unknown cell" COMMAND ${EXE} --smoke ${out} --cell rnn EXIT 2
+             STDERR "forecast: unknown --cell; got 'rnn', expected gru or lstm")
+  expect_run(NAME "flag out of range" COMMAND ${EXE} --smoke ${out} --horizon 0 EXIT 2
+             STDERR "forecast: --horizon out of range; got 0, expected 1 <= --horizon <= 10000")
+  expect_run(NAME "unknown flag" COMMAND ${EXE} --smoke --bogus EXIT 2 STDERR "^forecast: .*--bogus")
+  expect_run(NAME "help" COMMAND ${EXE} --help STDOUT "--column")
+else()
+  message(FATAL_ERROR "ctest.cmake: unknown MODE; got '${MODE}', expected smoke or errors")
+endif()
