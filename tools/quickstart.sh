@@ -53,7 +53,10 @@ case "${1:-}" in
     cmake --build build/consumer -j "$JOBS"
     build/consumer/consumer
     echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests"
-    build build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUNROLL_SANITIZE=ON -DUNROLL_BUILD_EXAMPLES=ON
+    # -O1 -g1: a sanitized -O2 -g build takes twice as long to compile (80 s against 37 s for one test file);
+    # -g1 keeps the line tables that the sanitizers' stack traces need.
+    build build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
+      -DUNROLL_SANITIZE=ON -DUNROLL_BUILD_EXAMPLES=ON
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build/asan --output-on-failure
     echo "quickstart: all tests passed"
     ;;

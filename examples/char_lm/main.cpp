@@ -58,6 +58,9 @@ struct ModelConfig {
   double lr = 1e-2, clip = 1.0;
   std::int64_t schedule_steps = 0;  ///< the cosine schedule's length (the --steps of the first run)
   std::uint64_t seed = 1;
+  /// Batch shards run at the same time (autograd::sharded_backward); 0: one per thread, fixed when training
+  /// starts. Part of the stream because it sets the float summation order and the dropout streams.
+  std::int64_t shards = 0;
 };
 
 struct Options {
@@ -116,6 +119,8 @@ const Setting kSettings[] = {
      [](ModelConfig& c, const std::string& v) { c.clip = parse_double(v); }},
     {"--seed", [](const ModelConfig& c) { return fmt::format("{}", c.seed); },
      [](ModelConfig& c, const std::string& v) { c.seed = static_cast<std::uint64_t>(parse_int(v)); }},
+    {"--shards", [](const ModelConfig& c) { return fmt::format("{}", c.shards); },
+     [](ModelConfig& c, const std::string& v) { c.shards = parse_int(v); }},
     {"schedule_steps", [](const ModelConfig& c) { return fmt::format("{}", c.schedule_steps); },
      [](ModelConfig& c, const std::string& v) { c.schedule_steps = parse_int(v); }},
 };
@@ -220,14 +225,23 @@ struct Carry {
   Tensor h, c;
 };
 
-/// The state for the next window: detached (truncated BPTT: the next backward stops here), and the LSTM's
-/// cell state bounded to [-100, 100]. Why the bound: carried across thousands of windows, a counting unit's
-/// c keeps growing (we measured |c| = 572 at step 344 of a run with --lr 6e-3), and the float32 tanh of
-/// ops/fast_math.hpp returns NaN beyond |x| ~ 570. tanh(100) is 1 in float32 like tanh(572), so the output
-/// is unchanged; only a unit counting back down from beyond 100 sees a difference.
-Carry carry_forward(const Carry& next) {
-  constexpr double kCellBound = 100;
-  return {next.h.detach(), next.c.defined() ? clamp(next.c.detach(), -kCellBound, kCellBound) : Tensor()};
+/// The state for the next window, detached: truncated BPTT, the next backward stops here.
+Carry carry_forward(const Carry& next) { return {next.h.detach(), next.c.detach()}; }
+
+/// Streams [begin, begin + size) of a carry (dim 1 of [L, B, H]); undefined stays undefined (zeros).
+Carry carry_rows(const Carry& c, std::int64_t begin, std::int64_t size) {
+  const auto rows = [&](const Tensor& t) { return t.defined() ? narrow(t, 1, begin, size) : Tensor(); };
+  return {rows(c.h), rows(c.c)};
+}
+
+/// The shards' carries, in batch order, joined back into one along the stream dimension.
+Carry join_carries(const std::vector<Carry>& parts) {
+  std::vector<Tensor> h, c;
+  for (const Carry& p : parts) {
+    h.push_back(p.h);
+    if (p.c.defined()) c.push_back(p.c);
+  }
+  return {cat(h, 1), c.empty() ? Tensor() : cat(c, 1)};
 }
 
 /// idx [T, B] -> logits [T*B, V], the next carry.
@@ -435,6 +449,7 @@ void check_options(const Options& o) {
   check_flag_range(kProgram, "--temperature", o.temperature, 0.0, 100.0);
   check_flag_range<std::int64_t>(kProgram, "--sample-chars", o.sample_chars, 0, 10000000);
   check_flag_range(kProgram, "--threads", o.threads, 0, 1024);
+  check_flag_range<std::int64_t>(kProgram, "--shards", m.shards, 0, m.batch);
   UNROLL_CHECK(!(o.resume && o.sample_only), examples::UsageError,
                "{}: conflicting flags; got --resume and --sample-only, expected at most one", kProgram);
 }
@@ -482,6 +497,7 @@ int train_or_sample(Run& run) {
   ModelConfig& m = o.model;
   if (!ck) m.schedule_steps = o.steps;
   if (o.threads > 0) set_num_threads(o.threads);
+  if (m.shards == 0) m.shards = std::min<std::int64_t>(num_threads(), m.batch);
 
   // Data and vocabulary (sampling needs only the vocabulary, which the checkpoint holds).
   std::string text;
@@ -596,6 +612,7 @@ int train_or_sample(Run& run) {
   examples::Progress progress(
       {.total_steps = o.steps, .first_step = step, .tokens_per_step = T * B, .plain_every = o.log_every});
   const std::vector<Tensor> params = model.parameters();
+  std::vector<Carry> shard_next(static_cast<std::size_t>(m.shards));
   double interval_loss = 0, smooth = NAN, train_seconds = 0;
   std::int64_t interval_steps = 0;
   double last_val = NAN;
@@ -605,18 +622,26 @@ int train_or_sample(Run& run) {
     const std::int64_t k = step % streams.windows();
     if (k == 0) carry = {};  // a new pass over the text starts every stream from a zero state
     auto [x, y] = streams.window(k);
-    auto [logits, next] = model.forward(x, carry);
-    Tensor loss = cross_entropy(logits, y);
-    loss.backward();  // BPTT through this window only: the carry came in detached
+    const Tensor y_tb = reshape(y, {T, B});
+    // Forward and backward of each shard of streams on its own thread; the gradients are summed into the
+    // parameters in shard order, so the step equals the unsharded one up to float summation order.
+    const double l = autograd::sharded_backward(
+        B,
+        [&](const autograd::Shard& s) {
+          auto [logits, next] = model.forward(narrow(x, 1, s.begin, s.size()), carry_rows(carry, s.begin, s.size()));
+          shard_next[static_cast<std::size_t>(s.index)] = carry_forward(next);
+          // BPTT through this window only: the carry came in detached
+          return cross_entropy(logits, reshape(narrow(y_tb, 1, s.begin, s.size()), {-1}));
+        },
+        {.shards = static_cast<int>(m.shards)});
     optim::clip_grad_norm_(params, m.clip);
     opt.step();
     opt.zero_grad();
     if (schedule.last_epoch() < m.schedule_steps) schedule.step();
-    carry = carry_forward(next);
+    carry = join_carries(shard_next);
     ++step;
     train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
 
-    const double l = loss.item();
     UNROLL_CHECK(std::isfinite(l), examples::UsageError,
                  "{}: training diverged at step {}; got loss {}, expected a finite loss (try a smaller --lr)", kProgram,
                  step, l);
@@ -717,6 +742,8 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--sample-chars", o.sample_chars, "characters to sample at the end")->capture_default_str();
     app.add_option("--threads", o.threads, "threads for BLAS and TBB (0: all cores)")->capture_default_str();
+    app.add_option("--shards", m.shards, "batch shards trained in parallel, <= --batch (0: one per thread)")
+        ->capture_default_str();
     app.add_flag("--smoke", o.smoke, "a tiny run of a few seconds (what CI runs); fails unless the loss falls");
     if (auto code = examples::parse_command_line(app, argc, argv)) return *code;
     run.app = &app;
