@@ -1,6 +1,9 @@
 #include "rnn.hpp"
 
 #include <cmath>
+#include <memory>
+
+#include "../autograd/tape.hpp"
 
 #include "../ops/elementwise.hpp"
 #include "../ops/linear.hpp"
@@ -101,20 +104,34 @@ RecurrentOutput RecurrentLayer::run(const Tensor& x_in, const Tensor& h0_in, con
     for (std::int64_t d = 0; d < D; ++d) {
       const Weights& w = weights(l, d == 1);
       const std::size_t k = static_cast<std::size_t>(l * D + d);
-      const Tensor xp = linear(layer_input, w.w_ih, w.b_ih);  // [T, B, G*H]: every time step in one GEMM
+      Tensor xp = linear(layer_input, w.w_ih, w.b_ih);  // [T, B, G*H]: every time step in one GEMM
+      // weight_hh's gradient: one GEMM over all steps' gate gradients (K = T*B) instead of one per step,
+      // where the step's gate gradient is its input gates' (not GRU); the steps then see it detached.
+      const bool one_whh_gemm = mode_ != RecurrentMode::gru && autograd::needs_grad({&w.w_hh});
+      std::shared_ptr<Tensor> h_prev;
+      std::vector<Tensor> h_in;
+      Tensor w_hh = w.w_hh;
+      if (one_whh_gemm) {
+        h_prev = std::make_shared<Tensor>();
+        h_in.resize(static_cast<std::size_t>(T));
+        xp = with_hidden_weight_grad(xp, w.w_hh, h_prev);
+        w_hh = w.w_hh.detach();
+      }
       Tensor h = h0.defined() ? h0[l * D + d] : zeros({B, H}, x.dtype());
       Tensor c = lstm ? (c0.defined() ? c0[l * D + d] : zeros({B, H}, x.dtype())) : Tensor();
       for (std::int64_t step = 0; step < T; ++step) {
         const std::int64_t t = d == 0 ? step : T - 1 - step;
         const Tensor m = mask.defined() ? mask[t] : Tensor();
+        if (one_whh_gemm) h_in[static_cast<std::size_t>(t)] = h.detach();
         switch (mode_) {
-          case RecurrentMode::rnn_tanh: h = rnn_step(xp[t], h, w.w_hh, w.b_hh, RnnActivation::tanh, m); break;
-          case RecurrentMode::rnn_relu: h = rnn_step(xp[t], h, w.w_hh, w.b_hh, RnnActivation::relu, m); break;
-          case RecurrentMode::gru: h = gru_step(xp[t], h, w.w_hh, w.b_hh, m); break;
-          case RecurrentMode::lstm: std::tie(h, c) = lstm_step(xp[t], h, c, w.w_hh, w.b_hh, m); break;
+          case RecurrentMode::rnn_tanh: h = rnn_step(xp[t], h, w_hh, w.b_hh, RnnActivation::tanh, m); break;
+          case RecurrentMode::rnn_relu: h = rnn_step(xp[t], h, w_hh, w.b_hh, RnnActivation::relu, m); break;
+          case RecurrentMode::gru: h = gru_step(xp[t], h, w_hh, w.b_hh, m); break;
+          case RecurrentMode::lstm: std::tie(h, c) = lstm_step(xp[t], h, c, w_hh, w.b_hh, m); break;
         }
         hs[static_cast<std::size_t>(t)] = h;
       }
+      if (one_whh_gemm) *h_prev = stack(h_in, 0);  // detached inputs: not recorded
       Tensor out = stack(hs, 0);  // [T, B, H]
       if (mask3.defined()) out = mul(out, mask3);  // zero past each sequence's end
       dir_out.push_back(std::move(out));

@@ -332,4 +332,34 @@ Tensor gru_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Ten
   return out;
 }
 
+Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, std::shared_ptr<const Tensor> h_prev) {
+  static constexpr const char* where = "with_hidden_weight_grad";
+  detail::check_floating_same(where, gx, w_hh);
+  UNROLL_CHECK(gx.dim() == 3 && w_hh.dim() == 2 && gx.shape()[2] == w_hh.shape()[0], ShapeError,
+               "{}: input gates do not match weight_hh; got gx={} and w_hh={}, expected gx=[T, B, {}]", where,
+               gx.shape(), w_hh.shape(), w_hh.shape()[0]);
+  UNROLL_CHECK(h_prev != nullptr, ValueError, "{}: no holder for the hidden states; got null, expected a tensor to fill", where);
+  Tensor out = gx.view_as_shape(gx.shape());  // same storage: the steps read gx through this
+  if (!autograd::needs_grad({&gx, &w_hh})) return gx;
+  autograd::record(where, out, {&gx, &w_hh}, [h_prev = std::move(h_prev), H = w_hh.shape()[1]](autograd::GradSink& sink) {
+    const Tensor& g = sink.grad_output();  // [T, B, n]: every step's gate gradient
+    if (sink.needs(1)) {
+      const std::int64_t rows = g.shape()[0] * g.shape()[1], n = g.shape()[2];
+      const Shape expected{g.shape()[0], g.shape()[1], H};
+      UNROLL_CHECK(h_prev->defined() && h_prev->shape() == expected && h_prev->dtype() == g.dtype(), StateError,
+                   "{}: the hidden states the steps read are missing or misshapen; got {}, expected a {} tensor", where,
+                   h_prev->defined() ? fmt::format("{}", h_prev->shape()) : std::string("none"), expected);
+      bool fresh = false;
+      Tensor& dw = sink.buffer(1, fresh);
+      dispatch_floating(where, g.dtype(), [&](auto* tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        detail::gemm(true, false, n, H, rows, T(1), g.data<T>(), n, h_prev->data<T>(), H, fresh ? T(0) : T(1),
+                     dw.data<T>(), H);
+      });
+    }
+    if (sink.needs(0)) sink.add(0, g);
+  });
+  return out;
+}
+
 }  // namespace unroll

@@ -7,6 +7,7 @@
 // `mask` (optional, [B], same dtype, 1 = step / 0 = hold) implements variable-length batches without
 // packing: a row whose sequence has ended keeps its state unchanged and passes its gradient straight
 // through, so final states are each sequence's own last step.
+#include <memory>
 #include <utility>
 
 #include "../core/tensor.hpp"
@@ -27,5 +28,14 @@ std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Ten
 /// GRU step: with gh = h W_hh^T + b_hh, both split (r, z, n): r = σ(gx_r + gh_r), z = σ(gx_z + gh_z),
 /// n = tanh(gx_n + r ⊙ gh_n), h' = (1 - z) n + z h.  gx [B, 3H], h [B, H], w_hh [3H, H] -> [B, H].
 Tensor gru_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Tensor& b_hh, const Tensor& mask = {});
+
+/// For sequence layers: `gx` [T, B, G*H] (the input gates of every step) passed through unchanged, but
+/// recorded so that its backward also computes the hidden-to-hidden weight gradient of all T steps in ONE
+/// product, dW_hh += dGX^T . H_prev with K = T*B, instead of one K = B product per step (OpenBLAS runs
+/// that shape at two thirds of the speed: bench/RESULTS.md). The steps then get `w_hh.detach()`.
+/// Valid only for steps whose gate gradient is exactly their gx gradient: rnn_step and lstm_step (not
+/// gru_step, whose n gate scales the hidden part by r). `h_prev` is filled by the caller after the steps
+/// have run (before backward): [T, B, H], row t the hidden state step t read. StateError if it is not.
+Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, std::shared_ptr<const Tensor> h_prev);
 
 }  // namespace unroll

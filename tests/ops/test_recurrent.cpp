@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 
 #include <unroll/unroll.hpp>
 
@@ -186,6 +187,60 @@ TEST_CASE("a masked row holds its state and passes its gradient straight through
   CHECK(gh[2] == 1.0);
   CHECK(gh[3] == 1.0);
   for (int j = 8; j < 16; ++j) CHECK(ggx[static_cast<std::size_t>(j)] == 0.0);
+}
+
+// A T-step sequence of lstm_step (or rnn_step) over gx [T, B, G*H], weight_hh's gradient either per step
+// or through with_hidden_weight_grad (one GEMM over all steps); sum of all outputs.
+Tensor run_steps(const Tensor& gx, const Tensor& h0, const Tensor& w, const Tensor& b, bool lstm, bool one_gemm,
+                 const Tensor& mask) {
+  const std::int64_t T = gx.size(0);
+  auto h_prev = std::make_shared<Tensor>();
+  const Tensor xs = one_gemm ? with_hidden_weight_grad(gx, w, h_prev) : gx;
+  const Tensor ws = one_gemm ? w.detach() : w;
+  std::vector<Tensor> h_in, outs;
+  Tensor h = h0, c = zeros_like(h0);
+  for (std::int64_t t = 0; t < T; ++t) {
+    h_in.push_back(h.detach());
+    const Tensor m = mask.defined() ? mask[t] : Tensor();
+    if (lstm) std::tie(h, c) = lstm_step(xs[t], h, c, ws, b, m);
+    else h = rnn_step(xs[t], h, ws, b, RnnActivation::tanh, m);
+    outs.push_back(h);
+  }
+  *h_prev = stack(h_in, 0);
+  return sum(stack(outs, 0) * stack(outs, 0));
+}
+
+TEST_CASE("with_hidden_weight_grad: one GEMM over all steps gives the per-step gradients; gradcheck; errors") {
+  Generator gen(11);
+  const std::int64_t T = 5, B = 3, H = 4;
+  const Tensor mask = tensor({1, 1, 1, 1, 1, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0}, {T, B}, Dtype::float64);
+  for (bool lstm : {true, false})
+    for (bool masked : {false, true}) {
+      CAPTURE(lstm);
+      CAPTURE(masked);
+      const std::int64_t G = lstm ? 4 : 1;
+      const Tensor m = masked ? mask : Tensor();
+      std::vector<Tensor> in = {leaf({T, B, G * H}, gen), leaf({B, H}, gen), leaf({G * H, H}, gen), leaf({G * H}, gen)};
+      const auto per_step = grads_of([&](const std::vector<Tensor>& p) { return run_steps(p[0], p[1], p[2], p[3], lstm, false, m); }, in, ones({}, Dtype::float64));
+      const auto batched = grads_of([&](const std::vector<Tensor>& p) { return run_steps(p[0], p[1], p[2], p[3], lstm, true, m); }, in, ones({}, Dtype::float64));
+      for (std::size_t i = 0; i < in.size(); ++i) {
+        CAPTURE(i);
+        check_close(batched[i], per_step[i]);
+      }
+      auto r = autograd::gradcheck("with_hidden_weight_grad", [&](const std::vector<Tensor>& p) {
+        return run_steps(p[0], p[1], p[2], p[3], lstm, true, m); }, in);
+      CHECK_MESSAGE(r.ok, r.message);
+    }
+  // Without the hidden states filled in, backward says so instead of reading garbage.
+  Tensor w = leaf({4 * H, H}, gen);
+  Tensor gx = leaf({T, B, 4 * H}, gen);
+  Tensor tapped = with_hidden_weight_grad(gx, w, std::make_shared<Tensor>());
+  CHECK_THROWS_WITH_AS(sum(tapped).backward(),
+                       "with_hidden_weight_grad: the hidden states the steps read are missing or misshapen; got none, expected a [5, 3, 4] tensor",
+                       StateError);
+  CHECK_THROWS_WITH_AS(with_hidden_weight_grad(zeros({T, B, 7}, Dtype::float64), w, std::make_shared<Tensor>()),
+                       "with_hidden_weight_grad: input gates do not match weight_hh; got gx=[5, 3, 7] and w_hh=[16, 4], expected gx=[T, B, 16]",
+                       ShapeError);
 }
 
 TEST_CASE("fused steps: error texts") {
