@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "../core/blas.hpp"
 #include "../core/kernels.hpp"
 
 namespace unroll::autograd {
@@ -106,6 +107,7 @@ void Tape::release_node(Node& n) {
 }
 
 void Tape::clear() {
+  drop_deferred();
   for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) release_node(*it);
   nodes_.clear();
   inputs_.clear();
@@ -215,11 +217,71 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
       }
       release_node(n);  // frees what the node saved as soon as it is done: peak memory stays at the forward's
     }
+    flush_deferred();
   } catch (...) {
     clear();
     throw;
   }
   clear();
+}
+
+namespace {
+// C [a, b] = p^T q (+ C when accumulating), p [rows, a] and q [rows, b] contiguous.
+void rows_product(const Tensor& p, const Tensor& q, bool accumulate, Tensor& c) {
+  const std::int64_t rows = p.shape()[0], a = p.shape()[1], b = q.shape()[1];
+  dispatch_floating("backward", c.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    detail::gemm(true, false, a, b, rows, T(1), static_cast<const T*>(p.raw()), a, static_cast<const T*>(q.raw()), b,
+                 accumulate ? T(1) : T(0), static_cast<T*>(c.raw()), b);
+  });
+}
+// The rows of every tensor in `parts` ([M_k, width] each) one after another: [sum M_k, width].
+Tensor concat_rows(const std::vector<const Tensor*>& parts, std::int64_t rows) {
+  const Tensor& first = *parts.front();
+  Tensor out = Tensor::empty({rows, first.shape()[1]}, first.dtype());
+  char* dst = static_cast<char*>(out.raw());
+  for (const Tensor* t : parts) {
+    const std::size_t bytes = static_cast<std::size_t>(t->numel()) * dtype_size(t->dtype());
+    std::memcpy(dst, t->raw(), bytes);
+    dst += bytes;
+  }
+  return out;
+}
+// Products with at most this many rows are deferred (measured: OpenBLAS runs a [2048 x 32] . [32 x 512]
+// weight-gradient product at 44 GFLOP/s on one core here, the same work with 2048 rows at 64).
+constexpr std::int64_t kDeferRows = 256;
+}  // namespace
+
+void Tape::flush_deferred() {
+  std::vector<bool> done(deferred_.size(), false);
+  std::vector<const Tensor*> ps, qs;
+  for (std::size_t i = 0; i < deferred_.size(); ++i) {
+    if (done[i]) continue;
+    detail::LeafMeta* leaf = deferred_[i].leaf;
+    ps.clear();
+    qs.clear();
+    std::int64_t rows = 0;
+    for (std::size_t j = i; j < deferred_.size(); ++j)
+      if (!done[j] && deferred_[j].leaf == leaf) {
+        done[j] = true;
+        ps.push_back(&deferred_[j].p);
+        qs.push_back(&deferred_[j].q);
+        rows += deferred_[j].p.shape()[0];
+      }
+    const Tensor p = ps.size() == 1 ? *ps[0] : concat_rows(ps, rows);
+    const Tensor q = qs.size() == 1 ? *qs[0] : concat_rows(qs, rows);
+    Tensor& dst = leaf_grad(*leaf);
+    if (dst.defined() && !dst.unique_storage()) dst = copy_of(dst);  // never write through a shared buffer
+    const bool fresh = !dst.defined();
+    if (fresh) dst = Tensor::empty(leaf->shape, leaf->dtype);
+    rows_product(p, q, !fresh, dst);
+  }
+  drop_deferred();
+}
+
+void Tape::drop_deferred() {
+  for (DeferredProduct& d : deferred_) detail::release(d.leaf);
+  deferred_.clear();
 }
 
 // ---- GradSink ----
@@ -248,6 +310,29 @@ std::pair<const Shape*, Dtype> Tape::input_meta(const Node& n, std::size_t i) co
   if (in.leaf) return {&in.leaf->shape, in.leaf->dtype};
   check_not_stale(n.name, i, in.key, key_);
   return {&slots_[in.slot].shape, slots_[in.slot].dtype};
+}
+
+void GradSink::add_rows_product(std::size_t i, const Tensor& p, const Tensor& q) {
+  const Tape::Node& n = tape_.nodes_[node_];
+  const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
+  if (!in.needs) return;
+  const auto [shape, dtype] = tape_.input_meta(n, i);
+  UNROLL_CHECK(p.dim() == 2 && q.dim() == 2 && p.shape()[0] == q.shape()[0] && shape->dim() == 2 &&
+                   p.shape()[1] == (*shape)[0] && q.shape()[1] == (*shape)[1],
+               ShapeError, "backward: rows product for input {} of '{}' has the wrong shape; got p={} and q={}, expected p^T q of shape {}",
+               i, n.name, p.shape(), q.shape(), *shape);
+  UNROLL_CHECK(p.dtype() == dtype && q.dtype() == dtype, DtypeError,
+               "backward: rows product for input {} of '{}' has the wrong dtype; got {} and {}, expected {}", i, n.name,
+               p.dtype(), q.dtype(), dtype);
+  if (in.leaf && p.shape()[0] <= kDeferRows) {
+    tape_.deferred_.push_back({nullptr, p, q});
+    detail::retain(in.leaf);
+    tape_.deferred_.back().leaf = in.leaf;
+    return;
+  }
+  bool fresh = false;
+  Tensor& dst = buffer(i, fresh);
+  rows_product(p, q, !fresh, dst);
 }
 
 const Shape& GradSink::input_shape(std::size_t i) const { return *tape_.input_meta(tape_.nodes_[node_], i).first; }

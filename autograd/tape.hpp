@@ -76,6 +76,12 @@ class GradSink {
   Tensor& buffer(std::size_t i, bool& fresh, bool zero_fill = false);
   /// Shape of input i (one that needs a gradient).
   const Shape& input_shape(std::size_t i) const;
+  /// Adds p^T q to input i's gradient: p [M, a], q [M, b], input i [a, b] — a weight's gradient summed over
+  /// M rows (linear's dW = dY^T X). For a leaf with few rows the product is deferred to the end of
+  /// backward() and done together with that leaf's other deferred products in ONE GEMM over all their
+  /// rows: the T small per-step weight gradients of an unrolled loop become one large product, which BLAS
+  /// runs much faster. Holds p and q until then.
+  void add_rows_product(std::size_t i, const Tensor& p, const Tensor& q);
 
  private:
   friend class Tape;
@@ -144,8 +150,17 @@ class Tape {
   void push_inputs(std::span<const Tensor* const> inputs);
   void push_outputs(std::span<Tensor* const> outputs);
 
+  // Runs the products that add_rows_product deferred, one GEMM per leaf, then drops them.
+  void flush_deferred();
+  void drop_deferred();
+
   std::vector<Node> nodes_;
   std::vector<InputRef> inputs_;
+  struct DeferredProduct {
+    detail::LeafMeta* leaf;  ///< retained
+    Tensor p, q;
+  };
+  std::vector<DeferredProduct> deferred_;  ///< in the order backward produced them
   std::vector<SlotInfo> slots_;
   std::vector<Tensor> grads_;  ///< one per slot, filled during backward
   struct BlockDeleter {

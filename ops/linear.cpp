@@ -83,10 +83,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                            Tensor& dx = sink.buffer(0, fresh);
                            gemm_t<T>(false, false, M, in, out_f, g, out_f, w, in, !fresh, dx, in);
                          }
-                         if (sink.needs(1)) {  // dW [out, in] = g^T [out, M] . x [M, in]
-                           Tensor& dw = sink.buffer(1, fresh);
-                           gemm_t<T>(true, false, out_f, in, M, g, out_f, x, in, !fresh, dw, in);
-                         }
+                         // dW [out, in] = g^T [out, M] . x [M, in]; for few rows (a step of an unrolled
+                         // loop) deferred and summed with the other steps' in one GEMM
+                         if (sink.needs(1)) sink.add_rows_product(1, g.view_as_shape({M, out_f}), x.view_as_shape({M, in}));
                        });
                        if (sink.needs(2)) {
                          Tensor& db = sink.buffer(2, fresh);

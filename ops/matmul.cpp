@@ -64,8 +64,12 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
                          gemm_batched(false, true, batch, M, K, N, {g, so, N}, {b, sb, N}, !fresh, da, sa, K);
                        }
                        if (sink.needs(1)) {  // db [K, N] = a^T [K, M] . g [M, N]
-                         Tensor& db = sink.buffer(1, fresh);
-                         gemm_batched(true, false, batch, K, N, M, {a, sa, K}, {g, so, N}, !fresh, db, sb, N);
+                         if (sb == 0) {  // one weight for all rows: deferrable (see GradSink::add_rows_product)
+                           sink.add_rows_product(1, a.view_as_shape({batch * M, K}), g.view_as_shape({batch * M, N}));
+                         } else {
+                           Tensor& db = sink.buffer(1, fresh);
+                           gemm_batched(true, false, batch, K, N, M, {a, sa, K}, {g, so, N}, !fresh, db, sb, N);
+                         }
                        }
                      });
   }
