@@ -282,6 +282,7 @@ void Tape::flush_deferred() {
 void Tape::drop_deferred() {
   for (DeferredProduct& d : deferred_) detail::release(d.leaf);
   deferred_.clear();
+  deferred_bytes_ = 0;
 }
 
 // ---- GradSink ----
@@ -328,6 +329,9 @@ void GradSink::add_rows_product(std::size_t i, const Tensor& p, const Tensor& q)
     tape_.deferred_.push_back({nullptr, p, q});
     detail::retain(in.leaf);
     tape_.deferred_.back().leaf = in.leaf;
+    tape_.deferred_bytes_ += static_cast<std::size_t>(p.numel() + q.numel()) * dtype_size(dtype);
+    // Leaf gradients are only ever added to during backward, so running the products early is exact.
+    if (tape_.deferred_bytes_ > kDeferredBytesLimit) tape_.flush_deferred();
     return;
   }
   bool fresh = false;

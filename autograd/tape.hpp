@@ -35,6 +35,10 @@ class NoGradGuard {
 
 class Tape;
 
+/// Bytes of deferred weight-gradient operands (GradSink::add_rows_product) one tape may hold before it
+/// runs them early, mid-backward: a bound on the memory deferral adds. A variable so tests can lower it.
+inline std::size_t kDeferredBytesLimit = std::size_t{256} << 20;
+
 /// Leaf gradients held aside instead of being written into the leaves' shared `.grad`: a tape that collects
 /// into one (Tape::collect_leaf_grads) leaves every `.grad` untouched, so batch shards running backward on
 /// several threads never write the same buffer (see autograd/shard.hpp). apply() adds them in afterwards.
@@ -161,6 +165,7 @@ class Tape {
     Tensor p, q;
   };
   std::vector<DeferredProduct> deferred_;  ///< in the order backward produced them
+  std::size_t deferred_bytes_ = 0;          ///< of their p and q
   std::vector<SlotInfo> slots_;
   std::vector<Tensor> grads_;  ///< one per slot, filled during backward
   struct BlockDeleter {

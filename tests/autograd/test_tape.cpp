@@ -459,6 +459,15 @@ TEST_CASE("deferred weight gradients: one GEMM per leaf at the end, same values,
   check_close(vals(held), vals(dW));
   check_close(vals(W.grad()), vals(2.0 * dW));
   check_close(vals(U.grad()), vals(2.0 * dU));
+  // With a tiny memory bound the deferred products run early, mid-backward: same values.
+  W.zero_grad();
+  U.zero_grad();
+  const std::size_t limit = autograd::kDeferredBytesLimit;
+  autograd::kDeferredBytesLimit = 100;
+  loss_of().backward();
+  autograd::kDeferredBytesLimit = limit;
+  check_close(vals(W.grad()), vals(dW));
+  check_close(vals(U.grad()), vals(dU));
   // Many rows: computed at once, same values.
   W.zero_grad();
   const Tensor big = randn({600, I}, f64, gen);
