@@ -346,13 +346,7 @@ Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, std::shared
       UNROLL_CHECK(h_prev->defined() && h_prev->shape() == expected && h_prev->dtype() == g.dtype(), StateError,
                    "{}: the hidden states the steps read are missing or misshapen; got {}, expected a {} tensor", where,
                    h_prev->defined() ? fmt::format("{}", h_prev->shape()) : std::string("none"), expected);
-      bool fresh = false;
-      Tensor& dw = sink.buffer(1, fresh);
-      dispatch_floating(where, g.dtype(), [&](auto* tag) {
-        using T = std::remove_pointer_t<decltype(tag)>;
-        detail::gemm(true, false, n, H, rows, T(1), g.data<T>(), n, h_prev->data<T>(), H, fresh ? T(0) : T(1),
-                     dw.data<T>(), H);
-      });
+      sink.add_rows_product(1, g.view_as_shape({rows, n}), h_prev->view_as_shape({rows, H}));
     }
     if (sink.needs(0)) sink.add(0, g);
   });
