@@ -13,7 +13,6 @@ thread_local bool grad_mode = true;
 thread_local Tape* active = nullptr;
 std::atomic<std::uint64_t> next_key{1};
 std::uint64_t fresh_key() { return next_key.fetch_add(1, std::memory_order_relaxed); }
-constexpr std::size_t kBlockBytes = 64 * 1024;
 }  // namespace
 
 bool grad_enabled() { return grad_mode; }
@@ -45,7 +44,7 @@ Tape& Tape::current() {
   return *active;
 }
 
-void* Tape::arena_alloc(std::size_t bytes, std::size_t align) {
+void* Tape::arena_alloc_slow(std::size_t bytes, std::size_t align) {
   for (;;) {
     if (block_ < blocks_.size()) {
       const std::size_t start = (used_ + align - 1) / align * align;
@@ -71,27 +70,10 @@ void reserve_more(V& v, std::size_t extra) {
 }
 }  // namespace
 
-void Tape::reserve_for(std::size_t n_inputs, std::size_t n_outputs) {
+void Tape::grow(std::size_t n_inputs, std::size_t n_outputs) {
   reserve_more(nodes_, 1);
   reserve_more(inputs_, n_inputs);
   reserve_more(slots_, n_outputs);
-}
-
-void Tape::push_inputs(std::span<const Tensor* const> inputs) {
-  for (const Tensor* t : inputs) {
-    InputRef r{t->leaf(), t->tape_key(), t->slot(), t->requires_grad()};
-    if (r.leaf) detail::retain(r.leaf);
-    inputs_.push_back(r);
-  }
-}
-
-void Tape::push_outputs(std::span<Tensor* const> outputs) {
-  const auto node = static_cast<std::uint32_t>(nodes_.size() - 1);
-  for (Tensor* t : outputs) {
-    const auto slot = static_cast<std::uint32_t>(slots_.size());
-    slots_.push_back({t->shape(), t->dtype(), node});
-    t->set_tape_ref(key_, slot);
-  }
 }
 
 void Tape::release_node(Node& n) {
@@ -106,9 +88,11 @@ void Tape::release_node(Node& n) {
   for (std::uint32_t s = n.out_begin; s < n.out_begin + n.out_count && s < grads_.size(); ++s) grads_[s].reset();
 }
 
-void Tape::clear() {
+void Tape::clear() { clear_from(0); }
+
+void Tape::clear_from(std::size_t from) {
   drop_deferred();
-  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) release_node(*it);
+  for (std::size_t i = nodes_.size(); i-- > from;) release_node(nodes_[i]);
   nodes_.clear();
   inputs_.clear();
   slots_.clear();
@@ -222,80 +206,77 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
     clear();
     throw;
   }
-  clear();
+  clear_from(slots_[root.slot()].node + 1);  // the walk released every node up to the root's
 }
 
 namespace {
+// Rows of a tensor read as a matrix [leading dims folded, last dim].
+std::int64_t rows_of(const Tensor& t) { return t.shape().numel(0, t.dim() - 1); }
 // C [a, b] = p^T q (+ C when accumulating), p [rows, a] and q [rows, b] contiguous.
 void rows_product(const Tensor& p, const Tensor& q, bool accumulate, Tensor& c) {
-  const std::int64_t rows = p.shape()[0], a = p.shape()[1], b = q.shape()[1];
+  const std::int64_t rows = rows_of(p), a = p.shape().back(), b = q.shape().back();
   dispatch_floating("backward", c.dtype(), [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     detail::gemm(true, false, a, b, rows, T(1), static_cast<const T*>(p.raw()), a, static_cast<const T*>(q.raw()), b,
                  accumulate ? T(1) : T(0), static_cast<T*>(c.raw()), b);
   });
 }
-// The rows of every tensor in `parts` ([M_k, width] each) one after another: [sum M_k, width].
-Tensor concat_rows(const std::vector<const Tensor*>& parts, std::int64_t rows) {
-  const Tensor& first = *parts.front();
-  Tensor out = Tensor::empty({rows, first.shape()[1]}, first.dtype());
-  char* dst = static_cast<char*>(out.raw());
-  for (const Tensor* t : parts) {
-    const std::size_t bytes = static_cast<std::size_t>(t->numel()) * dtype_size(t->dtype());
-    std::memcpy(dst, t->raw(), bytes);
-    dst += bytes;
-  }
-  return out;
-}
-// Products with at most this many rows are deferred (measured: OpenBLAS runs a [2048 x 32] . [32 x 512]
-// weight-gradient product at 44 GFLOP/s on one core here, the same work with 2048 rows at 64).
+// Deferred rows are gathered into chunks of this many (measured: OpenBLAS runs a [2048 x 32] . [32 x 512]
+// weight-gradient product, K = 32, at 44 GFLOP/s on one core here, the same work with K = 2048 at 64),
+// from products of at most kDeferRows rows.
+constexpr std::int64_t kChunkRows = 2048;
 constexpr std::int64_t kDeferRows = 256;
 }  // namespace
 
-void Tape::flush_deferred() {
-  std::vector<bool> done(deferred_.size(), false);
-  std::vector<const Tensor*> ps, qs;
-  for (std::size_t i = 0; i < deferred_.size(); ++i) {
-    if (done[i]) continue;
-    detail::LeafMeta* leaf = deferred_[i].leaf;
-    ps.clear();
-    qs.clear();
-    std::int64_t rows = 0;
-    for (std::size_t j = i; j < deferred_.size(); ++j)
-      if (!done[j] && deferred_[j].leaf == leaf) {
-        done[j] = true;
-        ps.push_back(&deferred_[j].p);
-        qs.push_back(&deferred_[j].q);
-        rows += deferred_[j].p.shape()[0];
-      }
-    const Tensor p = ps.size() == 1 ? *ps[0] : concat_rows(ps, rows);
-    const Tensor q = qs.size() == 1 ? *qs[0] : concat_rows(qs, rows);
-    Tensor& dst = leaf_grad(*leaf);
-    if (dst.defined() && !dst.unique_storage()) dst = copy_of(dst);  // never write through a shared buffer
-    const bool fresh = !dst.defined();
-    if (fresh) dst = Tensor::empty(leaf->shape, leaf->dtype);
-    rows_product(p, q, !fresh, dst);
+void Tape::defer_rows(detail::LeafMeta& leaf, const Tensor& p, const Tensor& q) {
+  const std::int64_t m = rows_of(p), a = p.shape().back(), b = q.shape().back();
+  const std::size_t elem = dtype_size(p.dtype()), row_bytes = static_cast<std::size_t>(a + b) * elem;
+  DeferredRows* d = nullptr;
+  for (DeferredRows& e : deferred_)
+    if (e.leaf == &leaf) d = &e;
+  if (d == nullptr) {
+    const auto fit = static_cast<std::int64_t>(kDeferredBytesLimit / row_bytes);  // >= m (add_rows_product)
+    const std::int64_t cap = std::min(kChunkRows, std::max(m, fit));
+    const std::size_t bytes = static_cast<std::size_t>(cap) * row_bytes;
+    // Leaf gradients are only ever added to during backward, so running the others' rows early is exact.
+    if (deferred_bytes_ + bytes > kDeferredBytesLimit) flush_deferred();
+    reserve_more(deferred_, 1);
+    DeferredRows e{&leaf, Tensor::empty({cap, a}, p.dtype()), Tensor::empty({cap, b}, p.dtype())};
+    detail::retain(&leaf);
+    deferred_.push_back(std::move(e));
+    deferred_bytes_ += bytes;
+    d = &deferred_.back();
   }
+  if (d->rows + m > d->p.shape()[0]) run_deferred(*d);
+  std::memcpy(static_cast<char*>(d->p.raw()) + d->rows * a * elem, p.raw(), static_cast<std::size_t>(m * a) * elem);
+  std::memcpy(static_cast<char*>(d->q.raw()) + d->rows * b * elem, q.raw(), static_cast<std::size_t>(m * b) * elem);
+  d->rows += m;
+}
+
+void Tape::run_deferred(DeferredRows& d) {
+  if (d.rows == 0) return;
+  const Tensor p = d.p.view_range(0, {d.rows, d.p.shape()[1]});
+  const Tensor q = d.q.view_range(0, {d.rows, d.q.shape()[1]});
+  Tensor& dst = leaf_grad(*d.leaf);
+  if (dst.defined() && !dst.unique_storage()) dst = copy_of(dst);  // never write through a shared buffer
+  const bool fresh = !dst.defined();
+  if (fresh) dst = Tensor::empty(d.leaf->shape, d.leaf->dtype);
+  rows_product(p, q, !fresh, dst);
+  d.rows = 0;
+}
+
+void Tape::flush_deferred() {
+  for (DeferredRows& d : deferred_) run_deferred(d);
   drop_deferred();
 }
 
 void Tape::drop_deferred() {
-  for (DeferredProduct& d : deferred_) detail::release(d.leaf);
+  for (DeferredRows& d : deferred_) detail::release(d.leaf);
   deferred_.clear();
   deferred_bytes_ = 0;
 }
 
 // ---- GradSink ----
-const Tensor& GradSink::grad_output(std::size_t k) {
-  const Tape::Node& n = tape_.nodes_[node_];
-  const std::uint32_t s = n.out_begin + static_cast<std::uint32_t>(k);
-  Tensor& g = tape_.grads_[s];
-  if (!g.defined()) g = zeros(tape_.slots_[s].shape, tape_.slots_[s].dtype);
-  return g;
-}
-
-bool GradSink::needs(std::size_t i) const { return tape_.inputs_[tape_.nodes_[node_].in_begin + i].needs; }
-
 namespace {
 void check_not_stale(const char* name, std::size_t i, std::uint64_t key, std::uint64_t tape_key) {
   UNROLL_CHECK(key == tape_key, StateError,
@@ -318,20 +299,16 @@ void GradSink::add_rows_product(std::size_t i, const Tensor& p, const Tensor& q)
   const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
   if (!in.needs) return;
   const auto [shape, dtype] = tape_.input_meta(n, i);
-  UNROLL_CHECK(p.dim() == 2 && q.dim() == 2 && p.shape()[0] == q.shape()[0] && shape->dim() == 2 &&
-                   p.shape()[1] == (*shape)[0] && q.shape()[1] == (*shape)[1],
+  UNROLL_CHECK(p.dim() >= 1 && q.dim() >= 1 && rows_of(p) == rows_of(q) && shape->dim() == 2 &&
+                   p.shape().back() == (*shape)[0] && q.shape().back() == (*shape)[1],
                ShapeError, "backward: rows product for input {} of '{}' has the wrong shape; got p={} and q={}, expected p^T q of shape {}",
                i, n.name, p.shape(), q.shape(), *shape);
   UNROLL_CHECK(p.dtype() == dtype && q.dtype() == dtype, DtypeError,
                "backward: rows product for input {} of '{}' has the wrong dtype; got {} and {}, expected {}", i, n.name,
                p.dtype(), q.dtype(), dtype);
-  if (in.leaf && p.shape()[0] <= kDeferRows) {
-    tape_.deferred_.push_back({nullptr, p, q});
-    detail::retain(in.leaf);
-    tape_.deferred_.back().leaf = in.leaf;
-    tape_.deferred_bytes_ += static_cast<std::size_t>(p.numel() + q.numel()) * dtype_size(dtype);
-    // Leaf gradients are only ever added to during backward, so running the products early is exact.
-    if (tape_.deferred_bytes_ > kDeferredBytesLimit) tape_.flush_deferred();
+  const std::size_t bytes = static_cast<std::size_t>(p.numel() + q.numel()) * dtype_size(dtype);
+  if (in.leaf && rows_of(p) <= kDeferRows && bytes > 0 && bytes <= kDeferredBytesLimit) {
+    tape_.defer_rows(*in.leaf, p, q);
     return;
   }
   bool fresh = false;

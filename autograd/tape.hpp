@@ -35,8 +35,8 @@ class NoGradGuard {
 
 class Tape;
 
-/// Bytes of deferred weight-gradient operands (GradSink::add_rows_product) one tape may hold before it
-/// runs them early, mid-backward: a bound on the memory deferral adds. A variable so tests can lower it.
+/// Bytes of deferred weight-gradient rows (GradSink::add_rows_product) one tape may hold: a bound on the
+/// memory deferral adds. A variable so tests can lower it.
 inline std::size_t kDeferredBytesLimit = std::size_t{256} << 20;
 
 /// Leaf gradients held aside instead of being written into the leaves' shared `.grad`: a tape that collects
@@ -81,10 +81,10 @@ class GradSink {
   /// Shape of input i (one that needs a gradient).
   const Shape& input_shape(std::size_t i) const;
   /// Adds p^T q to input i's gradient: p [M, a], q [M, b], input i [a, b] — a weight's gradient summed over
-  /// M rows (linear's dW = dY^T X). For a leaf with few rows the product is deferred to the end of
-  /// backward() and done together with that leaf's other deferred products in ONE GEMM over all their
-  /// rows: the T small per-step weight gradients of an unrolled loop become one large product, which BLAS
-  /// runs much faster. Holds p and q until then.
+  /// M rows (linear's dW = dY^T X). p and q may have more dims: their leading dims are the rows. For a leaf with few rows the rows are copied aside and the product is
+  /// done later together with that leaf's other deferred rows, in ONE GEMM over up to 2048 of them (or at
+  /// the end of backward): the T small per-step weight gradients of an unrolled loop become a few large
+  /// products, which BLAS runs much faster.
   void add_rows_product(std::size_t i, const Tensor& p, const Tensor& q);
 
  private:
@@ -148,30 +148,67 @@ class Tape {
   Tensor& leaf_grad(detail::LeafMeta& leaf) { return leaf_grads_ ? leaf_grads_->slot(leaf) : leaf.grad; }
   // Shape and dtype of an input that needs a gradient (checks that it is not from a freed graph).
   std::pair<const Shape*, Dtype> input_meta(const Node& n, std::size_t i) const;
-  void* arena_alloc(std::size_t bytes, std::size_t align);
-  void reserve_for(std::size_t n_inputs, std::size_t n_outputs);
+  // Room for a closure in the arena. The fast path (room left in the current block) is inline: it runs
+  // for every recorded op.
+  void* arena_alloc(std::size_t bytes, std::size_t align) {
+    const std::size_t start = (used_ + align - 1) & ~(align - 1);
+    if (block_ < blocks_.size() && start + bytes <= kBlockBytes) {
+      used_ = start + bytes;
+      return blocks_[block_].get() + start;
+    }
+    return arena_alloc_slow(bytes, align);
+  }
+  void* arena_alloc_slow(std::size_t bytes, std::size_t align);
+  void reserve_for(std::size_t n_inputs, std::size_t n_outputs) {
+    if (nodes_.size() == nodes_.capacity() || inputs_.size() + n_inputs > inputs_.capacity() ||
+        slots_.size() + n_outputs > slots_.capacity())
+      grow(n_inputs, n_outputs);
+  }
+  void grow(std::size_t n_inputs, std::size_t n_outputs);
   void release_node(Node& n);
-  void push_inputs(std::span<const Tensor* const> inputs);
-  void push_outputs(std::span<Tensor* const> outputs);
+  // Releases nodes [from, size()) and empties the tape (nodes below `from` are already released).
+  void clear_from(std::size_t from);
+  void push_inputs(std::span<const Tensor* const> inputs) {  // capacity reserved by reserve_for
+    for (const Tensor* t : inputs) {
+      if (t->leaf()) detail::retain(t->leaf());
+      inputs_.push_back(InputRef{t->leaf(), t->tape_key(), t->slot(), t->requires_grad()});
+    }
+  }
+  void push_outputs(std::span<Tensor* const> outputs) {
+    const auto node = static_cast<std::uint32_t>(nodes_.size() - 1);
+    for (Tensor* t : outputs) {
+      const auto slot = static_cast<std::uint32_t>(slots_.size());
+      slots_.push_back({t->shape(), t->dtype(), node});
+      t->set_tape_ref(key_, slot);
+    }
+  }
 
-  // Runs the products that add_rows_product deferred, one GEMM per leaf, then drops them.
+  // Deferred weight-gradient rows of one leaf (GradSink::add_rows_product): p [cap, a] and q [cap, b],
+  // rows [0, rows) filled. When full, their product is added to the leaf's gradient and filling restarts.
+  struct DeferredRows {
+    detail::LeafMeta* leaf;  ///< retained
+    Tensor p, q;
+    std::int64_t rows = 0;
+  };
+  // Appends p [m, a] and q [m, b] (contiguous, the leaf's dtype) to the leaf's deferred rows.
+  void defer_rows(detail::LeafMeta& leaf, const Tensor& p, const Tensor& q);
+  // Adds the filled rows' product p^T q to the leaf's gradient (one GEMM) and empties them.
+  void run_deferred(DeferredRows& d);
+  // Runs every leaf's deferred rows, then drops the buffers.
   void flush_deferred();
   void drop_deferred();
 
   std::vector<Node> nodes_;
   std::vector<InputRef> inputs_;
-  struct DeferredProduct {
-    detail::LeafMeta* leaf;  ///< retained
-    Tensor p, q;
-  };
-  std::vector<DeferredProduct> deferred_;  ///< in the order backward produced them
-  std::size_t deferred_bytes_ = 0;          ///< of their p and q
+  std::vector<DeferredRows> deferred_;  ///< one per leaf, in the order their first rows arrived
+  std::size_t deferred_bytes_ = 0;       ///< of their buffers
   std::vector<SlotInfo> slots_;
   std::vector<Tensor> grads_;  ///< one per slot, filled during backward
   struct BlockDeleter {
     void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{kArenaAlign}); }
   };
   static constexpr std::size_t kArenaAlign = 64;
+  static constexpr std::size_t kBlockBytes = 64 * 1024;
   std::vector<std::unique_ptr<std::byte[], BlockDeleter>> blocks_;  ///< closure arena; kept across clear()
   std::size_t block_ = 0, used_ = 0;
   std::uint64_t key_;
@@ -208,6 +245,15 @@ void record(const char* name, Tensor& out, std::initializer_list<const Tensor*> 
 template <class F>
 void record(const char* name, std::span<Tensor* const> outputs, std::span<const Tensor* const> inputs, F&& fn) {
   Tape::current().record(name, outputs, inputs, std::forward<F>(fn));
+}
+
+// ---- inline implementation (these run for every node of every backward) ----
+inline bool GradSink::needs(std::size_t i) const { return tape_.inputs_[tape_.nodes_[node_].in_begin + i].needs; }
+inline const Tensor& GradSink::grad_output(std::size_t k) {
+  const std::uint32_t s = tape_.nodes_[node_].out_begin + static_cast<std::uint32_t>(k);
+  Tensor& g = tape_.grads_[s];
+  if (!g.defined()) g = zeros(tape_.slots_[s].shape, tape_.slots_[s].dtype);
+  return g;
 }
 
 // ---- template implementation ----

@@ -1,33 +1,25 @@
 #include "allocator.hpp"
 
-#include <bit>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
-#include <vector>
 
 namespace unroll {
 namespace detail {
+
+constinit thread_local FreeLists* tls_free_lists = nullptr;
+
 namespace {
 
-constexpr std::size_t kAlign = 64;
-constexpr int kSubSteps = 4;                       // size classes per power of two
-constexpr int kNumClasses = 64 * kSubSteps;
-constexpr std::size_t kMaxCachedBytes = std::size_t{2} << 30;  // per thread; beyond this, free to the system
+constexpr std::size_t kAlign = kBlockAlign;
+constexpr int kNumClasses = kNumSizeClasses;
 
-// Size class of a block of `total` bytes (header included) and the block size it stands for.
-int size_class_of(std::size_t total) {
-  if (total <= 256) return static_cast<int>((total + kAlign - 1) / kAlign);  // classes 1..4: 64-byte steps
-  const int e = std::bit_width(total - 1) - 1;  // 2^e < total <= 2^(e+1)
-  const std::size_t step = (std::size_t{1} << e) / kSubSteps;
-  const std::size_t sub = (total - (std::size_t{1} << e) + step - 1) / step;  // 1..kSubSteps
-  return e * kSubSteps + static_cast<int>(sub);
-}
+// The block size (header included) that size class c stands for.
 std::size_t class_bytes(int c) {
   if (c <= 4) return static_cast<std::size_t>(c) * kAlign;
-  const int e = (c - 1) / kSubSteps;
-  const int sub = c - e * kSubSteps;
-  return (std::size_t{1} << e) + static_cast<std::size_t>(sub) * ((std::size_t{1} << e) / kSubSteps);
+  const int e = (c - 1) / kSizeSubSteps;
+  const int sub = c - e * kSizeSubSteps;
+  return (std::size_t{1} << e) + static_cast<std::size_t>(sub) * ((std::size_t{1} << e) / kSizeSubSteps);
 }
 
 }  // namespace
@@ -72,38 +64,47 @@ void system_free(Storage* s) {
 }
 
 struct Cache {
-  std::vector<Storage*> free[kNumClasses];
-  std::size_t cached_bytes = 0;
-  std::size_t hits = 0, misses = 0;
-  CacheHome* home = new CacheHome;
+  FreeLists lists;  // the inline fast paths (allocator.hpp) use these through tls_free_lists
+  std::size_t misses = 0;
+  Cache() {
+    lists.home = new CacheHome;
+    tls_free_lists = &lists;
+  }
   ~Cache();
   // Keeps a block of this thread for reuse (or gives it back to the system beyond the cap).
   void put(Storage* s) {
-    const std::size_t bytes = class_bytes(s->size_class);
-    if (cached_bytes + bytes > kMaxCachedBytes) {
+    const std::size_t bytes = s->capacity + Storage::kHeaderBytes;
+    if (lists.cached_bytes + bytes > kMaxCachedBytes) {
       system_free(s);
       return;
     }
-    free[s->size_class].push_back(s);
-    cached_bytes += bytes;
+    s->next_free = lists.head[s->size_class];
+    lists.head[s->size_class] = s;
+    lists.cached_bytes += bytes;
   }
   // Takes back the blocks other threads freed since the last call.
   void take_remote() {
-    if (home->remote.load(std::memory_order_relaxed) == 0) return;
-    auto* s = reinterpret_cast<Storage*>(home->remote.exchange(0, std::memory_order_acquire));
+    if (lists.home->remote.load(std::memory_order_relaxed) == 0) return;
+    auto* s = reinterpret_cast<Storage*>(lists.home->remote.exchange(0, std::memory_order_acquire));
     while (s != nullptr) {
       Storage* next = s->next_free;
       put(s);
       s = next;
     }
   }
+  void free_lists() {
+    for (Storage*& head : lists.head) {
+      while (head != nullptr) {
+        Storage* next = head->next_free;
+        system_free(head);
+        head = next;
+      }
+    }
+    lists.cached_bytes = 0;
+  }
   void clear() {
     take_remote();
-    for (auto& list : free) {
-      for (Storage* s : list) system_free(s);
-      list.clear();
-    }
-    cached_bytes = 0;
+    free_lists();
   }
 };
 
@@ -115,25 +116,22 @@ Cache& cache() {
   return c;
 }
 Cache::~Cache() {
+  tls_free_lists = nullptr;  // the inline fast paths stop here
   // Close the remote list first: a block freed elsewhere from now on is adopted by the freeing thread.
-  auto* s = reinterpret_cast<Storage*>(home->remote.exchange(kDead, std::memory_order_acq_rel));
+  auto* s = reinterpret_cast<Storage*>(lists.home->remote.exchange(kDead, std::memory_order_acq_rel));
   while (s != nullptr) {
     Storage* next = s->next_free;
     system_free(s);
     s = next;
   }
-  for (auto& list : free) {
-    for (Storage* b : list) system_free(b);
-    list.clear();
-  }
-  cached_bytes = 0;
+  free_lists();
   cache_destroyed = true;
-  unref(home);  // the thread's own reference; blocks still in use elsewhere keep it alive
+  unref(lists.home);  // the thread's own reference; blocks still in use elsewhere keep it alive
 }
 
 }  // namespace
 
-Storage* storage_allocate(std::size_t nbytes) {
+Storage* storage_allocate_slow(std::size_t nbytes) {
   const std::size_t total = nbytes + Storage::kHeaderBytes;
   const int c = size_class_of(total);
   if (cache_destroyed) {  // no cache any more: a plain block, released with free()
@@ -143,61 +141,53 @@ Storage* storage_allocate(std::size_t nbytes) {
     return s;
   }
   Cache& k = cache();
-  Storage* s = nullptr;
   if (c < kNumClasses) {
-    if (k.free[c].empty()) k.take_remote();
-    if (!k.free[c].empty()) {
-      s = k.free[c].back();
-      k.free[c].pop_back();
-      k.cached_bytes -= class_bytes(c);
-      ++k.hits;
-    }
+    k.take_remote();
+    if (k.lists.head[c] != nullptr) return storage_allocate(nbytes);  // the fast path now finds one
   }
-  if (s == nullptr) {
-    s = system_allocate(c < kNumClasses ? class_bytes(c) : (total + kAlign - 1) / kAlign * kAlign);
-    s->size_class = c;
-    if (c < kNumClasses) {
-      s->home = k.home;
-      k.home->refs.fetch_add(1, std::memory_order_relaxed);
-    }
-    ++k.misses;
+  Storage* s = system_allocate(c < kNumClasses ? class_bytes(c) : (total + kAlign - 1) / kAlign * kAlign);
+  s->size_class = c;
+  if (c < kNumClasses) {
+    s->home = k.lists.home;
+    k.lists.home->refs.fetch_add(1, std::memory_order_relaxed);
   }
+  ++k.misses;
   s->refs.store(1, std::memory_order_relaxed);
   return s;
 }
 
-void Storage::release() {
-  if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  CacheHome* const h = home;
+// The last reference is gone and the fast path (this thread's own block, room in its cache) did not apply.
+void storage_release_slow(Storage* s) {
+  CacheHome* const h = s->home;
   if (h == nullptr) {  // uncached
-    system_free(this);
+    system_free(s);
     return;
   }
   if (!cache_destroyed) {
     Cache& k = cache();
-    if (h == k.home) {
-      k.put(this);
+    if (h == k.lists.home) {
+      k.put(s);
       return;
     }
   }
   // Another thread's block: push it onto that thread's remote list.
   std::uintptr_t head = h->remote.load(std::memory_order_relaxed);
   while (head != kDead) {
-    next_free = reinterpret_cast<Storage*>(head);
-    if (h->remote.compare_exchange_weak(head, reinterpret_cast<std::uintptr_t>(this), std::memory_order_release,
+    s->next_free = reinterpret_cast<Storage*>(head);
+    if (h->remote.compare_exchange_weak(head, reinterpret_cast<std::uintptr_t>(s), std::memory_order_release,
                                         std::memory_order_relaxed))
       return;
   }
   // Its thread has exited: adopt the block here, or give it back if this thread's cache is gone too.
   if (cache_destroyed) {
-    system_free(this);
+    system_free(s);
     return;
   }
   Cache& k = cache();
-  k.home->refs.fetch_add(1, std::memory_order_relaxed);
-  home = k.home;
+  k.lists.home->refs.fetch_add(1, std::memory_order_relaxed);
+  s->home = k.lists.home;
   unref(h);
-  k.put(this);
+  k.put(s);
 }
 
 }  // namespace detail
@@ -205,7 +195,7 @@ void Storage::release() {
 AllocatorStats allocator_stats() {
   auto& k = detail::cache();
   k.take_remote();  // blocks other threads gave back count as cached here
-  return {k.cached_bytes, k.hits, k.misses, detail::system_bytes.load(std::memory_order_relaxed)};
+  return {k.lists.cached_bytes, k.lists.hits, k.misses, detail::system_bytes.load(std::memory_order_relaxed)};
 }
 void empty_cache() { detail::cache().clear(); }
 

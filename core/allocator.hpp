@@ -5,7 +5,10 @@
 // A block freed on another thread than the one that allocated it goes back to that thread (batch shards
 // allocate on worker threads and the caller frees): otherwise memory would drift, step after step, from
 // the threads that allocate into the caches of the threads that free.
+// The fast paths (a block of a cached class taken from, or given back to, this thread's own list) are
+// inline: every op allocates its output, and a small recurrent step runs thousands of ops.
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 
@@ -20,16 +23,72 @@ struct Storage {
   std::int32_t size_class;
   std::size_t capacity;  ///< usable data bytes
   CacheHome* home;       ///< the cache this block returns to; null: freed straight to the system
-  Storage* next_free;    ///< link while the block waits in its home's list of blocks freed elsewhere
+  Storage* next_free;    ///< link while the block waits in a free list
   void* data() { return reinterpret_cast<char*>(this) + kHeaderBytes; }
   static constexpr std::size_t kHeaderBytes = 64;
 
   void retain() { refs.fetch_add(1, std::memory_order_relaxed); }
-  void release();  ///< returns the block to the cache when the last reference goes
+  inline void release();  ///< returns the block to the cache when the last reference goes
 };
 
+constexpr std::size_t kBlockAlign = 64;
+constexpr int kSizeSubSteps = 4;  // size classes per power of two (a power of two itself)
+constexpr int kNumSizeClasses = 64 * kSizeSubSteps;
+constexpr std::size_t kMaxCachedBytes = std::size_t{2} << 30;  // per thread; beyond this, free to the system
+
+/// Size class of a block of `total` bytes (header included).
+inline int size_class_of(std::size_t total) {
+  if (total <= 256) return static_cast<int>((total + kBlockAlign - 1) / kBlockAlign);  // classes 1..4: 64-byte steps
+  const int e = std::bit_width(total - 1) - 1;  // 2^e < total <= 2^(e+1), e >= 8
+  const int step_log2 = e - std::countr_zero(static_cast<unsigned>(kSizeSubSteps));  // a shift, not a division
+  const std::size_t sub = (total - (std::size_t{1} << e) + (std::size_t{1} << step_log2) - 1) >> step_log2;  // 1..4
+  return e * kSizeSubSteps + static_cast<int>(sub);
+}
+
+/// The calling thread's free lists (owned by its cache in allocator.cpp): intrusive stacks through
+/// Storage::next_free, one per size class.
+struct FreeLists {
+  Storage* head[kNumSizeClasses] = {};
+  std::size_t cached_bytes = 0;
+  std::size_t hits = 0;
+  CacheHome* home = nullptr;
+};
+/// Null until the thread's cache is created (by its first slow-path allocation) and after it is destroyed.
+extern constinit thread_local FreeLists* tls_free_lists;
+
+Storage* storage_allocate_slow(std::size_t nbytes);
+void storage_release_slow(Storage* s);
+
 /// A block with room for `nbytes` of data and one reference. Contents are uninitialised.
-Storage* storage_allocate(std::size_t nbytes);
+inline Storage* storage_allocate(std::size_t nbytes) {
+  if (FreeLists* f = tls_free_lists) {
+    const int c = size_class_of(nbytes + Storage::kHeaderBytes);
+    if (c < kNumSizeClasses) {
+      if (Storage* s = f->head[c]) {
+        f->head[c] = s->next_free;
+        f->cached_bytes -= s->capacity + Storage::kHeaderBytes;
+        ++f->hits;
+        s->refs.store(1, std::memory_order_relaxed);
+        return s;
+      }
+    }
+  }
+  return storage_allocate_slow(nbytes);
+}
+
+inline void Storage::release() {
+  // The sole owner needs no locked decrement: no other handle exists that could retain concurrently.
+  if (refs.load(std::memory_order_acquire) != 1 && refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  FreeLists* f = tls_free_lists;
+  const std::size_t bytes = capacity + kHeaderBytes;
+  if (f != nullptr && home == f->home && f->cached_bytes + bytes <= kMaxCachedBytes) {
+    next_free = f->head[size_class];
+    f->head[size_class] = this;
+    f->cached_bytes += bytes;
+    return;
+  }
+  storage_release_slow(this);
+}
 
 }  // namespace detail
 

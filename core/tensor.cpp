@@ -4,14 +4,6 @@
 
 namespace unroll {
 
-Tensor Tensor::empty(const Shape& shape, Dtype dtype) {
-  Tensor t;
-  t.storage_ = detail::storage_allocate(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype));
-  t.shape_ = shape;
-  t.dtype_ = dtype;
-  return t;
-}
-
 double Tensor::item() const {
   UNROLL_CHECK(defined(), StateError, "item: tensor is undefined; got an undefined tensor, expected one element");
   UNROLL_CHECK(numel() == 1, ShapeError, "item: tensor has more than one element; got shape {}, expected one element",
@@ -37,16 +29,6 @@ Tensor Tensor::view_as_shape(const Shape& shape) const {
   UNROLL_CHECK(shape.numel() == numel(), ShapeError, "view: element count differs; got {} ({} elements), expected {} elements",
                shape, shape.numel(), numel());
   return view_range(0, shape);
-}
-
-Tensor Tensor::view_range(std::int64_t element_offset, const Shape& shape) const {
-  Tensor t;
-  t.storage_ = storage_;
-  storage_->retain();
-  t.offset_ = offset_ + element_offset;
-  t.shape_ = shape;
-  t.dtype_ = dtype_;
-  return t;
 }
 
 Tensor full(const Shape& shape, double value, Dtype dtype) {

@@ -52,18 +52,19 @@ class Tensor {
     }
     return *this;
   }
-  ~Tensor() { reset(); }
+  ~Tensor() {
+    if (storage_ != nullptr || leaf_ != nullptr) drop_refs();  // inline: most handles destroyed were moved from
+  }
   /// Makes this handle undefined, dropping its references (cheaper than assigning Tensor()).
   void reset() {
-    if (storage_) storage_->release();
-    if (leaf_) detail::release(leaf_);
-    storage_ = nullptr;
-    leaf_ = nullptr;
+    if (storage_ != nullptr || leaf_ != nullptr) drop_refs();
     tape_key_ = 0;
   }
 
   /// A new tensor with uninitialised contents (use zeros() when the contents matter).
-  static Tensor empty(const Shape& shape, Dtype dtype = Dtype::float32);
+  static Tensor empty(const Shape& shape, Dtype dtype = Dtype::float32) {
+    return Tensor(detail::storage_allocate(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype)), 0, shape, dtype);
+  }
 
   bool defined() const { return storage_ != nullptr; }
   const Shape& shape() const { return shape_; }
@@ -113,13 +114,26 @@ class Tensor {
   /// A handle to the same storage with another shape of equal numel (no autograd identity).
   Tensor view_as_shape(const Shape& shape) const;
   /// A handle to `shape` starting `element_offset` elements into this tensor (no autograd identity).
-  Tensor view_range(std::int64_t element_offset, const Shape& shape) const;
+  Tensor view_range(std::int64_t element_offset, const Shape& shape) const {
+    storage_->retain();
+    return Tensor(storage_, offset_ + element_offset, shape, dtype_);
+  }
   detail::LeafMeta* leaf() const { return leaf_; }
   std::uint64_t tape_key() const { return tape_key_; }
   std::uint32_t slot() const { return slot_; }
   void set_tape_ref(std::uint64_t key, std::uint32_t slot) { tape_key_ = key; slot_ = slot; }
 
  private:
+  void drop_refs() {
+    if (storage_) storage_->release();
+    if (leaf_) detail::release(leaf_);
+    storage_ = nullptr;
+    leaf_ = nullptr;
+  }
+  // Builds the handle in one go: default-constructing and then assigning would zero the whole Shape first.
+  Tensor(detail::Storage* storage, std::int64_t offset, const Shape& shape, Dtype dtype)
+      : storage_(storage), offset_(offset), shape_(shape), dtype_(dtype) {}
+
   detail::Storage* storage_ = nullptr;
   detail::LeafMeta* leaf_ = nullptr;
   std::uint64_t tape_key_ = 0;  ///< tape + epoch that recorded this tensor; 0 = not an op output

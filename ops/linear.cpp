@@ -85,7 +85,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                          }
                          // dW [out, in] = g^T [out, M] . x [M, in]; for few rows (a step of an unrolled
                          // loop) deferred and summed with the other steps' in one GEMM
-                         if (sink.needs(1)) sink.add_rows_product(1, g.view_as_shape({M, out_f}), x.view_as_shape({M, in}));
+                         if (sink.needs(1)) sink.add_rows_product(1, g, x);  // leading dims are the rows
                        });
                        if (sink.needs(2)) {
                          Tensor& db = sink.buffer(2, fresh);

@@ -65,7 +65,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
                        }
                        if (sink.needs(1)) {  // db [K, N] = a^T [K, M] . g [M, N]
                          if (sb == 0) {  // one weight for all rows: deferrable (see GradSink::add_rows_product)
-                           sink.add_rows_product(1, a.view_as_shape({batch * M, K}), g.view_as_shape({batch * M, N}));
+                           sink.add_rows_product(1, a, g);  // [.., K] and [.., N]: the leading dims are the rows
                          } else {
                            Tensor& db = sink.buffer(1, fresh);
                            gemm_batched(true, false, batch, K, N, M, {a, sa, K}, {g, so, N}, !fresh, db, sb, N);

@@ -341,12 +341,11 @@ Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, std::shared
   autograd::record(where, out, {&gx, &w_hh}, [h_prev = std::move(h_prev), H = w_hh.shape()[1]](autograd::GradSink& sink) {
     const Tensor& g = sink.grad_output();  // [T, B, n]: every step's gate gradient
     if (sink.needs(1)) {
-      const std::int64_t rows = g.shape()[0] * g.shape()[1], n = g.shape()[2];
       const Shape expected{g.shape()[0], g.shape()[1], H};
       UNROLL_CHECK(h_prev->defined() && h_prev->shape() == expected && h_prev->dtype() == g.dtype(), StateError,
                    "{}: the hidden states the steps read are missing or misshapen; got {}, expected a {} tensor", where,
                    h_prev->defined() ? fmt::format("{}", h_prev->shape()) : std::string("none"), expected);
-      sink.add_rows_product(1, g.view_as_shape({rows, n}), h_prev->view_as_shape({rows, H}));
+      sink.add_rows_product(1, g, *h_prev);  // leading dims are the rows
     }
     if (sink.needs(0)) sink.add(0, g);
   });

@@ -211,7 +211,10 @@ Tensor select(const Tensor& x, std::int64_t dim, std::int64_t index) {
   UNROLL_CHECK(index >= -size && index < size, IndexError,
                "select: index out of range; got {} for dim {} of {}, expected in [{}, {}]", index, d, x.shape(), -size,
                size - 1);
-  return strided_slice("select", x, d, index < 0 ? index + size : index, 1, 1, true);
+  const std::int64_t i = index < 0 ? index + size : index;
+  if (d == 0 && !autograd::needs_grad({&x}))  // x[t] of an input sequence: a plain view, nothing to record
+    return x.view_range(i * x.shape().numel(1, x.dim()), x.shape().tail(1));
+  return strided_slice("select", x, d, i, 1, 1, true);
 }
 
 Tensor Tensor::operator[](std::int64_t i) const { return select(*this, 0, i); }
