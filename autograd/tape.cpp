@@ -8,23 +8,24 @@
 #include "../core/kernels.hpp"
 
 namespace unroll::autograd {
+constinit thread_local bool tls_grad_mode = true;
+constinit thread_local Tape* tls_active_tape = nullptr;
+
 namespace {
-thread_local bool grad_mode = true;
-thread_local Tape* active = nullptr;
 std::atomic<std::uint64_t> next_key{1};
 std::uint64_t fresh_key() { return next_key.fetch_add(1, std::memory_order_relaxed); }
 }  // namespace
 
-bool grad_enabled() { return grad_mode; }
-NoGradGuard::NoGradGuard() : prev_(grad_mode) { grad_mode = false; }
-NoGradGuard::~NoGradGuard() { grad_mode = prev_; }
+NoGradGuard::NoGradGuard() : prev_(tls_grad_mode) { tls_grad_mode = false; }
+NoGradGuard::~NoGradGuard() { tls_grad_mode = prev_; }
 
-Tape::Tape() : key_(fresh_key()), prev_(&current()) { active = this; }
+Tape::Tape() : key_(fresh_key()), prev_(&current()) { tls_active_tape = this; }
 Tape::Tape(DefaultTag) : key_(fresh_key()), is_default_(true) {}
 Tape::~Tape() {
   clear();
   if (is_default_) return;
   // Unlink this scope from the thread's stack, even when scopes end out of order.
+  Tape*& active = tls_active_tape;
   if (active == this) {
     active = prev_;
     return;
@@ -36,12 +37,10 @@ Tape::~Tape() {
     }
 }
 
-Tape& Tape::current() {
-  if (active == nullptr) {
-    thread_local Tape default_tape{DefaultTag{}};
-    active = &default_tape;
-  }
-  return *active;
+Tape& Tape::default_tape() {
+  thread_local Tape tape{DefaultTag{}};
+  tls_active_tape = &tape;
+  return tape;
 }
 
 void* Tape::arena_alloc_slow(std::size_t bytes, std::size_t align) {
@@ -70,20 +69,39 @@ void reserve_more(V& v, std::size_t extra) {
 }
 }  // namespace
 
+void Tape::append_node(const char* name, void (*run)(void*, GradSink&), void (*destroy)(void*), void* closure,
+                       std::span<const Tensor* const> inputs, std::span<Tensor* const> outputs) noexcept {
+  const auto node = static_cast<std::uint32_t>(nodes_.size());
+  nodes_.push_back(Node{name, run, destroy, closure, static_cast<std::uint32_t>(inputs_.size()),
+                        static_cast<std::uint32_t>(inputs.size()), static_cast<std::uint32_t>(slots_.size()),
+                        static_cast<std::uint32_t>(outputs.size())});
+  for (const Tensor* t : inputs) {
+    detail::LeafMeta* leaf = t->leaf();
+    if (leaf != nullptr && leaf->tape_mark.load(std::memory_order_relaxed) != key_) {
+      detail::retain(leaf);
+      leaf->tape_mark.store(key_, std::memory_order_relaxed);
+      held_leaves_.push_back(leaf);
+    }
+    inputs_.push_back(InputRef{leaf, t->tape_key(), t->slot(), t->requires_grad()});
+  }
+  for (Tensor* t : outputs) {
+    const auto slot = static_cast<std::uint32_t>(slots_.size());
+    slots_.push_back({t->shape(), t->dtype(), node});
+    t->set_tape_ref(key_, slot);
+  }
+}
+
 void Tape::grow(std::size_t n_inputs, std::size_t n_outputs) {
   reserve_more(nodes_, 1);
   reserve_more(inputs_, n_inputs);
   reserve_more(slots_, n_outputs);
+  reserve_more(held_leaves_, n_inputs);
 }
 
 void Tape::release_node(Node& n) {
   if (n.closure != nullptr) {
     if (n.destroy) n.destroy(n.closure);
     n.closure = nullptr;
-  }
-  for (std::uint32_t i = n.in_begin; i < n.in_begin + n.in_count; ++i) {
-    if (inputs_[i].leaf) detail::release(inputs_[i].leaf);
-    inputs_[i].leaf = nullptr;
   }
   for (std::uint32_t s = n.out_begin; s < n.out_begin + n.out_count && s < grads_.size(); ++s) grads_[s].reset();
 }
@@ -96,6 +114,8 @@ void Tape::clear_from(std::size_t from) {
   nodes_.clear();
   inputs_.clear();
   slots_.clear();
+  for (detail::LeafMeta* leaf : held_leaves_) detail::release(leaf);
+  held_leaves_.clear();
   // grads_ keeps its (now all undefined) entries: re-growing it each backward zero-filled ~120 bytes per
   // slot, a visible cost for a small recurrent step.
   block_ = 0;
@@ -231,12 +251,13 @@ constexpr std::int64_t kDeferRows = 256;
 void Tape::defer_rows(detail::LeafMeta& leaf, const Tensor& p, const Tensor& q) {
   const std::int64_t m = rows_of(p), a = p.shape().back(), b = q.shape().back();
   const std::size_t elem = dtype_size(p.dtype()), row_bytes = static_cast<std::size_t>(a + b) * elem;
+  // Room for this many rows fits the memory bound (>= m: add_rows_product checked that m rows fit).
+  const std::int64_t fit = std::min(kChunkRows, static_cast<std::int64_t>(kDeferredBytesLimit / row_bytes));
   DeferredRows* d = nullptr;
   for (DeferredRows& e : deferred_)
     if (e.leaf == &leaf) d = &e;
   if (d == nullptr) {
-    const auto fit = static_cast<std::int64_t>(kDeferredBytesLimit / row_bytes);  // >= m (add_rows_product)
-    const std::int64_t cap = std::min(kChunkRows, std::max(m, fit));
+    const std::int64_t cap = std::min(fit, 8 * m);  // grows by doubling up to a chunk: small uses stay small
     const std::size_t bytes = static_cast<std::size_t>(cap) * row_bytes;
     // Leaf gradients are only ever added to during backward, so running the others' rows early is exact.
     if (deferred_bytes_ + bytes > kDeferredBytesLimit) flush_deferred();
@@ -247,7 +268,21 @@ void Tape::defer_rows(detail::LeafMeta& leaf, const Tensor& p, const Tensor& q) 
     deferred_bytes_ += bytes;
     d = &deferred_.back();
   }
-  if (d->rows + m > d->p.shape()[0]) run_deferred(*d);
+  const std::int64_t cap = d->p.shape()[0];
+  if (d->rows + m > cap) {
+    const std::int64_t grown = std::min(fit, std::max(2 * cap, d->rows + m));
+    const std::size_t extra = static_cast<std::size_t>(grown - cap) * row_bytes;
+    if (grown < d->rows + m || deferred_bytes_ + extra > kDeferredBytesLimit) {
+      run_deferred(*d);  // a full chunk (or no room to grow): its product now, then fill it again
+    } else {
+      Tensor np = Tensor::empty({grown, a}, p.dtype()), nq = Tensor::empty({grown, b}, p.dtype());
+      std::memcpy(np.raw(), d->p.raw(), static_cast<std::size_t>(d->rows * a) * elem);
+      std::memcpy(nq.raw(), d->q.raw(), static_cast<std::size_t>(d->rows * b) * elem);
+      d->p = std::move(np);
+      d->q = std::move(nq);
+      deferred_bytes_ += extra;
+    }
+  }
   std::memcpy(static_cast<char*>(d->p.raw()) + d->rows * a * elem, p.raw(), static_cast<std::size_t>(m * a) * elem);
   std::memcpy(static_cast<char*>(d->q.raw()) + d->rows * b * elem, q.raw(), static_cast<std::size_t>(m * b) * elem);
   d->rows += m;
@@ -286,12 +321,11 @@ void check_not_stale(const char* name, std::size_t i, std::uint64_t key, std::ui
 }
 }  // namespace
 
-std::pair<const Shape*, Dtype> Tape::input_meta(const Node& n, std::size_t i) const {
+void Tape::input_meta_error(const Node& n, std::size_t i) const {
   const InputRef& in = inputs_[n.in_begin + i];
   UNROLL_CHECK(in.needs, StateError, "backward: '{}' asked about input {}, which needs no gradient", n.name, i);
-  if (in.leaf) return {&in.leaf->shape, in.leaf->dtype};
   check_not_stale(n.name, i, in.key, key_);
-  return {&slots_[in.slot].shape, slots_[in.slot].dtype};
+  throw StateError(fmt::format("backward: input {} of '{}' has no gradient record", i, n.name));  // unreachable
 }
 
 void GradSink::add_rows_product(std::size_t i, const Tensor& p, const Tensor& q) {

@@ -19,8 +19,13 @@
 
 namespace unroll::autograd {
 
+class Tape;
+// The calling thread's recording state (read inline by every op).
+extern constinit thread_local bool tls_grad_mode;
+extern constinit thread_local Tape* tls_active_tape;  ///< null until the thread first needs a tape
+
 /// False inside a NoGradGuard (and while backward runs): ops then record nothing.
-bool grad_enabled();
+inline bool grad_enabled() { return tls_grad_mode; }
 /// Disables recording for its lifetime (like torch.no_grad()).
 class NoGradGuard {
  public:
@@ -33,7 +38,6 @@ class NoGradGuard {
   bool prev_;
 };
 
-class Tape;
 
 /// Bytes of deferred weight-gradient rows (GradSink::add_rows_product) one tape may hold: a bound on the
 /// memory deferral adds. A variable so tests can lower it.
@@ -104,7 +108,10 @@ class Tape {
   Tape& operator=(const Tape&) = delete;
 
   /// The calling thread's active tape.
-  static Tape& current();
+  static Tape& current() {
+    Tape* t = tls_active_tape;
+    return t != nullptr ? *t : default_tape();
+  }
   /// Number of recorded nodes.
   std::size_t size() const { return nodes_.size(); }
   /// Frees every node; tensors recorded so far become detached history (backward through them is a StateError).
@@ -126,7 +133,7 @@ class Tape {
   // Small on purpose (recorded for every op input): an input's shape and dtype are looked up in its
   // leaf record or its slot when a gradient arrives.
   struct InputRef {
-    detail::LeafMeta* leaf;  ///< retained; the leaf's gradient record, or null
+    detail::LeafMeta* leaf;  ///< the leaf's gradient record (kept alive by held_leaves_), or null
     std::uint64_t key;       ///< tape key of a recorded input (0 for leaves and constants)
     std::uint32_t slot;
     bool needs;
@@ -147,7 +154,13 @@ class Tape {
   // Where a leaf's gradient goes: its `.grad`, or the collecting LeafGrads' slot for it.
   Tensor& leaf_grad(detail::LeafMeta& leaf) { return leaf_grads_ ? leaf_grads_->slot(leaf) : leaf.grad; }
   // Shape and dtype of an input that needs a gradient (checks that it is not from a freed graph).
-  std::pair<const Shape*, Dtype> input_meta(const Node& n, std::size_t i) const;
+  std::pair<const Shape*, Dtype> input_meta(const Node& n, std::size_t i) const {
+    const InputRef& in = inputs_[n.in_begin + i];
+    if (in.needs && in.leaf) return {&in.leaf->shape, in.leaf->dtype};
+    if (in.needs && in.key == key_) return {&slots_[in.slot].shape, slots_[in.slot].dtype};
+    input_meta_error(n, i);
+  }
+  [[noreturn]] void input_meta_error(const Node& n, std::size_t i) const;
   // Room for a closure in the arena. The fast path (room left in the current block) is inline: it runs
   // for every recorded op.
   void* arena_alloc(std::size_t bytes, std::size_t align) {
@@ -161,27 +174,16 @@ class Tape {
   void* arena_alloc_slow(std::size_t bytes, std::size_t align);
   void reserve_for(std::size_t n_inputs, std::size_t n_outputs) {
     if (nodes_.size() == nodes_.capacity() || inputs_.size() + n_inputs > inputs_.capacity() ||
-        slots_.size() + n_outputs > slots_.capacity())
+        slots_.size() + n_outputs > slots_.capacity() || held_leaves_.size() + n_inputs > held_leaves_.capacity())
       grow(n_inputs, n_outputs);
   }
   void grow(std::size_t n_inputs, std::size_t n_outputs);
   void release_node(Node& n);
   // Releases nodes [from, size()) and empties the tape (nodes below `from` are already released).
   void clear_from(std::size_t from);
-  void push_inputs(std::span<const Tensor* const> inputs) {  // capacity reserved by reserve_for
-    for (const Tensor* t : inputs) {
-      if (t->leaf()) detail::retain(t->leaf());
-      inputs_.push_back(InputRef{t->leaf(), t->tape_key(), t->slot(), t->requires_grad()});
-    }
-  }
-  void push_outputs(std::span<Tensor* const> outputs) {
-    const auto node = static_cast<std::uint32_t>(nodes_.size() - 1);
-    for (Tensor* t : outputs) {
-      const auto slot = static_cast<std::uint32_t>(slots_.size());
-      slots_.push_back({t->shape(), t->dtype(), node});
-      t->set_tape_ref(key_, slot);
-    }
-  }
+  // The non-template rest of record() (capacity already reserved: cannot throw).
+  void append_node(const char* name, void (*run)(void*, GradSink&), void (*destroy)(void*), void* closure,
+                   std::span<const Tensor* const> inputs, std::span<Tensor* const> outputs) noexcept;
 
   // Deferred weight-gradient rows of one leaf (GradSink::add_rows_product): p [cap, a] and q [cap, b],
   // rows [0, rows) filled. When full, their product is added to the leaf's gradient and filling restarts.
@@ -200,6 +202,7 @@ class Tape {
 
   std::vector<Node> nodes_;
   std::vector<InputRef> inputs_;
+  std::vector<detail::LeafMeta*> held_leaves_;  ///< retained once each until clear(); see LeafMeta::tape_mark
   std::vector<DeferredRows> deferred_;  ///< one per leaf, in the order their first rows arrived
   std::size_t deferred_bytes_ = 0;       ///< of their buffers
   std::vector<SlotInfo> slots_;
@@ -217,6 +220,7 @@ class Tape {
   bool is_default_ = false;
   struct DefaultTag {};
   explicit Tape(DefaultTag);
+  static Tape& default_tape();  // the thread's default tape, made active
 };
 
 /// True when an op on these inputs must be recorded: grad mode is on and some input requires grad.
@@ -263,18 +267,9 @@ void Tape::record(const char* name, std::span<Tensor* const> outputs, std::span<
   reserve_for(inputs.size(), outputs.size());  // after this nothing below can throw but the closure's copy
   void* mem = arena_alloc(sizeof(Fn), alignof(Fn));
   Fn* closure = new (mem) Fn(std::forward<F>(fn));
-  Node n;
-  n.name = name;
-  n.run = [](void* c, GradSink& sink) { (*static_cast<Fn*>(c))(sink); };
-  n.destroy = std::is_trivially_destructible_v<Fn> ? nullptr : +[](void* c) { static_cast<Fn*>(c)->~Fn(); };
-  n.closure = closure;
-  n.in_begin = static_cast<std::uint32_t>(inputs_.size());
-  n.in_count = static_cast<std::uint32_t>(inputs.size());
-  n.out_begin = static_cast<std::uint32_t>(slots_.size());
-  n.out_count = static_cast<std::uint32_t>(outputs.size());
-  nodes_.push_back(n);
-  push_inputs(inputs);
-  push_outputs(outputs);
+  append_node(name, [](void* c, GradSink& sink) { (*static_cast<Fn*>(c))(sink); },
+              std::is_trivially_destructible_v<Fn> ? nullptr : +[](void* c) { static_cast<Fn*>(c)->~Fn(); }, closure,
+              inputs, outputs);
 }
 
 }  // namespace unroll::autograd

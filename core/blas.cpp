@@ -125,6 +125,39 @@ inline void dot4(const T* a, const T* b, std::int64_t ldb, std::int64_t K, T out
   for (int q = 0; q < 4; ++q) out[q] = r[q];
 }
 
+// Pairwise sums of neighbours, x's and y's interleaved per 128-bit half (what AVX's vhaddps/vhaddpd do).
+inline Vec<float> hadd(Vec<float> x, Vec<float> y) {
+  return __builtin_shufflevector(x, y, 0, 2, 8, 10, 4, 6, 12, 14) + __builtin_shufflevector(x, y, 1, 3, 9, 11, 5, 7, 13, 15);
+}
+inline Vec<double> hadd(Vec<double> x, Vec<double> y) {
+  return __builtin_shufflevector(x, y, 0, 4, 2, 6) + __builtin_shufflevector(x, y, 1, 5, 3, 7);
+}
+
+// out[q] = sum_k a[k] B[q, k] for the L = kLanes rows q of B (a and B's rows contiguous): L dot products
+// at once, their lane sums reduced together (far fewer shuffles than L separate horizontal sums). This is
+// the NT product of a batch-1 backward (dh = dG W^T).
+template <class T>
+inline Vec<T> dot_lanes(const T* a, const T* b, std::int64_t ldb, std::int64_t K) {
+  constexpr int L = kLanes<T>;
+  Vec<T> s[L] = {};
+  std::int64_t k = 0;
+  for (; k + L <= K; k += L) {
+    const Vec<T> av = load(a + k);
+    for (int q = 0; q < L; ++q) s[q] += av * load(b + q * ldb + k);
+  }
+  Vec<T> r;
+  if constexpr (L == 8) {
+    const Vec<T> u0 = hadd(hadd(s[0], s[1]), hadd(s[2], s[3])), u1 = hadd(hadd(s[4], s[5]), hadd(s[6], s[7]));
+    r = __builtin_shufflevector(u0, u1, 0, 1, 2, 3, 8, 9, 10, 11) + __builtin_shufflevector(u0, u1, 4, 5, 6, 7, 12, 13, 14, 15);
+  } else {
+    const Vec<T> t0 = hadd(s[0], s[1]), t1 = hadd(s[2], s[3]);
+    r = __builtin_shufflevector(t0, t1, 0, 1, 4, 5) + __builtin_shufflevector(t0, t1, 2, 3, 6, 7);
+  }
+  for (; k < K; ++k)
+    for (int q = 0; q < L; ++q) r[q] += a[k] * b[q * ldb + k];
+  return r;
+}
+
 template <class T>
 inline T dot(const T* a, std::int64_t a_step, const T* b, std::int64_t K) {
   T acc = T(0);
@@ -172,6 +205,11 @@ void small_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K
     }
     std::int64_t j = 0;
     if (a_step == 1) {
+      constexpr int L = kLanes<T>;
+      for (; j + L <= N; j += L) {
+        const Vec<T> d = alpha * dot_lanes(a, B + j * ldb, ldb, K);
+        store(c + j, beta == T(0) ? d : (beta == T(1) ? load(c + j) + d : beta * load(c + j) + d));
+      }
       for (; j + 4 <= N; j += 4) {
         T d[4];
         dot4(a, B + j * ldb, ldb, K, d);

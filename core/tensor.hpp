@@ -146,6 +146,9 @@ class Tensor {
 namespace detail {
 struct LeafMeta {
   std::atomic<std::int32_t> refs{1};
+  /// Key of a tape that holds a reference to this leaf until its next clear (autograd::Tape keeps one per
+  /// leaf, not one per recorded use). Only a hint: a stale value just means one more reference is taken.
+  std::atomic<std::uint64_t> tape_mark{0};
   Tensor grad;
   Shape shape;  ///< of the leaf (a handle's shape never changes), for the engine's gradient checks
   Dtype dtype;

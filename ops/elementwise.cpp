@@ -164,10 +164,10 @@ Tensor unary(const char* name, const Tensor& x, Fwd fwd, Bwd bwd) {
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward<BinOp::add>("add", a, b);
   if (autograd::needs_grad({&a, &b}))
-    autograd::record("add", out, {&a, &b}, [sa = a.shape(), sb = b.shape()](autograd::GradSink& sink) {
+    autograd::record("add", out, {&a, &b}, [](autograd::GradSink& sink) {  // the engine knows the input shapes
       const Tensor& g = sink.grad_output();
-      if (sink.needs(0)) sink.add(0, detail::sum_to(g, sa));
-      if (sink.needs(1)) sink.add(1, detail::sum_to(g, sb));
+      if (sink.needs(0)) sink.add(0, detail::sum_to(g, sink.input_shape(0)));
+      if (sink.needs(1)) sink.add(1, detail::sum_to(g, sink.input_shape(1)));
     });
   return out;
 }
@@ -176,10 +176,10 @@ Tensor add(const Tensor& a, const Tensor& b) {
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward<BinOp::sub>("sub", a, b);
   if (autograd::needs_grad({&a, &b}))
-    autograd::record("sub", out, {&a, &b}, [sa = a.shape(), sb = b.shape()](autograd::GradSink& sink) {
+    autograd::record("sub", out, {&a, &b}, [](autograd::GradSink& sink) {
       const Tensor& g = sink.grad_output();
-      if (sink.needs(0)) sink.add(0, detail::sum_to(g, sa));
-      if (sink.needs(1)) sink.add(1, mul(detail::sum_to(g, sb), -1.0));
+      if (sink.needs(0)) sink.add(0, detail::sum_to(g, sink.input_shape(0)));
+      if (sink.needs(1)) sink.add(1, mul(detail::sum_to(g, sink.input_shape(1)), -1.0));
     });
   return out;
 }

@@ -468,6 +468,17 @@ TEST_CASE("deferred weight gradients: one GEMM per leaf at the end, same values,
   autograd::kDeferredBytesLimit = limit;
   check_close(vals(W.grad()), vals(dW));
   check_close(vals(U.grad()), vals(dU));
+  // A long unroll: the deferred rows grow (by doubling) to a full chunk of 2048, whose product then runs
+  // mid-backward before filling again. Same values as one product over all rows.
+  {
+    W.zero_grad();
+    const std::int64_t steps = 1500;  // 3000 rows of B = 2
+    const Tensor xs = randn({steps, B, I}, f64, gen);
+    Tensor loss = zeros({}, f64);
+    for (std::int64_t t = 0; t < steps; ++t) loss = loss + sum(linear(xs[t], W, {}));
+    loss.backward();
+    check_close(vals(W.grad()), vals(matmul(ones({O, steps * B}, f64), reshape(xs, {steps * B, I}))));
+  }
   // Many rows: computed at once, same values.
   W.zero_grad();
   const Tensor big = randn({600, I}, f64, gen);
