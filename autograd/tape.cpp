@@ -86,7 +86,7 @@ void Tape::append_node(const char* name, void (*run)(void*, GradSink&), void (*d
   }
   for (Tensor* t : outputs) {
     const auto slot = static_cast<std::uint32_t>(slots_.size());
-    slots_.push_back({t->shape(), t->dtype(), node});
+    slots_.emplace_back(t->shape(), t->dtype(), node);
     t->set_tape_ref(key_, slot);
   }
 }

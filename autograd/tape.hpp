@@ -139,6 +139,9 @@ class Tape {
     bool needs;
   };
   struct SlotInfo {
+    // Constructed in place, field by field: a braced temporary was assembled on the stack from narrow
+    // stores and re-read wide, a store-forwarding stall on every recorded op.
+    SlotInfo(const Shape& s, Dtype d, std::uint32_t n) : shape(s), dtype(d), node(n) {}
     Shape shape;
     Dtype dtype;
     std::uint32_t node;
