@@ -30,8 +30,6 @@ void Tensor::zero_grad() {
   if (leaf_) leaf_->grad = Tensor();
 }
 
-Tensor Tensor::detach() const { return defined() ? view_range(0, shape_) : Tensor(); }
-
 void Tensor::backward() const { autograd::Tape::current().backward(*this, Tensor()); }
 void Tensor::backward(const Tensor& seed) const { autograd::Tape::current().backward(*this, seed); }
 

@@ -111,16 +111,16 @@ bool can_broadcast(const Shape& a, const Shape& b) {
 
 Shape broadcast_shapes(const char* where, const Shape& a, const Shape& b) {
   const int rank = std::max(a.dim(), b.dim());
-  Shape out;
+  std::int64_t sizes[Shape::kMaxDims];
   for (int d = 0; d < rank; ++d) {
     const int da = d - (rank - a.dim()), db = d - (rank - b.dim());
     const std::int64_t sa = da >= 0 ? a[da] : 1, sb = db >= 0 ? b[db] : 1;
     UNROLL_CHECK(sa == sb || sa == 1 || sb == 1, ShapeError,
                  "{}: shapes are not broadcastable; got a={} and b={}, expected equal sizes or 1 in each dimension",
                  where, a, b);
-    out.push_back(sa == 1 ? sb : sa);
+    sizes[d] = sa == 1 ? sb : sa;
   }
-  return out;
+  return Shape(std::span<const std::int64_t>(sizes, static_cast<std::size_t>(rank)));  // validated once
 }
 
 }  // namespace unroll

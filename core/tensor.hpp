@@ -100,7 +100,7 @@ class Tensor {
   /// Drops the accumulated gradient of a leaf (like PyTorch's zero_grad(set_to_none=True)).
   void zero_grad();
   /// Same storage, cut from the graph: no gradient flows through the result.
-  Tensor detach() const;
+  Tensor detach() const { return defined() ? view_range(0, shape_) : Tensor(); }
   /// Runs backpropagation from this one-element tensor (the loss), then frees the tape.
   void backward() const;
   /// Runs backpropagation with `seed` = d(loss)/d(this), a gradient of this tensor's shape.

@@ -26,8 +26,7 @@ void check_floating_same(const char* where, const Tensor& a, const Tensor& b) {
                where, a.dtype(), b.dtype());
 }
 
-Tensor sum_to(const Tensor& g, const Shape& shape) {
-  if (g.shape() == shape) return g;
+Tensor sum_to_reduce(const Tensor& g, const Shape& shape) {
   Tensor r = g;
   const int lead = g.dim() - shape.dim();
   for (int d = 0; d < g.dim(); ++d) {
@@ -87,7 +86,8 @@ Tensor binary_kernel(const Tensor& a, const Tensor& b, const Shape& out_shape) {
       return;
     }
     const std::int64_t nb = b.numel();
-    if (b.dim() <= a.dim() && a.shape().tail(a.dim() - b.dim()) == b.shape() && nb > 0) {
+    if (nb > 0 && b.dim() <= a.dim() &&  // b's shape ends a's shape
+        std::equal(b.shape().begin(), b.shape().end(), a.shape().end() - b.dim(), a.shape().end())) {
       // b repeats along a's leading dims (a bias row): rows of a against the whole of b
       parallel_for(a.numel() / nb, std::max<std::int64_t>(1, kElementwiseGrain / nb), [&](std::int64_t r0, std::int64_t r1) {
         for (std::int64_t r = r0; r < r1; ++r) {

@@ -75,7 +75,8 @@ void mul_(Tensor& x, double s);
 
 namespace detail {
 /// Sums g over the dims it was broadcast along, so the result has `shape` (not recorded).
-Tensor sum_to(const Tensor& g, const Shape& shape);
+Tensor sum_to_reduce(const Tensor& g, const Shape& shape);
+inline Tensor sum_to(const Tensor& g, const Shape& shape) { return g.shape() == shape ? g : sum_to_reduce(g, shape); }
 /// Checks that x is a defined floating-point tensor.
 void check_floating(const char* where, const Tensor& x);
 /// Checks that a and b are defined floating-point tensors of one dtype.
