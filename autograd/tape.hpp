@@ -38,7 +38,6 @@ class NoGradGuard {
   bool prev_;
 };
 
-
 /// Bytes of deferred weight-gradient rows (GradSink::add_rows_product) one tape may hold: a bound on the
 /// memory deferral adds. A variable so tests can lower it.
 inline std::size_t kDeferredBytesLimit = std::size_t{256} << 20;
@@ -85,10 +84,10 @@ class GradSink {
   /// Shape of input i (one that needs a gradient).
   const Shape& input_shape(std::size_t i) const;
   /// Adds p^T q to input i's gradient: p [M, a], q [M, b], input i [a, b] — a weight's gradient summed over
-  /// M rows (linear's dW = dY^T X). p and q may have more dims: their leading dims are the rows. For a leaf with few rows the rows are copied aside and the product is
-  /// done later together with that leaf's other deferred rows, in ONE GEMM over up to 2048 of them (or at
-  /// the end of backward): the T small per-step weight gradients of an unrolled loop become a few large
-  /// products, which BLAS runs much faster.
+  /// M rows (linear's dW = dY^T X). p and q may have more dims: their leading dims are the rows. For a
+  /// leaf with few rows the rows are copied aside and the product is done later together with that leaf's
+  /// other deferred rows, in ONE GEMM over up to 2048 of them (or at the end of backward): the T small
+  /// per-step weight gradients of an unrolled loop become a few large products, which BLAS runs much faster.
   void add_rows_product(std::size_t i, const Tensor& p, const Tensor& q);
 
  private:
@@ -168,7 +167,7 @@ class Tape {
   // for every recorded op.
   void* arena_alloc(std::size_t bytes, std::size_t align) {
     const std::size_t start = (used_ + align - 1) & ~(align - 1);
-    if (block_ < blocks_.size() && start + bytes <= kBlockBytes) {
+    if (align <= kArenaAlign && block_ < blocks_.size() && start + bytes <= kBlockBytes) {
       used_ = start + bytes;
       return blocks_[block_].get() + start;
     }
