@@ -230,6 +230,17 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
 }
 
 namespace {
+// Makes a gradient buffer safe to write into: never through storage someone else holds (it is copied
+// first); an undefined one becomes a new buffer, zeros if asked. True when that new buffer is
+// uninitialised (the caller must write it, e.g. beta = 0).
+bool make_writable(Tensor& dst, const Shape& shape, Dtype dtype, bool zero_fill) {
+  if (dst.defined()) {
+    if (!dst.unique_storage()) dst = copy_of(dst);
+    return false;
+  }
+  dst = zero_fill ? zeros(shape, dtype) : Tensor::empty(shape, dtype);
+  return !zero_fill;
+}
 // Rows of a tensor read as a matrix [leading dims folded, last dim].
 std::int64_t rows_of(const Tensor& t) { return t.shape().numel(0, t.dim() - 1); }
 // C [a, b] = p^T q (+ C when accumulating), p [rows, a] and q [rows, b] contiguous.
@@ -293,9 +304,7 @@ void Tape::run_deferred(DeferredRows& d) {
   const Tensor p = d.p.view_range(0, {d.rows, d.p.shape()[1]});
   const Tensor q = d.q.view_range(0, {d.rows, d.q.shape()[1]});
   Tensor& dst = leaf_grad(*d.leaf);
-  if (dst.defined() && !dst.unique_storage()) dst = copy_of(dst);  // never write through a shared buffer
-  const bool fresh = !dst.defined();
-  if (fresh) dst = Tensor::empty(d.leaf->shape, d.leaf->dtype);
+  const bool fresh = make_writable(dst, d.leaf->shape, d.leaf->dtype, /*zero_fill=*/false);
   rows_product(p, q, !fresh, dst);
   d.rows = 0;
 }
@@ -371,14 +380,9 @@ Tensor& GradSink::buffer(std::size_t i, bool& fresh, bool zero_fill) {
   const Tape::Node& n = tape_.nodes_[node_];
   const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
   const auto [shape, dtype] = tape_.input_meta(n, i);  // also checks needs and staleness
-  Tensor* dst = in.leaf ? &tape_.leaf_grad(*in.leaf) : &tape_.grads_[in.slot];
-  if (dst->defined() && !dst->unique_storage()) *dst = copy_of(*dst);  // never write through a shared buffer
-  fresh = !dst->defined();
-  if (fresh) {
-    *dst = zero_fill ? zeros(*shape, dtype) : Tensor::empty(*shape, dtype);
-    fresh = !zero_fill;
-  }
-  return *dst;
+  Tensor& dst = in.leaf ? tape_.leaf_grad(*in.leaf) : tape_.grads_[in.slot];
+  fresh = make_writable(dst, *shape, dtype, zero_fill);
+  return dst;
 }
 
 }  // namespace unroll::autograd

@@ -84,7 +84,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                            gemm_t<T>(false, false, M, in, out_f, g, out_f, w, in, !fresh, dx, in);
                          }
                          // dW [out, in] = g^T [out, M] . x [M, in]; for few rows (a step of an unrolled
-                         // loop) deferred and summed with the other steps' in one GEMM
+                         // loop) deferred and batched with the other steps' rows into large GEMMs
                          if (sink.needs(1)) sink.add_rows_product(1, g, x);  // leading dims are the rows
                        });
                        if (sink.needs(2)) {

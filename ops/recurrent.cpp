@@ -64,7 +64,7 @@ void hidden_backward(autograd::GradSink& sink, const Tensor& dG, const Tensor& h
     Tensor& dh = sink.buffer(hi, fresh);
     detail::gemm(false, false, B, H, n, T(1), dG.data<T>(), n, w.data<T>(), H, fresh ? T(0) : T(1), dh.data<T>(), H);
   }
-  if (sink.needs(wi)) sink.add_rows_product(wi, dG, h);  // deferred: one GEMM over all steps at the end
+  if (sink.needs(wi)) sink.add_rows_product(wi, dG, h);  // deferred: batched with other steps' rows into large GEMMs
   if (sink.needs(wi + 1)) {
     Tensor& db = sink.buffer(wi + 1, fresh);
     detail::sum_rows_into(db, dG, fresh);
