@@ -2,6 +2,7 @@
 // Matrix products. Large products go to OpenBLAS (cblas_?gemm, the only caller of cblas); tiny ones
 // (a recurrent step with batch 1) run an inline kernel, because a BLAS call costs more than the math there.
 #include <cstdint>
+#include <vector>
 
 namespace unroll::detail {
 
@@ -18,6 +19,46 @@ inline std::int64_t kSmallGemmWork = 32 * 32 * 64;
 /// Products with at most this many rows (matrix-vector-like: a batch-1 recurrent step) also run inline:
 /// OpenBLAS's gemm is slower than the inline kernel there at every size measured.
 inline std::int64_t kSmallGemmRows = 4;  // a variable only so that unroll-bench can sweep it
+
+/// True when a product of this shape goes to OpenBLAS rather than the inline kernel; gemm_packed is
+/// measured faster than OpenBLAS on such shapes when the right operand is reused (bench/RESULTS.md).
+inline bool goes_to_blas(std::int64_t M, std::int64_t N, std::int64_t K) {
+  return M > kSmallGemmRows && M * N * K > kSmallGemmWork;
+}
+
+/// op(B) [K, N] copied once into the layout gemm_packed reads, for a right-hand operand that many products
+/// share: a recurrent layer's weight_hh, used by every time step. Each BLAS call packs its operands afresh,
+/// and for the per-step [B, H]·[H, 4H] products that copy was a quarter of OpenBLAS's time.
+/// Layout: panels of kPanelWidth columns (two SIMD vectors), each a contiguous K x width block, the last one
+/// zero-padded past N.
+template <class T>
+class PackedMatrix {
+ public:
+  static constexpr std::int64_t kPanelWidth = 64 / static_cast<std::int64_t>(sizeof(T));
+  /// op(B)[k, n] = trans ? B[n * ldb + k] : B[k * ldb + n]
+  PackedMatrix(bool trans, std::int64_t K, std::int64_t N, const T* B, std::int64_t ldb);
+  PackedMatrix(PackedMatrix&&) noexcept = default;
+  PackedMatrix& operator=(PackedMatrix&&) noexcept = default;
+  PackedMatrix(const PackedMatrix&) = delete;
+  PackedMatrix& operator=(const PackedMatrix&) = delete;
+
+  std::int64_t rows() const { return K_; }
+  std::int64_t cols() const { return N_; }
+  /// Panel p: K rows of kPanelWidth values.
+  const T* panel(std::int64_t p) const { return data_.data() + offset_ + p * K_ * kPanelWidth; }
+
+ private:
+  std::int64_t K_, N_;
+  std::vector<T> data_;
+  std::size_t offset_ = 0;  // to the first 64-byte boundary in data_, so that each panel row is one cache line
+};
+
+/// C[M, N] = A[M, K] · B + (C_in or 0) + (bias or 0, a row of N added to every row of C). A, C_in and C are
+/// row-major with row strides lda, ld_in, ldc; C_in may be C itself (accumulate). Splits over B's panels
+/// across threads when the product is large enough and the caller is not in a serial region.
+template <class T>
+void gemm_packed(std::int64_t M, const T* A, std::int64_t lda, const PackedMatrix<T>& B, const T* C_in,
+                 std::int64_t ld_in, const T* bias, T* C, std::int64_t ldc);
 
 void blas_set_num_threads(int n);
 int blas_num_threads();

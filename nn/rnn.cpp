@@ -110,13 +110,13 @@ RecurrentOutput RecurrentLayer::run(const Tensor& x_in, const Tensor& h0_in, con
       const bool one_whh_gemm = mode_ != RecurrentMode::gru && autograd::needs_grad({&w.w_hh});
       std::shared_ptr<Tensor> h_prev;
       std::vector<Tensor> h_in;
-      Tensor w_hh = w.w_hh;
       if (one_whh_gemm) {
         h_prev = std::make_shared<Tensor>();
         h_in.resize(static_cast<std::size_t>(T));
         xp = with_hidden_weight_grad(xp, w.w_hh, h_prev);
-        w_hh = w.w_hh.detach();
       }
+      // Packed once for all T steps (when that beats BLAS, which would re-pack it in each step's products).
+      const HiddenWeight w_hh = HiddenWeight::prepare(one_whh_gemm ? w.w_hh.detach() : w.w_hh, B);
       Tensor h = h0.defined() ? h0[l * D + d] : zeros({B, H}, x.dtype());
       Tensor c = lstm ? (c0.defined() ? c0[l * D + d] : zeros({B, H}, x.dtype())) : Tensor();
       for (std::int64_t step = 0; step < T; ++step) {

@@ -1,6 +1,7 @@
 #include "recurrent.hpp"
 
 #include <cmath>
+#include <optional>
 
 #include "../autograd/tape.hpp"
 #include "../core/blas.hpp"
@@ -9,6 +10,48 @@
 #include "linear.hpp"
 
 namespace unroll {
+
+struct HiddenWeight::Packs {
+  template <class T>
+  struct Pair {
+    std::optional<detail::PackedMatrix<T>> forward;   // op(B) = Wᵀ [H, n], for h·Wᵀ
+    std::optional<detail::PackedMatrix<T>> backward;  // op(B) = W [n, H], for dG·W; only packed in grad mode
+  };
+  Pair<float> f32;
+  Pair<double> f64;
+  template <class T>
+  Pair<T>& get() {
+    if constexpr (std::is_same_v<T, float>) return f32;
+    else return f64;
+  }
+  template <class T>
+  const Pair<T>& get() const {
+    if constexpr (std::is_same_v<T, float>) return f32;
+    else return f64;
+  }
+};
+
+HiddenWeight HiddenWeight::prepare(const Tensor& w, std::int64_t batch) {
+  if (!w.defined() || w.dim() != 2 || !is_floating(w.dtype())) return HiddenWeight(w);  // the step names the error
+  if (!detail::goes_to_blas(batch, w.shape()[0], w.shape()[1])) return HiddenWeight(w);
+  return packed(w);
+}
+
+HiddenWeight HiddenWeight::packed(const Tensor& w) {
+  HiddenWeight r(w);
+  if (!w.defined() || w.dim() != 2 || !is_floating(w.dtype())) return r;
+  auto packs = std::make_shared<Packs>();
+  const std::int64_t n = w.shape()[0], H = w.shape()[1];
+  dispatch_floating("HiddenWeight", w.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    Packs::Pair<T>& pair = packs->get<T>();
+    pair.forward.emplace(/*trans=*/true, H, n, w.data<T>(), H);
+    if (autograd::grad_enabled()) pair.backward.emplace(/*trans=*/false, n, H, w.data<T>(), H);
+  });
+  r.packs_ = std::move(packs);
+  return r;
+}
+
 namespace {
 
 template <class T> T sigm(T v) {
@@ -45,24 +88,38 @@ void check_step(const char* where, std::int64_t gates, const Tensor& gx, const T
   }
 }
 
-// G [B, n] = (b_hh or 0) + h [B, H] . W^T  (W [n, H])
+// G [B, n] = (b_hh or 0) + h [B, H] . W^T  (W [n, H]). The step's input gates are added in its pointwise
+// pass, not here: a sequence's gx was written by one GEMM long before, so it comes from far caches, and
+// the pointwise pass reads it sequentially (prefetched) where the GEMM's tiles would stall on it.
 template <class T>
-void hidden_gates(Tensor& G, const Tensor& h, const Tensor& w, const Tensor& b) {
-  const std::int64_t B = h.shape()[0], H = h.shape()[1], n = w.shape()[0];
-  if (b.defined()) detail::add_bias_rows(G, b, true);
-  detail::gemm(false, true, B, n, H, T(1), h.data<T>(), H, w.data<T>(), H, b.defined() ? T(1) : T(0), G.data<T>(), n);
+void hidden_gates(Tensor& G, const Tensor& h, const HiddenWeight& w, const Tensor& b) {
+  const Tensor& W = w.tensor();
+  const std::int64_t B = h.shape()[0], H = h.shape()[1], n = W.shape()[0];
+  const T* pb = b.defined() ? b.data<T>() : nullptr;
+  if (w.is_packed() && w.packs()->get<T>().forward)
+    return detail::gemm_packed<T>(B, h.data<T>(), H, *w.packs()->get<T>().forward, nullptr, 0, pb, G.data<T>(), n);
+  if (pb) detail::add_bias_rows(G, b, true);
+  detail::gemm(false, true, B, n, H, T(1), h.data<T>(), H, W.data<T>(), H, pb ? T(1) : T(0), G.data<T>(), n);
+}
+
+// The backward copy of a prepared weight, or null (unpacked, or prepared outside grad mode).
+template <class T>
+const detail::PackedMatrix<T>* backward_pack(const std::shared_ptr<const HiddenWeight::Packs>& packs) {
+  if (!packs || !packs->get<T>().backward) return nullptr;
+  return &*packs->get<T>().backward;
 }
 
 // Backward of the hidden-to-hidden product shared by every step, from dG [B, n] (gradient of gates):
 // dh (+)= dG W (into the buffer), dW (+)= dG^T h, db (+)= sum_rows dG. Inputs: h = 1, w_hh = wi, b_hh = wi + 1.
 template <class T>
-void hidden_backward(autograd::GradSink& sink, const Tensor& dG, const Tensor& h, const Tensor& w, std::size_t hi,
-                     std::size_t wi) {
+void hidden_backward(autograd::GradSink& sink, const Tensor& dG, const Tensor& h, const Tensor& w,
+                     const detail::PackedMatrix<T>* w_packed, std::size_t hi, std::size_t wi) {
   const std::int64_t B = dG.shape()[0], n = dG.shape()[1], H = n == 0 ? 0 : w.numel() / n;
   bool fresh = false;
   if (sink.needs(hi)) {
     Tensor& dh = sink.buffer(hi, fresh);
-    detail::gemm(false, false, B, H, n, T(1), dG.data<T>(), n, w.data<T>(), H, fresh ? T(0) : T(1), dh.data<T>(), H);
+    if (w_packed) detail::gemm_packed<T>(B, dG.data<T>(), n, *w_packed, fresh ? nullptr : dh.data<T>(), H, nullptr, dh.data<T>(), H);
+    else detail::gemm(false, false, B, H, n, T(1), dG.data<T>(), n, w.data<T>(), H, fresh ? T(0) : T(1), dh.data<T>(), H);
   }
   if (sink.needs(wi)) sink.add_rows_product(wi, dG, h);  // deferred: batched with other steps' rows into large GEMMs
   if (sink.needs(wi + 1)) {
@@ -137,10 +194,10 @@ bool held(const Tensor& mask, std::int64_t b) {
 }  // namespace
 
 // h' = act(gx + h W^T + b);  dpre = g act'(h'),  dgx = dpre,  dh = dpre W,  dW = dpre^T h,  db = sum dpre
-Tensor rnn_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Tensor& b_hh, RnnActivation act,
+Tensor rnn_step(const Tensor& gx, const Tensor& h, const HiddenWeight& w_hh, const Tensor& b_hh, RnnActivation act,
                 const Tensor& mask) {
   const char* where = act == RnnActivation::tanh ? "rnn_step(tanh)" : "rnn_step(relu)";
-  check_step(where, 1, gx, h, w_hh, b_hh, mask);
+  check_step(where, 1, gx, h, w_hh.tensor(), b_hh, mask);
   const std::int64_t B = h.shape()[0], H = h.shape()[1];
   Tensor out = Tensor::empty(h.shape(), h.dtype());
   dispatch_floating(where, h.dtype(), [&](auto* tag) {
@@ -162,9 +219,11 @@ Tensor rnn_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Ten
         for (std::int64_t j = 0; j < H; ++j) ob[j] = std::max(ob[j] + xb[j], T(0));
     }
   });
-  if (autograd::needs_grad({&gx, &h, &w_hh, &b_hh})) {
-    autograd::record(where, out, {&gx, &h, &w_hh, &b_hh},
-                     [y = out.detach(), h = h.detach(), w = w_hh.detach(), mask, act, B, H](autograd::GradSink& sink) {
+  const Tensor& w = w_hh.tensor();
+  if (autograd::needs_grad({&gx, &h, &w, &b_hh})) {
+    autograd::record(where, out, {&gx, &h, &w, &b_hh},
+                     [y = out.detach(), h = h.detach(), w = w.detach(), packs = w_hh.packs(), mask, act, B,
+                      H](autograd::GradSink& sink) {
                        const Tensor& g = sink.grad_output();
                        dispatch_floating("rnn_step", g.dtype(), [&](auto* tag) {
                          using T = std::remove_pointer_t<decltype(tag)>;
@@ -180,7 +239,7 @@ Tensor rnn_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Ten
                            else
                              for (std::int64_t k = k0; k < k0 + H; ++k) pd[k] = py[k] > T(0) ? pg[k] : T(0);
                          }
-                         hidden_backward<T>(sink, dpre, h, w, 1, 2);
+                         hidden_backward<T>(sink, dpre, h, w, backward_pack<T>(packs), 1, 2);
                          add_held_rows<T>(sink, 1, g, mask);
                          if (sink.needs(0)) sink.add(0, std::move(dpre));
                        });
@@ -192,10 +251,10 @@ Tensor rnn_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Ten
 // See the header for the forward. Backward, with tc = tanh(c'):
 //   do = dh' tc;  dc~ = dc' + dh' o (1 - tc^2);  di = dc~ g;  df = dc~ c;  dg = dc~ i;  dc = dc~ f
 //   gate pre-activations: di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)
-std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Tensor& c, const Tensor& w_hh,
+std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Tensor& c, const HiddenWeight& w_hh,
                                     const Tensor& b_hh, const Tensor& mask) {
   constexpr const char* where = "lstm_step";
-  check_step(where, 4, gx, h, w_hh, b_hh, mask);
+  check_step(where, 4, gx, h, w_hh.tensor(), b_hh, mask);
   detail::check_floating_same(where, h, c);
   UNROLL_CHECK(c.shape() == h.shape(), ShapeError, "{}: cell state differs from hidden state; got c={} and h={}", where,
                c.shape(), h.shape());
@@ -224,12 +283,13 @@ std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Ten
       lstm_cell_row(ab, cp + r, co + r, ptc + r, ho + r, H);
     }
   });
-  if (autograd::needs_grad({&gx, &h, &c, &w_hh, &b_hh})) {
+  const Tensor& w = w_hh.tensor();
+  if (autograd::needs_grad({&gx, &h, &c, &w, &b_hh})) {
     Tensor* outs[] = {&h_out, &c_out};
-    const Tensor* ins[] = {&gx, &h, &c, &w_hh, &b_hh};
+    const Tensor* ins[] = {&gx, &h, &c, &w, &b_hh};
     autograd::record(where, std::span<Tensor* const>(outs), std::span<const Tensor* const>(ins),
-                     [acts = std::move(acts), tc = std::move(tc), h = h.detach(), c = c.detach(), w = w_hh.detach(), mask,
-                      B, H](autograd::GradSink& sink) {
+                     [acts = std::move(acts), tc = std::move(tc), h = h.detach(), c = c.detach(), w = w.detach(),
+                      packs = w_hh.packs(), mask, B, H](autograd::GradSink& sink) {
                        const Tensor& dh_out = sink.grad_output(0);
                        const Tensor& dc_out = sink.grad_output(1);
                        dispatch_floating("lstm_step", dh_out.dtype(), [&](auto* tag) {
@@ -250,7 +310,7 @@ std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Ten
                            }
                            lstm_backward_row(ab, ptc + r, cp + r, gh + r, gc + r, Gb, pdc + r, H);
                          }
-                         hidden_backward<T>(sink, dG, h, w, 1, 3);
+                         hidden_backward<T>(sink, dG, h, w, backward_pack<T>(packs), 1, 3);
                          add_held_rows<T>(sink, 1, dh_out, mask);
                          if (sink.needs(2)) sink.add(2, std::move(dc));
                          if (sink.needs(0)) sink.add(0, std::move(dG));
@@ -263,9 +323,9 @@ std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Ten
 // See the header for the forward. Backward:
 //   dn = dh' (1-z);  dz = dh' (h - n);  dh (direct) = dh' z;  dn~ = dn (1-n^2);  dr = dn~ gh_n
 //   dgx = (dr r(1-r), dz z(1-z), dn~);  dgh = (dr r(1-r), dz z(1-z), dn~ r)
-Tensor gru_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Tensor& b_hh, const Tensor& mask) {
+Tensor gru_step(const Tensor& gx, const Tensor& h, const HiddenWeight& w_hh, const Tensor& b_hh, const Tensor& mask) {
   constexpr const char* where = "gru_step";
-  check_step(where, 3, gx, h, w_hh, b_hh, mask);
+  check_step(where, 3, gx, h, w_hh.tensor(), b_hh, mask);
   const std::int64_t B = h.shape()[0], H = h.shape()[1];
   Tensor saved = Tensor::empty(gx.shape(), gx.dtype());  // gh, then (r, z, gh_n)
   Tensor n_act = Tensor::empty(h.shape(), h.dtype());
@@ -286,10 +346,11 @@ Tensor gru_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Ten
       gru_row(xb, hp + r0, sb, pn + r0, o + r0, H);
     }
   });
-  if (autograd::needs_grad({&gx, &h, &w_hh, &b_hh})) {
-    autograd::record(where, out, {&gx, &h, &w_hh, &b_hh},
-                     [saved = std::move(saved), n_act = std::move(n_act), h = h.detach(), w = w_hh.detach(), mask, B,
-                      H](autograd::GradSink& sink) {
+  const Tensor& w = w_hh.tensor();
+  if (autograd::needs_grad({&gx, &h, &w, &b_hh})) {
+    autograd::record(where, out, {&gx, &h, &w, &b_hh},
+                     [saved = std::move(saved), n_act = std::move(n_act), h = h.detach(), w = w.detach(),
+                      packs = w_hh.packs(), mask, B, H](autograd::GradSink& sink) {
                        const Tensor& g = sink.grad_output();
                        dispatch_floating("gru_step", g.dtype(), [&](auto* tag) {
                          using T = std::remove_pointer_t<decltype(tag)>;
@@ -320,7 +381,7 @@ Tensor gru_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Ten
                              pd[r0 + j] = gj * z;
                            }
                          }
-                         hidden_backward<T>(sink, dgh, h, w, 1, 2);
+                         hidden_backward<T>(sink, dgh, h, w, backward_pack<T>(packs), 1, 2);
                          if (sink.needs(1)) sink.add(1, std::move(dh_direct));
                          if (sink.needs(0)) sink.add(0, std::move(dgx));
                        });

@@ -16,18 +16,42 @@ namespace unroll {
 
 enum class RnnActivation { tanh, relu };
 
+/// A step's weight_hh W [G*H, H]. Any Tensor converts to one, and a step then multiplies by W with
+/// detail::gemm. HiddenWeight::prepare, made once for all T steps of a sequence, also holds W copied into
+/// the layouts of the step's two products (Wᵀ for the forward h·Wᵀ, W for the backward dG·W) when that is
+/// faster than BLAS, which re-packs W in every call. The copies are a snapshot of W: prepare again after
+/// W changes (the sequence layers prepare on every call).
+class HiddenWeight {
+ public:
+  HiddenWeight(const Tensor& w) : w_(w) {}  // NOLINT(google-explicit-constructor): any Tensor is an unpacked weight
+  /// For steps with `batch` rows: packed when the products would otherwise go to BLAS
+  /// (detail::goes_to_blas), the backward copy only in grad mode.
+  static HiddenWeight prepare(const Tensor& w, std::int64_t batch);
+  /// Packed whatever the size (tests; the backward copy only in grad mode).
+  static HiddenWeight packed(const Tensor& w);
+
+  const Tensor& tensor() const { return w_; }
+  bool is_packed() const { return packs_ != nullptr; }
+  struct Packs;  // ops/recurrent.cpp
+  const std::shared_ptr<const Packs>& packs() const { return packs_; }
+
+ private:
+  Tensor w_;
+  std::shared_ptr<const Packs> packs_;  // null: unpacked
+};
+
 /// Elman step: h' = act(gx + h W_hh^T + b_hh).  gx [B, H], h [B, H], w_hh [H, H], b_hh [H] or undefined -> [B, H].
-Tensor rnn_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Tensor& b_hh, RnnActivation act,
+Tensor rnn_step(const Tensor& gx, const Tensor& h, const HiddenWeight& w_hh, const Tensor& b_hh, RnnActivation act,
                 const Tensor& mask = {});
 
 /// LSTM step: gates = gx + h W_hh^T + b_hh split (i, f, g, o); c' = σ(f) c + σ(i) tanh(g); h' = σ(o) tanh(c').
 /// gx [B, 4H], h and c [B, H], w_hh [4H, H], b_hh [4H] or undefined -> {h', c'}.
-std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Tensor& c, const Tensor& w_hh,
+std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Tensor& c, const HiddenWeight& w_hh,
                                     const Tensor& b_hh, const Tensor& mask = {});
 
 /// GRU step: with gh = h W_hh^T + b_hh, both split (r, z, n): r = σ(gx_r + gh_r), z = σ(gx_z + gh_z),
 /// n = tanh(gx_n + r ⊙ gh_n), h' = (1 - z) n + z h.  gx [B, 3H], h [B, H], w_hh [3H, H] -> [B, H].
-Tensor gru_step(const Tensor& gx, const Tensor& h, const Tensor& w_hh, const Tensor& b_hh, const Tensor& mask = {});
+Tensor gru_step(const Tensor& gx, const Tensor& h, const HiddenWeight& w_hh, const Tensor& b_hh, const Tensor& mask = {});
 
 /// For sequence layers: `gx` [T, B, G*H] (the input gates of every step) passed through unchanged, but
 /// recorded so that its backward also computes the hidden-to-hidden weight gradient of all T steps in ONE

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 
+#include <unroll/core/blas.hpp>
 #include <unroll/unroll.hpp>
 
 #include "../support/fixtures.hpp"
@@ -167,5 +168,25 @@ TEST_CASE("every layer and cell reproduces PyTorch's outputs and gradients (floa
   }
   for (const char* m : {"RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "Linear", "Embedding", "LayerNorm"})
     CHECK_MESSAGE(seen[m] > 0, m);
+}
+
+TEST_CASE("the sequence layers reproduce PyTorch with weight_hh packed (gemm_packed) at every size") {
+  // The fixtures' sizes are small, so their products run the inline kernel and the layers do not pack
+  // weight_hh. With both thresholds at 0 every product counts as a BLAS one and every layer packs.
+  struct Thresholds {
+    std::int64_t work = unroll::detail::kSmallGemmWork, rows = unroll::detail::kSmallGemmRows;
+    Thresholds() { unroll::detail::kSmallGemmWork = 0, unroll::detail::kSmallGemmRows = 0; }
+    ~Thresholds() { unroll::detail::kSmallGemmWork = work, unroll::detail::kSmallGemmRows = rows; }
+  } all_to_blas;
+  const json fixture = test_support::load_fixture("nn.json");
+  int layers = 0;
+  for (const json& c : fixture.at("cases")) {
+    const std::string m = c.at("module").get<std::string>();
+    if (m != "RNN" && m != "LSTM" && m != "GRU") continue;
+    run_case(c, Dtype::float64, 1e-10, 1e-10);
+    run_case(c, Dtype::float32, 1e-5, 1e-4);
+    ++layers;
+  }
+  CHECK(layers >= 80);
 }
 }
