@@ -340,29 +340,39 @@ template <class T>
 PackedMatrix<T>::PackedMatrix(bool trans, std::int64_t K, std::int64_t N, const T* B, std::int64_t ldb) : K_(K), N_(N) {
   UNROLL_CHECK(K >= 0 && N >= 0, ShapeError, "gemm_packed: negative matrix size; got K={} N={}", K, N);
   constexpr std::int64_t W = kPanelWidth;
-  const std::int64_t panels = (N + W - 1) / W;
-  data_.assign(static_cast<std::size_t>(panels * K * W) + 64 / sizeof(T), T(0));
+  data_.assign(static_cast<std::size_t>(panels() * K * W) + 64 / sizeof(T), T(0));
   const auto address = reinterpret_cast<std::uintptr_t>(data_.data());
   offset_ = ((64 - address % 64) % 64) / sizeof(T);
-  for (std::int64_t p = 0; p < panels; ++p) {
-    T* out = data_.data() + offset_ + p * K * W;
-    const std::int64_t j0 = p * W, width = std::min(W, N - j0);
-    for (std::int64_t k = 0; k < K; ++k)
-      for (std::int64_t q = 0; q < width; ++q) out[k * W + q] = trans ? B[(j0 + q) * ldb + k] : B[k * ldb + j0 + q];
-  }
+  for (std::int64_t k0 = 0; k0 < K; k0 += kDepth)
+    for (std::int64_t p = 0; p < panels(); ++p) {
+      T* out = const_cast<T*>(panel(k0, p));
+      const std::int64_t j0 = p * W, width = std::min(W, N - j0), depth = std::min(kDepth, K - k0);
+      for (std::int64_t k = 0; k < depth; ++k)
+        for (std::int64_t q = 0; q < width; ++q)
+          out[k * W + q] = trans ? B[(j0 + q) * ldb + k0 + k] : B[(k0 + k) * ldb + j0 + q];
+    }
 }
 
+// Blocked as BLIS does for this tile shape: for each K block, every panel (in L1) meets every row tile of
+// A (in L2); C carries the sum from one K block to the next.
 template <class T>
 void gemm_packed(std::int64_t M, const T* A, std::int64_t lda, const PackedMatrix<T>& B, const T* C_in,
                  std::int64_t ld_in, const T* bias, T* C, std::int64_t ldc) {
-  constexpr std::int64_t W = PackedMatrix<T>::kPanelWidth;
-  const std::int64_t K = B.rows(), N = B.cols(), panels = (N + W - 1) / W;
+  constexpr std::int64_t W = PackedMatrix<T>::kPanelWidth, D = PackedMatrix<T>::kDepth;
+  const std::int64_t K = B.rows(), N = B.cols(), panels = B.panels();
   auto run = [&](std::int64_t p0, std::int64_t p1) {
-    for (std::int64_t p = p0; p < p1; ++p) {
-      const std::int64_t j = p * W;
-      packed_panel(M, K, A, lda, B.panel(p), std::min(W, N - j), C_in ? C_in + j : nullptr, ld_in,
-                   bias ? bias + j : nullptr, C + j, ldc);
-    }
+    std::int64_t k0 = 0;
+    do {  // at least once: with K = 0, C = C_in + bias
+      const bool first = k0 == 0;
+      const T* init = first ? C_in : C;
+      const std::int64_t ld_init = first ? ld_in : ldc;
+      for (std::int64_t p = p0; p < p1; ++p) {
+        const std::int64_t j = p * W;
+        packed_panel(M, std::min(D, K - k0), A + k0, lda, B.panel(k0, p), std::min(W, N - j), init ? init + j : nullptr,
+                     ld_init, first && bias ? bias + j : nullptr, C + j, ldc);
+      }
+      k0 += D;
+    } while (k0 < K);
   };
   // A chunk of panels per task worth at least ~1M multiply-adds, so that task overhead stays small.
   const std::int64_t grain = std::max<std::int64_t>(1, (std::int64_t{1} << 20) / std::max<std::int64_t>(1, M * K * W));

@@ -1,6 +1,7 @@
 #pragma once
 // Matrix products. Large products go to OpenBLAS (cblas_?gemm, the only caller of cblas); tiny ones
 // (a recurrent step with batch 1) run an inline kernel, because a BLAS call costs more than the math there.
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -29,12 +30,14 @@ inline bool goes_to_blas(std::int64_t M, std::int64_t N, std::int64_t K) {
 /// op(B) [K, N] copied once into the layout gemm_packed reads, for a right-hand operand that many products
 /// share: a recurrent layer's weight_hh, used by every time step. Each BLAS call packs its operands afresh,
 /// and for the per-step [B, H]·[H, 4H] products that copy was a quarter of OpenBLAS's time.
-/// Layout: panels of kPanelWidth columns (two SIMD vectors), each a contiguous K x width block, the last one
-/// zero-padded past N.
+/// Layout: K in blocks of kDepth rows; within a block, panels of kPanelWidth columns (two SIMD vectors),
+/// each a contiguous depth x width block (16 KiB: it stays in L1 while every row tile of A passes over it),
+/// the last panel zero-padded past N.
 template <class T>
 class PackedMatrix {
  public:
   static constexpr std::int64_t kPanelWidth = 64 / static_cast<std::int64_t>(sizeof(T));
+  static constexpr std::int64_t kDepth = 256;
   /// op(B)[k, n] = trans ? B[n * ldb + k] : B[k * ldb + n]
   PackedMatrix(bool trans, std::int64_t K, std::int64_t N, const T* B, std::int64_t ldb);
   PackedMatrix(PackedMatrix&&) noexcept = default;
@@ -44,8 +47,12 @@ class PackedMatrix {
 
   std::int64_t rows() const { return K_; }
   std::int64_t cols() const { return N_; }
-  /// Panel p: K rows of kPanelWidth values.
-  const T* panel(std::int64_t p) const { return data_.data() + offset_ + p * K_ * kPanelWidth; }
+  std::int64_t panels() const { return (N_ + kPanelWidth - 1) / kPanelWidth; }
+  /// Panel p of the K block starting at row k0 (a multiple of kDepth): min(kDepth, K - k0) rows of
+  /// kPanelWidth values.
+  const T* panel(std::int64_t k0, std::int64_t p) const {
+    return data_.data() + offset_ + k0 * panels() * kPanelWidth + p * std::min(kDepth, K_ - k0) * kPanelWidth;
+  }
 
  private:
   std::int64_t K_, N_;

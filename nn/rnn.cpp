@@ -108,31 +108,30 @@ RecurrentOutput RecurrentLayer::run(const Tensor& x_in, const Tensor& h0_in, con
       // weight_hh's gradient: one GEMM over all steps' gate gradients (K = T*B) instead of one per step,
       // where the step's gate gradient is its input gates' (not GRU); the steps then see it detached.
       const bool one_whh_gemm = mode_ != RecurrentMode::gru && autograd::needs_grad({&w.w_hh});
-      std::shared_ptr<Tensor> h_prev;
-      std::vector<Tensor> h_in;
+      std::shared_ptr<HiddenHistory> history;
       if (one_whh_gemm) {
-        h_prev = std::make_shared<Tensor>();
-        h_in.resize(static_cast<std::size_t>(T));
-        xp = with_hidden_weight_grad(xp, w.w_hh, h_prev);
+        history = std::make_shared<HiddenHistory>();
+        xp = with_hidden_weight_grad(xp, w.w_hh, w.b_hh, history);
       }
       // Packed once for all T steps (when that beats BLAS, which would re-pack it in each step's products).
       const HiddenWeight w_hh = HiddenWeight::prepare(one_whh_gemm ? w.w_hh.detach() : w.w_hh, B);
-      Tensor h = h0.defined() ? h0[l * D + d] : zeros({B, H}, x.dtype());
+      const Tensor b_hh = one_whh_gemm ? w.b_hh.detach() : w.b_hh;
+      const Tensor h_first = h0.defined() ? h0[l * D + d] : Tensor();
+      Tensor h = h_first.defined() ? h_first : zeros({B, H}, x.dtype());
       Tensor c = lstm ? (c0.defined() ? c0[l * D + d] : zeros({B, H}, x.dtype())) : Tensor();
       for (std::int64_t step = 0; step < T; ++step) {
         const std::int64_t t = d == 0 ? step : T - 1 - step;
         const Tensor m = mask.defined() ? mask[t] : Tensor();
-        if (one_whh_gemm) h_in[static_cast<std::size_t>(t)] = h.detach();
         switch (mode_) {
-          case RecurrentMode::rnn_tanh: h = rnn_step(xp[t], h, w_hh, w.b_hh, RnnActivation::tanh, m); break;
-          case RecurrentMode::rnn_relu: h = rnn_step(xp[t], h, w_hh, w.b_hh, RnnActivation::relu, m); break;
-          case RecurrentMode::gru: h = gru_step(xp[t], h, w_hh, w.b_hh, m); break;
-          case RecurrentMode::lstm: std::tie(h, c) = lstm_step(xp[t], h, c, w_hh, w.b_hh, m); break;
+          case RecurrentMode::rnn_tanh: h = rnn_step(xp[t], h, w_hh, b_hh, RnnActivation::tanh, m); break;
+          case RecurrentMode::rnn_relu: h = rnn_step(xp[t], h, w_hh, b_hh, RnnActivation::relu, m); break;
+          case RecurrentMode::gru: h = gru_step(xp[t], h, w_hh, b_hh, m); break;
+          case RecurrentMode::lstm: std::tie(h, c) = lstm_step(xp[t], h, c, w_hh, b_hh, m); break;
         }
         hs[static_cast<std::size_t>(t)] = h;
       }
-      if (one_whh_gemm) *h_prev = stack(h_in, 0);  // detached inputs: not recorded
       Tensor out = stack(hs, 0);  // [T, B, H]
+      if (one_whh_gemm) *history = {h_first.detach(), out.detach(), d == 1};  // what each step read, no copy
       if (mask3.defined()) out = mul(out, mask3);  // zero past each sequence's end
       dir_out.push_back(std::move(out));
       h_n[k] = std::move(h);

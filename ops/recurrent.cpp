@@ -390,23 +390,45 @@ Tensor gru_step(const Tensor& gx, const Tensor& h, const HiddenWeight& w_hh, con
   return out;
 }
 
-Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, std::shared_ptr<const Tensor> h_prev) {
+Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, const Tensor& b_hh,
+                               std::shared_ptr<const HiddenHistory> history) {
   static constexpr const char* where = "with_hidden_weight_grad";
   detail::check_floating_same(where, gx, w_hh);
   UNROLL_CHECK(gx.dim() == 3 && w_hh.dim() == 2 && gx.shape()[2] == w_hh.shape()[0], ShapeError,
                "{}: input gates do not match weight_hh; got gx={} and w_hh={}, expected gx=[T, B, {}]", where,
                gx.shape(), w_hh.shape(), w_hh.shape()[0]);
-  UNROLL_CHECK(h_prev != nullptr, ValueError, "{}: no holder for the hidden states; got null, expected a tensor to fill", where);
+  if (b_hh.defined()) {
+    detail::check_floating_same(where, gx, b_hh);
+    UNROLL_CHECK(b_hh.dim() == 1 && b_hh.shape()[0] == w_hh.shape()[0], ShapeError,
+                 "{}: bias_hh does not match weight_hh; got b_hh={} and w_hh={}, expected b_hh=[{}]", where, b_hh.shape(),
+                 w_hh.shape(), w_hh.shape()[0]);
+  }
+  UNROLL_CHECK(history != nullptr, ValueError, "{}: no holder for the hidden states; got null, expected a HiddenHistory to fill", where);
   Tensor out = gx.view_as_shape(gx.shape());  // same storage: the steps read gx through this
-  if (!autograd::needs_grad({&gx, &w_hh})) return gx;
-  autograd::record(where, out, {&gx, &w_hh}, [h_prev = std::move(h_prev), H = w_hh.shape()[1]](autograd::GradSink& sink) {
+  if (!autograd::needs_grad({&gx, &w_hh, &b_hh})) return gx;
+  autograd::record(where, out, {&gx, &w_hh, &b_hh}, [history = std::move(history), H = w_hh.shape()[1]](autograd::GradSink& sink) {
     const Tensor& g = sink.grad_output();  // [T, B, n]: every step's gate gradient
+    const std::int64_t T = g.shape()[0], B = g.shape()[1], n = g.shape()[2];
     if (sink.needs(1)) {
-      const Shape expected{g.shape()[0], g.shape()[1], H};
-      UNROLL_CHECK(h_prev->defined() && h_prev->shape() == expected && h_prev->dtype() == g.dtype(), StateError,
-                   "{}: the hidden states the steps read are missing or misshapen; got {}, expected a {} tensor", where,
-                   h_prev->defined() ? fmt::format("{}", h_prev->shape()) : std::string("none"), expected);
-      sink.add_rows_product(1, g, *h_prev);  // leading dims are the rows
+      const HiddenHistory& hh = *history;
+      const Shape states{T, B, H}, initial{B, H};
+      UNROLL_CHECK(hh.states.defined() && hh.states.shape() == states && hh.states.dtype() == g.dtype() &&
+                       (!hh.initial.defined() || (hh.initial.shape() == initial && hh.initial.dtype() == g.dtype())),
+                   StateError,
+                   "{}: the hidden states the steps read are missing or misshapen; got states={} initial={}, expected "
+                   "states={} and initial={} or none",
+                   where, hh.states.defined() ? fmt::format("{}", hh.states.shape()) : std::string("none"),
+                   hh.initial.defined() ? fmt::format("{}", hh.initial.shape()) : std::string("none"), states, initial);
+      // The first step's gradient with the initial state; every other step's with the previous step's output.
+      if (hh.initial.defined()) sink.add_rows_product(1, g.view_range((hh.reverse ? T - 1 : 0) * B * n, {B, n}), hh.initial);
+      if (T > 1)
+        sink.add_rows_product(1, g.view_range(hh.reverse ? 0 : B * n, {T - 1, B, n}),
+                              hh.states.view_range(hh.reverse ? B * H : 0, {T - 1, B, H}));  // leading dims are the rows
+    }
+    if (sink.needs(2)) {
+      bool fresh = false;
+      Tensor& db = sink.buffer(2, fresh);
+      detail::sum_rows_into(db, g, fresh);
     }
     if (sink.needs(0)) sink.add(0, g);
   });

@@ -53,13 +53,24 @@ std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Ten
 /// n = tanh(gx_n + r ⊙ gh_n), h' = (1 - z) n + z h.  gx [B, 3H], h [B, H], w_hh [3H, H] -> [B, H].
 Tensor gru_step(const Tensor& gx, const Tensor& h, const HiddenWeight& w_hh, const Tensor& b_hh, const Tensor& mask = {});
 
+/// The hidden states a sequence's steps read, for with_hidden_weight_grad. Filled in by the caller after the
+/// steps have run (before backward): step t read states[t - 1] (states[t + 1] when reverse), and the first
+/// step (t = 0, or T - 1 when reverse) read `initial`. So the layer's stacked step outputs serve as they
+/// are, with no stacked copy of the steps' inputs.
+struct HiddenHistory {
+  Tensor initial;  // [B, H]; undefined: zeros (the product with it is skipped)
+  Tensor states;   // [T, B, H]: each step's output, before any length mask zeroes rows past the end
+  bool reverse = false;
+};
+
 /// For sequence layers: `gx` [T, B, G*H] (the input gates of every step) passed through unchanged, but
-/// recorded so that its backward also computes the hidden-to-hidden weight gradient of all T steps in ONE
-/// product, dW_hh += dGX^T . H_prev with K = T*B, instead of one K = B product per step (OpenBLAS runs
-/// that shape at two thirds of the speed: bench/RESULTS.md). The steps then get `w_hh.detach()`.
-/// Valid only for steps whose gate gradient is exactly their gx gradient: rnn_step and lstm_step (not
-/// gru_step, whose n gate scales the hidden part by r). `h_prev` is filled by the caller after the steps
-/// have run (before backward): [T, B, H], row t the hidden state step t read. StateError if it is not.
-Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, std::shared_ptr<const Tensor> h_prev);
+/// recorded so that its backward also computes the hidden-to-hidden gradients of all T steps at once:
+/// dW_hh += dGXᵀ·H_prev with K = T*B, instead of one K = B product per step (OpenBLAS runs that shape at
+/// two thirds of the speed: bench/RESULTS.md), and db_hh += the sum of all T*B rows of dGX. The steps then
+/// get `w_hh.detach()` and `b_hh.detach()` (b_hh may be undefined). Valid only for steps whose gate
+/// gradient is exactly their gx gradient: rnn_step and lstm_step (not gru_step, whose n gate scales the
+/// hidden part by r). StateError in backward if `history` was not filled in to match.
+Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, const Tensor& b_hh,
+                               std::shared_ptr<const HiddenHistory> history);
 
 }  // namespace unroll

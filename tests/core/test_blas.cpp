@@ -86,7 +86,7 @@ double packed_error(bool trans, std::int64_t M, std::int64_t N, std::int64_t K, 
 }  // namespace
 
 TEST_SUITE("core/blas") {
-TEST_CASE("gemm_packed matches gemm: every row tiling, narrow last panels, C_in separate / aliased / absent, bias") {
+TEST_CASE("gemm_packed matches gemm: every row tiling, narrow last panels, K blocks, C_in separate / aliased / absent, bias") {
   // M covers 6- and 5-row tiles and the small leftovers; N covers a single, a partial and several panels.
   for (std::int64_t M : {1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 19, 20, 32, 33})
     for (std::int64_t N : {1, 7, 8, 16, 17, 40})
@@ -114,8 +114,9 @@ TEST_CASE("gemm_packed: the packed copy starts on a cache line and pads its last
   const unroll::detail::PackedMatrix<float> P(false, 3, 20, B.data(), 20);
   CHECK(P.rows() == 3);
   CHECK(P.cols() == 20);
-  CHECK(reinterpret_cast<std::uintptr_t>(P.panel(0)) % 64 == 0);
-  const float* last = P.panel(1);  // columns 16..19 valid, 20..31 padding
+  CHECK(P.panels() == 2);
+  CHECK(reinterpret_cast<std::uintptr_t>(P.panel(0, 0)) % 64 == 0);
+  const float* last = P.panel(0, 1);  // columns 16..19 valid, 20..31 padding
   for (int k = 0; k < 3; ++k)
     for (int q = 0; q < 16; ++q) CHECK(last[k * 16 + q] == (q < 4 ? 1.0f : 0.0f));
 }

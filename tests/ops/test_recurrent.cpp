@@ -246,25 +246,27 @@ TEST_CASE("a masked row holds its state and passes its gradient straight through
   for (int j = 8; j < 16; ++j) CHECK(ggx[static_cast<std::size_t>(j)] == 0.0);
 }
 
-// A T-step sequence of lstm_step (or rnn_step) over gx [T, B, G*H], weight_hh's gradient either per step
-// or through with_hidden_weight_grad (one GEMM over all steps); sum of all outputs.
+// A T-step sequence of lstm_step (or rnn_step) over gx [T, B, G*H] (in reverse: t = T-1 first), the
+// gradients of weight_hh and bias_hh either per step or through with_hidden_weight_grad (all steps at
+// once); sum of squares of all outputs.
 Tensor run_steps(const Tensor& gx, const Tensor& h0, const Tensor& w, const Tensor& b, bool lstm, bool one_gemm,
-                 const Tensor& mask) {
+                 const Tensor& mask, bool reverse = false) {
   const std::int64_t T = gx.size(0);
-  auto h_prev = std::make_shared<Tensor>();
-  const Tensor xs = one_gemm ? with_hidden_weight_grad(gx, w, h_prev) : gx;
-  const Tensor ws = one_gemm ? w.detach() : w;
-  std::vector<Tensor> h_in, outs;
+  auto history = std::make_shared<HiddenHistory>();
+  const Tensor xs = one_gemm ? with_hidden_weight_grad(gx, w, b, history) : gx;
+  const Tensor ws = one_gemm ? w.detach() : w, bs = one_gemm ? b.detach() : b;
+  std::vector<Tensor> outs(static_cast<std::size_t>(T));
   Tensor h = h0, c = zeros_like(h0);
-  for (std::int64_t t = 0; t < T; ++t) {
-    h_in.push_back(h.detach());
+  for (std::int64_t step = 0; step < T; ++step) {
+    const std::int64_t t = reverse ? T - 1 - step : step;
     const Tensor m = mask.defined() ? mask[t] : Tensor();
-    if (lstm) std::tie(h, c) = lstm_step(xs[t], h, c, ws, b, m);
-    else h = rnn_step(xs[t], h, ws, b, RnnActivation::tanh, m);
-    outs.push_back(h);
+    if (lstm) std::tie(h, c) = lstm_step(xs[t], h, c, ws, bs, m);
+    else h = rnn_step(xs[t], h, ws, bs, RnnActivation::tanh, m);
+    outs[static_cast<std::size_t>(t)] = h;
   }
-  *h_prev = stack(h_in, 0);
-  return sum(stack(outs, 0) * stack(outs, 0));
+  const Tensor states = stack(outs, 0);
+  *history = {h0.detach(), states.detach(), reverse};
+  return sum(states * states);
 }
 
 TEST_CASE("with_hidden_weight_grad: one GEMM over all steps gives the per-step gradients; gradcheck; errors") {
@@ -272,30 +274,65 @@ TEST_CASE("with_hidden_weight_grad: one GEMM over all steps gives the per-step g
   const std::int64_t T = 5, B = 3, H = 4;
   const Tensor mask = tensor({1, 1, 1, 1, 1, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0}, {T, B}, Dtype::float64);
   for (bool lstm : {true, false})
-    for (bool masked : {false, true}) {
-      CAPTURE(lstm);
-      CAPTURE(masked);
-      const std::int64_t G = lstm ? 4 : 1;
-      const Tensor m = masked ? mask : Tensor();
-      std::vector<Tensor> in = {leaf({T, B, G * H}, gen), leaf({B, H}, gen), leaf({G * H, H}, gen), leaf({G * H}, gen)};
-      const auto per_step = grads_of([&](const std::vector<Tensor>& p) { return run_steps(p[0], p[1], p[2], p[3], lstm, false, m); }, in, ones({}, Dtype::float64));
-      const auto batched = grads_of([&](const std::vector<Tensor>& p) { return run_steps(p[0], p[1], p[2], p[3], lstm, true, m); }, in, ones({}, Dtype::float64));
-      for (std::size_t i = 0; i < in.size(); ++i) {
-        CAPTURE(i);
-        check_close(batched[i], per_step[i]);
+    for (bool masked : {false, true})
+      for (bool reverse : {false, true}) {
+        CAPTURE(lstm);
+        CAPTURE(masked);
+        CAPTURE(reverse);
+        const std::int64_t G = lstm ? 4 : 1;
+        const Tensor m = masked ? mask : Tensor();
+        std::vector<Tensor> in = {leaf({T, B, G * H}, gen), leaf({B, H}, gen), leaf({G * H, H}, gen), leaf({G * H}, gen)};
+        auto run = [&](bool one_gemm) {
+          return [&, one_gemm](const std::vector<Tensor>& p) { return run_steps(p[0], p[1], p[2], p[3], lstm, one_gemm, m, reverse); };
+        };
+        const auto per_step = grads_of(run(false), in, ones({}, Dtype::float64));
+        const auto batched = grads_of(run(true), in, ones({}, Dtype::float64));
+        for (std::size_t i = 0; i < in.size(); ++i) {
+          CAPTURE(i);
+          check_close(batched[i], per_step[i]);
+        }
+        auto r = autograd::gradcheck("with_hidden_weight_grad", run(true), in);
+        CHECK_MESSAGE(r.ok, r.message);
       }
-      auto r = autograd::gradcheck("with_hidden_weight_grad", [&](const std::vector<Tensor>& p) {
-        return run_steps(p[0], p[1], p[2], p[3], lstm, true, m); }, in);
-      CHECK_MESSAGE(r.ok, r.message);
+  {  // T = 1 (only the initial-state product) and no initial state (a zero h0: that product is skipped)
+    std::vector<Tensor> in = {leaf({1, B, 4 * H}, gen), leaf({B, H}, gen), leaf({4 * H, H}, gen), leaf({4 * H}, gen)};
+    const auto per_step = grads_of([&](const std::vector<Tensor>& p) { return run_steps(p[0], p[1], p[2], p[3], true, false, {}); }, in, ones({}, Dtype::float64));
+    const auto batched = grads_of([&](const std::vector<Tensor>& p) { return run_steps(p[0], p[1], p[2], p[3], true, true, {}); }, in, ones({}, Dtype::float64));
+    for (std::size_t i = 0; i < in.size(); ++i) check_close(batched[i], per_step[i]);
+    Tensor gx = leaf({T, B, 4 * H}, gen), w = leaf({4 * H, H}, gen);
+    auto history = std::make_shared<HiddenHistory>();
+    Tensor xs = with_hidden_weight_grad(gx, w, {}, history);
+    Tensor h = zeros({B, H}, Dtype::float64), c = zeros({B, H}, Dtype::float64);
+    std::vector<Tensor> outs;
+    for (std::int64_t t = 0; t < T; ++t) {
+      std::tie(h, c) = lstm_step(xs[t], h, c, w.detach(), {});
+      outs.push_back(h);
     }
+    *history = {Tensor(), stack(outs, 0).detach(), false};
+    sum(stack(outs, 0)).backward();
+    const Tensor dw_batched = copy_of(w.grad());
+    w.zero_grad();
+    h = zeros({B, H}, Dtype::float64), c = zeros({B, H}, Dtype::float64);
+    outs.clear();
+    for (std::int64_t t = 0; t < T; ++t) {
+      std::tie(h, c) = lstm_step(gx[t], h, c, w, {});
+      outs.push_back(h);
+    }
+    sum(stack(outs, 0)).backward();
+    check_close(dw_batched, w.grad());
+  }
   // Without the hidden states filled in, backward says so instead of reading garbage.
   Tensor w = leaf({4 * H, H}, gen);
   Tensor gx = leaf({T, B, 4 * H}, gen);
-  Tensor tapped = with_hidden_weight_grad(gx, w, std::make_shared<Tensor>());
+  Tensor tapped = with_hidden_weight_grad(gx, w, {}, std::make_shared<HiddenHistory>());
   CHECK_THROWS_WITH_AS(sum(tapped).backward(),
-                       "with_hidden_weight_grad: the hidden states the steps read are missing or misshapen; got none, expected a [5, 3, 4] tensor",
+                       "with_hidden_weight_grad: the hidden states the steps read are missing or misshapen; got states=none "
+                       "initial=none, expected states=[5, 3, 4] and initial=[3, 4] or none",
                        StateError);
-  CHECK_THROWS_WITH_AS(with_hidden_weight_grad(zeros({T, B, 7}, Dtype::float64), w, std::make_shared<Tensor>()),
+  CHECK_THROWS_WITH_AS(with_hidden_weight_grad(gx, w, zeros({3}, Dtype::float64), std::make_shared<HiddenHistory>()),
+                       "with_hidden_weight_grad: bias_hh does not match weight_hh; got b_hh=[3] and w_hh=[16, 4], expected b_hh=[16]",
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(with_hidden_weight_grad(zeros({T, B, 7}, Dtype::float64), w, {}, std::make_shared<HiddenHistory>()),
                        "with_hidden_weight_grad: input gates do not match weight_hh; got gx=[5, 3, 7] and w_hh=[16, 4], expected gx=[T, B, 16]",
                        ShapeError);
 }
