@@ -104,18 +104,19 @@ RecurrentOutput RecurrentLayer::run(const Tensor& x_in, const Tensor& h0_in, con
     for (std::int64_t d = 0; d < D; ++d) {
       const Weights& w = weights(l, d == 1);
       const std::size_t k = static_cast<std::size_t>(l * D + d);
-      Tensor xp = linear(layer_input, w.w_ih, w.b_ih);  // [T, B, G*H]: every time step in one GEMM
       // weight_hh's gradient: one GEMM over all steps' gate gradients (K = T*B) instead of one per step,
-      // where the step's gate gradient is its input gates' (not GRU); the steps then see it detached.
+      // where the step's gate gradient is its input gates' (not GRU); the steps then see it detached, and
+      // both biases' gradients are one sum over those rows, so b_ih joins b_hh in the steps.
       const bool one_whh_gemm = mode_ != RecurrentMode::gru && autograd::needs_grad({&w.w_hh});
+      Tensor xp = linear(layer_input, w.w_ih, one_whh_gemm ? Tensor() : w.b_ih);  // [T, B, G*H]: one GEMM
       std::shared_ptr<HiddenHistory> history;
       if (one_whh_gemm) {
         history = std::make_shared<HiddenHistory>();
-        xp = with_hidden_weight_grad(xp, w.w_hh, w.b_hh, history);
+        xp = with_hidden_weight_grad(xp, w.w_hh, w.b_ih, w.b_hh, history);
       }
       // Packed once for all T steps (when that beats BLAS, which would re-pack it in each step's products).
       const HiddenWeight w_hh = HiddenWeight::prepare(one_whh_gemm ? w.w_hh.detach() : w.w_hh, B);
-      const Tensor b_hh = one_whh_gemm ? w.b_hh.detach() : w.b_hh;
+      const Tensor b_hh = !one_whh_gemm ? w.b_hh : w.b_hh.defined() ? w.b_ih.detach() + w.b_hh.detach() : Tensor();
       const Tensor h_first = h0.defined() ? h0[l * D + d] : Tensor();
       Tensor h = h_first.defined() ? h_first : zeros({B, H}, x.dtype());
       Tensor c = lstm ? (c0.defined() ? c0[l * D + d] : zeros({B, H}, x.dtype())) : Tensor();

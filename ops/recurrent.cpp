@@ -390,23 +390,24 @@ Tensor gru_step(const Tensor& gx, const Tensor& h, const HiddenWeight& w_hh, con
   return out;
 }
 
-Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, const Tensor& b_hh,
+Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh,
                                std::shared_ptr<const HiddenHistory> history) {
   static constexpr const char* where = "with_hidden_weight_grad";
   detail::check_floating_same(where, gx, w_hh);
   UNROLL_CHECK(gx.dim() == 3 && w_hh.dim() == 2 && gx.shape()[2] == w_hh.shape()[0], ShapeError,
                "{}: input gates do not match weight_hh; got gx={} and w_hh={}, expected gx=[T, B, {}]", where,
                gx.shape(), w_hh.shape(), w_hh.shape()[0]);
-  if (b_hh.defined()) {
-    detail::check_floating_same(where, gx, b_hh);
-    UNROLL_CHECK(b_hh.dim() == 1 && b_hh.shape()[0] == w_hh.shape()[0], ShapeError,
-                 "{}: bias_hh does not match weight_hh; got b_hh={} and w_hh={}, expected b_hh=[{}]", where, b_hh.shape(),
-                 w_hh.shape(), w_hh.shape()[0]);
-  }
+  for (const Tensor* b : {&b_ih, &b_hh})
+    if (b->defined()) {
+      detail::check_floating_same(where, gx, *b);
+      UNROLL_CHECK(b->dim() == 1 && b->shape()[0] == w_hh.shape()[0], ShapeError,
+                   "{}: {} does not match weight_hh; got {}={} and w_hh={}, expected [{}]", where,
+                   b == &b_ih ? "bias_ih" : "bias_hh", b == &b_ih ? "b_ih" : "b_hh", b->shape(), w_hh.shape(), w_hh.shape()[0]);
+    }
   UNROLL_CHECK(history != nullptr, ValueError, "{}: no holder for the hidden states; got null, expected a HiddenHistory to fill", where);
   Tensor out = gx.view_as_shape(gx.shape());  // same storage: the steps read gx through this
-  if (!autograd::needs_grad({&gx, &w_hh, &b_hh})) return gx;
-  autograd::record(where, out, {&gx, &w_hh, &b_hh}, [history = std::move(history), H = w_hh.shape()[1]](autograd::GradSink& sink) {
+  if (!autograd::needs_grad({&gx, &w_hh, &b_ih, &b_hh})) return gx;
+  autograd::record(where, out, {&gx, &w_hh, &b_ih, &b_hh}, [history = std::move(history), H = w_hh.shape()[1]](autograd::GradSink& sink) {
     const Tensor& g = sink.grad_output();  // [T, B, n]: every step's gate gradient
     const std::int64_t T = g.shape()[0], B = g.shape()[1], n = g.shape()[2];
     if (sink.needs(1)) {
@@ -425,10 +426,11 @@ Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, const Tenso
         sink.add_rows_product(1, g.view_range(hh.reverse ? 0 : B * n, {T - 1, B, n}),
                               hh.states.view_range(hh.reverse ? B * H : 0, {T - 1, B, H}));  // leading dims are the rows
     }
-    if (sink.needs(2)) {
-      bool fresh = false;
-      Tensor& db = sink.buffer(2, fresh);
-      detail::sum_rows_into(db, g, fresh);
+    if (sink.needs(2) || sink.needs(3)) {  // both biases are added to every gate: the same gradient
+      Tensor db = Tensor::empty({n}, g.dtype());
+      detail::sum_rows_into(db, g, /*assign=*/true);
+      if (sink.needs(3)) sink.add(3, sink.needs(2) ? copy_of(db) : db);
+      if (sink.needs(2)) sink.add(2, std::move(db));
     }
     if (sink.needs(0)) sink.add(0, g);
   });

@@ -63,14 +63,16 @@ struct HiddenHistory {
   bool reverse = false;
 };
 
-/// For sequence layers: `gx` [T, B, G*H] (the input gates of every step) passed through unchanged, but
-/// recorded so that its backward also computes the hidden-to-hidden gradients of all T steps at once:
-/// dW_hh += dGXᵀ·H_prev with K = T*B, instead of one K = B product per step (OpenBLAS runs that shape at
-/// two thirds of the speed: bench/RESULTS.md), and db_hh += the sum of all T*B rows of dGX. The steps then
-/// get `w_hh.detach()` and `b_hh.detach()` (b_hh may be undefined). Valid only for steps whose gate
-/// gradient is exactly their gx gradient: rnn_step and lstm_step (not gru_step, whose n gate scales the
-/// hidden part by r). StateError in backward if `history` was not filled in to match.
-Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, const Tensor& b_hh,
+/// For sequence layers: `gx` [T, B, G*H] (the input gates of every step, without b_ih) passed through
+/// unchanged, but recorded so that its backward also computes the hidden-to-hidden and bias gradients of all
+/// T steps at once: dW_hh += dGXᵀ·H_prev with K = T*B, instead of one K = B product per step (OpenBLAS runs
+/// that shape at two thirds of the speed: bench/RESULTS.md), and db_ih, db_hh += the sum of all T*B rows of
+/// dGX. The steps then get `w_hh.detach()` and, as their bias, `b_ih + b_hh` detached (the biases may be
+/// undefined): the bias is added in the steps' register tiles rather than by a pass over the [T, B, G*H]
+/// projection. Valid only for steps whose gate gradient is exactly their gx gradient: rnn_step and
+/// lstm_step (not gru_step, whose n gate scales the hidden part by r). StateError in backward if `history`
+/// was not filled in to match.
+Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh,
                                std::shared_ptr<const HiddenHistory> history);
 
 }  // namespace unroll

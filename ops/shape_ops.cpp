@@ -95,13 +95,23 @@ Tensor strided_slice(const char* name, const Tensor& x, int dim, std::int64_t st
     out = out.view_as_shape(out_shape);
   }
   if (autograd::needs_grad({&x}))
-    autograd::record(name, out, {&x}, [view_strides, base, sliced = [&] {
+    autograd::record(name, out, {&x}, [view_strides, base, leading, sliced = [&] {
       Shape s = x.shape();
       s[dim] = length;
       return s;
     }()](autograd::GradSink& sink) {
       bool fresh = false;
       Tensor& dx = sink.buffer(0, fresh, /*zero_fill=*/true);
+      if (leading) {  // one contiguous block (x[t] of an unrolled sequence): a plain, vectorised add
+        const Tensor& g = sink.grad_output();
+        dispatch(dx.dtype(), [&](auto* tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          T* __restrict d = static_cast<T*>(dx.raw()) + base;
+          const T* __restrict s = static_cast<const T*>(g.raw());
+          for (std::int64_t i = 0, n = g.numel(); i < n; ++i) d[i] += s[i];
+        });
+        return;
+      }
       scatter_add_strided(dx, sink.grad_output().view_as_shape(sliced), view_strides, base);
     });
   return out;

@@ -253,8 +253,10 @@ Tensor run_steps(const Tensor& gx, const Tensor& h0, const Tensor& w, const Tens
                  const Tensor& mask, bool reverse = false) {
   const std::int64_t T = gx.size(0);
   auto history = std::make_shared<HiddenHistory>();
-  const Tensor xs = one_gemm ? with_hidden_weight_grad(gx, w, b, history) : gx;
-  const Tensor ws = one_gemm ? w.detach() : w, bs = one_gemm ? b.detach() : b;
+  // One-GEMM form as the layers use it: b is split into b_ih = b / 4 outside the steps and b_hh = b - b_ih.
+  const Tensor b_ih = b * 0.25, b_hh = b - b_ih;
+  const Tensor xs = one_gemm ? with_hidden_weight_grad(gx, w, b_ih, b_hh, history) : gx;
+  const Tensor ws = one_gemm ? w.detach() : w, bs = one_gemm ? b_ih.detach() + b_hh.detach() : b;
   std::vector<Tensor> outs(static_cast<std::size_t>(T));
   Tensor h = h0, c = zeros_like(h0);
   for (std::int64_t step = 0; step < T; ++step) {
@@ -301,7 +303,7 @@ TEST_CASE("with_hidden_weight_grad: one GEMM over all steps gives the per-step g
     for (std::size_t i = 0; i < in.size(); ++i) check_close(batched[i], per_step[i]);
     Tensor gx = leaf({T, B, 4 * H}, gen), w = leaf({4 * H, H}, gen);
     auto history = std::make_shared<HiddenHistory>();
-    Tensor xs = with_hidden_weight_grad(gx, w, {}, history);
+    Tensor xs = with_hidden_weight_grad(gx, w, {}, {}, history);
     Tensor h = zeros({B, H}, Dtype::float64), c = zeros({B, H}, Dtype::float64);
     std::vector<Tensor> outs;
     for (std::int64_t t = 0; t < T; ++t) {
@@ -324,15 +326,18 @@ TEST_CASE("with_hidden_weight_grad: one GEMM over all steps gives the per-step g
   // Without the hidden states filled in, backward says so instead of reading garbage.
   Tensor w = leaf({4 * H, H}, gen);
   Tensor gx = leaf({T, B, 4 * H}, gen);
-  Tensor tapped = with_hidden_weight_grad(gx, w, {}, std::make_shared<HiddenHistory>());
+  Tensor tapped = with_hidden_weight_grad(gx, w, {}, {}, std::make_shared<HiddenHistory>());
   CHECK_THROWS_WITH_AS(sum(tapped).backward(),
                        "with_hidden_weight_grad: the hidden states the steps read are missing or misshapen; got states=none "
                        "initial=none, expected states=[5, 3, 4] and initial=[3, 4] or none",
                        StateError);
-  CHECK_THROWS_WITH_AS(with_hidden_weight_grad(gx, w, zeros({3}, Dtype::float64), std::make_shared<HiddenHistory>()),
-                       "with_hidden_weight_grad: bias_hh does not match weight_hh; got b_hh=[3] and w_hh=[16, 4], expected b_hh=[16]",
+  CHECK_THROWS_WITH_AS(with_hidden_weight_grad(gx, w, {}, zeros({3}, Dtype::float64), std::make_shared<HiddenHistory>()),
+                       "with_hidden_weight_grad: bias_hh does not match weight_hh; got b_hh=[3] and w_hh=[16, 4], expected [16]",
                        ShapeError);
-  CHECK_THROWS_WITH_AS(with_hidden_weight_grad(zeros({T, B, 7}, Dtype::float64), w, {}, std::make_shared<HiddenHistory>()),
+  CHECK_THROWS_WITH_AS(with_hidden_weight_grad(gx, w, zeros({16, 1}, Dtype::float64), {}, std::make_shared<HiddenHistory>()),
+                       "with_hidden_weight_grad: bias_ih does not match weight_hh; got b_ih=[16, 1] and w_hh=[16, 4], expected [16]",
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(with_hidden_weight_grad(zeros({T, B, 7}, Dtype::float64), w, {}, {}, std::make_shared<HiddenHistory>()),
                        "with_hidden_weight_grad: input gates do not match weight_hh; got gx=[5, 3, 7] and w_hh=[16, 4], expected gx=[T, B, 16]",
                        ShapeError);
 }
