@@ -322,6 +322,13 @@ void packed_panel(std::int64_t M, std::int64_t K, const T* A, std::int64_t lda, 
     const T* a = A + i * lda;
     const T* in = init ? init + i * ld_init : nullptr;
     T* c = C + i * ldc;
+    // The next tile's lines of C, fetched for writing while this tile computes: C is usually a fresh
+    // buffer (a step's gates), and a tile that stores into lines not yet in cache stalls on them.
+    {
+      const std::int64_t next = i + mr < M ? i + mr : 0;
+      T* nc = C + next * ldc + (i + mr < M ? 0 : 2 * kLanes<T>);
+      for (std::int64_t r = 0; r < 6 && next + r < M; ++r) __builtin_prefetch(nc + r * ldc, 1);
+    }
     switch (mr) {
       case 6: packed_rows<6>(K, a, lda, panel, width, in, ld_init, bias, c, ldc); break;
       case 5: packed_rows<5>(K, a, lda, panel, width, in, ld_init, bias, c, ldc); break;
