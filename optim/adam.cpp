@@ -11,6 +11,47 @@ namespace {
 AdamOptions from_values(std::span<const double> v) {
   return {.lr = v[0], .betas = {v[1], v[2]}, .eps = v[3], .weight_decay = v[4], .amsgrad = v[5] != 0};
 }
+
+// The per-step scalars, rounded to the element type.
+template <class T>
+struct AdamScalars {
+  T beta1, beta2, one_minus_beta1, one_minus_beta2, wd, eps, decay_factor, neg_step, bc2_sqrt;
+};
+
+// Elements [b, e) of one parameter. The options are template parameters so that each combination is one
+// branch-free loop that the compiler vectorises (with the flags as runtime tests it stayed scalar).
+template <class T, bool kL2, bool kDecoupled, bool kAmsgrad>
+void adam_update(std::int64_t b, std::int64_t e, T* __restrict p, const T* __restrict gp, T* __restrict m,
+                 T* __restrict v, T* __restrict vmax, const AdamScalars<T>& c) {
+  const AdamScalars<T> k = c;  // by value: no aliasing with the arrays
+  for (std::int64_t i = b; i < e; ++i) {
+    const T gi = kL2 ? gp[i] + k.wd * p[i] : gp[i];
+    if constexpr (kDecoupled) p[i] = p[i] * k.decay_factor;
+    m[i] = m[i] * k.beta1 + k.one_minus_beta1 * gi;
+    v[i] = v[i] * k.beta2 + k.one_minus_beta2 * gi * gi;
+    T second = v[i];
+    if constexpr (kAmsgrad) {
+      // As torch.maximum, a NaN on either side wins.
+      const T cur = vmax[i];
+      second = (cur != cur || cur > second) ? cur : second;
+      vmax[i] = second;
+    }
+    const T denom = std::sqrt(second) / k.bc2_sqrt + k.eps;
+    p[i] = p[i] + k.neg_step * m[i] / denom;
+  }
+}
+
+template <class T>
+using AdamUpdate = void (*)(std::int64_t, std::int64_t, T*, const T*, T*, T*, T*, const AdamScalars<T>&);
+
+template <class T>
+AdamUpdate<T> select_adam_update(bool l2, bool decoupled, bool amsgrad) {
+  static constexpr AdamUpdate<T> table[8] = {
+      adam_update<T, false, false, false>, adam_update<T, false, false, true>, adam_update<T, false, true, false>,
+      adam_update<T, false, true, true>,   adam_update<T, true, false, false>, adam_update<T, true, false, true>,
+      adam_update<T, true, true, false>,   adam_update<T, true, true, true>};
+  return table[(l2 ? 4 : 0) + (decoupled ? 2 : 0) + (amsgrad ? 1 : 0)];
+}
 }  // namespace
 
 Adam::Adam(std::vector<Tensor> params, const AdamOptions& options) : Adam("Adam", std::move(params), options, false) {}
@@ -75,33 +116,21 @@ void Adam::step() {
     const double bias_correction2_sqrt = std::sqrt(bias_correction2);
     dispatch_floating("Adam::step", g.dtype(), [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
-      T* __restrict p = params()[i].template data<T>();
-      const T* __restrict gp = g.template data<T>();
-      T* __restrict m = s.buffers[0].template data<T>();
-      T* __restrict v = s.buffers[1].template data<T>();
-      T* __restrict vmax = o.amsgrad ? s.buffers[2].template data<T>() : nullptr;
-      const T beta1 = static_cast<T>(o.betas[0]), beta2 = static_cast<T>(o.betas[1]);
-      const T one_minus_beta1 = static_cast<T>(1 - o.betas[0]), one_minus_beta2 = static_cast<T>(1 - o.betas[1]);
-      const T wd = static_cast<T>(o.weight_decay), eps = static_cast<T>(o.eps);
-      const T decay_factor = static_cast<T>(1 - lr() * o.weight_decay);
-      const T neg_step = static_cast<T>(-step_size), bc2_sqrt = static_cast<T>(bias_correction2_sqrt);
-      const bool l2 = !decoupled_ && o.weight_decay != 0, decoupled = decoupled_;
+      AdamScalars<T> c;
+      c.beta1 = static_cast<T>(o.betas[0]), c.beta2 = static_cast<T>(o.betas[1]);
+      c.one_minus_beta1 = static_cast<T>(1 - o.betas[0]), c.one_minus_beta2 = static_cast<T>(1 - o.betas[1]);
+      c.wd = static_cast<T>(o.weight_decay), c.eps = static_cast<T>(o.eps);
+      c.decay_factor = static_cast<T>(1 - lr() * o.weight_decay);
+      c.neg_step = static_cast<T>(-step_size), c.bc2_sqrt = static_cast<T>(bias_correction2_sqrt);
+      const bool l2 = !decoupled_ && o.weight_decay != 0;
+      const auto update = select_adam_update<T>(l2, decoupled_, o.amsgrad);
+      T* p = params()[i].template data<T>();
+      const T* gp = g.template data<T>();
+      T* m = s.buffers[0].template data<T>();
+      T* v = s.buffers[1].template data<T>();
+      T* vmax = o.amsgrad ? s.buffers[2].template data<T>() : nullptr;
       unroll::detail::parallel_for(g.numel(), unroll::detail::kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
-        for (std::int64_t k = b; k < e; ++k) {
-          const T gk = l2 ? gp[k] + wd * p[k] : gp[k];
-          if (decoupled) p[k] = p[k] * decay_factor;
-          m[k] = m[k] * beta1 + one_minus_beta1 * gk;
-          v[k] = v[k] * beta2 + one_minus_beta2 * gk * gk;
-          T second = v[k];
-          if (vmax) {
-            // As torch.maximum, a NaN on either side wins.
-            const T cur = vmax[k];
-            second = (cur != cur || cur > second) ? cur : second;
-            vmax[k] = second;
-          }
-          const T denom = std::sqrt(second) / bc2_sqrt + eps;
-          p[k] = p[k] + neg_step * m[k] / denom;
-        }
+        update(b, e, p, gp, m, v, vmax, c);
       });
     });
   }
