@@ -10,6 +10,8 @@
 #include <cmath>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "harness.hpp"
 
@@ -74,6 +76,50 @@ bench::Prepared matmul(bench::Args& args) {
     for (int r = 0; r < 100; ++r) unroll::matmul(a, b);
   };
   return {{{"m", m}, {"n", n}, {"k", k}, {"small_work", unroll::detail::kSmallGemmWork}, {"small_rows", unroll::detail::kSmallGemmRows}, {"repeat", 100}}, 100.0 * m, step};
+}
+
+// step_gemm: the two per-step products of a recurrent layer over T steps, no autograd: h_t·W_hhᵀ plus the
+// bias into a fresh gate buffer per step (as the steps write), then dG_t·W_hh into a fresh dh per step.
+// --packed 1 (default): W_hh packed once per sequence and multiplied with gemm_packed, as the layers do;
+// --packed 0: gemm, i.e. OpenBLAS re-packing W_hh in every call. Isolates those GEMMs of lstm_lm/fastrnn.
+bench::Prepared step_gemm(bench::Args& args) {
+  const std::int64_t B = args.get_int("batch", 32, 1), H = args.get_int("hidden", 128, 1), T = args.get_int("seq", 64, 1);
+  const std::int64_t n = args.get_int("gates", 4, 1) * H;
+  const bool packed = args.get_int("packed", 1, 0) != 0;
+  struct State {
+    std::vector<float> w, bias, h, gates, dg, dh;
+  };
+  auto s = std::make_shared<State>();
+  unroll::Generator gen(kSeed);
+  auto fill = [&](std::int64_t count, double scale) {
+    std::vector<float> v(static_cast<std::size_t>(count));
+    for (float& x : v) x = static_cast<float>((gen.uniform() - 0.5) * scale);
+    return v;
+  };
+  s->w = fill(n * H, 0.1), s->bias = fill(n, 0.1), s->h = fill(B * H, 1.0), s->dg = fill(B * n, 1.0);
+  s->gates.resize(static_cast<std::size_t>(T * B * n)), s->dh.resize(static_cast<std::size_t>(T * B * H));
+  auto step = [s, B, H, T, n, packed] {
+    using unroll::detail::PackedMatrix;
+    std::optional<PackedMatrix<float>> fwd, bwd;
+    if (packed) fwd.emplace(true, H, n, s->w.data(), H), bwd.emplace(false, n, H, s->w.data(), H);
+    for (std::int64_t t = 0; t < T; ++t) {
+      float* g = s->gates.data() + t * B * n;
+      if (packed) {
+        unroll::detail::gemm_packed<float>(B, s->h.data(), H, *fwd, nullptr, 0, s->bias.data(), g, n);
+      } else {
+        for (std::int64_t b = 0; b < B; ++b) std::copy(s->bias.begin(), s->bias.end(), g + b * n);
+        unroll::detail::gemm(false, true, B, n, H, 1.0f, s->h.data(), H, s->w.data(), H, 1.0f, g, n);
+      }
+      for (std::int64_t i = 0; i < B * H; ++i) s->h[static_cast<std::size_t>(i)] = 1e-3f * g[i];  // the next step reads h
+    }
+    for (std::int64_t t = 0; t < T; ++t) {
+      float* dh = s->dh.data() + t * B * H;
+      if (packed) unroll::detail::gemm_packed<float>(B, s->dg.data(), n, *bwd, nullptr, 0, nullptr, dh, H);
+      else unroll::detail::gemm(false, false, B, H, n, 1.0f, s->dg.data(), n, s->w.data(), H, 0.0f, dh, H);
+      for (std::int64_t i = 0; i < B * H; ++i) s->dg[static_cast<std::size_t>(i)] = 0.5f * dh[i];  // the next step reads dG
+    }
+  };
+  return {{{"batch", B}, {"hidden", H}, {"gates", n / H}, {"seq", T}, {"packed", packed ? 1 : 0}}, static_cast<double>(B) * T, step};
 }
 
 // lstm_lm: one training step of a character language model, the workload a user actually runs.
@@ -219,6 +265,8 @@ const std::vector<bench::Workload> kWorkloads = {
     {"tiny_rnn", "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200]", tiny_rnn},
     {"elementwise", "tanh(a + b) on n floats, x100, no autograd [--n 65536 --grain G]", elementwise},
     {"matmul", "[m,k] x [k,n] product, x100, no autograd [--m 1 --n 32 --k 32 --small-work W --small-rows R]", matmul},
+    {"step_gemm", "a recurrent layer's per-step products h W_hh^T and dG W_hh over T steps, no autograd "
+                  "[--batch 32 --hidden 128 --gates 4 --seq 64 --packed 1|0]", step_gemm},
     {"lstm_lm", "char LM training step: Embedding(96,H), LSTM(H,H,L), Linear(H,96), cross-entropy, Adam "
                 "[--batch 32 --seq 64 --hidden 128 --layers 1 --shards <threads>]", lstm_lm},
     {"fastrnn", "one recurrent layer, forward + backward of sum(outputs) "
