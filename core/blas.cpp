@@ -313,9 +313,10 @@ inline std::int64_t fives_for(std::int64_t M) {
   return 0;
 }
 
+// next_C: where the next panel's columns of C start (its first tile is prefetched), or null.
 template <class T>
 void packed_panel(std::int64_t M, std::int64_t K, const T* A, std::int64_t lda, const T* panel, std::int64_t width,
-                  const T* init, std::int64_t ld_init, const T* bias, T* C, std::int64_t ldc) {
+                  const T* init, std::int64_t ld_init, const T* bias, T* C, std::int64_t ldc, T* next_C) {
   const std::int64_t fives = fives_for(M), five_from = M - 5 * fives;  // rows [five_from, M) in 5-row tiles
   for (std::int64_t i = 0; i < M;) {
     const std::int64_t mr = i >= five_from ? 5 : std::min<std::int64_t>(M - i, 6);
@@ -324,11 +325,11 @@ void packed_panel(std::int64_t M, std::int64_t K, const T* A, std::int64_t lda, 
     T* c = C + i * ldc;
     // The next tile's lines of C, fetched for writing while this tile computes: C is usually a fresh
     // buffer (a step's gates), and a tile that stores into lines not yet in cache stalls on them.
-    {
-      const std::int64_t next = i + mr < M ? i + mr : 0;
-      T* nc = C + next * ldc + (i + mr < M ? 0 : 2 * kLanes<T>);
-      for (std::int64_t r = 0; r < 6 && next + r < M; ++r) __builtin_prefetch(nc + r * ldc, 1);
-    }
+    const bool last_tile = i + mr == M;
+    T* next = last_tile ? next_C : c + mr * ldc;
+    const std::int64_t next_rows = std::min<std::int64_t>(6, last_tile ? M : M - i - mr);
+    if (next)
+      for (std::int64_t r = 0; r < next_rows; ++r) __builtin_prefetch(next + r * ldc, 1);
     switch (mr) {
       case 6: packed_rows<6>(K, a, lda, panel, width, in, ld_init, bias, c, ldc); break;
       case 5: packed_rows<5>(K, a, lda, panel, width, in, ld_init, bias, c, ldc); break;
@@ -376,7 +377,7 @@ void gemm_packed(std::int64_t M, const T* A, std::int64_t lda, const PackedMatri
       for (std::int64_t p = p0; p < p1; ++p) {
         const std::int64_t j = p * W;
         packed_panel(M, std::min(D, K - k0), A + k0, lda, B.panel(k0, p), std::min(W, N - j), init ? init + j : nullptr,
-                     ld_init, first && bias ? bias + j : nullptr, C + j, ldc);
+                     ld_init, first && bias ? bias + j : nullptr, C + j, ldc, p + 1 < p1 ? C + j + W : nullptr);
       }
       k0 += D;
     } while (k0 < K);

@@ -18,9 +18,9 @@ enum class RnnActivation { tanh, relu };
 
 /// A step's weight_hh W [G*H, H]. Any Tensor converts to one, and a step then multiplies by W with
 /// detail::gemm. HiddenWeight::prepare, made once for all T steps of a sequence, also holds W copied into
-/// the layouts of the step's two products (Wᵀ for the forward h·Wᵀ, W for the backward dG·W) when that is
-/// faster than BLAS, which re-packs W in every call. The copies are a snapshot of W: prepare again after
-/// W changes (the sequence layers prepare on every call).
+/// the layouts of the step's two products (Wᵀ for the forward h·Wᵀ, W for the backward dG·W) for
+/// detail::gemm_packed, where the products would otherwise go to BLAS, which re-packs W in every call.
+/// The copies are a snapshot of W: prepare again after W changes (the sequence layers prepare on every call).
 class HiddenWeight {
  public:
   HiddenWeight(const Tensor& w) : w_(w) {}  // NOLINT(google-explicit-constructor): any Tensor is an unpacked weight
