@@ -11,14 +11,26 @@
 #include <unroll/core/random.hpp>
 
 namespace {
+// n values uniform in [-0.5, 0.5).
+template <class T>
+std::vector<T> random_values(unroll::Generator& gen, std::int64_t n) {
+  std::vector<T> v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = static_cast<T>(gen.uniform() - 0.5);
+  return v;
+}
+
+// The largest |got[i] - want[i]|.
+template <class T, class U>
+double worst_difference(const std::vector<T>& got, const std::vector<U>& want) {
+  double worst = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(got[i]) - static_cast<double>(want[i])));
+  return worst;
+}
+
 template <class T>
 double worst_error(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha, T beta) {
   unroll::Generator gen(M * 131 + N * 17 + K);
-  auto fill = [&](std::int64_t n) {
-    std::vector<T> v(static_cast<std::size_t>(n));
-    for (auto& x : v) x = static_cast<T>(gen.uniform() - 0.5);
-    return v;
-  };
+  auto fill = [&](std::int64_t n) { return random_values<T>(gen, n); };
   const std::vector<T> A = fill(M * K), B = fill(K * N);
   std::vector<T> C = fill(M * N), ref = C;
   const std::int64_t lda = ta ? M : K, ldb = tb ? K : N;
@@ -30,9 +42,7 @@ double worst_error(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_
       ref[i * N + j] = static_cast<T>(alpha * acc + (beta == T(0) ? 0.0 : beta * static_cast<double>(ref[i * N + j])));
     }
   unroll::detail::gemm(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), N);
-  double worst = 0;
-  for (std::size_t i = 0; i < C.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(C[i]) - ref[i]));
-  return worst;
+  return worst_difference(C, ref);
 }
 }  // namespace
 
@@ -63,11 +73,7 @@ namespace {
 template <class T>
 double packed_error(bool trans, std::int64_t M, std::int64_t N, std::int64_t K, int init, bool bias) {
   unroll::Generator gen(M * 7 + N * 131 + K * 3 + init);
-  auto fill = [&](std::int64_t n) {
-    std::vector<T> v(static_cast<std::size_t>(n));
-    for (auto& x : v) x = static_cast<T>(gen.uniform() - 0.5);
-    return v;
-  };
+  auto fill = [&](std::int64_t n) { return random_values<T>(gen, n); };
   const std::vector<T> A = fill(M * K), B = fill(K * N), C_in = fill(M * N), b = fill(N);
   std::vector<T> ref = init == 0 ? std::vector<T>(static_cast<std::size_t>(M * N), T(0)) : C_in;
   if (bias)
@@ -79,9 +85,7 @@ double packed_error(bool trans, std::int64_t M, std::int64_t N, std::int64_t K, 
   std::vector<T> C = init == 2 ? C_in : fill(M * N);  // init 2: accumulate into C; else C is write-only
   const T* in = init == 1 ? C_in.data() : init == 2 ? C.data() : nullptr;
   unroll::detail::gemm_packed<T>(M, A.data(), K, P, in, N, bias ? b.data() : nullptr, C.data(), N);
-  double worst = 0;
-  for (std::size_t i = 0; i < C.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(C[i]) - ref[i]));
-  return worst;
+  return worst_difference(C, ref);
 }
 }  // namespace
 
@@ -90,7 +94,7 @@ TEST_CASE("gemm_packed matches gemm: every row tiling, narrow last panels, K blo
   // M covers 6- and 5-row tiles and the small leftovers; N covers a single, a partial and several panels.
   for (std::int64_t M : {1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 19, 20, 32, 33})
     for (std::int64_t N : {1, 7, 8, 16, 17, 40})
-      for (std::int64_t K : {1, 5, 64})
+      for (std::int64_t K : {0, 1, 5, 64, 257})  // 0: C = C_in + bias; 257: two K blocks
         for (bool trans : {false, true})
           for (int init : {0, 1, 2})
             for (bool bias : {false, true}) {
