@@ -31,15 +31,19 @@ struct HiddenWeight::Packs {
   }
 };
 
+namespace {
+// A weight the packed path can copy; any other is left unpacked for the step to name its error.
+bool packable(const Tensor& w) { return w.defined() && w.dim() == 2 && is_floating(w.dtype()); }
+}  // namespace
+
 HiddenWeight HiddenWeight::prepare(const Tensor& w, std::int64_t batch) {
-  if (!w.defined() || w.dim() != 2 || !is_floating(w.dtype())) return HiddenWeight(w);  // the step names the error
-  if (!detail::goes_to_blas(batch, w.shape()[0], w.shape()[1])) return HiddenWeight(w);
+  if (!packable(w) || !detail::goes_to_blas(batch, w.shape()[0], w.shape()[1])) return HiddenWeight(w);
   return packed(w);
 }
 
 HiddenWeight HiddenWeight::packed(const Tensor& w) {
   HiddenWeight r(w);
-  if (!w.defined() || w.dim() != 2 || !is_floating(w.dtype())) return r;
+  if (!packable(w)) return r;
   auto packs = std::make_shared<Packs>();
   const std::int64_t n = w.shape()[0], H = w.shape()[1];
   dispatch_floating("HiddenWeight", w.dtype(), [&](auto* tag) {
