@@ -4,7 +4,6 @@
 #include <atomic>
 #include <cstring>
 
-#include "../core/blas.hpp"
 #include "../core/kernels.hpp"
 
 namespace unroll::autograd {
@@ -87,7 +86,7 @@ void Tape::append_node(const char* name, void (*run)(void*, GradSink&), void (*d
   for (Tensor* t : outputs) {
     const auto slot = static_cast<std::uint32_t>(slots_.size());
     slots_.emplace_back(t->shape(), t->dtype(), node);
-    t->set_tape_ref(key_, slot);
+    detail::set_tape_ref(*t, key_, slot);
   }
 }
 
@@ -109,7 +108,7 @@ void Tape::release_node(Node& n) {
 void Tape::clear() { clear_from(0); }
 
 void Tape::clear_from(std::size_t from) {
-  drop_deferred();
+  deferred_.drop();
   for (std::size_t i = nodes_.size(); i-- > from;) release_node(nodes_[i]);
   nodes_.clear();
   inputs_.clear();
@@ -221,103 +220,12 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
       }
       release_node(n);  // frees what the node saved as soon as it is done: peak memory stays at the forward's
     }
-    flush_deferred();
+    deferred_.flush(leaf_grads_);
   } catch (...) {
     clear();
     throw;
   }
   clear_from(slots_[root.slot()].node + 1);  // the walk released every node up to the root's
-}
-
-namespace {
-// Makes a gradient buffer safe to write into: never through storage someone else holds (it is copied
-// first); an undefined one becomes a new buffer, zeros if asked. True when that new buffer is
-// uninitialised (the caller must write it, e.g. beta = 0).
-bool make_writable(Tensor& dst, const Shape& shape, Dtype dtype, bool zero_fill) {
-  if (dst.defined()) {
-    if (!dst.unique_storage()) dst = copy_of(dst);
-    return false;
-  }
-  dst = zero_fill ? zeros(shape, dtype) : Tensor::empty(shape, dtype);
-  return !zero_fill;
-}
-// Rows of a tensor read as a matrix [leading dims folded, last dim].
-std::int64_t rows_of(const Tensor& t) { return t.shape().numel(0, t.dim() - 1); }
-// C [a, b] = p^T q (+ C when accumulating), p [rows, a] and q [rows, b] contiguous.
-void rows_product(const Tensor& p, const Tensor& q, bool accumulate, Tensor& c) {
-  const std::int64_t rows = rows_of(p), a = p.shape().back(), b = q.shape().back();
-  dispatch_floating("backward", c.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    detail::gemm(true, false, a, b, rows, T(1), static_cast<const T*>(p.raw()), a, static_cast<const T*>(q.raw()), b,
-                 accumulate ? T(1) : T(0), static_cast<T*>(c.raw()), b);
-  });
-}
-// Deferred rows are gathered into chunks of this many (measured: OpenBLAS runs a [2048 x 32] . [32 x 512]
-// weight-gradient product, K = 32, at 44 GFLOP/s on one core here, the same work with K = 2048 at 64),
-// from products of at most kDeferRows rows.
-constexpr std::int64_t kChunkRows = 2048;
-constexpr std::int64_t kDeferRows = 256;
-}  // namespace
-
-void Tape::defer_rows(detail::LeafMeta& leaf, const Tensor& p, const Tensor& q) {
-  const std::int64_t m = rows_of(p), a = p.shape().back(), b = q.shape().back();
-  const std::size_t elem = dtype_size(p.dtype()), row_bytes = static_cast<std::size_t>(a + b) * elem;
-  // Room for this many rows fits the memory bound (>= m: add_rows_product checked that m rows fit).
-  const std::int64_t fit = std::min(kChunkRows, static_cast<std::int64_t>(kDeferredBytesLimit / row_bytes));
-  DeferredRows* d = nullptr;
-  for (DeferredRows& e : deferred_)
-    if (e.leaf == &leaf) d = &e;
-  if (d == nullptr) {
-    const std::int64_t cap = std::min(fit, 8 * m);  // grows by doubling up to a chunk: small uses stay small
-    const std::size_t bytes = static_cast<std::size_t>(cap) * row_bytes;
-    // Leaf gradients are only ever added to during backward, so running the others' rows early is exact.
-    if (deferred_bytes_ + bytes > kDeferredBytesLimit) flush_deferred();
-    reserve_more(deferred_, 1);
-    DeferredRows e{&leaf, Tensor::empty({cap, a}, p.dtype()), Tensor::empty({cap, b}, p.dtype())};
-    detail::retain(&leaf);
-    deferred_.push_back(std::move(e));
-    deferred_bytes_ += bytes;
-    d = &deferred_.back();
-  }
-  const std::int64_t cap = d->p.shape()[0];
-  if (d->rows + m > cap) {
-    const std::int64_t grown = std::min(fit, std::max(2 * cap, d->rows + m));
-    const std::size_t extra = static_cast<std::size_t>(grown - cap) * row_bytes;
-    if (grown < d->rows + m || deferred_bytes_ + extra > kDeferredBytesLimit) {
-      run_deferred(*d);  // a full chunk (or no room to grow): its product now, then fill it again
-    } else {
-      Tensor np = Tensor::empty({grown, a}, p.dtype()), nq = Tensor::empty({grown, b}, p.dtype());
-      std::memcpy(np.raw(), d->p.raw(), static_cast<std::size_t>(d->rows * a) * elem);
-      std::memcpy(nq.raw(), d->q.raw(), static_cast<std::size_t>(d->rows * b) * elem);
-      d->p = std::move(np);
-      d->q = std::move(nq);
-      deferred_bytes_ += extra;
-    }
-  }
-  std::memcpy(static_cast<char*>(d->p.raw()) + d->rows * a * elem, p.raw(), static_cast<std::size_t>(m * a) * elem);
-  std::memcpy(static_cast<char*>(d->q.raw()) + d->rows * b * elem, q.raw(), static_cast<std::size_t>(m * b) * elem);
-  d->rows += m;
-}
-
-void Tape::run_deferred(DeferredRows& d) {
-  if (d.rows == 0) return;
-  const Tensor p = d.p.view_range(0, {d.rows, d.p.shape()[1]});
-  const Tensor q = d.q.view_range(0, {d.rows, d.q.shape()[1]});
-  Tensor& dst = leaf_grad(*d.leaf);
-  const bool fresh = make_writable(dst, d.leaf->shape, d.leaf->dtype, /*zero_fill=*/false);
-  rows_product(p, q, !fresh, dst);
-  d.rows = 0;
-}
-
-void Tape::flush_deferred() {
-  for (DeferredRows& d : deferred_) run_deferred(d);
-  drop_deferred();
-}
-
-void Tape::drop_deferred() {
-  for (DeferredRows& d : deferred_) detail::release(d.leaf);
-  deferred_.clear();
-  deferred_bytes_ = 0;
 }
 
 // ---- GradSink ----
@@ -342,7 +250,7 @@ void GradSink::add_rows_product(std::size_t i, const Tensor& p, const Tensor& q)
   const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
   if (!in.needs) return;
   const auto [shape, dtype] = tape_.input_meta(n, i);
-  UNROLL_CHECK(p.dim() >= 1 && q.dim() >= 1 && rows_of(p) == rows_of(q) && shape->dim() == 2 &&
+  UNROLL_CHECK(p.dim() >= 1 && q.dim() >= 1 && detail::rows_of(p) == detail::rows_of(q) && shape->dim() == 2 &&
                    p.shape().back() == (*shape)[0] && q.shape().back() == (*shape)[1],
                ShapeError, "backward: rows product for input {} of '{}' has the wrong shape; got p={} and q={}, expected p^T q of shape {}",
                i, n.name, p.shape(), q.shape(), *shape);
@@ -350,13 +258,13 @@ void GradSink::add_rows_product(std::size_t i, const Tensor& p, const Tensor& q)
                "backward: rows product for input {} of '{}' has the wrong dtype; got {} and {}, expected {}", i, n.name,
                p.dtype(), q.dtype(), dtype);
   const std::size_t bytes = static_cast<std::size_t>(p.numel() + q.numel()) * dtype_size(dtype);
-  if (in.leaf && rows_of(p) <= kDeferRows && bytes > 0 && bytes <= kDeferredBytesLimit) {
-    tape_.defer_rows(*in.leaf, p, q);
+  if (in.leaf && DeferredRows::wanted(detail::rows_of(p), bytes)) {
+    tape_.deferred_.add(*in.leaf, p, q, tape_.leaf_grads_);
     return;
   }
   bool fresh = false;
   Tensor& dst = buffer(i, fresh);
-  rows_product(p, q, !fresh, dst);
+  detail::rows_product(p, q, !fresh, dst);
 }
 
 const Shape& GradSink::input_shape(std::size_t i) const { return *tape_.input_meta(tape_.nodes_[node_], i).first; }
@@ -381,7 +289,7 @@ Tensor& GradSink::buffer(std::size_t i, bool& fresh, bool zero_fill) {
   const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
   const auto [shape, dtype] = tape_.input_meta(n, i);  // also checks needs and staleness
   Tensor& dst = in.leaf ? tape_.leaf_grad(*in.leaf) : tape_.grads_[in.slot];
-  fresh = make_writable(dst, *shape, dtype, zero_fill);
+  fresh = detail::make_writable(dst, *shape, dtype, zero_fill);
   return dst;
 }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../core/tensor.hpp"
+#include "deferred_rows.hpp"
 
 namespace unroll::autograd {
 
@@ -37,10 +38,6 @@ class NoGradGuard {
  private:
   bool prev_;
 };
-
-/// Bytes of deferred weight-gradient rows (GradSink::add_rows_product) one tape may hold: a bound on the
-/// memory deferral adds. A variable so tests can lower it.
-inline std::size_t kDeferredBytesLimit = std::size_t{256} << 20;
 
 /// Leaf gradients held aside instead of being written into the leaves' shared `.grad`: a tape that collects
 /// into one (Tape::collect_leaf_grads) leaves every `.grad` untouched, so batch shards running backward on
@@ -86,8 +83,7 @@ class GradSink {
   /// Adds p^T q to input i's gradient: p [M, a], q [M, b], input i [a, b] — a weight's gradient summed over
   /// M rows (linear's dW = dY^T X). p and q may have more dims: their leading dims are the rows. For a
   /// leaf with few rows the rows are copied aside and the product is done later together with that leaf's
-  /// other deferred rows, in ONE GEMM over up to 2048 of them (or at the end of backward): the T small
-  /// per-step weight gradients of an unrolled loop become a few large products, which BLAS runs much faster.
+  /// other deferred rows, in one large GEMM (autograd/deferred_rows.hpp).
   void add_rows_product(std::size_t i, const Tensor& p, const Tensor& q);
 
  private:
@@ -187,26 +183,10 @@ class Tape {
   void append_node(const char* name, void (*run)(void*, GradSink&), void (*destroy)(void*), void* closure,
                    std::span<const Tensor* const> inputs, std::span<Tensor* const> outputs) noexcept;
 
-  // Deferred weight-gradient rows of one leaf (GradSink::add_rows_product): p [cap, a] and q [cap, b],
-  // rows [0, rows) filled. When full, their product is added to the leaf's gradient and filling restarts.
-  struct DeferredRows {
-    detail::LeafMeta* leaf;  ///< retained
-    Tensor p, q;
-    std::int64_t rows = 0;
-  };
-  // Appends p [m, a] and q [m, b] (contiguous, the leaf's dtype) to the leaf's deferred rows.
-  void defer_rows(detail::LeafMeta& leaf, const Tensor& p, const Tensor& q);
-  // Adds the filled rows' product p^T q to the leaf's gradient (one GEMM) and empties them.
-  void run_deferred(DeferredRows& d);
-  // Runs every leaf's deferred rows, then drops the buffers.
-  void flush_deferred();
-  void drop_deferred();
-
   std::vector<Node> nodes_;
   std::vector<InputRef> inputs_;
   std::vector<detail::LeafMeta*> held_leaves_;  ///< retained once each until clear(); see LeafMeta::tape_mark
-  std::vector<DeferredRows> deferred_;  ///< one per leaf, in the order their first rows arrived
-  std::size_t deferred_bytes_ = 0;       ///< of their buffers
+  DeferredRows deferred_;  ///< weight-gradient rows held for one large product per leaf
   std::vector<SlotInfo> slots_;
   std::vector<Tensor> grads_;  ///< one per slot, filled during backward
   struct BlockDeleter {

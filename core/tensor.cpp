@@ -28,7 +28,7 @@ template std::vector<std::int64_t> Tensor::to_vector<std::int64_t>() const;
 Tensor Tensor::view_as_shape(const Shape& shape) const {
   UNROLL_CHECK(shape.numel() == numel(), ShapeError, "view: element count differs; got {} ({} elements), expected {} elements",
                shape, shape.numel(), numel());
-  return view_range(0, shape);
+  return detail::view_range(*this, 0, shape);
 }
 
 Tensor full(const Shape& shape, double value, Dtype dtype) {

@@ -22,6 +22,9 @@ namespace detail {
 struct LeafMeta;  // gradient record of a leaf that requires grad
 void retain(LeafMeta*);
 void release(LeafMeta*);
+// Engine-only access (ops and autograd; not user API), defined below the class.
+Tensor view_range(const Tensor& t, std::int64_t element_offset, const Shape& shape);
+void set_tape_ref(Tensor& t, std::uint64_t key, std::uint32_t slot);
 }  // namespace detail
 
 class Tensor {
@@ -100,30 +103,30 @@ class Tensor {
   /// Drops the accumulated gradient of a leaf (like PyTorch's zero_grad(set_to_none=True)).
   void zero_grad();
   /// Same storage, cut from the graph: no gradient flows through the result.
-  Tensor detach() const { return defined() ? view_range(0, shape_) : Tensor(); }
+  Tensor detach() const { return defined() ? detail::view_range(*this, 0, shape_) : Tensor(); }
   /// Runs backpropagation from this one-element tensor (the loss), then frees the tape.
   void backward() const;
   /// Runs backpropagation with `seed` = d(loss)/d(this), a gradient of this tensor's shape.
   void backward(const Tensor& seed) const;
 
   // ---- low-level access for ops and the engine ----
-  detail::Storage* storage() const { return storage_; }
+  /// True when both handles read the same elements (same storage and offset): a view or a copy of the handle.
+  bool same_data(const Tensor& o) const { return storage_ == o.storage_ && offset_ == o.offset_; }
+  /// Offset of the first element in the storage, in elements (as PyTorch's storage_offset()).
   std::int64_t storage_offset() const { return offset_; }
+  /// True when both handles share one storage block (views of different ranges included).
+  bool shares_storage(const Tensor& o) const { return storage_ != nullptr && storage_ == o.storage_; }
   /// True when no other handle shares this storage (so writing in place is invisible to others).
   bool unique_storage() const { return storage_ && storage_->refs.load(std::memory_order_acquire) == 1; }
   /// A handle to the same storage with another shape of equal numel (no autograd identity).
   Tensor view_as_shape(const Shape& shape) const;
-  /// A handle to `shape` starting `element_offset` elements into this tensor (no autograd identity).
-  Tensor view_range(std::int64_t element_offset, const Shape& shape) const {
-    storage_->retain();
-    return Tensor(storage_, offset_ + element_offset, shape, dtype_);
-  }
   detail::LeafMeta* leaf() const { return leaf_; }
   std::uint64_t tape_key() const { return tape_key_; }
   std::uint32_t slot() const { return slot_; }
-  void set_tape_ref(std::uint64_t key, std::uint32_t slot) { tape_key_ = key; slot_ = slot; }
 
  private:
+  friend Tensor detail::view_range(const Tensor&, std::int64_t, const Shape&);
+  friend void detail::set_tape_ref(Tensor&, std::uint64_t, std::uint32_t);
   void drop_refs() {
     if (storage_) storage_->release();
     if (leaf_) detail::release(leaf_);
@@ -153,6 +156,16 @@ struct LeafMeta {
   Shape shape;  ///< of the leaf (a handle's shape never changes), for the engine's gradient checks
   Dtype dtype;
 };
+/// A handle to `shape` starting `element_offset` elements into t (no autograd identity; not bounds-checked).
+inline Tensor view_range(const Tensor& t, std::int64_t element_offset, const Shape& shape) {
+  t.storage_->retain();
+  return Tensor(t.storage_, t.offset_ + element_offset, shape, t.dtype_);
+}
+/// Makes t the output in `slot` of the tape with `key` (autograd::Tape, when it records an op).
+inline void set_tape_ref(Tensor& t, std::uint64_t key, std::uint32_t slot) {
+  t.tape_key_ = key;
+  t.slot_ = slot;
+}
 inline void retain(LeafMeta* m) { m->refs.fetch_add(1, std::memory_order_relaxed); }
 inline void release(LeafMeta* m) {
   if (m->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete m;

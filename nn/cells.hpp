@@ -4,6 +4,7 @@
 // 3 GRU (r, z, n)), all U(-1/sqrt(H), 1/sqrt(H)). Each step is linear() for the input plus one fused
 // step op (ops/recurrent.hpp) for the rest.
 #include <cstdint>
+#include <string>
 #include <utility>
 
 #include "../ops/recurrent.hpp"
@@ -11,17 +12,27 @@
 
 namespace unroll::nn {
 
-/// Parameters shared by the three cells (and by each layer/direction of the sequence layers).
-class RecurrentCellBase : public Module {
- public:
-  RecurrentCellBase(std::int64_t input_size, std::int64_t hidden_size, std::int64_t gates, bool bias, Dtype dtype,
-                    const std::string& suffix = "");
+/// One cell's parameters, or one layer and direction's of a sequence layer, with PyTorch's names and shapes:
+/// weight_ih [G*H, I], weight_hh [G*H, H], bias_ih and bias_hh [G*H] (G gates; biases undefined without bias).
+struct RecurrentWeights {
+  Tensor weight_ih, weight_hh, bias_ih, bias_hh;
+
+  /// Creates the parameters, initialised as reset() does, and registers them on `owner` (by address: this
+  /// must not move afterwards) as weight_ih{suffix}, weight_hh{suffix}, bias_ih{suffix}, bias_hh{suffix}.
+  void create(Module& owner, const std::string& suffix, std::int64_t input_size, std::int64_t hidden_size,
+              std::int64_t gates, bool bias, Dtype dtype);
   /// U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as PyTorch.
-  void reset_parameters();
+  void reset(std::int64_t hidden_size);
+};
+
+/// What the three cells share: their parameters (`cell.weight_ih`, ...) and the checks of a step's input.
+class RecurrentCellBase : public Module, public RecurrentWeights {
+ public:
+  RecurrentCellBase(std::int64_t input_size, std::int64_t hidden_size, std::int64_t gates, bool bias, Dtype dtype);
+  /// U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as PyTorch.
+  void reset_parameters() { reset(hidden_size_); }
   std::int64_t input_size() const { return input_size_; }
   std::int64_t hidden_size() const { return hidden_size_; }
-
-  Tensor weight_ih, weight_hh, bias_ih, bias_hh;  ///< biases undefined when bias = false
 
  protected:
   /// Checks x [B, I] (and a given state [B, H]) for the cell named `where`; returns a zero state if h is undefined.

@@ -116,7 +116,7 @@ void Module::load_state_dict(const StateDict& dict, bool strict) {
   NoGradGuard no_grad;
   for (auto [dst, src] : plan) {
     const Tensor value = src->dtype() == dst->dtype() ? *src : convert(*src, dst->dtype());
-    if (value.storage() == dst->storage() && value.storage_offset() == dst->storage_offset()) continue;
+    if (value.same_data(*dst)) continue;
     std::memcpy(dst->raw(), value.raw(), static_cast<std::size_t>(dst->numel()) * dtype_size(dst->dtype()));
   }
 }

@@ -4,16 +4,12 @@
 #include <memory>
 
 #include "../autograd/tape.hpp"
-
 #include "../ops/elementwise.hpp"
 #include "../ops/linear.hpp"
+#include "../ops/recurrent_detail.hpp"
 #include "../ops/shape_ops.hpp"
-#include "init.hpp"
 
 namespace unroll::nn {
-namespace {
-std::int64_t gate_count(RecurrentMode m) { return m == RecurrentMode::lstm ? 4 : m == RecurrentMode::gru ? 3 : 1; }
-}  // namespace
 
 namespace detail {
 Tensor length_mask(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B, Dtype dtype) {
@@ -30,126 +26,147 @@ Tensor length_mask(const char* where, const std::vector<std::int64_t>& lengths, 
 }
 }  // namespace detail
 
+namespace {
+using unroll::detail::StepState;
+
+// The traits entry of each layer kind's fused step (ops/recurrent_detail.hpp).
+const unroll::detail::StepTraits& step_traits(RecurrentMode mode) {
+  switch (mode) {
+    case RecurrentMode::rnn_tanh: return unroll::detail::rnn_tanh_step_traits;
+    case RecurrentMode::rnn_relu: return unroll::detail::rnn_relu_step_traits;
+    case RecurrentMode::lstm: return unroll::detail::lstm_step_traits;
+    case RecurrentMode::gru: return unroll::detail::gru_step_traits;
+  }
+  return unroll::detail::lstm_step_traits;
+}
+
+// A sequence layer's input as the direction loop wants it: x [T, B, I], initial states [L*D, B, H] or
+// undefined (zeros), the length mask [T, B] or undefined.
+struct SequenceInput {
+  Tensor x, h0, c0, mask;
+  bool unbatched = false;
+};
+
+// Checks the user's input and brings it to [T, B, I] (unbatched [T, I] is a batch of one; batch_first
+// [B, T, I] is transposed).
+SequenceInput prepare_input(const char* where, const RecurrentOptions& opt, std::int64_t directions, Dtype param_dtype,
+                            bool has_cell_state, const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_in,
+                            const std::vector<std::int64_t>& lengths) {
+  UNROLL_CHECK(x_in.defined() && (x_in.dim() == 3 || x_in.dim() == 2), ShapeError,
+               "{}: input must be [T, B, I] ([B, T, I] with batch_first) or unbatched [T, I]; got x={}", where,
+               x_in.defined() ? fmt::format("{}", x_in.shape()) : std::string("undefined"));
+  SequenceInput in;
+  in.unbatched = x_in.dim() == 2;
+  UNROLL_CHECK(!in.unbatched || lengths.empty(), ValueError, "{}: lengths need a batch; got unbatched x={}, expected [T, B, I] input", where, x_in.shape());
+  in.x = in.unbatched ? unsqueeze(x_in, 1) : (opt.batch_first ? transpose(x_in, 0, 1) : x_in);
+  const std::int64_t T = in.x.shape()[0], B = in.x.shape()[1], H = opt.hidden_size, LD = opt.num_layers * directions;
+  UNROLL_CHECK(in.x.shape()[2] == opt.input_size, ShapeError, "{}: input size differs; got x={}, expected input_size {}", where,
+               x_in.shape(), opt.input_size);
+  UNROLL_CHECK(T >= 1, ValueError, "{}: empty sequence; got x={}, expected at least one time step", where, x_in.shape());
+  UNROLL_CHECK(in.x.dtype() == param_dtype, DtypeError, "{}: input dtype differs from the parameters'; got {}, expected {}",
+               where, in.x.dtype(), param_dtype);
+  auto initial = [&](const Tensor& s, const char* what) -> Tensor {
+    if (!s.defined()) return {};
+    const Shape expected = in.unbatched ? Shape({LD, H}) : Shape({LD, B, H});
+    UNROLL_CHECK(s.shape() == expected, ShapeError, "{}: {} has the wrong shape; got {}, expected {}", where, what, s.shape(),
+                 expected);
+    return in.unbatched ? unsqueeze(s, 1) : s;
+  };
+  in.h0 = initial(h0_in, "h0");
+  UNROLL_CHECK(has_cell_state || !c0_in.defined(), ValueError, "{}: only LSTM takes a cell state; got c0={}, expected no c0", where,
+               c0_in.shape());
+  in.c0 = has_cell_state ? initial(c0_in, "c0") : Tensor();
+  if (!lengths.empty()) in.mask = detail::length_mask(where, lengths, T, B, in.x.dtype());
+  return in;
+}
+
+struct DirectionOutput {
+  Tensor out;       // [T, B, H], zero past each sequence's end
+  StepState final;  // h (and c) after each sequence's last step
+};
+
+// One layer and direction over input [T, B, I']: one GEMM for every step's input gates, then one fused step
+// per time step (from t = T - 1 down when reverse). h_first, c_first [B, H] or undefined (zeros).
+DirectionOutput run_direction(const unroll::detail::StepTraits& step, const RecurrentWeights& w, const Tensor& input,
+                              const Tensor& h_first, const Tensor& c_first, const Tensor& mask, bool reverse) {
+  using unroll::detail::HiddenHistory, unroll::detail::HiddenWeight;
+  const std::int64_t T = input.shape()[0], B = input.shape()[1], H = w.weight_hh.shape()[1];
+  // weight_hh's gradient in one GEMM over all steps' gate gradients (K = T*B) instead of one per step,
+  // where the step's gate gradient is its input gates'; the steps then see weight_hh detached, and both
+  // biases' gradients are one sum over those rows, so b_ih joins b_hh in the steps.
+  const bool one_whh_gemm = step.gate_grad_is_input_grad && autograd::needs_grad({&w.weight_hh});
+  Tensor gx = linear(input, w.weight_ih, one_whh_gemm ? Tensor() : w.bias_ih);  // [T, B, G*H]: one GEMM
+  std::shared_ptr<HiddenHistory> history;
+  if (one_whh_gemm) {
+    history = std::make_shared<HiddenHistory>();
+    gx = unroll::detail::with_hidden_weight_grad(gx, w.weight_hh, w.bias_ih, w.bias_hh, history);
+  }
+  // Packed once for all T steps (when that beats BLAS, which would re-pack it in each step's products).
+  const HiddenWeight w_hh = HiddenWeight::prepare(one_whh_gemm ? w.weight_hh.detach() : w.weight_hh, B);
+  const Tensor b = !one_whh_gemm           ? w.bias_hh
+                   : w.bias_hh.defined()   ? w.bias_ih.detach() + w.bias_hh.detach()
+                                           : Tensor();
+  StepState state{h_first.defined() ? h_first : zeros({B, H}, input.dtype()), Tensor()};
+  if (step.has_cell_state) state.c = c_first.defined() ? c_first : zeros({B, H}, input.dtype());
+  std::vector<Tensor> hs(static_cast<std::size_t>(T));
+  for (std::int64_t i = 0; i < T; ++i) {
+    const std::int64_t t = reverse ? T - 1 - i : i;
+    step.step(gx[t], state, w_hh, b, mask.defined() ? mask[t] : Tensor());
+    hs[static_cast<std::size_t>(t)] = state.h;
+  }
+  DirectionOutput r{stack(hs, 0), std::move(state)};
+  if (one_whh_gemm) *history = {h_first.detach(), r.out.detach(), reverse};  // what each step read, no copy
+  if (mask.defined()) r.out = mul(r.out, reshape(mask, {T, B, 1}));             // zero past each sequence's end
+  return r;
+}
+}  // namespace
+
 RecurrentLayer::RecurrentLayer(const char* name, RecurrentMode mode, const RecurrentOptions& o)
-    : name_(name), mode_(mode), opt_(o) {
+    : name_(name), mode_(mode), step_(step_traits(mode)), opt_(o) {
   UNROLL_CHECK(o.input_size >= 1 && o.hidden_size >= 1 && o.num_layers >= 1, ValueError,
                "{}: sizes must be positive; got input_size={} hidden_size={} num_layers={}", name, o.input_size,
                o.hidden_size, o.num_layers);
   UNROLL_CHECK(o.dropout >= 0 && o.dropout <= 1, ValueError, "{}: dropout out of range; got {}, expected 0 <= dropout <= 1",
                name, o.dropout);
-  const std::int64_t G = gate_count(mode), H = o.hidden_size, D = directions();
+  const std::int64_t H = o.hidden_size, D = directions();
   weights_.resize(static_cast<std::size_t>(o.num_layers * D));
   for (std::int64_t l = 0; l < o.num_layers; ++l)
-    for (std::int64_t d = 0; d < D; ++d) {
-      Weights& w = weights_[static_cast<std::size_t>(l * D + d)];
-      const std::string suffix = fmt::format("_l{}{}", l, d == 1 ? "_reverse" : "");
-      const std::int64_t in = l == 0 ? o.input_size : H * D;
-      w.w_ih = Tensor::empty({G * H, in}, o.dtype);
-      w.w_hh = Tensor::empty({G * H, H}, o.dtype);
-      register_parameter("weight_ih" + suffix, w.w_ih);
-      register_parameter("weight_hh" + suffix, w.w_hh);
-      if (o.bias) {
-        w.b_ih = Tensor::empty({G * H}, o.dtype);
-        w.b_hh = Tensor::empty({G * H}, o.dtype);
-        register_parameter("bias_ih" + suffix, w.b_ih);
-        register_parameter("bias_hh" + suffix, w.b_hh);
-      }
-    }
-  reset_parameters();
+    for (std::int64_t d = 0; d < D; ++d)
+      weights_[static_cast<std::size_t>(l * D + d)].create(*this, fmt::format("_l{}{}", l, d == 1 ? "_reverse" : ""),
+                                                           l == 0 ? o.input_size : H * D, H, step_.gates, o.bias, o.dtype);
 }
 
 void RecurrentLayer::reset_parameters() {
-  const double k = 1.0 / std::sqrt(static_cast<double>(opt_.hidden_size));
-  for (Weights& w : weights_)
-    for (Tensor* p : {&w.w_ih, &w.w_hh, &w.b_ih, &w.b_hh})
-      if (p->defined()) init::uniform_(*p, -k, k);
+  for (RecurrentWeights& w : weights_) w.reset(opt_.hidden_size);
 }
 
-RecurrentOutput RecurrentLayer::run(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_in,
+RecurrentOutput RecurrentLayer::run(const Tensor& x, const Tensor& h0, const Tensor& c0,
                                     const std::vector<std::int64_t>& lengths) const {
-  const char* where = name_;
-  const bool lstm = mode_ == RecurrentMode::lstm;
-  UNROLL_CHECK(x_in.defined() && (x_in.dim() == 3 || x_in.dim() == 2), ShapeError,
-               "{}: input must be [T, B, I] ([B, T, I] with batch_first) or unbatched [T, I]; got x={}", where,
-               x_in.defined() ? fmt::format("{}", x_in.shape()) : std::string("undefined"));
-  const bool unbatched = x_in.dim() == 2;
-  UNROLL_CHECK(!unbatched || lengths.empty(), ValueError, "{}: lengths need a batch; got unbatched x={}, expected [T, B, I] input", where, x_in.shape());
-  // Work in [T, B, I]; unbatched input is a batch of one.
-  Tensor x = unbatched ? unsqueeze(x_in, 1) : (opt_.batch_first ? transpose(x_in, 0, 1) : x_in);
-  const std::int64_t T = x.shape()[0], B = x.shape()[1], H = opt_.hidden_size, D = directions(), L = opt_.num_layers;
-  UNROLL_CHECK(x.shape()[2] == opt_.input_size, ShapeError, "{}: input size differs; got x={}, expected input_size {}", where,
-               x_in.shape(), opt_.input_size);
-  UNROLL_CHECK(T >= 1, ValueError, "{}: empty sequence; got x={}, expected at least one time step", where, x_in.shape());
-  UNROLL_CHECK(x.dtype() == weights_[0].w_ih.dtype(), DtypeError, "{}: input dtype differs from the parameters'; got {}, expected {}",
-               where, x.dtype(), weights_[0].w_ih.dtype());
-
-  auto initial = [&](const Tensor& s, const char* what) -> Tensor {
-    if (!s.defined()) return {};
-    const Shape expected = unbatched ? Shape({L * D, H}) : Shape({L * D, B, H});
-    UNROLL_CHECK(s.shape() == expected, ShapeError, "{}: {} has the wrong shape; got {}, expected {}", where, what, s.shape(),
-                 expected);
-    return unbatched ? unsqueeze(s, 1) : s;
-  };
-  const Tensor h0 = initial(h0_in, "h0");
-  const Tensor c0 = lstm ? initial(c0_in, "c0") : Tensor();
-  UNROLL_CHECK(lstm || !c0_in.defined(), ValueError, "{}: only LSTM takes a cell state; got c0={}, expected no c0", where, c0_in.shape());
-  const Tensor mask = lengths.empty() ? Tensor() : detail::length_mask(where, lengths, T, B, x.dtype());
-  const Tensor mask3 = mask.defined() ? reshape(mask, {T, B, 1}) : Tensor();
-
-  std::vector<Tensor> h_n(static_cast<std::size_t>(L * D)), c_n(lstm ? h_n.size() : 0);
-  std::vector<Tensor> hs(static_cast<std::size_t>(T));
-  Tensor layer_input = x;
+  const SequenceInput in = prepare_input(name_, opt_, directions(), weights_[0].weight_ih.dtype(), step_.has_cell_state, x,
+                                         h0, c0, lengths);
+  const std::int64_t D = directions(), L = opt_.num_layers;
+  std::vector<Tensor> h_n(static_cast<std::size_t>(L * D)), c_n(step_.has_cell_state ? h_n.size() : 0);
+  Tensor layer_input = in.x;
   for (std::int64_t l = 0; l < L; ++l) {
     std::vector<Tensor> dir_out;
     for (std::int64_t d = 0; d < D; ++d) {
-      const Weights& w = weights(l, d == 1);
-      const std::size_t k = static_cast<std::size_t>(l * D + d);
-      // weight_hh's gradient: one GEMM over all steps' gate gradients (K = T*B) instead of one per step,
-      // where the step's gate gradient is its input gates' (not GRU); the steps then see it detached, and
-      // both biases' gradients are one sum over those rows, so b_ih joins b_hh in the steps.
-      const bool one_whh_gemm = mode_ != RecurrentMode::gru && autograd::needs_grad({&w.w_hh});
-      Tensor xp = linear(layer_input, w.w_ih, one_whh_gemm ? Tensor() : w.b_ih);  // [T, B, G*H]: one GEMM
-      std::shared_ptr<HiddenHistory> history;
-      if (one_whh_gemm) {
-        history = std::make_shared<HiddenHistory>();
-        xp = with_hidden_weight_grad(xp, w.w_hh, w.b_ih, w.b_hh, history);
-      }
-      // Packed once for all T steps (when that beats BLAS, which would re-pack it in each step's products).
-      const HiddenWeight w_hh = HiddenWeight::prepare(one_whh_gemm ? w.w_hh.detach() : w.w_hh, B);
-      const Tensor b_hh = !one_whh_gemm ? w.b_hh : w.b_hh.defined() ? w.b_ih.detach() + w.b_hh.detach() : Tensor();
-      const Tensor h_first = h0.defined() ? h0[l * D + d] : Tensor();
-      Tensor h = h_first.defined() ? h_first : zeros({B, H}, x.dtype());
-      Tensor c = lstm ? (c0.defined() ? c0[l * D + d] : zeros({B, H}, x.dtype())) : Tensor();
-      for (std::int64_t step = 0; step < T; ++step) {
-        const std::int64_t t = d == 0 ? step : T - 1 - step;
-        const Tensor m = mask.defined() ? mask[t] : Tensor();
-        switch (mode_) {
-          case RecurrentMode::rnn_tanh: h = rnn_step(xp[t], h, w_hh, b_hh, RnnActivation::tanh, m); break;
-          case RecurrentMode::rnn_relu: h = rnn_step(xp[t], h, w_hh, b_hh, RnnActivation::relu, m); break;
-          case RecurrentMode::gru: h = gru_step(xp[t], h, w_hh, b_hh, m); break;
-          case RecurrentMode::lstm: std::tie(h, c) = lstm_step(xp[t], h, c, w_hh, b_hh, m); break;
-        }
-        hs[static_cast<std::size_t>(t)] = h;
-      }
-      Tensor out = stack(hs, 0);  // [T, B, H]
-      if (one_whh_gemm) *history = {h_first.detach(), out.detach(), d == 1};  // what each step read, no copy
-      if (mask3.defined()) out = mul(out, mask3);  // zero past each sequence's end
-      dir_out.push_back(std::move(out));
-      h_n[k] = std::move(h);
-      if (lstm) c_n[k] = std::move(c);
+      const std::int64_t k = l * D + d;
+      DirectionOutput r = run_direction(step_, weights(l, d == 1), layer_input, in.h0.defined() ? in.h0[k] : Tensor(),
+                                        in.c0.defined() ? in.c0[k] : Tensor(), in.mask, d == 1);
+      dir_out.push_back(std::move(r.out));
+      h_n[static_cast<std::size_t>(k)] = std::move(r.final.h);
+      if (step_.has_cell_state) c_n[static_cast<std::size_t>(k)] = std::move(r.final.c);
     }
     layer_input = D == 1 ? dir_out[0] : cat(dir_out, 2);
     if (l + 1 < L && opt_.dropout > 0) layer_input = dropout(layer_input, opt_.dropout, is_training());
   }
 
+  // Back to the caller's layout.
+  auto to_caller = [&](const Tensor& states) { return in.unbatched ? squeeze(states, 1) : states; };
   RecurrentOutput r;
-  r.output = unbatched ? squeeze(layer_input, 1) : (opt_.batch_first ? transpose(layer_input, 0, 1) : layer_input);
-  r.h_n = stack(h_n, 0);
-  if (unbatched) r.h_n = squeeze(r.h_n, 1);
-  if (lstm) {
-    r.c_n = stack(c_n, 0);
-    if (unbatched) r.c_n = squeeze(r.c_n, 1);
-  }
+  r.output = in.unbatched ? squeeze(layer_input, 1) : (opt_.batch_first ? transpose(layer_input, 0, 1) : layer_input);
+  r.h_n = to_caller(stack(h_n, 0));
+  if (step_.has_cell_state) r.c_n = to_caller(stack(c_n, 0));
   return r;
 }
 

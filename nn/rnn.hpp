@@ -14,7 +14,12 @@
 #include <vector>
 
 #include "../ops/recurrent.hpp"
+#include "cells.hpp"
 #include "module.hpp"
+
+namespace unroll::detail {
+struct StepTraits;  // ops/recurrent_detail.hpp
+}  // namespace unroll::detail
 
 namespace unroll::nn {
 
@@ -37,16 +42,13 @@ struct RecurrentOutput {
 
 enum class RecurrentMode { rnn_tanh, rnn_relu, lstm, gru };
 
-/// The machinery shared by RNN, LSTM and GRU.
+/// The machinery shared by RNN, LSTM and GRU: which fused step runs (its traits entry), the rest is common.
 class RecurrentLayer : public Module {
  public:
-  /// One layer and direction's parameters (biases undefined without bias).
-  struct Weights {
-    Tensor w_ih, w_hh, b_ih, b_hh;
-  };
   const RecurrentOptions& options() const { return opt_; }
   RecurrentMode mode() const { return mode_; }
-  const Weights& weights(std::int64_t layer, bool reverse = false) const {
+  /// One layer and direction's parameters (biases undefined without bias).
+  const RecurrentWeights& weights(std::int64_t layer, bool reverse = false) const {
     return weights_[static_cast<std::size_t>(layer * directions() + (reverse ? 1 : 0))];
   }
   std::int64_t directions() const { return opt_.bidirectional ? 2 : 1; }
@@ -60,8 +62,9 @@ class RecurrentLayer : public Module {
  private:
   const char* name_;
   RecurrentMode mode_;
+  const detail::StepTraits& step_;
   RecurrentOptions opt_;
-  std::vector<Weights> weights_;  ///< sized once in the constructor: registered by address
+  std::vector<RecurrentWeights> weights_;  ///< sized once in the constructor: registered by address
 };
 
 /// Elman RNN: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act = options.nonlinearity.

@@ -89,7 +89,7 @@ Tensor strided_slice(const char* name, const Tensor& x, int dim, std::int64_t st
   const bool leading = x.shape().numel(0, dim) == 1 && (step == 1 || length <= 1);
   Strides view_strides = in_strides;
   view_strides[dim] *= step;
-  Tensor out = leading ? x.view_range(base, out_shape) : gather_strided(x, out_shape, view_strides, base);
+  Tensor out = leading ? detail::view_range(x, base, out_shape) : gather_strided(x, out_shape, view_strides, base);
   if (drop_dim) {
     out_shape.erase(dim);
     out = out.view_as_shape(out_shape);
@@ -223,7 +223,7 @@ Tensor select(const Tensor& x, std::int64_t dim, std::int64_t index) {
                size - 1);
   const std::int64_t i = index < 0 ? index + size : index;
   if (d == 0 && !autograd::needs_grad({&x}))  // x[t] of an input sequence: a plain view, nothing to record
-    return x.view_range(i * x.shape().numel(1, x.dim()), x.shape().tail(1));
+    return detail::view_range(x, i * x.shape().numel(1, x.dim()), x.shape().tail(1));
   return strided_slice("select", x, d, i, 1, 1, true);
 }
 

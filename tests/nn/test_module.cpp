@@ -117,14 +117,14 @@ TEST_CASE("loading writes in place (an optimizer's handles see it) and converts 
 
 TEST_CASE("to(float64) converts parameters to new leaves") {
   nn::GRU g({.input_size = 2, .hidden_size = 3});
-  const auto v = g.weights(0).w_ih.to_vector();
+  const auto v = g.weights(0).weight_ih.to_vector();
   g.to(Dtype::float64);
   for (const auto& [n, t] : g.named_parameters()) {
     CHECK(t.dtype() == Dtype::float64);
     CHECK(t.requires_grad());
     CHECK(t.is_leaf());
   }
-  CHECK(g.weights(0).w_ih.to_vector() == std::vector<double>(v.begin(), v.end()));
+  CHECK(g.weights(0).weight_ih.to_vector() == std::vector<double>(v.begin(), v.end()));
   auto r = g(randn({4, 1, 2}, Dtype::float64));
   CHECK(r.output.dtype() == Dtype::float64);
   CHECK_THROWS_AS(g.to(Dtype::int64), DtypeError);

@@ -37,8 +37,8 @@ TEST_CASE("run_cell with the library's cell reproduces the LSTM layer, with leng
   nn::LSTMCell fwd(I, H, true, Dtype::float64), bwd(I, H, true, Dtype::float64);
   const auto& w0 = layer.weights(0), &w1 = layer.weights(0, true);
   StateDict d0, d1;
-  d0.insert("weight_ih", w0.w_ih); d0.insert("weight_hh", w0.w_hh); d0.insert("bias_ih", w0.b_ih); d0.insert("bias_hh", w0.b_hh);
-  d1.insert("weight_ih", w1.w_ih); d1.insert("weight_hh", w1.w_hh); d1.insert("bias_ih", w1.b_ih); d1.insert("bias_hh", w1.b_hh);
+  d0.insert("weight_ih", w0.weight_ih); d0.insert("weight_hh", w0.weight_hh); d0.insert("bias_ih", w0.bias_ih); d0.insert("bias_hh", w0.bias_hh);
+  d1.insert("weight_ih", w1.weight_ih); d1.insert("weight_hh", w1.weight_hh); d1.insert("bias_ih", w1.bias_ih); d1.insert("bias_hh", w1.bias_hh);
   fwd.load_state_dict(d0);
   bwd.load_state_dict(d1);
   const Tensor x = randn({T, B, I}, Dtype::float64);

@@ -7,6 +7,7 @@
 #include <limits>
 #include <memory>
 
+#include <unroll/ops/recurrent_detail.hpp>
 #include <unroll/unroll.hpp>
 
 #include "../support/fixtures.hpp"
@@ -180,35 +181,35 @@ TEST_CASE("a packed weight_hh gives the unpacked step's values and gradients (ev
         auto r = autograd::gradcheck("packed", [&](const std::vector<Tensor>& p) { return f(p, true); }, in);
         CHECK_MESSAGE(r.ok, r.message);
       };
-      auto weight = [](const Tensor& w, bool packed) { return packed ? HiddenWeight::packed(w) : HiddenWeight(w); };
+      auto weight = [](const Tensor& w, bool packed) { return packed ? detail::HiddenWeight::packed(w) : detail::HiddenWeight(w); };
       std::vector<Tensor> rnn_in = {leaf({B, H}, gen), leaf({B, H}, gen), leaf({H, H}, gen)};
       std::vector<Tensor> lstm_in = {leaf({B, 4 * H}, gen), leaf({B, H}, gen), leaf({B, H}, gen), leaf({4 * H, H}, gen)};
       std::vector<Tensor> gru_in = {leaf({B, 3 * H}, gen), leaf({B, H}, gen), leaf({3 * H, H}, gen)};
       if (bias) rnn_in.push_back(leaf({H}, gen)), lstm_in.push_back(leaf({4 * H}, gen)), gru_in.push_back(leaf({3 * H}, gen));
-      same([&](const std::vector<Tensor>& p, bool pk) { return rnn_step(p[0], p[1], weight(p[2], pk), opt(p, 3), RnnActivation::tanh, m); }, rnn_in);
+      same([&](const std::vector<Tensor>& p, bool pk) { return detail::rnn_step(p[0], p[1], weight(p[2], pk), opt(p, 3), RnnActivation::tanh, m); }, rnn_in);
       same([&](const std::vector<Tensor>& p, bool pk) {
-        auto [h, c] = lstm_step(p[0], p[1], p[2], weight(p[3], pk), opt(p, 4), m);
+        auto [h, c] = detail::lstm_step(p[0], p[1], p[2], weight(p[3], pk), opt(p, 4), m);
         return c * h;
       }, lstm_in);
-      same([&](const std::vector<Tensor>& p, bool pk) { return gru_step(p[0], p[1], weight(p[2], pk), opt(p, 3), m); }, gru_in);
+      same([&](const std::vector<Tensor>& p, bool pk) { return detail::gru_step(p[0], p[1], weight(p[2], pk), opt(p, 3), m); }, gru_in);
     }
 }
 
 TEST_CASE("HiddenWeight: packed only where BLAS would run; a copy packed without grad mode still backpropagates") {
   Generator gen(9);
-  CHECK_FALSE(HiddenWeight::prepare(zeros({16, 4}), 32).is_packed());   // small: the inline kernel
-  CHECK_FALSE(HiddenWeight::prepare(zeros({512, 128}), 1).is_packed()); // batch 1: the inline kernel
-  CHECK(HiddenWeight::prepare(zeros({512, 128}), 32).is_packed());
-  CHECK_FALSE(HiddenWeight::prepare(zeros({3}), 32).is_packed());        // malformed: the step reports it
-  CHECK_THROWS_AS(rnn_step(zeros({2, 3}), zeros({2, 3}), HiddenWeight::packed(zeros({3})), {}, RnnActivation::tanh), ShapeError);
+  CHECK_FALSE(detail::HiddenWeight::prepare(zeros({16, 4}), 32).is_packed());   // small: the inline kernel
+  CHECK_FALSE(detail::HiddenWeight::prepare(zeros({512, 128}), 1).is_packed()); // batch 1: the inline kernel
+  CHECK(detail::HiddenWeight::prepare(zeros({512, 128}), 32).is_packed());
+  CHECK_FALSE(detail::HiddenWeight::prepare(zeros({3}), 32).is_packed());        // malformed: the step reports it
+  CHECK_THROWS_AS(detail::rnn_step(zeros({2, 3}), zeros({2, 3}), detail::HiddenWeight::packed(zeros({3})), {}, RnnActivation::tanh), ShapeError);
 
   Tensor gx = leaf({6, 12}, gen), h = leaf({6, 3}, gen), c = leaf({6, 3}, gen), w = leaf({12, 3}, gen);
   auto packed_without_grad = [&] {
     autograd::NoGradGuard off;
-    return HiddenWeight::packed(w);
+    return detail::HiddenWeight::packed(w);
   }();
   REQUIRE(packed_without_grad.is_packed());
-  auto [h1, c1] = lstm_step(gx, h, c, packed_without_grad, {});
+  auto [h1, c1] = detail::lstm_step(gx, h, c, packed_without_grad, {});
   sum(h1 * c1).backward();
   const Tensor dh_packed = copy_of(h.grad()), dw_packed = copy_of(w.grad());
   h.zero_grad(), w.zero_grad();
@@ -252,10 +253,10 @@ TEST_CASE("a masked row holds its state and passes its gradient straight through
 Tensor run_steps(const Tensor& gx, const Tensor& h0, const Tensor& w, const Tensor& b, bool lstm, bool one_gemm,
                  const Tensor& mask, bool reverse = false) {
   const std::int64_t T = gx.size(0);
-  auto history = std::make_shared<HiddenHistory>();
+  auto history = std::make_shared<detail::HiddenHistory>();
   // One-GEMM form as the layers use it: b is split into b_ih = b / 4 outside the steps and b_hh = b - b_ih.
   const Tensor b_ih = b * 0.25, b_hh = b - b_ih;
-  const Tensor xs = one_gemm ? with_hidden_weight_grad(gx, w, b_ih, b_hh, history) : gx;
+  const Tensor xs = one_gemm ? detail::with_hidden_weight_grad(gx, w, b_ih, b_hh, history) : gx;
   const Tensor ws = one_gemm ? w.detach() : w, bs = one_gemm ? b_ih.detach() + b_hh.detach() : b;
   std::vector<Tensor> outs(static_cast<std::size_t>(T));
   Tensor h = h0, c = zeros_like(h0);
@@ -302,8 +303,8 @@ TEST_CASE("with_hidden_weight_grad: one GEMM over all steps gives the per-step g
     const auto batched = grads_of([&](const std::vector<Tensor>& p) { return run_steps(p[0], p[1], p[2], p[3], true, true, {}); }, in, ones({}, Dtype::float64));
     for (std::size_t i = 0; i < in.size(); ++i) check_close(batched[i], per_step[i]);
     Tensor gx = leaf({T, B, 4 * H}, gen), w = leaf({4 * H, H}, gen);
-    auto history = std::make_shared<HiddenHistory>();
-    Tensor xs = with_hidden_weight_grad(gx, w, {}, {}, history);
+    auto history = std::make_shared<detail::HiddenHistory>();
+    Tensor xs = detail::with_hidden_weight_grad(gx, w, {}, {}, history);
     Tensor h = zeros({B, H}, Dtype::float64), c = zeros({B, H}, Dtype::float64);
     std::vector<Tensor> outs;
     for (std::int64_t t = 0; t < T; ++t) {
@@ -326,18 +327,18 @@ TEST_CASE("with_hidden_weight_grad: one GEMM over all steps gives the per-step g
   // Without the hidden states filled in, backward says so instead of reading garbage.
   Tensor w = leaf({4 * H, H}, gen);
   Tensor gx = leaf({T, B, 4 * H}, gen);
-  Tensor tapped = with_hidden_weight_grad(gx, w, {}, {}, std::make_shared<HiddenHistory>());
+  Tensor tapped = detail::with_hidden_weight_grad(gx, w, {}, {}, std::make_shared<detail::HiddenHistory>());
   CHECK_THROWS_WITH_AS(sum(tapped).backward(),
                        "with_hidden_weight_grad: the hidden states the steps read are missing or misshapen; got states=none "
                        "initial=none, expected states=[5, 3, 4] and initial=[3, 4] or none",
                        StateError);
-  CHECK_THROWS_WITH_AS(with_hidden_weight_grad(gx, w, {}, zeros({3}, Dtype::float64), std::make_shared<HiddenHistory>()),
+  CHECK_THROWS_WITH_AS(detail::with_hidden_weight_grad(gx, w, {}, zeros({3}, Dtype::float64), std::make_shared<detail::HiddenHistory>()),
                        "with_hidden_weight_grad: bias_hh does not match weight_hh; got b_hh=[3] and w_hh=[16, 4], expected [16]",
                        ShapeError);
-  CHECK_THROWS_WITH_AS(with_hidden_weight_grad(gx, w, zeros({16, 1}, Dtype::float64), {}, std::make_shared<HiddenHistory>()),
+  CHECK_THROWS_WITH_AS(detail::with_hidden_weight_grad(gx, w, zeros({16, 1}, Dtype::float64), {}, std::make_shared<detail::HiddenHistory>()),
                        "with_hidden_weight_grad: bias_ih does not match weight_hh; got b_ih=[16, 1] and w_hh=[16, 4], expected [16]",
                        ShapeError);
-  CHECK_THROWS_WITH_AS(with_hidden_weight_grad(zeros({T, B, 7}, Dtype::float64), w, {}, {}, std::make_shared<HiddenHistory>()),
+  CHECK_THROWS_WITH_AS(detail::with_hidden_weight_grad(zeros({T, B, 7}, Dtype::float64), w, {}, {}, std::make_shared<detail::HiddenHistory>()),
                        "with_hidden_weight_grad: input gates do not match weight_hh; got gx=[5, 3, 7] and w_hh=[16, 4], expected gx=[T, B, 16]",
                        ShapeError);
 }
