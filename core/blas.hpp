@@ -28,8 +28,8 @@ inline bool goes_to_blas(std::int64_t M, std::int64_t N, std::int64_t K) {
 }
 
 /// op(B) [K, N] copied once into the layout gemm_packed reads, for a right-hand operand that many products
-/// share: a recurrent layer's weight_hh, used by every time step. Each BLAS call packs its operands afresh,
-/// and for the per-step [B, H]·[H, 4H] products that copy was a quarter of OpenBLAS's time.
+/// share: a recurrent layer's weight_hh, used by every time step. Each BLAS call packs its operands afresh
+/// (docs/DESIGN.md, "Recurrent layers").
 /// Layout: K in blocks of kDepth rows; within a block, panels of kPanelWidth columns (two SIMD vectors),
 /// each a contiguous depth x width block (16 KiB: it stays in L1 while every row tile of A passes over it),
 /// the last panel zero-padded past N.

@@ -17,8 +17,7 @@ std::uint64_t splitmix64(std::uint64_t& x) {
 template <class F>
 Tensor fill_with(const Shape& shape, Dtype dtype, F&& next, double below = INFINITY) {
   Tensor t = Tensor::empty(shape, dtype);
-  dispatch(dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(dtype, [&]<class T>(T*) {
     T* p = static_cast<T*>(t.raw());
     for (std::int64_t i = 0, n = t.numel(); i < n; ++i) {
       p[i] = static_cast<T>(next());

@@ -8,15 +8,15 @@ double Tensor::item() const {
   UNROLL_CHECK(defined(), StateError, "item: tensor is undefined; got an undefined tensor, expected one element");
   UNROLL_CHECK(numel() == 1, ShapeError, "item: tensor has more than one element; got shape {}, expected one element",
                shape_);
-  return dispatch(dtype_, [&](auto* tag) { return static_cast<double>(*static_cast<decltype(tag)>(raw())); });
+  return dispatch(dtype_, [&]<class T>(T*) { return static_cast<double>(*static_cast<const T*>(raw())); });
 }
 
 template <class T>
 std::vector<T> Tensor::to_vector() const {
   if (!defined()) return {};
   std::vector<T> out(static_cast<std::size_t>(numel()));
-  dispatch(dtype_, [&](auto* tag) {
-    const auto* p = static_cast<decltype(tag)>(raw());
+  dispatch(dtype_, [&]<class S>(S*) {
+    const auto* p = static_cast<const S*>(raw());
     for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<T>(p[i]);
   });
   return out;
@@ -33,8 +33,7 @@ Tensor Tensor::view_as_shape(const Shape& shape) const {
 
 Tensor full(const Shape& shape, double value, Dtype dtype) {
   Tensor t = Tensor::empty(shape, dtype);
-  dispatch(dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(dtype, [&]<class T>(T*) {
     std::fill_n(static_cast<T*>(t.raw()), t.numel(), static_cast<T>(value));
   });
   return t;
@@ -53,8 +52,7 @@ Tensor tensor(std::span<const double> values, const Shape& shape, Dtype dtype) {
                "tensor: value count does not match the shape; got {} values, expected {} for shape {}", values.size(),
                shape.numel(), shape);
   Tensor t = Tensor::empty(shape, dtype);
-  dispatch(dtype, [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(dtype, [&]<class T>(T*) {
     std::transform(values.begin(), values.end(), static_cast<T*>(t.raw()), [](double v) { return static_cast<T>(v); });
   });
   return t;
@@ -77,19 +75,18 @@ Tensor index_tensor(std::initializer_list<std::int64_t> values) {
 Tensor arange(std::int64_t n, Dtype dtype) {
   UNROLL_CHECK(n >= 0, ValueError, "arange: negative length; got {}, expected >= 0", n);
   Tensor t = Tensor::empty(Shape{n}, dtype);
-  dispatch(dtype, [&](auto* tag) {
-    auto* p = static_cast<decltype(tag)>(t.raw());
-    for (std::int64_t i = 0; i < n; ++i) p[i] = static_cast<std::remove_pointer_t<decltype(tag)>>(i);
+  dispatch(dtype, [&]<class T>(T*) {
+    auto* p = static_cast<T*>(t.raw());
+    for (std::int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(i);
   });
   return t;
 }
 
 Tensor convert(const Tensor& x, Dtype dtype) {
   Tensor out = Tensor::empty(x.shape(), dtype);
-  dispatch(x.dtype(), [&](auto* src_tag) {
-    const auto* src = static_cast<decltype(src_tag)>(x.raw());
-    dispatch(dtype, [&](auto* dst_tag) {
-      using D = std::remove_pointer_t<decltype(dst_tag)>;
+  dispatch(x.dtype(), [&]<class S>(S*) {
+    const auto* src = static_cast<const S*>(x.raw());
+    dispatch(dtype, [&]<class D>(D*) {
       std::transform(src, src + x.numel(), static_cast<D*>(out.raw()), [](auto v) { return static_cast<D>(v); });
     });
   });

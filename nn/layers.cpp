@@ -51,8 +51,7 @@ Embedding::Embedding(std::int64_t num_embeddings, std::int64_t embedding_dim, st
 void Embedding::reset_parameters() {
   init::normal_(weight);
   if (padding_idx) {
-    dispatch_floating("Embedding", weight.dtype(), [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
+    dispatch_floating("Embedding", weight.dtype(), [&]<class T>(T*) {
       const std::int64_t d = weight.shape()[1];
       std::fill_n(weight.data<T>() + *padding_idx * d, d, T(0));
     });

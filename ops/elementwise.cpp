@@ -47,8 +47,7 @@ using detail::parallel_for;
 template <class F>
 Tensor map(const Tensor& x, F f) {
   Tensor y = detail::empty_like(x);
-  dispatch(x.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(x.dtype(), [&]<class T>(T*) {
     const T* __restrict px = static_cast<const T*>(x.raw());
     T* __restrict py = static_cast<T*>(y.raw());
     parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t s, std::int64_t e) {
@@ -74,8 +73,7 @@ inline T apply(T a, T b) {
 template <BinOp op>
 Tensor binary_kernel(const Tensor& a, const Tensor& b, const Shape& out_shape) {
   Tensor out = Tensor::empty(out_shape, a.dtype());
-  dispatch(a.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(a.dtype(), [&]<class T>(T*) {
     const T* pa = static_cast<const T*>(a.raw());
     const T* pb = static_cast<const T*>(b.raw());
     T* po = static_cast<T*>(out.raw());
@@ -127,7 +125,8 @@ Tensor binary_forward(const char* where, const Tensor& a, const Tensor& b) {
   return binary_kernel<op>(a, b, out_shape);
 }
 
-// Elementwise product of g with f(a, b) (not recorded), reduced to `shape`.
+// g ⊙ x with broadcasting (not recorded): a backward's chain-rule product, which the caller reduces to its
+// input's shape with sum_to.
 Tensor times(const Tensor& g, const Tensor& x) { return binary_kernel<BinOp::mul>(g, x, g.shape() == x.shape() ? g.shape() : broadcast_shapes("backward", g.shape(), x.shape())); }
 
 // ---------------------------------------------------------------------------------------------
@@ -143,8 +142,7 @@ Tensor unary(const char* name, const Tensor& x, Fwd fwd, Bwd bwd) {
     autograd::record(name, y, {&x}, [saved = (save == Save::input ? x : y).detach(), bwd](autograd::GradSink& sink) {
       const Tensor& g = sink.grad_output();
       Tensor dx = detail::empty_like(g);
-      dispatch(g.dtype(), [&](auto* tag) {
-        using T = std::remove_pointer_t<decltype(tag)>;
+      dispatch(g.dtype(), [&]<class T>(T*) {
         const T* __restrict ps = static_cast<const T*>(saved.raw());
         const T* __restrict pg = static_cast<const T*>(g.raw());
         T* __restrict pd = static_cast<T*>(dx.raw());
@@ -335,10 +333,8 @@ namespace {
 Tensor select_kernel(const Tensor& cond, const Tensor& a, const Tensor& b, const Shape& out_shape) {
   Tensor out = Tensor::empty(out_shape, a.dtype());
   const auto plan = detail::make_plan(out_shape, {&cond.shape(), &a.shape(), &b.shape(), &out_shape});
-  dispatch(cond.dtype(), [&](auto* ctag) {
-    using C = std::remove_pointer_t<decltype(ctag)>;
-    dispatch(a.dtype(), [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(cond.dtype(), [&]<class C>(C*) {
+    dispatch(a.dtype(), [&]<class T>(T*) {
       const C* pc = static_cast<const C*>(cond.raw());
       const T* pa = static_cast<const T*>(a.raw());
       const T* pb = static_cast<const T*>(b.raw());
@@ -436,8 +432,7 @@ void add_(Tensor& x, const Tensor& y, double alpha) {
   detail::check_floating_same("add_", x, y);
   UNROLL_CHECK(x.shape() == y.shape(), ShapeError, "add_: shapes differ; got x={} and y={}, expected equal shapes", x.shape(),
                y.shape());
-  dispatch(x.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(x.dtype(), [&]<class T>(T*) {
     T* __restrict px = static_cast<T*>(x.raw());
     const T* __restrict py = static_cast<const T*>(y.raw());
     const T a = static_cast<T>(alpha);
@@ -450,8 +445,7 @@ void add_(Tensor& x, const Tensor& y, double alpha) {
 // x *= s
 void mul_(Tensor& x, double s) {
   check_in_place("mul_", x);
-  dispatch(x.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(x.dtype(), [&]<class T>(T*) {
     T* px = static_cast<T*>(x.raw());
     const T a = static_cast<T>(s);
     parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {

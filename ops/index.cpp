@@ -31,8 +31,7 @@ void gather_rows(const Tensor& x, const std::int64_t* idx, std::int64_t count, s
 // dx[o, idx[j], :] += g[o, j, :]; entries equal to `skip` are left out.
 void scatter_add_rows(Tensor& dx, const Tensor& g, const std::int64_t* idx, std::int64_t count, std::int64_t outer,
                       std::int64_t n, std::int64_t inner, std::optional<std::int64_t> skip) {
-  dispatch(g.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(g.dtype(), [&]<class T>(T*) {
     const T* pg = static_cast<const T*>(g.raw());
     T* pd = static_cast<T*>(dx.raw());
     for (std::int64_t o = 0; o < outer; ++o)

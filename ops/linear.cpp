@@ -9,8 +9,7 @@ namespace unroll {
 
 namespace detail {
 void add_bias_rows(Tensor& out, const Tensor& bias, bool assign) {
-  dispatch_floating("linear", out.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch_floating("linear", out.dtype(), [&]<class T>(T*) {
     const std::int64_t n = bias.numel(), rows = out.numel() / std::max<std::int64_t>(n, 1);
     const T* b = bias.data<T>();
     T* o = out.data<T>();
@@ -23,8 +22,7 @@ void add_bias_rows(Tensor& out, const Tensor& bias, bool assign) {
 }
 
 void sum_rows_into(Tensor& acc, const Tensor& g, bool assign) {
-  dispatch_floating("linear", acc.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch_floating("linear", acc.dtype(), [&]<class T>(T*) {
     const std::int64_t n = acc.numel(), rows = g.numel() / std::max<std::int64_t>(n, 1);
     T* a = acc.data<T>();
     const T* p = g.data<T>();
@@ -65,8 +63,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor y = Tensor::empty(out_shape, x.dtype());
   if (bias.defined()) detail::add_bias_rows(y, bias, true);
   else if (in == 0) std::memset(y.raw(), 0, static_cast<std::size_t>(y.numel()) * dtype_size(y.dtype()));  // empty sum
-  dispatch_floating("linear", x.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch_floating("linear", x.dtype(), [&]<class T>(T*) {
     gemm_t<T>(false, true, M, out_f, in, x, in, weight, in, bias.defined(), y, out_f);
   });
 
@@ -77,8 +74,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                      [x = std::move(keep_x), w = std::move(keep_w), M, in, out_f](autograd::GradSink& sink) {
                        const Tensor& g = sink.grad_output();  // [M, out]
                        bool fresh = false;
-                       dispatch_floating("linear", g.dtype(), [&](auto* tag) {
-                         using T = std::remove_pointer_t<decltype(tag)>;
+                       dispatch_floating("linear", g.dtype(), [&]<class T>(T*) {
                          if (sink.needs(0)) {  // dx [M, in] = g [M, out] . W [out, in]
                            Tensor& dx = sink.buffer(0, fresh);
                            gemm_t<T>(false, false, M, in, out_f, g, out_f, w, in, !fresh, dx, in);

@@ -48,8 +48,7 @@ Tensor nll_loss(const Tensor& logp, const Tensor& target, Reduction reduction, s
   Tensor out = reduction == Reduction::none ? Tensor::empty(Shape{N}, logp.dtype()) : Tensor::empty(Shape{}, logp.dtype());
   // mean over zero targets is 0/0 = nan, as in PyTorch
   const double scale = reduction == Reduction::mean ? 1.0 / static_cast<double>(counted) : 1.0;
-  dispatch(logp.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(logp.dtype(), [&]<class T>(T*) {
     const T* p = static_cast<const T*>(logp.raw());
     T* o = static_cast<T*>(out.raw());
     double total = 0;
@@ -66,8 +65,7 @@ Tensor nll_loss(const Tensor& logp, const Tensor& target, Reduction reduction, s
       bool fresh = false;
       Tensor& dx = sink.buffer(0, fresh, /*zero_fill=*/true);
       const std::int64_t* t = target.data<std::int64_t>();
-      dispatch(g.dtype(), [&](auto* tag) {
-        using T = std::remove_pointer_t<decltype(tag)>;
+      dispatch(g.dtype(), [&]<class T>(T*) {
         const T* pg = static_cast<const T*>(g.raw());
         T* pd = static_cast<T*>(dx.raw());
         for (std::int64_t n = 0; n < N; ++n) {

@@ -16,8 +16,7 @@ struct Operand {
 // C[i] = op(A[i]) op(B[i]) + beta C[i] for i < batch.
 void gemm_batched(bool ta, bool tb, std::int64_t batch, std::int64_t M, std::int64_t N, std::int64_t K, Operand A,
                   Operand B, bool accumulate, Tensor& C, std::int64_t c_stride, std::int64_t ldc) {
-  dispatch_floating("matmul", C.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch_floating("matmul", C.dtype(), [&]<class T>(T*) {
     const T* pa = static_cast<const T*>(A.t.raw());
     const T* pb = static_cast<const T*>(B.t.raw());
     T* pc = static_cast<T*>(C.raw());

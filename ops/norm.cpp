@@ -26,8 +26,7 @@ Tensor layer_norm(const Tensor& x, int norm_dims, const Tensor& weight, const Te
   Tensor y = Tensor::empty(x.shape(), x.dtype());
   Tensor xhat = Tensor::empty(x.shape(), x.dtype());
   Tensor rstd = Tensor::empty(Shape({rows}), x.dtype());
-  dispatch_floating(where, x.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch_floating(where, x.dtype(), [&]<class T>(T*) {
     const T* px = x.data<T>();
     T *py = y.data<T>(), *ph = xhat.data<T>(), *pr = rstd.data<T>();
     const T* w = weight.defined() ? weight.data<T>() : nullptr;
@@ -52,8 +51,7 @@ Tensor layer_norm(const Tensor& x, int norm_dims, const Tensor& weight, const Te
     autograd::record(where, y, {&x, &weight, &bias},
                      [xhat = std::move(xhat), rstd = std::move(rstd), w = weight.detach(), rows, N](autograd::GradSink& sink) {
                        const Tensor& g = sink.grad_output();
-                       dispatch_floating("layer_norm", g.dtype(), [&](auto* tag) {
-                         using T = std::remove_pointer_t<decltype(tag)>;
+                       dispatch_floating("layer_norm", g.dtype(), [&]<class T>(T*) {
                          const T *pg = g.data<T>(), *ph = xhat.data<T>(), *pr = rstd.data<T>();
                          const T* pw = w.defined() ? w.data<T>() : nullptr;
                          if (sink.needs(0)) {

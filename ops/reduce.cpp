@@ -20,8 +20,7 @@ Tensor detail::sum_dim_keep(const Tensor& x, int d) {
   out_shape[d] = 1;
   Tensor out = Tensor::empty(out_shape, x.dtype());
   const std::int64_t outer = x.shape().numel(0, d), n = x.shape()[d], inner = x.shape().numel(d + 1, x.dim());
-  dispatch(x.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(x.dtype(), [&]<class T>(T*) {
     const T* px = static_cast<const T*>(x.raw());
     T* po = static_cast<T*>(out.raw());
     parallel_for(outer, std::max<std::int64_t>(1, kElementwiseGrain / std::max<std::int64_t>(n * inner, 1)),
@@ -56,8 +55,7 @@ using detail::parallel_for;
 Tensor expand_scaled(const Tensor& g, const Shape& to, double scale) {
   Tensor out = Tensor::empty(to, g.dtype());
   const auto plan = detail::make_plan(to, {&g.shape(), &to});
-  dispatch(g.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(g.dtype(), [&]<class T>(T*) {
     const T* pg = static_cast<const T*>(g.raw());
     T* po = static_cast<T*>(out.raw());
     const T s = static_cast<T>(scale);
@@ -125,8 +123,7 @@ Tensor argmax_keep(const Tensor& x, int d) {
   Tensor idx = Tensor::empty(out_shape, Dtype::int64);
   const std::int64_t outer = x.shape().numel(0, d), n = x.shape()[d], inner = x.shape().numel(d + 1, x.dim());
   std::int64_t* pi = idx.data<std::int64_t>();
-  dispatch(x.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(x.dtype(), [&]<class T>(T*) {
     const T* px = static_cast<const T*>(x.raw());
     for (std::int64_t o = 0; o < outer; ++o)
       for (std::int64_t i = 0; i < inner; ++i) {
@@ -151,8 +148,7 @@ Tensor max(const Tensor& x, std::int64_t dim, bool keepdim) {
   Shape kept = idx.shape();
   Tensor out = Tensor::empty(kept, x.dtype());
   const std::int64_t outer = x.shape().numel(0, d), n = x.shape()[d], inner = x.shape().numel(d + 1, x.dim());
-  dispatch(x.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(x.dtype(), [&]<class T>(T*) {
     const T* px = static_cast<const T*>(x.raw());
     const std::int64_t* pi = idx.data<std::int64_t>();
     T* po = static_cast<T*>(out.raw());
@@ -167,8 +163,7 @@ Tensor max(const Tensor& x, std::int64_t dim, bool keepdim) {
       const Tensor& g = sink.grad_output();
       bool fresh = false;
       Tensor& dx = sink.buffer(0, fresh, /*zero_fill=*/true);
-      dispatch(g.dtype(), [&](auto* tag) {
-        using T = std::remove_pointer_t<decltype(tag)>;
+      dispatch(g.dtype(), [&]<class T>(T*) {
         const T* pg = static_cast<const T*>(g.raw());
         const std::int64_t* pi = idx.data<std::int64_t>();
         T* pd = static_cast<T*>(dx.raw());
@@ -191,8 +186,7 @@ Tensor max(const Tensor& x) {
   if (autograd::needs_grad({&x}))
     autograd::record("max", out, {&x}, [xd = x.detach(), y = out.detach()](autograd::GradSink& sink) {
       Tensor dx = Tensor::empty(xd.shape(), xd.dtype());
-      dispatch(xd.dtype(), [&](auto* tag) {
-        using T = std::remove_pointer_t<decltype(tag)>;
+      dispatch(xd.dtype(), [&]<class T>(T*) {
         const T* px = static_cast<const T*>(xd.raw());
         const T m = *static_cast<const T*>(y.raw());
         const T g = *static_cast<const T*>(sink.grad_output().raw());
@@ -234,8 +228,7 @@ template <bool log>
 Tensor softmax_kernel(const Tensor& x, int d) {
   Tensor y = detail::empty_like(x);
   const std::int64_t outer = x.shape().numel(0, d), n = x.shape()[d], inner = x.shape().numel(d + 1, x.dim());
-  dispatch(x.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(x.dtype(), [&]<class T>(T*) {
     const T* px = static_cast<const T*>(x.raw());
     T* py = static_cast<T*>(y.raw());
     parallel_for(outer * inner, std::max<std::int64_t>(1, kElementwiseGrain / std::max<std::int64_t>(n, 1)),
@@ -276,8 +269,7 @@ Tensor softmax_op(const char* name, const Tensor& x, std::int64_t dim) {
       Tensor dx = detail::empty_like(g);
       const Shape& s = y_saved.dim() == 0 ? Shape{1} : y_saved.shape();
       const std::int64_t outer = s.numel(0, d), n = s[d], inner = s.numel(d + 1, s.dim());
-      dispatch(g.dtype(), [&](auto* tag) {
-        using T = std::remove_pointer_t<decltype(tag)>;
+      dispatch(g.dtype(), [&]<class T>(T*) {
         const T* py = static_cast<const T*>(y_saved.raw());
         const T* pg = static_cast<const T*>(g.raw());
         T* pd = static_cast<T*>(dx.raw());

@@ -50,8 +50,7 @@ void for_each_strided_row(const Shape& shape, const Strides& strides, std::int64
 // dst (contiguous, `shape`) = the strided view of src.
 Tensor gather_strided(const Tensor& src, const Shape& shape, const Strides& strides, std::int64_t base) {
   Tensor out = Tensor::empty(shape, src.dtype());
-  dispatch(src.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(src.dtype(), [&]<class T>(T*) {
     const T* s = static_cast<const T*>(src.raw());
     T* o = static_cast<T*>(out.raw());
     for_each_strided_row(shape, strides, base, [&](std::int64_t off, std::int64_t dense, std::int64_t n, std::int64_t st) {
@@ -64,8 +63,7 @@ Tensor gather_strided(const Tensor& src, const Shape& shape, const Strides& stri
 
 // The strided view of dst += g (contiguous, `shape`).
 void scatter_add_strided(Tensor& dst, const Tensor& g, const Strides& strides, std::int64_t base) {
-  dispatch(dst.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  dispatch(dst.dtype(), [&]<class T>(T*) {
     T* d = static_cast<T*>(dst.raw());
     const T* s = static_cast<const T*>(g.raw());
     for_each_strided_row(g.shape(), strides, base, [&](std::int64_t off, std::int64_t dense, std::int64_t n, std::int64_t st) {
@@ -104,8 +102,7 @@ Tensor strided_slice(const char* name, const Tensor& x, int dim, std::int64_t st
       Tensor& dx = sink.buffer(0, fresh, /*zero_fill=*/true);
       if (leading) {  // one contiguous block (x[t] of an unrolled sequence): a plain, vectorised add
         const Tensor& g = sink.grad_output();
-        dispatch(dx.dtype(), [&](auto* tag) {
-          using T = std::remove_pointer_t<decltype(tag)>;
+        dispatch(dx.dtype(), [&]<class T>(T*) {
           T* __restrict d = static_cast<T*>(dx.raw()) + base;
           const T* __restrict s = static_cast<const T*>(g.raw());
           for (std::int64_t i = 0, n = g.numel(); i < n; ++i) d[i] += s[i];

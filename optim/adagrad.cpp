@@ -60,8 +60,7 @@ void Adagrad::step() {
     make_writable(s);
     const std::int64_t t = ++s.step;
     const double clr = lr() / (1 + static_cast<double>(t - 1) * o.lr_decay);
-    dispatch_floating("Adagrad::step", g.dtype(), [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
+    dispatch_floating("Adagrad::step", g.dtype(), [&]<class T>(T*) {
       T* __restrict p = params()[i].template data<T>();
       const T* __restrict gp = g.template data<T>();
       T* __restrict sum = s.buffers[0].template data<T>();

@@ -114,8 +114,7 @@ void Adam::step() {
     const double bias_correction2 = 1 - std::pow(o.betas[1], static_cast<double>(t));
     const double step_size = lr() / bias_correction1;
     const double bias_correction2_sqrt = std::sqrt(bias_correction2);
-    dispatch_floating("Adam::step", g.dtype(), [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
+    dispatch_floating("Adam::step", g.dtype(), [&]<class T>(T*) {
       AdamScalars<T> c;
       c.beta1 = static_cast<T>(o.betas[0]), c.beta2 = static_cast<T>(o.betas[1]);
       c.one_minus_beta1 = static_cast<T>(1 - o.betas[0]), c.one_minus_beta2 = static_cast<T>(1 - o.betas[1]);

@@ -25,8 +25,7 @@ void check_params(const char* where, const std::vector<Tensor>& params) {
 
 // ||g||_p of one gradient, in double (p = inf: largest magnitude).
 double grad_norm(const Tensor& g, double p) {
-  return dispatch_floating("clip_grad_norm_", g.dtype(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
+  return dispatch_floating("clip_grad_norm_", g.dtype(), [&]<class T>(T*) {
     const T* x = g.template data<T>();
     const std::int64_t n = g.numel();
     double acc = 0;
@@ -74,8 +73,7 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
   for (const Tensor& p : params) {
     Tensor* g = detail::writable_grad(p);
     if (g == nullptr) continue;
-    dispatch_floating("clip_grad_norm_", g->dtype(), [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
+    dispatch_floating("clip_grad_norm_", g->dtype(), [&]<class T>(T*) {
       T* x = g->template data<T>();
       const T c = static_cast<T>(coef);
       for (std::int64_t k = 0, n = g->numel(); k < n; ++k) x[k] *= c;
@@ -92,8 +90,7 @@ void clip_grad_value_(const std::vector<Tensor>& params, double clip_value) {
   for (const Tensor& p : params) {
     Tensor* g = detail::writable_grad(p);
     if (g == nullptr) continue;
-    dispatch_floating("clip_grad_value_", g->dtype(), [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
+    dispatch_floating("clip_grad_value_", g->dtype(), [&]<class T>(T*) {
       T* x = g->template data<T>();
       const T hi = static_cast<T>(clip_value), lo = -hi;
       // As torch.clamp: NaN stays NaN.

@@ -59,8 +59,7 @@ void RMSprop::step() {
     if (!s.started) start_zeros(i, 1 + (use_momentum ? 1 : 0) + (o.centered ? 1 : 0));
     make_writable(s);
     ++s.step;
-    dispatch_floating("RMSprop::step", g.dtype(), [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
+    dispatch_floating("RMSprop::step", g.dtype(), [&]<class T>(T*) {
       T* __restrict p = params()[i].template data<T>();
       const T* __restrict gp = g.template data<T>();
       T* __restrict sq = s.buffers[0].template data<T>();

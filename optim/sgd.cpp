@@ -65,8 +65,7 @@ void SGD::step() {
     const bool first = use_momentum && !s.started;
     if (first) start_zeros(i, 1);
     make_writable(s);
-    dispatch_floating("SGD::step", g.dtype(), [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
+    dispatch_floating("SGD::step", g.dtype(), [&]<class T>(T*) {
       T* __restrict p = params()[i].template data<T>();
       const T* __restrict gp = g.template data<T>();
       T* __restrict buf = use_momentum ? s.buffers[0].template data<T>() : nullptr;
