@@ -343,6 +343,32 @@ TEST_CASE("with_hidden_weight_grad: one GEMM over all steps gives the per-step g
                        ShapeError);
 }
 
+// The traits entries are what the sequence layers run on: each must run its op, and its
+// gate_grad_is_input_grad must hold exactly when the step's gate gradient is its gx gradient — then the
+// bias gradient (the row sum of the gate gradient) equals the row sum of gx's gradient.
+TEST_CASE("StepTraits: each entry runs its op; gate_grad_is_input_grad holds exactly where the gradients agree") {
+  Generator gen(12);
+  const std::int64_t B = 3, H = 4;
+  for (const detail::StepTraits* st :
+       {&detail::rnn_tanh_step_traits, &detail::rnn_relu_step_traits, &detail::lstm_step_traits, &detail::gru_step_traits}) {
+    CAPTURE(st->op);
+    const std::int64_t G = st->gates;
+    Tensor gx = leaf({B, G * H}, gen), h = leaf({B, H}, gen), w = leaf({G * H, H}, gen), b = leaf({G * H}, gen);
+    Tensor c = st->has_cell_state ? leaf({B, H}, gen) : Tensor();
+    detail::StepState s{h, c};
+    st->step(gx, s, w, b, {});
+    // The same step through the public op.
+    Tensor expected = std::string(st->op) == "lstm_step" ? lstm_step(gx, h, c, w, b).first
+                      : std::string(st->op) == "gru_step" ? gru_step(gx, h, w, b)
+                      : rnn_step(gx, h, w, b, std::string(st->op) == "rnn_step(tanh)" ? RnnActivation::tanh : RnnActivation::relu);
+    check_close(s.h, expected);
+    CHECK(s.c.defined() == st->has_cell_state);
+    sum(s.h * s.h).backward();
+    const double gap = test_support::tolerance_ratio(b.grad(), sum(gx.grad(), {0}), 1e-12, 1e-12);
+    CHECK((gap <= 1.0) == st->gate_grad_is_input_grad);
+  }
+}
+
 TEST_CASE("fused steps: error texts") {
   Tensor h = zeros({2, 3});
   CHECK_THROWS_WITH_AS(lstm_step(zeros({2, 11}), h, h, zeros({12, 3}), {}),
