@@ -29,10 +29,8 @@ struct Options {
 
 // The series: sin(0.1 t) + 0.5 sin(0.31 t) + small noise, as a [n, 1, 1] tensor (time, batch, feature).
 Tensor make_series(std::int64_t n, Generator& gen) {
-  Tensor noise = randn({n}, Dtype::float32, gen, 0.0, 0.02);
-  std::vector<double> v(static_cast<std::size_t>(n));
-  for (std::int64_t t = 0; t < n; ++t)
-    v[static_cast<std::size_t>(t)] = std::sin(0.1 * t) + 0.5 * std::sin(0.31 * t) + noise.to_vector()[static_cast<std::size_t>(t)];
+  std::vector<double> v = randn({n}, Dtype::float32, gen, 0.0, 0.02).to_vector();  // the noise, then the waves
+  for (std::int64_t t = 0; t < n; ++t) v[static_cast<std::size_t>(t)] += std::sin(0.1 * t) + 0.5 * std::sin(0.31 * t);
   return tensor(v, {n, 1, 1});
 }
 
