@@ -1,10 +1,12 @@
 # char_lm's ctest checks (registered in examples/CMakeLists.txt):
-#   cmake -DEXE=path/to/char_lm -DWORK=scratch/dir -DMODE=smoke|resume|errors -P ctest.cmake
+#   cmake -DEXE=path/to/char_lm -DWORK=scratch/dir -DMODE=smoke|resume|errors|loss_check -P ctest.cmake
 # smoke:  the --smoke run succeeds (so its loss fell) and writes its four files; sampling from its checkpoint
 #         works; the user's own text (--data) trains too, with the custom cell.
 # resume: a run stopped at step 50 and resumed to the end writes the same checkpoint, byte for byte, as a run
 #         that was never stopped (model, optimizer, schedule, RNG, carried state).
 # errors: each kind of bad input gets exit code 2 and its one-line message.
+# loss_check: a real run whose loss does not fall (--lr 0) succeeds with a one-line warning and its files; the
+#         same run under --smoke fails (exit 1), as CI's check must.
 include(${CMAKE_CURRENT_LIST_DIR}/../common/expect.cmake)
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
@@ -64,6 +66,17 @@ elseif(MODE STREQUAL "errors")
   expect_run(NAME "corrupt checkpoint" COMMAND ${EXE} --sample-only --checkpoint ${WORK}/bad.safetensors EXIT 2
              STDERR "^load_checkpoint: ")
   expect_run(NAME "help" COMMAND ${EXE} --help STDOUT "--cell")
+elseif(MODE STREQUAL "loss_check")
+  string(REPEAT "the cat sat on the mat. the dog sat on the log.\n" 60 text)
+  file(WRITE ${WORK}/mine.txt "${text}")
+  set(flat --data ${WORK}/mine.txt --embed 8 --hidden 16 --window 16 --batch 4 --steps 20 --lr 0 --log-every 10
+           --eval-every 20 --eval-chars 200 --checkpoint-every 20 --sample-chars 20)
+  expect_run(NAME "real run, loss flat" COMMAND ${EXE} ${flat} --out ${WORK}/real EXIT 0
+             STDERR "^char_lm: warning: the loss did not fall; got [0-9.e+-]+ at the end, expected below 0.8 x [0-9.e+-]+ \\(the first step's\\); try a lower --lr or more --steps\n$"
+             FILES ${WORK}/real/metrics.csv ${WORK}/real/loss.svg ${WORK}/real/samples.txt
+                   ${WORK}/real/checkpoint.safetensors)
+  expect_run(NAME "smoke run, loss flat" COMMAND ${EXE} --smoke ${flat} --out ${WORK}/smoke EXIT 1
+             STDERR "^char_lm: the loss did not fall; got [0-9.e+-]+ at the end, expected below 0.8 x [0-9.e+-]+ \\(the first step's\\)\n$")
 else()
-  message(FATAL_ERROR "ctest.cmake: unknown MODE; got '${MODE}', expected smoke, resume or errors")
+  message(FATAL_ERROR "ctest.cmake: unknown MODE; got '${MODE}', expected smoke, resume, errors or loss_check")
 endif()

@@ -1,8 +1,10 @@
 # forecast's ctest checks (registered in examples/CMakeLists.txt):
-#   cmake -DEXE=path/to/forecast -DWORK=scratch/dir -DMODE=smoke|errors -P ctest.cmake
+#   cmake -DEXE=path/to/forecast -DWORK=scratch/dir -DMODE=smoke|errors|loss_check -P ctest.cmake
 # smoke:  the --smoke runs on CO2 and (with the LSTM) sunspots succeed, so their loss fell, and write their three
 #         files; the user's own CSV series (--data, --column) trains too.
 # errors: each kind of bad input gets exit code 2 and its one-line message.
+# loss_check: a real run on the user's data whose loss does not fall (--lr 0) succeeds with a one-line warning
+#         and its files; the same run under --smoke fails (exit 1), as CI's check must.
 include(${CMAKE_CURRENT_LIST_DIR}/../common/expect.cmake)
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
@@ -62,6 +64,14 @@ elseif(MODE STREQUAL "errors")
              STDERR "forecast: --horizon out of range; got 0, expected 1 <= --horizon <= 10000")
   expect_run(NAME "unknown flag" COMMAND ${EXE} --smoke --bogus EXIT 2 STDERR "^forecast: .*--bogus")
   expect_run(NAME "help" COMMAND ${EXE} --help STDOUT "--column")
+elseif(MODE STREQUAL "loss_check")
+  set(flat --data ${WORK}/mine.csv --column value --season 12 --window 24 --horizon 6 --lr 0 --steps 40 --log-every 10
+           --eval-every 20)
+  expect_run(NAME "real run, loss flat" COMMAND ${EXE} ${flat} --out ${WORK}/real EXIT 0
+             STDERR "^forecast: warning: the loss did not fall; got [0-9.e+-]+ at the end, expected below 0.8 x [0-9.e+-]+ \\(the first 10 steps'\\); try a lower --lr or more --steps\n$"
+             FILES ${WORK}/real/metrics.csv ${WORK}/real/loss.svg ${WORK}/real/forecast.svg)
+  expect_run(NAME "smoke run, loss flat" COMMAND ${EXE} --smoke ${flat} --out ${WORK}/smoke EXIT 1
+             STDERR "^forecast: the loss did not fall; got [0-9.e+-]+ at the end, expected below 0.8 x [0-9.e+-]+ \\(the first 10 steps'\\)\n$")
 else()
-  message(FATAL_ERROR "ctest.cmake: unknown MODE; got '${MODE}', expected smoke or errors")
+  message(FATAL_ERROR "ctest.cmake: unknown MODE; got '${MODE}', expected smoke, errors or loss_check")
 endif()

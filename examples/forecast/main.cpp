@@ -30,6 +30,7 @@
 #include "../common/csv.hpp"
 #include "../common/progress.hpp"
 #include "../common/series.hpp"
+#include "../common/smoke.hpp"
 #include "../common/svg_plot.hpp"
 
 using namespace unroll;
@@ -377,13 +378,11 @@ int run(Options& o) {
   fmt::print("{}: test RMSE over {} steps ahead: {} {:.4g}, naive {:.4g}, seasonal naive (season {}) {:.4g}\n",
              kProgram, w.H, o.cell, last_rmse, naive, o.season, seasonal);
   fmt::print("{}: wrote {}/metrics.csv, loss.svg, forecast.svg\n", kProgram, o.out);
-  // What CI's smoke run checks: the model learned something.
-  if (!(last_interval < 0.8 * first_interval)) {
-    fmt::print(stderr, "{}: the loss did not fall; got {:.4g} at the end, expected below 0.8 x {:.4g} (the first {} steps')\n",
-               kProgram, last_interval, first_interval, o.log_every);
-    return 1;
-  }
-  return 0;
+  // Did the model learn something: --smoke (what CI runs) fails if not; a real run, say on the user's --data,
+  // has finished and written its files, so it only warns.
+  const std::string first_what = fmt::format("the first {} steps'", o.log_every);
+  return examples::check_loss_fell(kProgram, o.smoke,
+                                   {.first = first_interval, .last = last_interval, .first_what = first_what});
 }
 }  // namespace
 
@@ -425,9 +424,7 @@ int main(int argc, char** argv) {
       if (o.dataset == p.name) preset = &p;
     UNROLL_CHECK(preset != nullptr, examples::UsageError, "{}: unknown --dataset; got '{}', expected co2 or sunspots", kProgram,
                  o.dataset);
-    const auto def = [&](const char* flag, auto& field, auto value) {
-      if (app.count(flag) == 0) field = value;
-    };
+    const examples::FlagDefaults def(app);  // the preset's values and the smoke run's apply to flags not given
     def("--data", o.data, (std::filesystem::path(FORECAST_DATA_DIR) / preset->file).string());
     def("--column", o.column, std::string(preset->column));
     def("--window", o.window, preset->window);
@@ -436,7 +433,7 @@ int main(int argc, char** argv) {
     def("--hidden", o.hidden, preset->hidden);
     def("--steps", o.steps, preset->steps);
     def("--eval-every", o.eval_every, preset->eval_every);
-    if (app.count("--level") == 0 && app.count("--no-level") == 0) o.level = preset->level;
+    def("--level", o.level, preset->level);  // --no-level is the same flag
     if (o.smoke) {  // tiny defaults; flags given explicitly still win
       def("--hidden", o.hidden, std::int64_t{16});
       def("--steps", o.steps, std::int64_t{150});

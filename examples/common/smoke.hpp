@@ -1,0 +1,66 @@
+#pragma once
+// What --smoke means, in one place for every example: a run of a few seconds whose tiny defaults apply only to
+// the flags the user did not give, and an end-of-run check that the loss fell. The check fails the program only
+// under --smoke, where "the model learned something" is what CI asks; a real run that trained and wrote its
+// files succeeds even when its loss fell less than the heuristic expects, and gets a one-line warning.
+//
+//   if (o.smoke) {  // tiny defaults; flags given explicitly still win
+//     const examples::FlagDefaults def(app);
+//     def("--steps", o.steps, 150);
+//     def("--out", o.out, "runs/my_example_smoke");
+//   }
+//   ...
+//   return examples::check_loss_fell("my_example", o.smoke,
+//                                    {.first = first, .last = last, .first_what = "the first step's"});
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include <CLI/CLI.hpp>
+
+namespace unroll::examples {
+
+/// Sets flags' values unless the user gave them on the command line (use after parse_command_line): --smoke's
+/// tiny run and forecast's --dataset presets are defaults that an explicit flag overrides.
+class FlagDefaults {
+ public:
+  explicit FlagDefaults(const CLI::App& app) : app_(app) {}
+  /// field = value unless `flag` was given. CLI::OptionNotFound if the app has no such flag (a typo here).
+  template <class T>
+  void operator()(const std::string& flag, T& field, std::type_identity_t<T> value) const {
+    if (!given(flag)) field = std::move(value);
+  }
+  /// Whether the user gave `flag` (any of its names). CLI::OptionNotFound if the app has no such flag.
+  bool given(const std::string& flag) const { return app_.count(flag) > 0; }
+
+ private:
+  const CLI::App& app_;
+};
+
+/// A run's loss at its start and at its end, for the usual form of the check: it fell if last < factor x first.
+struct LossFall {
+  double first = 0, last = 0;
+  std::string_view first_what{};  ///< what `first` is, for the message: "the first step's", "the first 25 steps'"
+  double factor = 0.8;
+  /// last < factor x first; false if either is NaN (a loss never measured did not fall).
+  bool fell() const { return last < factor * first; }
+  /// "got <last> at the end, expected below <factor> x <first> (<first_what>)"
+  std::string detail() const;
+};
+
+/// What a real run's warning suggests when the loss did not fall.
+inline constexpr std::string_view kLossHint = "try a lower --lr or more --steps";
+
+/// The end-of-run check. If `fell`, prints nothing and returns 0. Otherwise prints one line to `err` and
+/// returns the program's exit code: under --smoke "<program>: the loss did not fall; <detail>" and 1; in a real
+/// run "<program>: warning: the loss did not fall; <detail>; <hint>" and 0 (the run finished and wrote its
+/// files; how well it learned is the user's to judge).
+int check_loss_fell(std::string_view program, bool smoke, bool fell, std::string_view detail,
+                    std::string_view hint = kLossHint, std::FILE* err = stderr);
+/// The same for one loss: check_loss_fell(program, smoke, loss.fell(), loss.detail(), hint, err).
+int check_loss_fell(std::string_view program, bool smoke, const LossFall& loss, std::string_view hint = kLossHint,
+                    std::FILE* err = stderr);
+
+}  // namespace unroll::examples
