@@ -17,6 +17,13 @@ std::optional<double> opt(const json& p, const char* key) {
   return p.at(key).is_null() ? std::nullopt : std::optional<double>(p.at(key).get<double>());
 }
 std::vector<std::int64_t> ints(const json& p, const char* key) { return p.at(key).get<std::vector<std::int64_t>>(); }
+// The optional trailing inputs of linear, layer_norm and the fused steps: input i if the case has it.
+Tensor opt_input(const std::vector<Tensor>& x, std::size_t i, bool present) { return present ? x.at(i) : Tensor(); }
+// A fused step's b_hh and mask follow its `n` fixed inputs, each present when its param says so.
+Tensor step_bias(const std::vector<Tensor>& x, const json& p, std::size_t n) { return opt_input(x, n, p.at("bias")); }
+Tensor step_mask(const std::vector<Tensor>& x, const json& p, std::size_t n) {
+  return opt_input(x, n + (p.at("bias").get<bool>() ? 1 : 0), p.at("mask"));
+}
 
 const std::map<std::string, OpFn>& ops() {
   static const std::map<std::string, OpFn> table = {
@@ -70,6 +77,25 @@ const std::map<std::string, OpFn>& ops() {
       {"nll_loss",
        [](auto& x, auto& p) { return nll_loss(x[0], x[1], parse_reduction(p.at("reduction").template get<std::string>()), p.at("ignore_index")); }},
       {"mse_loss", [](auto& x, auto& p) { return mse_loss(x[0], x[1], parse_reduction(p.at("reduction").template get<std::string>())); }},
+      {"unsqueeze", [](auto& x, auto& p) { return unsqueeze(x[0], p.at("dim")); }},
+      {"squeeze", [](auto& x, auto& p) { return squeeze(x[0], p.at("dim")); }},
+      {"linear", [](auto& x, auto& p) { return linear(x[0], x[1], opt_input(x, 2, p.at("bias"))); }},
+      {"layer_norm",
+       [](auto& x, auto& p) {
+         const bool affine = p.at("affine");
+         return layer_norm(x[0], p.at("norm_dims"), opt_input(x, 1, affine), opt_input(x, 2, affine), p.at("eps"));
+       }},
+      {"rnn_step",
+       [](auto& x, auto& p) {
+         const auto act = p.at("nonlinearity") == "relu" ? RnnActivation::relu : RnnActivation::tanh;
+         return rnn_step(x[0], x[1], x[2], step_bias(x, p, 3), act, step_mask(x, p, 3));
+       }},
+      {"lstm_step",
+       [](auto& x, auto& p) {
+         auto [h, c] = lstm_step(x[0], x[1], x[2], x[3], step_bias(x, p, 4), step_mask(x, p, 4));
+         return p.at("output") == "h" ? h : c;
+       }},
+      {"gru_step", [](auto& x, auto& p) { return gru_step(x[0], x[1], x[2], step_bias(x, p, 3), step_mask(x, p, 3)); }},
   };
   return table;
 }
