@@ -153,6 +153,38 @@ def _max(x, p):
     return torch.max(x[0], p["dim"], keepdim=p["keepdim"]).values
 
 
+
+def _layer_norm(x, p):
+    shape = x[0].shape[x[0].dim() - p["norm_dims"]:]
+    w, b = (x[1], x[2]) if p["affine"] else (None, None)
+    return F.layer_norm(x[0], shape, w, b, p["eps"])
+
+
+# The fused recurrent steps (ops/recurrent.hpp) through PyTorch's own cell functions, so gate order and
+# formulas are PyTorch's: a step takes the input projection gx precomputed, which is the cell with an
+# identity weight_ih and no bias_ih.  Inputs: gx, h, [c,] w_hh, then b_hh if params["bias"], then a [B]
+# 0/1 mask if params["mask"] (0 = the row holds its state).
+def _step(cell, n_state):
+    def f(x, p):
+        gx, state, w = x[0], x[1:1 + n_state], x[1 + n_state]
+        rest = x[2 + n_state:]
+        b = rest[0] if p["bias"] else None
+        new = cell(gx, tuple(state) if n_state == 2 else state[0], torch.eye(gx.shape[1]), w, None, b)
+        i = 0
+        if n_state == 2:  # lstm_cell returns (h', c'): a case checks one of them
+            i = {"h": 0, "c": 1}[p["output"]]
+            new = new[i]
+        if not p["mask"]:
+            return new
+        return torch.where((rest[-1] != 0).unsqueeze(1), new, state[i])
+    return f
+
+
+def _rnn_step(x, p):
+    cell = torch.rnn_tanh_cell if p["nonlinearity"] == "tanh" else torch.rnn_relu_cell
+    return _step(cell, 1)(x, p)
+
+
 OPS = {
     "add": lambda x, p: x[0] + x[1],
     "sub": lambda x, p: x[0] - x[1],
@@ -200,6 +232,13 @@ OPS = {
     "nll_loss": lambda x, p: F.nll_loss(
         x[0], x[1], reduction=p["reduction"], ignore_index=p["ignore_index"]),
     "mse_loss": lambda x, p: F.mse_loss(x[0], x[1], reduction=p["reduction"]),
+    "unsqueeze": lambda x, p: torch.unsqueeze(x[0], p["dim"]),
+    "squeeze": lambda x, p: torch.squeeze(x[0], p["dim"]),
+    "linear": lambda x, p: F.linear(x[0], x[1], x[2] if p["bias"] else None),
+    "layer_norm": _layer_norm,
+    "rnn_step": _rnn_step,
+    "lstm_step": _step(torch.lstm_cell, 2),
+    "gru_step": _step(torch.gru_cell, 1),
 }
 
 # ---------------------------------------------------------------------------
@@ -399,6 +438,55 @@ case("mse_loss/mean", "mse_loss", {"reduction": "mean"}, [R(3, 4), R(3, 4)])
 case("mse_loss/sum", "mse_loss", {"reduction": "sum"}, [R(3, 4), R(3, 4)])
 case("mse_loss/none", "mse_loss", {"reduction": "none"}, [R(2, 3), R(2, 3)])
 case("mse_loss/mean_3d", "mse_loss", {"reduction": "mean"}, [R(2, 3, 4), R(2, 3, 4)])
+
+# Cases added later go below, after every earlier one: inputs and grad_outputs come from one seeded
+# stream in table order, so appending leaves the existing cases' values unchanged.
+
+case("unsqueeze/front", "unsqueeze", {"dim": 0}, [R(3, 4)])
+case("unsqueeze/middle", "unsqueeze", {"dim": 1}, [R(3, 4)])
+case("unsqueeze/neg_end", "unsqueeze", {"dim": -1}, [R(2, 3)])
+case("unsqueeze/0d", "unsqueeze", {"dim": 0}, [R()])
+
+case("squeeze/middle", "squeeze", {"dim": 1}, [R(3, 1, 4)])
+case("squeeze/front", "squeeze", {"dim": 0}, [R(1, 3)])
+case("squeeze/neg_end", "squeeze", {"dim": -1}, [R(2, 3, 1)])
+
+# linear: x [..., in], weight [out, in], bias [out]
+case("linear/2d", "linear", {"bias": True}, [R(4, 3), R(5, 3), R(5)])
+case("linear/3d", "linear", {"bias": True}, [R(2, 3, 4), R(2, 4), R(2)])
+case("linear/2d_nobias", "linear", {"bias": False}, [R(4, 3), R(5, 3)])
+case("linear/row_nobias", "linear", {"bias": False}, [R(1, 6), R(3, 6)])
+
+# layer_norm over the last norm_dims dims; weight and bias shaped like those dims when "affine"
+case("layer_norm/last", "layer_norm", {"norm_dims": 1, "eps": 1e-5, "affine": True}, [R(2, 3, 5), R(5), R(5)])
+case("layer_norm/last2", "layer_norm", {"norm_dims": 2, "eps": 1e-5, "affine": True},
+     [R(2, 3, 5), R(3, 5), R(3, 5)])
+case("layer_norm/last_noaffine", "layer_norm", {"norm_dims": 1, "eps": 1e-5, "affine": False}, [R(4, 6)])
+case("layer_norm/last2_noaffine_eps", "layer_norm", {"norm_dims": 2, "eps": 1e-3, "affine": False},
+     [R(2, 3, 4)])
+
+# fused recurrent steps: B = 3, H = 4; masks hold row 1
+STEP_MASK = M([1, 0, 1])
+for act in ("tanh", "relu"):
+    case(f"rnn_step/{act}", "rnn_step", {"nonlinearity": act, "bias": True, "mask": False},
+         [R(3, 4), R(3, 4), R(4, 4), R(4)])
+    case(f"rnn_step/{act}_nobias_mask", "rnn_step", {"nonlinearity": act, "bias": False, "mask": True},
+         [R(3, 4), R(3, 4), R(4, 4), STEP_MASK])
+case("rnn_step/tanh_mask", "rnn_step", {"nonlinearity": "tanh", "bias": True, "mask": True},
+     [R(3, 4), R(3, 4), R(4, 4), R(4), STEP_MASK])
+
+for out in ("h", "c"):
+    case(f"lstm_step/{out}", "lstm_step", {"output": out, "bias": True, "mask": False},
+         [R(3, 16), R(3, 4), R(3, 4), R(16, 4), R(16)])
+    case(f"lstm_step/{out}_nobias", "lstm_step", {"output": out, "bias": False, "mask": False},
+         [R(3, 16), R(3, 4), R(3, 4), R(16, 4)])
+    case(f"lstm_step/{out}_mask", "lstm_step", {"output": out, "bias": True, "mask": True},
+         [R(3, 16), R(3, 4), R(3, 4), R(16, 4), R(16), STEP_MASK])
+
+case("gru_step/bias", "gru_step", {"bias": True, "mask": False}, [R(3, 12), R(3, 4), R(12, 4), R(12)])
+case("gru_step/nobias", "gru_step", {"bias": False, "mask": False}, [R(3, 12), R(3, 4), R(12, 4)])
+case("gru_step/mask", "gru_step", {"bias": True, "mask": True},
+     [R(3, 12), R(3, 4), R(12, 4), R(12), STEP_MASK])
 
 # ---------------------------------------------------------------------------
 # Evaluation and output.

@@ -1,6 +1,7 @@
-// The README's custom-cell walkthrough, verbatim: a minimal gated unit written as an nn::Module, run over
-// sequences with nn::run_cell, gradchecked over an unrolled sequence, and trained with Adam and truncated
-// BPTT until it solves a memory task.
+// Custom cells, the one home for their tests (a cell is an nn::Module run over a sequence by nn::run_cell):
+// the README's walkthrough verbatim, a minimal gated unit gradchecked over an unrolled sequence and trained
+// with Adam and truncated BPTT until it solves a memory task; and a layer-normalised LSTM cell, whose state
+// is an (h, c) pair, gradchecked the same way. run_cell itself: tests/nn/test_sequence.cpp.
 #include <doctest/doctest.h>
 
 #include <unroll/unroll.hpp>
@@ -23,6 +24,24 @@ struct MGUCell : nn::Module {
   }
 };
 // --- README end ---
+
+// Layer-normalised LSTM cell: a custom cell built from Modules and ops (the README's second example).
+struct LayerNormLSTMCell : nn::Module {
+  nn::Linear ih, hh;
+  nn::LayerNorm ln_gates, ln_cell;
+  LayerNormLSTMCell(std::int64_t in, std::int64_t hid, Dtype dt)
+      : ih(in, 4 * hid, true, dt), hh(hid, 4 * hid, false, dt), ln_gates({4 * hid}, 1e-5, true, dt), ln_cell({hid}, 1e-5, true, dt) {
+    register_module("ih", ih);
+    register_module("hh", hh);
+    register_module("ln_gates", ln_gates);
+    register_module("ln_cell", ln_cell);
+  }
+  std::pair<Tensor, Tensor> operator()(const Tensor& x, const std::pair<Tensor, Tensor>& s) const {
+    auto g = chunk(ln_gates(ih(x) + hh(s.first)), 4, 1);
+    Tensor c = sigmoid(g[1]) * s.second + sigmoid(g[0]) * tanh(g[2]);
+    return {sigmoid(g[3]) * tanh(ln_cell(c)), c};
+  }
+};
 }  // namespace
 
 TEST_SUITE("nn/custom_cell") {
@@ -34,6 +53,7 @@ TEST_CASE("the README's MGU cell passes an unrolled float64 gradcheck through ru
   auto report = autograd::gradcheck(
       "mgu", [&](const std::vector<Tensor>& p) { return nn::run_cell(p[0], p[1], cell).output; }, inputs);
   CHECK_MESSAGE(report.ok, report.message);
+  CHECK(report.message.find("gradcheck 'mgu': passed") == 0);
 }
 
 TEST_CASE("the README's training loop: the MGU learns to recall the input from 3 steps back") {
@@ -62,5 +82,20 @@ TEST_CASE("the README's training loop: the MGU learns to recall the input from 3
   }
   MESSAGE("MGU recall loss: first 20 steps " << first << ", last 20 steps " << last);
   CHECK(last < 0.2 * first);
+}
+
+TEST_CASE("a layer-normalised LSTM cell passes an unrolled float64 gradcheck through run_cell") {
+  manual_seed(12);
+  LayerNormLSTMCell cell(3, 4, Dtype::float64);
+  std::vector<Tensor> inputs = {randn({5, 2, 3}, Dtype::float64).requires_grad_(), randn({2, 4}, Dtype::float64).requires_grad_()};
+  for (Tensor& p : cell.parameters()) inputs.push_back(p);
+  auto r = autograd::gradcheck(
+      "ln_lstm",
+      [&](const std::vector<Tensor>& p) {
+        auto res = nn::run_cell(p[0], std::pair<Tensor, Tensor>{p[1], zeros({2, 4}, Dtype::float64)}, cell);
+        return res.output;
+      },
+      inputs);
+  CHECK_MESSAGE(r.ok, r.message);
 }
 }

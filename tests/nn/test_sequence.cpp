@@ -1,6 +1,6 @@
 // The custom-cell path (nn::run_cell): it reproduces the library layers exactly when given their cells
 // (including variable lengths and reverse direction), truncated BPTT with detach_state stops gradients at
-// the chunk boundary, and a new cell written as a Module passes an unrolled gradcheck.
+// the chunk boundary, and its error texts. Cells written by users: tests/nn/test_custom_cell.cpp.
 #include <doctest/doctest.h>
 
 #include <unroll/unroll.hpp>
@@ -8,26 +8,6 @@
 #include "../support/fixtures.hpp"
 
 using namespace unroll;
-
-namespace {
-// Layer-normalised LSTM cell: a custom cell built from Modules and ops (the README's second example).
-struct LayerNormLSTMCell : nn::Module {
-  nn::Linear ih, hh;
-  nn::LayerNorm ln_gates, ln_cell;
-  LayerNormLSTMCell(std::int64_t in, std::int64_t hid, Dtype dt)
-      : ih(in, 4 * hid, true, dt), hh(hid, 4 * hid, false, dt), ln_gates({4 * hid}, 1e-5, true, dt), ln_cell({hid}, 1e-5, true, dt) {
-    register_module("ih", ih);
-    register_module("hh", hh);
-    register_module("ln_gates", ln_gates);
-    register_module("ln_cell", ln_cell);
-  }
-  std::pair<Tensor, Tensor> operator()(const Tensor& x, const std::pair<Tensor, Tensor>& s) const {
-    auto g = chunk(ln_gates(ih(x) + hh(s.first)), 4, 1);
-    Tensor c = sigmoid(g[1]) * s.second + sigmoid(g[0]) * tanh(g[2]);
-    return {sigmoid(g[3]) * tanh(ln_cell(c)), c};
-  }
-};
-}  // namespace
 
 TEST_SUITE("nn/sequence") {
 TEST_CASE("run_cell with the library's cell reproduces the LSTM layer, with lengths and in reverse") {
@@ -53,21 +33,6 @@ TEST_CASE("run_cell with the library's cell reproduces the LSTM layer, with leng
   CHECK(test_support::tolerance_ratio(out, ref.output, 1e-14, 1e-12) <= 1.0);
   CHECK(test_support::tolerance_ratio(stack({rf.state.first, rb.state.first}, 0), ref.h_n, 1e-14, 1e-12) <= 1.0);
   CHECK(test_support::tolerance_ratio(stack({rf.state.second, rb.state.second}, 0), ref.c_n, 1e-14, 1e-12) <= 1.0);
-}
-
-TEST_CASE("a layer-normalised LSTM cell passes an unrolled float64 gradcheck through run_cell") {
-  manual_seed(12);
-  LayerNormLSTMCell cell(3, 4, Dtype::float64);
-  std::vector<Tensor> inputs = {randn({5, 2, 3}, Dtype::float64).requires_grad_(), randn({2, 4}, Dtype::float64).requires_grad_()};
-  for (Tensor& p : cell.parameters()) inputs.push_back(p);
-  auto r = autograd::gradcheck(
-      "ln_lstm",
-      [&](const std::vector<Tensor>& p) {
-        auto res = nn::run_cell(p[0], std::pair<Tensor, Tensor>{p[1], zeros({2, 4}, Dtype::float64)}, cell);
-        return res.output;
-      },
-      inputs);
-  CHECK_MESSAGE(r.ok, r.message);
 }
 
 TEST_CASE("truncated BPTT: detach_state stops the gradient at the chunk boundary") {

@@ -1,6 +1,6 @@
-// linear, layer_norm and the fused recurrent steps: float64 gradchecks (with and without bias, with a
-// length mask), agreement with the same math composed from primitive ops, packed weight_hh (HiddenWeight)
-// against unpacked, and error texts.
+// The fused recurrent steps: float64 gradchecks (with and without bias, with a length mask), agreement with
+// the same math composed from primitive ops, packed weight_hh (HiddenWeight) against unpacked, and error
+// texts. (linear and layer_norm: tests/ops/test_linear.cpp, test_norm.cpp.)
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -57,47 +57,6 @@ void check_close(const Tensor& a, const Tensor& b, double tol = 1e-12) {
 }  // namespace
 
 TEST_SUITE("ops/recurrent") {
-TEST_CASE("linear: values, float64 gradcheck (2-D and 3-D input, with and without bias)") {
-  Generator gen(1);
-  Tensor x = tensor({1, 2, 3, 4, 5, 6}, {2, 3}, Dtype::float64), w = tensor({1, 0, -1, 2, 1, 0}, {2, 3}, Dtype::float64);
-  Tensor b = tensor({0.5, -0.5}, {2}, Dtype::float64);
-  CHECK(linear(x, w, b).to_vector() == std::vector<double>{-1.5, 3.5, -1.5, 12.5});
-  CHECK(linear(x, w).to_vector() == std::vector<double>{-2, 4, -2, 13});
-  for (bool bias : {true, false})
-    for (Shape xs : {Shape({4, 3}), Shape({2, 3, 3}), Shape({1, 3})}) {
-      std::vector<Tensor> in = {leaf(xs, gen), leaf({5, 3}, gen)};
-      if (bias) in.push_back(leaf({5}, gen));
-      auto r = autograd::gradcheck("linear", [&](const std::vector<Tensor>& p) { return linear(p[0], p[1], bias ? p[2] : Tensor()); }, in);
-      CHECK_MESSAGE(r.ok, r.message);
-    }
-}
-
-TEST_CASE("linear: error texts") {
-  Tensor x = zeros({2, 3}), w = zeros({4, 5});
-  CHECK_THROWS_WITH_AS(linear(x, w), "linear: input features differ from the weight's; got x=[2, 3] and weight=[4, 5], expected x=[..., 5]", ShapeError);
-  CHECK_THROWS_WITH_AS(linear(x, zeros({4, 3}), zeros({3})), "linear: bias does not match the weight; got bias=[3] and weight=[4, 3], expected bias=[4]", ShapeError);
-  CHECK_THROWS_AS(linear(x, zeros({4, 3}, Dtype::float64)), DtypeError);
-}
-
-TEST_CASE("layer_norm: values, float64 gradcheck over one and two trailing dims") {
-  Tensor x = tensor({1, 2, 3, 4}, {1, 4}, Dtype::float64);
-  auto y = layer_norm(x, 1, {}, {}, 0.0).to_vector();
-  const double s = std::sqrt(1.25);
-  CHECK(y[0] == doctest::Approx(-1.5 / s).epsilon(1e-14));
-  CHECK(y[3] == doctest::Approx(1.5 / s).epsilon(1e-14));
-  Generator gen(2);
-  for (int dims : {1, 2}) {
-    Shape ps = dims == 1 ? Shape({5}) : Shape({3, 5});
-    std::vector<Tensor> in = {leaf({2, 3, 5}, gen, 1.0), leaf(ps, gen), leaf(ps, gen)};
-    auto r = autograd::gradcheck("layer_norm", [&](const std::vector<Tensor>& p) { return layer_norm(p[0], dims, p[1], p[2]); }, in);
-    CHECK_MESSAGE(r.ok, r.message);
-    auto r2 = autograd::gradcheck("layer_norm/no_affine", [&](const std::vector<Tensor>& p) { return layer_norm(p[0], dims); }, {in[0]});
-    CHECK_MESSAGE(r2.ok, r2.message);
-  }
-  CHECK_THROWS_WITH_AS(layer_norm(zeros({2, 3}), 1, zeros({4})), "layer_norm: weight does not match the normalised shape; got [4], expected [3]", ShapeError);
-  CHECK_THROWS_AS(layer_norm(zeros({2, 3}), 3), ShapeError);
-}
-
 TEST_CASE("fused steps pass float64 gradchecks (bias, no bias, length mask)") {
   Generator gen(3);
   const std::int64_t B = 3, H = 4;
@@ -397,10 +356,5 @@ TEST_CASE("float32 tanh saturates to +-1 (never NaN) for huge and infinite input
   CHECK(h2.item() == doctest::Approx(1.0));
   CHECK(c2.item() == doctest::Approx(701.0));
   CHECK(rnn_step(full({1, 1}, 1e5), h, zeros({1, 1}), {}, RnnActivation::tanh).item() == 1.0);
-}
-
-TEST_CASE("linear with zero input features gives zeros (or the bias)") {
-  CHECK(linear(zeros({3, 0}), zeros({2, 0})).to_vector() == std::vector<double>(6, 0.0));
-  CHECK(linear(zeros({1, 0}), zeros({2, 0}), tensor({1, 2}, {2})).to_vector() == std::vector<double>{1, 2});
 }
 }

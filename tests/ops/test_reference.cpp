@@ -1,12 +1,16 @@
 // Every op against PyTorch: forward values and input gradients for each case in tests/fixtures/ops.json
 // (written by tools/make_fixtures.py), in float64 (to round-off) and float32; plus a float64 finite-
-// difference gradcheck of each case, which covers broadcasting and size-1 dimensions.
+// difference gradcheck of each case, which covers broadcasting and size-1 dimensions. The op checklist
+// closes itself: every public op declared in ops/*.hpp has cases (or a stated exemption), and the op map
+// below and ops.json name the same ops.
 #include <doctest/doctest.h>
 
 #include <functional>
 #include <map>
+#include <set>
 
 #include "../support/fixtures.hpp"
+#include "../support/public_ops.hpp"
 
 using namespace unroll;
 using nlohmann::json;
@@ -17,6 +21,13 @@ std::optional<double> opt(const json& p, const char* key) {
   return p.at(key).is_null() ? std::nullopt : std::optional<double>(p.at(key).get<double>());
 }
 std::vector<std::int64_t> ints(const json& p, const char* key) { return p.at(key).get<std::vector<std::int64_t>>(); }
+// The optional trailing inputs of linear, layer_norm and the fused steps: input i if the case has it.
+Tensor opt_input(const std::vector<Tensor>& x, std::size_t i, bool present) { return present ? x.at(i) : Tensor(); }
+// A fused step's b_hh and mask follow its `n` fixed inputs, each present when its param says so.
+Tensor step_bias(const std::vector<Tensor>& x, const json& p, std::size_t n) { return opt_input(x, n, p.at("bias")); }
+Tensor step_mask(const std::vector<Tensor>& x, const json& p, std::size_t n) {
+  return opt_input(x, n + (p.at("bias").get<bool>() ? 1 : 0), p.at("mask"));
+}
 
 const std::map<std::string, OpFn>& ops() {
   static const std::map<std::string, OpFn> table = {
@@ -70,6 +81,25 @@ const std::map<std::string, OpFn>& ops() {
       {"nll_loss",
        [](auto& x, auto& p) { return nll_loss(x[0], x[1], parse_reduction(p.at("reduction").template get<std::string>()), p.at("ignore_index")); }},
       {"mse_loss", [](auto& x, auto& p) { return mse_loss(x[0], x[1], parse_reduction(p.at("reduction").template get<std::string>())); }},
+      {"unsqueeze", [](auto& x, auto& p) { return unsqueeze(x[0], p.at("dim")); }},
+      {"squeeze", [](auto& x, auto& p) { return squeeze(x[0], p.at("dim")); }},
+      {"linear", [](auto& x, auto& p) { return linear(x[0], x[1], opt_input(x, 2, p.at("bias"))); }},
+      {"layer_norm",
+       [](auto& x, auto& p) {
+         const bool affine = p.at("affine");
+         return layer_norm(x[0], p.at("norm_dims"), opt_input(x, 1, affine), opt_input(x, 2, affine), p.at("eps"));
+       }},
+      {"rnn_step",
+       [](auto& x, auto& p) {
+         const auto act = p.at("nonlinearity") == "relu" ? RnnActivation::relu : RnnActivation::tanh;
+         return rnn_step(x[0], x[1], x[2], step_bias(x, p, 3), act, step_mask(x, p, 3));
+       }},
+      {"lstm_step",
+       [](auto& x, auto& p) {
+         auto [h, c] = lstm_step(x[0], x[1], x[2], x[3], step_bias(x, p, 4), step_mask(x, p, 4));
+         return p.at("output") == "h" ? h : c;
+       }},
+      {"gru_step", [](auto& x, auto& p) { return gru_step(x[0], x[1], x[2], step_bias(x, p, 3), step_mask(x, p, 3)); }},
   };
   return table;
 }
@@ -88,6 +118,29 @@ std::pair<Tensor, std::vector<Tensor>> run_case(const json& c, Dtype dtype) {
   std::vector<Tensor> grads;
   for (const Tensor& t : inputs) grads.push_back(t.grad());
   return {out, grads};
+}
+
+// Public functions in ops/*.hpp that need no case in ops.json, each with the reason. Keep it short: an op
+// with a gradient that PyTorch can compute belongs in tools/make_fixtures.py instead.
+const std::map<std::string, std::string>& exempt_ops() {
+  static const std::map<std::string, std::string> table = {
+      {"argmax", "int64 result, no gradient"},
+      {"parse_reduction", "not an op: parses a reduction's name (tests/ops/test_errors.cpp)"},
+      {"add_", "in place and not recorded, no gradient (tests/ops/test_elementwise.cpp)"},
+      {"mul_", "in place and not recorded, no gradient (tests/ops/test_elementwise.cpp)"},
+      {"dropout", "its random mask is not PyTorch's; eval, scaling, statistics, gradient: tests/ops/test_errors.cpp"},
+      {"to", "a dtype cast, and a case runs in one dtype; its float32 gradient in tests/ops/test_errors.cpp"},
+      {"with_hidden_weight_grad",
+       "identity forward whose backward needs a sequence layer's HiddenHistory: against per-step gradients in "
+       "tests/ops/test_recurrent.cpp, and through the LSTM and RNN layers against PyTorch in nn.json"},
+  };
+  return table;
+}
+
+std::string joined(const std::set<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
 }
 }  // namespace
 
@@ -131,5 +184,101 @@ TEST_CASE("every op passes a float64 finite-difference gradcheck") {
     auto result = autograd::gradcheck(name, [&](const std::vector<Tensor>& x) { return fn(x, params); }, inputs);
     CHECK_MESSAGE(result.ok, result.message);
   }
+}
+
+// A fixture op is named after the function it runs; "<f>_scalar" is f's tensor-scalar overload (add_scalar is
+// add(x, s)). The check is per name, so one case covers every overload of a function (sum(x), sum(x, dims)).
+TEST_CASE("op checklist: every public op in ops/*.hpp has a PyTorch case in ops.json, or a stated exemption") {
+  const auto declared = test_support::public_functions_in(UNROLL_OPS_DIR);
+  // The scanner read the headers (a wrong directory or a scanner that finds nothing must not pass).
+  REQUIRE(declared.size() >= 40);
+  REQUIRE(declared.count("matmul"));
+  REQUIRE(declared.count("lstm_step"));
+
+  const json fixture = test_support::load_fixture("ops.json");
+  std::set<std::string> fixture_ops;
+  for (const json& c : fixture.at("cases")) fixture_ops.insert(c.at("op").get<std::string>());
+  auto function_of = [](const std::string& op) {
+    const std::string suffix = "_scalar";
+    return op.ends_with(suffix) ? op.substr(0, op.size() - suffix.size()) : op;
+  };
+  std::set<std::string> covered;
+  for (const std::string& op : fixture_ops) covered.insert(function_of(op));
+
+  std::set<std::string> missing, stale, exempt_but_covered, unknown_fixture_ops;
+  for (const auto& [f, header] : declared)
+    if (!covered.count(f) && !exempt_ops().count(f)) missing.insert(f + " (ops/" + header + ")");
+  for (const auto& [f, why] : exempt_ops()) {
+    if (!declared.count(f)) stale.insert(f);
+    if (covered.count(f)) exempt_but_covered.insert(f);
+  }
+  for (const std::string& op : fixture_ops)
+    if (!declared.count(function_of(op))) unknown_fixture_ops.insert(op);
+
+  CHECK_MESSAGE(missing.empty(), "public ops without a PyTorch fixture case: ", joined(missing),
+                ". Add cases to tools/make_fixtures.py (OPS and the case table, appended at its end), regenerate "
+                "tests/fixtures/ops.json with `/usr/bin/python3 tools/make_fixtures.py`, and add the op to ops() in "
+                "tests/ops/test_reference.cpp; only an op without a gradient, or one PyTorch cannot reproduce, goes "
+                "in exempt_ops() there instead, with the reason");
+  CHECK_MESSAGE(stale.empty(), "exempt_ops() in tests/ops/test_reference.cpp names functions no header in ops/ "
+                "declares: ", joined(stale), ". Remove them");
+  CHECK_MESSAGE(exempt_but_covered.empty(), "exempt_ops() in tests/ops/test_reference.cpp names ops that have fixture "
+                "cases: ", joined(exempt_but_covered), ". Remove them from exempt_ops()");
+  CHECK_MESSAGE(unknown_fixture_ops.empty(), "tests/fixtures/ops.json has cases for ops no header in ops/ declares: ",
+                joined(unknown_fixture_ops), ". Name a fixture op after the function it runs (or <function>_scalar)");
+}
+
+TEST_CASE("op checklist: ops() here and the cases in ops.json name the same ops") {
+  const json fixture = test_support::load_fixture("ops.json");
+  std::set<std::string> fixture_ops, mapped;
+  for (const json& c : fixture.at("cases")) fixture_ops.insert(c.at("op").get<std::string>());
+  for (const auto& [op, fn] : ops()) mapped.insert(op);
+  std::set<std::string> unmapped, without_cases;
+  for (const std::string& op : fixture_ops)
+    if (!mapped.count(op)) unmapped.insert(op);
+  for (const std::string& op : mapped)
+    if (!fixture_ops.count(op)) without_cases.insert(op);
+  CHECK_MESSAGE(unmapped.empty(), "tests/fixtures/ops.json has cases for ops that ops() in "
+                "tests/ops/test_reference.cpp does not run: ", joined(unmapped), ". Add them to ops()");
+  CHECK_MESSAGE(without_cases.empty(), "ops() in tests/ops/test_reference.cpp maps ops that no case in "
+                "tests/fixtures/ops.json uses: ", joined(without_cases),
+                ". Add cases to tools/make_fixtures.py and regenerate ops.json (or remove the entry)");
+}
+
+TEST_CASE("op checklist: the header scanner finds the free functions of namespace unroll and nothing else") {
+  const std::string header = R"(#pragma once
+#include <vector>  // Tensor not_a_declaration(int);
+#define UNROLL_DECLARE(name) Tensor name(const Tensor&); \
+  Tensor name##_too(const Tensor&);
+// Tensor commented_out(const Tensor& x);
+namespace unroll {
+enum class Mode { a, b };
+/// x -> y; a comment with ( and {
+Tensor plain(const Tensor& x, const Tensor& b = {}, char c = '{', const char* s = ")};");
+std::pair<Tensor, Tensor> multi_line(const Tensor& x,
+                                     std::int64_t n = count(1));
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return plain(a, b); }
+inline Tensor with_body(const Tensor& x) { if (x.defined()) { return x; } return x; }
+template <class F> Tensor templated(F f);
+class Thing {
+ public:
+  Thing(int) {}
+  static Thing make(int n);
+  void member() const;
+};
+struct Plain { int a = 0; std::int64_t b = 1'000; };
+inline constexpr std::int64_t kConstant = compute(3);
+using Callback = void (*)(int);
+namespace detail {
+Tensor internal(const Tensor& x);
+}  // namespace detail
+/* Tensor block_commented(); */
+}  // namespace unroll
+namespace unroll::detail { Tensor internal_too(); }
+namespace other { Tensor elsewhere(); }
+namespace { Tensor anonymous(); }
+)";
+  const std::set<std::string> expected = {"multi_line", "plain", "templated", "with_body"};
+  CHECK(test_support::public_functions(header) == expected);
 }
 }
