@@ -342,9 +342,7 @@ TEST_CASE("fused steps: error texts") {
                        "lstm_step: cell state differs from hidden state; got c=[2, 2] and h=[2, 3]", ShapeError);
   CHECK_THROWS_AS(gru_step(zeros({2, 9}, Dtype::float64), h, zeros({9, 3}), {}), DtypeError);
 }
-}
 
-TEST_SUITE("ops/recurrent") {
 TEST_CASE("float32 tanh saturates to +-1 (never NaN) for huge and infinite inputs, also inside the fused steps") {
   const float inf = std::numeric_limits<float>::infinity();
   Tensor x = tensor({600.0, -1e4, 3e38, -3e38, static_cast<double>(inf), -static_cast<double>(inf), 0.3}, {7});
