@@ -118,6 +118,9 @@ class Tape {
   /// From now on backward() accumulates leaf gradients into `into` instead of the leaves' `.grad`
   /// (null: back to `.grad`). `into` must outlive its use here.
   void collect_leaf_grads(LeafGrads* into) { leaf_grads_ = into; }
+  /// The leaves (tensors that require grad, not op outputs) recorded ops have used since the last clear(),
+  /// each once, in first-use order.
+  std::span<detail::LeafMeta* const> leaves() const { return held_leaves_; }
 
   /// Appends a node. Called by ops through record(); `fn` is invoked as fn(GradSink&) during backward.
   template <class F>

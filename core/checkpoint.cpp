@@ -2,6 +2,7 @@
 
 #include <bit>
 #include <charconv>
+#include <iterator>
 #include <string_view>
 
 #include "safetensors.hpp"
@@ -12,7 +13,7 @@ constexpr std::string_view kFormatKey = "unroll.format";
 constexpr std::string_view kStepKey = "unroll.step";
 constexpr std::string_view kFormat = "checkpoint-1";
 constexpr std::string_view kReserved = "unroll.";
-constexpr std::string_view kSections[] = {"model.", "optimizer.", "scheduler."};
+constexpr std::string_view kSections[] = {"model.", "optimizer.", "scheduler.", "extra."};
 
 bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
@@ -45,6 +46,7 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
   all.merge(c.model, "model.");
   all.merge(c.optimizer, "optimizer.");
   all.merge(c.scheduler, "scheduler.");
+  all.merge(c.extra_tensors, "extra.");
   // The generator's words are u64; safetensors has I64, so store their bits (bit_cast both ways is exact).
   Tensor s = Tensor::empty({4}, Dtype::int64);
   for (std::size_t i = 0; i < 4; ++i) s.data<std::int64_t>()[i] = std::bit_cast<std::int64_t>(c.rng.s[i]);
@@ -79,10 +81,11 @@ Checkpoint load_checkpoint(const std::string& path) {
   const Tensor* rng_s = nullptr;
   const Tensor* rng_spare = nullptr;
   const Tensor* rng_has_spare = nullptr;
-  StateDict* sections[] = {&c.model, &c.optimizer, &c.scheduler};
+  StateDict* sections[] = {&c.model, &c.optimizer, &c.scheduler, &c.extra_tensors};
+  static_assert(std::size(kSections) == std::size(sections));
   for (const auto& [name, t] : file.tensors) {
     bool placed = false;
-    for (std::size_t i = 0; i < 3 && !placed; ++i)
+    for (std::size_t i = 0; i < std::size(sections) && !placed; ++i)
       if (starts_with(name, kSections[i])) {
         sections[i]->insert(name.substr(kSections[i].size()), t);
         placed = true;
@@ -92,7 +95,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     else if (name == "rng.spare_normal") rng_spare = &t;
     else if (name == "rng.has_spare") rng_has_spare = &t;
     else
-      check(false, path, "unexpected tensor; got '{}', expected names under model., optimizer., scheduler. or rng.",
+      check(false, path, "unexpected tensor; got '{}', expected names under model., optimizer., scheduler., extra. or rng.",
             name);
   }
   const auto expect = [&](const Tensor* t, std::string_view name, Dtype dtype, const Shape& shape) {

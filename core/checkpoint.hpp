@@ -2,7 +2,7 @@
 // Training checkpoints: everything a run needs to resume bit-for-bit — model, optimizer and schedule state,
 // the step counter and the random generator — in ONE safetensors file, written atomically (a crash
 // mid-write leaves the previous checkpoint intact). Layout, so other tools can read it:
-//   tensors   "model.<name>", "optimizer.<name>", "scheduler.<name>",
+//   tensors   "model.<name>", "optimizer.<name>", "scheduler.<name>", "extra.<name>" (the caller's own),
 //             "rng.s" (I64 [4], the xoshiro words' bits), "rng.spare_normal" (F64 0-d), "rng.has_spare" (I64 0-d)
 //   metadata  "unroll.format" = "checkpoint-1", "unroll.step" = decimal step, plus the user's `extra` entries
 #include <cstdint>
@@ -22,6 +22,9 @@ struct Checkpoint {
   std::int64_t step = 0;
   Generator::State rng = Generator().state();  ///< a valid stream by default (an all-zero xoshiro state is not)
   std::map<std::string, std::string> extra;    ///< free-form strings; keys starting with "unroll." are reserved
+  /// The caller's own tensors, e.g. the hidden state truncated BPTT carries from one chunk to the next, so
+  /// a resumed run continues exactly where it stopped.
+  StateDict extra_tensors;
 };
 
 /// Checkpoint -> one safetensors file at `path`, replaced atomically. ValueError for a reserved `extra` key or

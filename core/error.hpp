@@ -32,6 +32,28 @@ template <class E, class... Args>
 [[noreturn]] [[gnu::cold]] void throw_error(fmt::format_string<Args...> format, Args&&... args) {
   throw E(fmt::format(format, std::forward<Args>(args)...));
 }
+
+/// Inside a catch block: rethrows the exception in flight with `context` put before its message, keeping its
+/// type (a ShapeError stays a ShapeError), when it is one of unroll's; any other exception goes on unchanged.
+[[noreturn]] [[gnu::cold]] inline void rethrow_with_context(const std::string& context) {
+  try {
+    throw;
+  } catch (const ShapeError& e) {
+    throw ShapeError(context + e.what());
+  } catch (const DtypeError& e) {
+    throw DtypeError(context + e.what());
+  } catch (const ValueError& e) {
+    throw ValueError(context + e.what());
+  } catch (const IndexError& e) {
+    throw IndexError(context + e.what());
+  } catch (const StateError& e) {
+    throw StateError(context + e.what());
+  } catch (const IoError& e) {
+    throw IoError(context + e.what());
+  } catch (const Error& e) {
+    throw Error(context + e.what());
+  }
+}
 }  // namespace detail
 }  // namespace unroll
 

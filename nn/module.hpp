@@ -6,6 +6,7 @@
 // Members are registered by address, so a Module cannot be copied or moved: keep modules as members, or
 // behind std::unique_ptr (as the sequence layers keep their per-layer parameters).
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,16 +53,29 @@ class Module {
 
   /// Parameters and buffers by dotted name (handles sharing storage, cut from the graph), PyTorch's order.
   StateDict state_dict() const;
+  /// What load_state_dict did not match (PyTorch's missing_keys and unexpected_keys).
+  struct LoadResult {
+    std::vector<std::string> missing_keys;     ///< the module's names absent from the dict (left unchanged)
+    std::vector<std::string> unexpected_keys;  ///< the dict's names the module does not have (ignored)
+    bool ok() const { return missing_keys.empty() && unexpected_keys.empty(); }
+  };
   /// Copies values into the registered tensors in place (optimizers holding the parameters see them).
-  /// Strict: a missing or unexpected name is a ValueError naming it; always: a shape mismatch is a ShapeError
-  /// and a float/int mismatch a DtypeError naming the entry. float32 <-> float64 converts. All or nothing:
-  /// nothing is written unless every entry checks out.
-  void load_state_dict(const StateDict& dict, bool strict = true);
+  /// float32 <-> float64 converts. Strict: a missing or unexpected name is an error; always: a shape
+  /// mismatch (ShapeError) or float/int mismatch (DtypeError). One error lists every problem at once (its
+  /// type is the first problem's), with a hint when names differ by a prefix (a sub-module's dict loaded
+  /// into the whole model, or the reverse). All or nothing: nothing is written unless every entry checks
+  /// out. Non-strict: returns the names that did not match, for the caller to report.
+  LoadResult load_state_dict(const StateDict& dict, bool strict = true);
   /// Converts every parameter and floating buffer to `dtype` (parameters become new leaves: build the
   /// optimizer after this, as in PyTorch).
   void to(Dtype dtype);
   /// Total number of parameter elements.
   std::int64_t num_parameters() const;
+  /// Debug check for a Tensor member that was never registered, and so is silently neither trained nor
+  /// saved: runs `forward` (e.g. one step of the cell) on a tape of its own, without backward, and throws a
+  /// StateError listing every tensor requiring grad that it used but that is not one of this module's
+  /// parameters (an input marked requires_grad_ counts too). StateError if grad mode is off.
+  void check_registered(const std::function<void()>& forward) const;
 
  private:
   void add_child(std::string name, Module& child);

@@ -5,11 +5,21 @@
 //
 //   auto [out, h] = nn::run_cell(x, h0, [&](const Tensor& x_t, const Tensor& h) { return cell(x_t, h); });
 //
+// The initial state is the caller's: a Tensor [B, ...] per state tensor (zeros({B, H}) for a zero start). A
+// step callable that has `State initial_state(std::int64_t batch, Dtype dtype) const` (a cell module with a
+// call operator, say) may be given an undefined state instead, and then starts from what that returns.
+// After each step, the state it returned must have the shape and dtype of the state it was given: a state
+// that broadcast into another shape is an error naming the step, as is any error thrown inside the step
+// (`run_cell: step t=3 of 12: <the op's message>`, same exception type).
+//
 // Truncated BPTT: carry the final state into the next chunk through nn::detach_state(state), so the next
 // backward stops at the chunk boundary.
 #include <array>
+#include <concepts>
 #include <cstdint>
+#include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -31,6 +41,28 @@ struct SequenceOutput {
 };
 
 namespace detail {
+template <class S> struct is_cell_state : std::false_type {};
+template <> struct is_cell_state<Tensor> : std::true_type {};
+template <class A, class B> struct is_cell_state<std::pair<A, B>> : std::bool_constant<is_cell_state<A>::value && is_cell_state<B>::value> {};
+template <class... S> struct is_cell_state<std::tuple<S...>> : std::bool_constant<(is_cell_state<S>::value && ...)> {};
+template <class S, std::size_t N> struct is_cell_state<std::array<S, N>> : is_cell_state<S> {};
+template <class S, class A> struct is_cell_state<std::vector<S, A>> : is_cell_state<S> {};
+}  // namespace detail
+
+/// What run_cell carries from step to step: a Tensor, or a pair/tuple/array/vector of them (nested allowed).
+template <class S>
+concept CellState = detail::is_cell_state<std::remove_cvref_t<S>>::value;
+/// A step run_cell can call: State(const Tensor& x_t, const State& s), returning the state it is given.
+template <class F, class S>
+concept CellStep = CellState<S> && std::invocable<F&, const Tensor&, const S&> &&
+                   std::convertible_to<std::invoke_result_t<F&, const Tensor&, const S&>, S>;
+/// A step that can make its own initial state (used when run_cell is given an undefined one).
+template <class F, class S>
+concept HasInitialState = requires(const F& f, std::int64_t batch, Dtype dtype) {
+  { f.initial_state(batch, dtype) } -> std::convertible_to<S>;
+};
+
+namespace detail {
 template <class S, class F> void for_each_tensor(S& s, F&& f) {
   if constexpr (std::is_same_v<std::remove_const_t<S>, Tensor>) f(s);
   else if constexpr (requires { s.begin(); s.end(); })
@@ -48,6 +80,11 @@ template <class S, class F> void zip_tensors(S& a, const S& b, F&& f) {
     [&]<std::size_t... I>(std::index_sequence<I...>) { (zip_tensors(std::get<I>(a), std::get<I>(b), f), ...); }
     (std::make_index_sequence<std::tuple_size_v<S>>{});
   }
+}
+template <class S> bool any_undefined(const S& s) {
+  bool undefined = false;
+  for_each_tensor(s, [&](const Tensor& t) { undefined |= !t.defined(); });
+  return undefined;
 }
 template <class S> const Tensor& first_tensor(const S& s) {
   const Tensor* first = nullptr;
@@ -71,43 +108,82 @@ template <class State> State detach_state(State state) {
 /// `output_of(state)`, by default the state itself if it is a Tensor, else its first tensor (h of (h, c)).
 template <class State, class Step, class OutputOf>
 SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, OutputOf&& output_of, const RunOptions& opt = {}) {
-  UNROLL_CHECK(x.defined() && x.dim() >= 2, ShapeError, "run_cell: input must be [T, B, ...]; got x={}",
-               x.defined() ? fmt::format("{}", x.shape()) : std::string("undefined"));
-  const std::int64_t T = x.shape()[0], B = x.shape()[1];
-  UNROLL_CHECK(T >= 1, ValueError, "run_cell: empty sequence; got x={}, expected at least one time step", x.shape());
-  const Tensor mask = opt.lengths.empty() ? Tensor() : detail::length_mask("run_cell", opt.lengths, T, B, x.dtype());
-  std::vector<Tensor> outs(static_cast<std::size_t>(T));
-  for (std::int64_t i = 0; i < T; ++i) {
-    const std::int64_t t = opt.reverse ? T - 1 - i : i;
-    State next = step(x[t], state);
-    if (mask.defined()) {  // rows whose sequence has ended keep their state
-      const Tensor m = mask[t];
-      detail::zip_tensors(next, state, [&](Tensor& n, const Tensor& old) {
-        UNROLL_CHECK(n.defined() && n.dim() >= 1 && n.shape()[0] == B, ShapeError,
-                     "run_cell: with lengths, every state tensor must be [B, ...]; got {}, expected [{}, ...]",
-                     n.defined() ? fmt::format("{}", n.shape()) : std::string("undefined"), B);
-        Shape s = n.shape();
-        for (int k = 1; k < s.dim(); ++k) s[k] = 1;
-        n = where(m.view_as_shape(s), n, old.defined() ? old : zeros_like(n));  // undefined initial state = zeros
+  static_assert(CellState<State>,
+                "run_cell: the state must be a Tensor, or a std::pair/std::tuple/std::array/std::vector of Tensors");
+  static_assert(CellStep<Step, State>,
+                "run_cell: the step must be callable as State(const Tensor& x_t, const State& s), returning the State "
+                "type it is given (e.g. [&](const Tensor& x, const Tensor& h) { return cell(x, h); })");
+  if constexpr (CellStep<Step, State>) {
+    UNROLL_CHECK(x.defined() && x.dim() >= 2, ShapeError, "run_cell: input must be [T, B, ...]; got x={}",
+                 x.defined() ? fmt::format("{}", x.shape()) : std::string("undefined"));
+    const std::int64_t T = x.shape()[0], B = x.shape()[1];
+    UNROLL_CHECK(T >= 1, ValueError, "run_cell: empty sequence; got x={}, expected at least one time step", x.shape());
+    const Tensor mask = opt.lengths.empty() ? Tensor() : detail::length_mask("run_cell", opt.lengths, T, B, x.dtype());
+    const bool undefined_start = detail::any_undefined(state);
+    if constexpr (HasInitialState<std::remove_cvref_t<Step>, State>)
+      if (undefined_start) state = step.initial_state(B, x.dtype());
+    std::vector<Tensor> outs(static_cast<std::size_t>(T));
+    for (std::int64_t i = 0; i < T; ++i) {
+      const std::int64_t t = opt.reverse ? T - 1 - i : i;
+      State next = [&]() -> State {
+        try {
+          return step(x[t], state);
+        } catch (const Error&) {  // the step's own message, with where it happened
+          const bool hint = i == 0 && detail::any_undefined(state);
+          unroll::detail::rethrow_with_context(fmt::format(
+              "run_cell: step t={} of {}{}: ", t, T,
+              hint ? " (the initial state is undefined: pass zeros({B, H}) for each state tensor, or give the step "
+                     "State initial_state(std::int64_t batch, Dtype dtype) const)"
+                   : ""));
+        }
+      }();
+      // What the step returned must be what it was given: a state that broadcast into another shape (an
+      // initial state [H] instead of [B, H]) would otherwise run on silently.
+      detail::zip_tensors(next, state, [&](const Tensor& n, const Tensor& old) {
+        if (!old.defined()) return;
+        UNROLL_CHECK(n.defined() && n.shape() == old.shape(), ShapeError,
+                     "run_cell: step t={} of {} changed the state's shape; got {}, expected {} (the shape it was given; "
+                     "a state is [B, ...] with B = {})",
+                     t, T, n.defined() ? fmt::format("{}", n.shape()) : std::string("undefined"), old.shape(), B);
+        UNROLL_CHECK(n.dtype() == old.dtype(), DtypeError,
+                     "run_cell: step t={} of {} changed the state's dtype; got {}, expected {} (the dtype it was given)", t,
+                     T, n.dtype(), old.dtype());
       });
+      if (mask.defined()) {  // rows whose sequence has ended keep their state
+        const Tensor m = mask[t];
+        detail::zip_tensors(next, state, [&](Tensor& n, const Tensor& old) {
+          UNROLL_CHECK(n.defined() && n.dim() >= 1 && n.shape()[0] == B, ShapeError,
+                       "run_cell: with lengths, every state tensor must be [B, ...]; got {}, expected [{}, ...]",
+                       n.defined() ? fmt::format("{}", n.shape()) : std::string("undefined"), B);
+          Shape s = n.shape();
+          for (int k = 1; k < s.dim(); ++k) s[k] = 1;
+          n = where(m.view_as_shape(s), n, old.defined() ? old : zeros_like(n));  // undefined initial state = zeros
+        });
+      }
+      state = std::move(next);
+      outs[static_cast<std::size_t>(t)] = output_of(state);
     }
-    state = std::move(next);
-    outs[static_cast<std::size_t>(t)] = output_of(state);
+    Tensor output = stack(outs, 0);
+    if (mask.defined()) {
+      Shape s = output.shape();
+      for (int k = 2; k < s.dim(); ++k) s[k] = 1;
+      output = mul(output, mask.view_as_shape(s));
+    }
+    return {std::move(output), std::move(state)};
+  } else {
+    throw StateError("run_cell: unreachable");  // the static_asserts above have already failed the build
   }
-  Tensor output = stack(outs, 0);
-  if (mask.defined()) {
-    Shape s = output.shape();
-    for (int k = 2; k < s.dim(); ++k) s[k] = 1;
-    output = mul(output, mask.view_as_shape(s));
-  }
-  return {std::move(output), std::move(state)};
 }
 
 /// run_cell with the default output: the state if it is a Tensor, else its first tensor.
 template <class State, class Step>
 SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, const RunOptions& opt = {}) {
   return run_cell(x, std::move(state), std::forward<Step>(step),
-                  [](const State& s) -> Tensor { return detail::first_tensor(s); }, opt);
+                  [](const State& s) -> Tensor {
+                    if constexpr (CellState<State>) return detail::first_tensor(s);
+                    else return Tensor();
+                  },
+                  opt);
 }
 
 }  // namespace unroll::nn

@@ -10,10 +10,10 @@ void save(const Module& module, const std::string& path, const std::map<std::str
   save_safetensors(path, module.state_dict(), metadata);
 }
 
-void load(Module& module, const std::string& path, bool strict) {
+Module::LoadResult load(Module& module, const std::string& path, bool strict) {
   const SafetensorsFile file = load_safetensors(path);  // IoError naming the file if it is unreadable or corrupt
   try {
-    module.load_state_dict(file.tensors, strict);
+    return module.load_state_dict(file.tensors, strict);
   } catch (const Error& e) {
     // Re-raise as a file error naming the file; keep load_state_dict's description of the entry.
     std::string_view what = e.what();

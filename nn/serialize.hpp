@@ -13,7 +13,8 @@ void save(const Module& module, const std::string& path, const std::map<std::str
 
 /// safetensors file -> the module's parameters and buffers (strict: every entry present, no extras, shapes
 /// equal). Any problem — unreadable or corrupt file, missing/unexpected tensor, shape or dtype mismatch —
-/// is an IoError naming the file, and the module is left unchanged.
-void load(Module& module, const std::string& path, bool strict = true);
+/// is an IoError naming the file, and the module is left unchanged. Non-strict: returns the names that did
+/// not match (Module::load_state_dict).
+Module::LoadResult load(Module& module, const std::string& path, bool strict = true);
 
 }  // namespace unroll::nn

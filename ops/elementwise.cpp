@@ -1,6 +1,7 @@
 #include "elementwise.hpp"
 
 #include <cmath>
+#include <cstring>
 
 #include "../autograd/tape.hpp"
 #include "../core/kernels.hpp"
@@ -440,6 +441,36 @@ void add_(Tensor& x, const Tensor& y, double alpha) {
       for (std::int64_t i = s; i < e; ++i) px[i] += a * py[i];
     });
   });
+}
+
+// x = min(max(x, lo), hi)
+void clamp_(Tensor& x, std::optional<double> min, std::optional<double> max) {
+  check_in_place("clamp_", x);
+  UNROLL_CHECK(!min || !max || *min <= *max, ValueError, "clamp_: empty range; got min={} and max={}, expected min <= max",
+               *min, *max);
+  const double lo = min.value_or(-INFINITY), hi = max.value_or(INFINITY);
+  dispatch(x.dtype(), [&]<class T>(T*) {
+    T* px = static_cast<T*>(x.raw());
+    const T l = static_cast<T>(lo), h = static_cast<T>(hi);
+    parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i) px[i] = px[i] < l ? l : (px[i] > h ? h : px[i]);
+    });
+  });
+}
+
+// x = src
+void copy_(Tensor& x, const Tensor& src) {
+  check_in_place("copy_", x);
+  UNROLL_CHECK(src.defined() && src.shape() == x.shape(), ShapeError,
+               "copy_: shapes differ; got x={} and src={}, expected equal shapes", x.shape(),
+               src.defined() ? fmt::format("{}", src.shape()) : std::string("undefined"));
+  UNROLL_CHECK(is_floating(src.dtype()) || src.dtype() == Dtype::int64, DtypeError,
+               "copy_: source dtype not supported; got {}, expected float32, float64 or int64", src.dtype());
+  if (src.same_data(x)) return;
+  // A source of another dtype, or one that shares x's storage (a view that may overlap it), is converted or
+  // copied first so the write never reads what it has already overwritten.
+  const Tensor value = src.dtype() == x.dtype() && !src.shares_storage(x) ? src : convert(src, x.dtype());
+  std::memcpy(x.raw(), value.raw(), static_cast<std::size_t>(x.numel()) * dtype_size(x.dtype()));
 }
 
 // x *= s

@@ -72,6 +72,12 @@ Tensor to(const Tensor& x, Dtype dtype);
 void add_(Tensor& x, const Tensor& y, double alpha = 1.0);
 /// In place, not recorded: x *= s. Same rule as add_.
 void mul_(Tensor& x, double s);
+/// In place, not recorded: x = clamp(x, min, max) — a constraint on a parameter after an optimizer step (e.g.
+/// IndRNN's bound on |u|). Same rule as add_; ValueError if min > max.
+void clamp_(Tensor& x, std::optional<double> min, std::optional<double> max);
+/// In place, not recorded: x's elements become src's (same shape; float32 <-> float64 and int64 -> float
+/// convert), e.g. to set a parameter to given values. Same rule as add_.
+void copy_(Tensor& x, const Tensor& src);
 
 namespace detail {
 /// Sums g over the dims it was broadcast along, so the result has `shape` (not recorded).

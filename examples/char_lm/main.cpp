@@ -13,7 +13,6 @@
 //   char_lm --help
 #include <algorithm>
 #include <array>
-#include <bit>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -381,36 +380,18 @@ std::string sample(CharModel& model, const Vocab& vocab, const std::string& prom
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Checkpoints: the library's Checkpoint (model, optimizer, schedule, step, RNG) plus this program's extras
-// as metadata strings: the settings, the vocabulary, the data's fingerprint, and the carried state (float
-// bits in hex, since a checkpoint's tensors are model/optimizer/scheduler state only).
+// Checkpoints: the library's Checkpoint (model, optimizer, schedule, step, RNG), the carried state in its
+// extra_tensors ("carry_h", "carry_c"; absent = zeros), and this program's settings, vocabulary and data
+// fingerprint as metadata strings.
 
-std::string encode_floats(const Tensor& t) {
-  if (!t.defined()) return "";
-  std::string s;
-  s.reserve(static_cast<std::size_t>(t.numel()) * 8);
-  const float* p = t.data<float>();
-  for (std::int64_t i = 0; i < t.numel(); ++i) s += fmt::format("{:08x}", std::bit_cast<std::uint32_t>(p[i]));
-  return s;
-}
-
-Tensor decode_floats(const std::string& s, const Shape& shape, const std::string& path) {
-  if (s.empty()) return {};
-  UNROLL_CHECK(static_cast<std::int64_t>(s.size()) == shape.numel() * 8, examples::UsageError,
-               "{}: checkpoint '{}' has a carried state of the wrong size; got {} hex digits, expected {} for {}",
-               kProgram, path, s.size(), shape.numel() * 8, shape);
-  Tensor t = Tensor::empty(shape);
-  float* p = t.data<float>();
-  for (std::int64_t i = 0; i < shape.numel(); ++i) {
-    std::uint32_t bits = 0;
-    const char* b = s.data() + i * 8;
-    const auto [end, err] = std::from_chars(b, b + 8, bits, 16);
-    UNROLL_CHECK(err == std::errc() && end == b + 8, examples::UsageError,
-                 "{}: checkpoint '{}' has a malformed carried state; got '{}', expected hex float bits", kProgram, path,
-                 std::string(b, 8));
-    p[i] = std::bit_cast<float>(bits);
-  }
-  return t;
+// The carried state `name` from a checkpoint: undefined if absent (zeros), else it must be float32 `shape`.
+Tensor carried_state(const Checkpoint& ck, const std::string& name, const Shape& shape, const std::string& path) {
+  const Tensor* t = ck.extra_tensors.find(name);
+  if (t == nullptr) return {};
+  UNROLL_CHECK(t->dtype() == Dtype::float32 && t->shape() == shape, examples::UsageError,
+               "{}: checkpoint '{}' has a carried state '{}' of the wrong shape; got {} {}, expected float32 {}",
+               kProgram, path, name, t->dtype(), t->shape(), shape);
+  return copy_of(*t);
 }
 
 const std::string& extra_at(const Checkpoint& ck, const std::string& key, const std::string& path) {
@@ -557,8 +538,8 @@ int train_or_sample(Run& run) {
     step = ck->step;
     first_loss = parse_double(extra_at(*ck, "char_lm.first_loss", ck_path));
     const Shape state_shape{m.layers, B, m.hidden};
-    carry.h = decode_floats(extra_at(*ck, "char_lm.carry_h", ck_path), state_shape, ck_path);
-    carry.c = decode_floats(extra_at(*ck, "char_lm.carry_c", ck_path), state_shape, ck_path);
+    carry.h = carried_state(*ck, "carry_h", state_shape, ck_path);
+    carry.c = carried_state(*ck, "carry_c", state_shape, ck_path);
   }
   UNROLL_CHECK(step < o.steps, examples::UsageError,
                "{}: nothing to do; got --steps {} and a checkpoint at step {}, expected --steps above it", kProgram,
@@ -579,13 +560,13 @@ int train_or_sample(Run& run) {
   const std::unique_ptr<std::FILE, int (*)(std::FILE*)> samples_guard(samples, &std::fclose);
 
   const auto save = [&]() {
-    Checkpoint c{model.state_dict(), opt.state_dict(), schedule.state_dict(), step, default_generator().state(), {}};
+    Checkpoint c{model.state_dict(), opt.state_dict(), schedule.state_dict(), step, default_generator().state(), {}, {}};
     for (const Setting& s : kSettings) c.extra[meta_key(s.flag)] = s.get(m);
     c.extra["char_lm.vocab"] = vocab.to_text();
     c.extra["char_lm.data_fingerprint"] = fmt::format("{:016x}", data_print);
     c.extra["char_lm.first_loss"] = fmt::format("{}", first_loss);
-    c.extra["char_lm.carry_h"] = encode_floats(carry.h);
-    c.extra["char_lm.carry_c"] = encode_floats(carry.c);
+    if (carry.h.defined()) c.extra_tensors.insert("carry_h", carry.h);
+    if (carry.c.defined()) c.extra_tensors.insert("carry_c", carry.c);
     save_checkpoint(ck_path, c);
   };
   const auto plot = [&]() {

@@ -115,7 +115,7 @@ std::map<std::string, std::string> tags() { return {{"unroll.format", "checkpoin
 
 TEST_SUITE("core/checkpoint") {
 
-TEST_CASE("round trip: every tensor, the step, the generator state and extra strings, bit for bit") {
+TEST_CASE("round trip: every tensor, the step, the generator state, extra strings and tensors, bit for bit") {
   TempDir dir;
   const std::string path = dir / "ckpt.safetensors";
   Generator gen(99);
@@ -126,6 +126,8 @@ TEST_CASE("round trip: every tensor, the step, the generator state and extra str
   c.optimizer.insert("state.0.step", i64({17}, {}));
   c.optimizer.insert("state.0.exp_avg", randn({4, 3}, f64, gen));
   c.scheduler.insert("last_epoch", i64({5}, {}));
+  c.extra_tensors.insert("carry_h", randn({2, 4, 3}, f32, gen));  // a truncated-BPTT state (even count)
+  c.extra_tensors.insert("tokens_seen", i64({123456789}, {}));
   c.step = -(std::int64_t{1} << 40) - 7;
   c.rng = gen.state();
   REQUIRE(c.rng.has_spare);
@@ -139,6 +141,8 @@ TEST_CASE("round trip: every tensor, the step, the generator state and extra str
   CHECK(back.step == c.step);
   CHECK(same_rng(back.rng, c.rng));
   CHECK(back.extra == c.extra);
+  CHECK(same_dict(back.extra_tensors, c.extra_tensors));
+  CHECK(load_safetensors(path).tensors.contains("extra.carry_h"));  // the layout other readers see
   // The restored generator continues the exact stream, cached normal first.
   Generator resumed;
   resumed.set_state(back.rng);
@@ -153,6 +157,7 @@ TEST_CASE("round trip: every tensor, the step, the generator state and extra str
   CHECK(empty.step == 0);
   CHECK(same_rng(empty.rng, Generator().state()));
   CHECK(empty.extra.empty());
+  CHECK(empty.extra_tensors.empty());
 }
 
 TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bit for bit") {
@@ -254,10 +259,10 @@ TEST_CASE("files that are not unroll checkpoints are IoErrors naming the file") 
 
   StateDict sd = rng_tensors();
   sd.insert("other.w", ones({1}));
-  rejected(sd, tags(), "unexpected tensor; got 'other.w', expected names under model., optimizer., scheduler. or rng.");
+  rejected(sd, tags(), "unexpected tensor; got 'other.w', expected names under model., optimizer., scheduler., extra. or rng.");
   sd = rng_tensors();
   sd.insert("rng.extra", ones({1}));
-  rejected(sd, tags(), "unexpected tensor; got 'rng.extra', expected names under model., optimizer., scheduler. or rng.");
+  rejected(sd, tags(), "unexpected tensor; got 'rng.extra', expected names under model., optimizer., scheduler., extra. or rng.");
   rejected(StateDict{}, tags(), "missing tensor; got no 'rng.s', expected int64 [4]");
   sd = StateDict{};
   sd.insert("rng.s", tensor({1, 2, 3, 4}, {4}, f64));

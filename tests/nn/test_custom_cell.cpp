@@ -4,6 +4,9 @@
 // is an (h, c) pair, gradchecked the same way. run_cell itself: tests/nn/test_sequence.cpp.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include <unroll/unroll.hpp>
 
 using namespace unroll;
@@ -97,5 +100,49 @@ TEST_CASE("a layer-normalised LSTM cell passes an unrolled float64 gradcheck thr
       },
       inputs);
   CHECK_MESSAGE(r.ok, r.message);
+}
+
+// IndRNN (h' = relu(W x + b + u ⊙ h)), the custom-cell README's hoisting example: the input projection of all
+// steps in one linear() before run_cell gives the same outputs and gradients as the projection inside the cell,
+// and |u| is kept bounded after the optimizer step with clamp_ under NoGradGuard.
+TEST_CASE("IndRNN with its input projection hoisted out of the loop equals the in-cell form; clamp_ constraint") {
+  manual_seed(21);
+  const std::int64_t T = 6, B = 3, E = 4, H = 5;
+  struct IndRNNCell : nn::Module {
+    nn::Linear input{4, 5, true, Dtype::float64};
+    Tensor u = uniform({5}, -1.0, 1.0, Dtype::float64).requires_grad_();
+    IndRNNCell() {
+      register_module("input", input);
+      register_parameter("u", u);
+    }
+    Tensor step(const Tensor& wx_t, const Tensor& h) const { return relu(wx_t + u * h); }           // projected input
+    Tensor operator()(const Tensor& x_t, const Tensor& h) const { return step(input(x_t), h); }  // raw input
+  } cell;
+  cell.check_registered([&] { (void)cell(zeros({B, E}, Dtype::float64), zeros({B, H}, Dtype::float64)); });
+  const Tensor x = randn({T, B, E}, Dtype::float64), h0 = zeros({B, H}, Dtype::float64);
+  auto grads = [&](bool hoisted) {
+    cell.zero_grad();
+    auto run = hoisted ? nn::run_cell(cell.input(x), h0, [&](const Tensor& g, const Tensor& h) { return cell.step(g, h); })
+                       : nn::run_cell(x, h0, cell);
+    sum(run.output * run.output).backward();
+    std::vector<std::vector<double>> out = {run.output.detach().to_vector()};
+    for (const Tensor& p : cell.parameters()) out.push_back(p.grad().to_vector());
+    return out;
+  };
+  const auto hoisted = grads(true), in_cell = grads(false);
+  REQUIRE(hoisted.size() == in_cell.size());
+  for (std::size_t i = 0; i < hoisted.size(); ++i)
+    for (std::size_t j = 0; j < hoisted[i].size(); ++j) CHECK(hoisted[i][j] == doctest::Approx(in_cell[i][j]).epsilon(1e-12));
+
+  optim::SGD opt(cell.parameters(), {.lr = 0.1});
+  opt.step();
+  {
+    NoGradGuard no_grad;
+    copy_(cell.u, tensor({-3, -0.5, 0.25, 1.5, 4}, {5}, Dtype::float64));  // as if a step had overshot
+    clamp_(cell.u, -1.0, 1.0);
+  }
+  CHECK(cell.u.to_vector() == std::vector<double>{-1, -0.5, 0.25, 1, 1});
+  const auto& ps = opt.params();  // the optimizer's parameter itself was constrained
+  CHECK(std::any_of(ps.begin(), ps.end(), [&](const Tensor& p) { return p.same_data(cell.u); }));
 }
 }

@@ -86,8 +86,11 @@ TEST_CASE("state_dict round trip; strict loading names what is missing, unexpect
   CHECK_THROWS_WITH_AS(c.load_state_dict(partial),
                        "load_state_dict: missing entry; got no 'rnn.bias_hh_l1', expected every parameter and buffer", ValueError);
   CHECK(c.enc.weight.to_vector() == before);  // all or nothing
-  c.load_state_dict(partial, /*strict=*/false);
+  const auto result = c.load_state_dict(partial, /*strict=*/false);
   CHECK(c.enc.weight.to_vector() == a.enc.weight.to_vector());
+  CHECK(result.missing_keys == std::vector<std::string>{"rnn.bias_hh_l1"});
+  CHECK(result.unexpected_keys.empty());
+  CHECK_FALSE(result.ok());
 
   StateDict extra = a.state_dict().sub("");
   extra.insert("rnn.weight_ih_l2", zeros({1}));
@@ -102,6 +105,81 @@ TEST_CASE("state_dict round trip; strict loading names what is missing, unexpect
   CHECK_THROWS_WITH_AS(c.load_state_dict(wrong), "load_state_dict: dtype mismatch for 'enc.weight'; got int64, expected float32",
                        DtypeError);
   (void)missing;
+}
+
+TEST_CASE("load_state_dict: non-strict returns what did not match; strict lists every problem and hints at a prefix") {
+  Tiny a, c;
+  StateDict extra = a.state_dict().sub("");
+  extra.insert("decoder.weight", zeros({2}));
+  const auto r = c.load_state_dict(extra, /*strict=*/false);
+  CHECK(r.missing_keys.empty());
+  CHECK(r.unexpected_keys == std::vector<std::string>{"decoder.weight"});
+  CHECK(c.load_state_dict(a.state_dict()).ok());
+
+  // Several problems at once: one error names them all, typed by the first.
+  StateDict several = a.state_dict().sub("");
+  several.set("enc.weight", zeros({3, 4}));
+  StateDict pruned;
+  for (const auto& [n, t] : several)
+    if (n != "scale") pruned.insert(n, t);
+  pruned.insert("bogus", zeros({1}));
+  CHECK_THROWS_WITH_AS(c.load_state_dict(pruned),
+                       "load_state_dict: 3 entries do not match; got shape mismatch for 'enc.weight' ([3, 4], expected "
+                       "[4, 3]), no 'scale', unexpected 'bogus', expected every parameter and buffer with its shape and "
+                       "kind, and nothing else",
+                       ShapeError);
+  // Non-strict still refuses a shape mismatch (nothing is written).
+  CHECK_THROWS_AS(c.load_state_dict(pruned, /*strict=*/false), ShapeError);
+
+  // A sub-module's dict is found inside the whole model's under a prefix, and the other way round.
+  nn::Linear enc(3, 4);
+  StateDict enc_entries;
+  enc_entries.merge(a.state_dict().sub("enc."), "enc.");
+  CHECK_THROWS_WITH_AS(enc.load_state_dict(enc_entries),
+                       "load_state_dict: 4 entries do not match; got no 'weight', no 'bias', unexpected 'enc.weight', "
+                       "unexpected 'enc.bias', expected every parameter and buffer with its shape and kind, and nothing "
+                       "else; found 'enc.weight' for 'weight': load the sub-dict with StateDict::sub(\"enc.\")",
+                       ValueError);
+  // The whole model's dict: 22 problems, the first 8 listed.
+  CHECK_THROWS_WITH_AS(enc.load_state_dict(a.state_dict()),
+                       "load_state_dict: 22 entries do not match; got no 'weight', no 'bias', unexpected 'scale', "
+                       "unexpected 'running', unexpected 'enc.weight', unexpected 'enc.bias', unexpected "
+                       "'rnn.weight_ih_l0', unexpected 'rnn.weight_hh_l0' and 14 more, expected every parameter and buffer "
+                       "with its shape and kind, and nothing else; found 'enc.weight' for 'weight': load the sub-dict "
+                       "with StateDict::sub(\"enc.\")",
+                       ValueError);
+  enc.load_state_dict(a.state_dict().sub("enc."));
+  CHECK(enc.weight.to_vector() == a.enc.weight.to_vector());
+  struct Outer : nn::Module {
+    nn::Linear cell{3, 4};
+    Outer() { register_module("cell", cell); }
+  } outer;
+  CHECK_THROWS_WITH_AS(outer.load_state_dict(enc.state_dict()),
+                       "load_state_dict: 4 entries do not match; got no 'cell.weight', no 'cell.bias', unexpected "
+                       "'weight', unexpected 'bias', expected every parameter and buffer with its shape and kind, and "
+                       "nothing else; found 'weight' for 'cell.weight': the dict lacks the prefix \"cell.\" (add it "
+                       "with StateDict::merge(dict, \"cell.\"))",
+                       ValueError);
+}
+
+TEST_CASE("check_registered finds a Tensor member that was never registered") {
+  struct Forgetful : nn::Module {
+    Tensor w = randn({3, 2}).requires_grad_();
+    Tensor u = randn({2}).requires_grad_();  // forgotten: never trained, never saved
+    Forgetful() { register_parameter("w", w); }
+    Tensor forward(const Tensor& x) const { return matmul(x, w) * u; }
+  } m;
+  const Tensor x = randn({4, 3});
+  CHECK_THROWS_WITH_AS(m.check_registered([&] { (void)m.forward(x); }),
+                       "Module::check_registered: the forward used 1 tensor(s) that require grad but are not "
+                       "registered; got [2] float32, expected every trained tensor registered with register_parameter "
+                       "(or an input marked requires_grad_)",
+                       StateError);
+  m.register_parameter("u", m.u);
+  m.check_registered([&] { (void)m.forward(x); });
+  CHECK(autograd::Tape::current().size() == 0);  // the check's tape was its own
+  NoGradGuard off;
+  CHECK_THROWS_AS(m.check_registered([&] { (void)m.forward(x); }), StateError);
 }
 
 TEST_CASE("loading writes in place (an optimizer's handles see it) and converts float64 to float32") {

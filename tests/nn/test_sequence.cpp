@@ -81,4 +81,81 @@ TEST_CASE("run_cell with lengths and an undefined (zero) initial state; state ch
   CHECK_THROWS_WITH_AS(nn::run_cell(x, std::vector<Tensor>{zeros({2, 3})}, grow, {.lengths = {4, 2}}),
                        "run_cell: the step changed the number of state tensors; got 2, expected 1", ValueError);
 }
+
+// The rough edges a researcher meets first: an undefined start, a state of the wrong shape, an error
+// deep inside the cell, a wrong step signature.
+namespace {
+// A cell that multiplies its state (fails on an undefined one, as most user cells do).
+struct Leaky {
+  Tensor w = tensor({0.5, -0.25, 0.75}, {3}, Dtype::float64);
+  Tensor operator()(const Tensor& x, const Tensor& h) const { return tanh(x + h * w); }
+};
+// The same cell with a hook that makes its zero state.
+struct LeakyWithStart : Leaky {
+  Tensor initial_state(std::int64_t batch, Dtype dtype) const { return zeros({batch, 3}, dtype); }
+};
+}  // namespace
+
+TEST_CASE("run_cell: an undefined start is the cell's initial_state, or an error that says what to pass") {
+  const Tensor x = randn({4, 2, 3}, Dtype::float64);
+  auto with_hook = nn::run_cell(x, Tensor(), LeakyWithStart{});
+  auto explicit_zeros = nn::run_cell(x, zeros({2, 3}, Dtype::float64), Leaky{});
+  CHECK(with_hook.output.to_vector() == explicit_zeros.output.to_vector());
+  CHECK(with_hook.state.shape() == Shape{2, 3});
+  CHECK_THROWS_WITH_AS(nn::run_cell(x, Tensor(), Leaky{}),
+                       "run_cell: step t=0 of 4 (the initial state is undefined: pass zeros({B, H}) for each state "
+                       "tensor, or give the step State initial_state(std::int64_t batch, Dtype dtype) const): mul: "
+                       "operand is undefined; got an undefined tensor, expected a tensor",
+                       StateError);
+}
+
+TEST_CASE("run_cell: a state that changes shape or dtype is an error naming the step") {
+  const Tensor x = randn({5, 2, 3}, Dtype::float64);
+  // [H] instead of [B, H]: broadcasting would silently give [B, H] states.
+  CHECK_THROWS_WITH_AS(nn::run_cell(x, zeros({3}, Dtype::float64), Leaky{}),
+                       "run_cell: step t=0 of 5 changed the state's shape; got [2, 3], expected [3] (the shape it was "
+                       "given; a state is [B, ...] with B = 2)",
+                       ShapeError);
+  auto to32 = [](const Tensor& xt, const Tensor& h) { return h.shape() == xt.shape() ? to(h + xt, Dtype::float32) : h; };
+  CHECK_THROWS_WITH_AS(nn::run_cell(x, zeros({2, 3}, Dtype::float64), to32, {.lengths = {}, .reverse = true}),
+                       "run_cell: step t=4 of 5 changed the state's dtype; got float32, expected float64 (the dtype it "
+                       "was given)",
+                       DtypeError);
+  auto pair_step = [](const Tensor& xt, const std::pair<Tensor, Tensor>& s) {
+    return std::pair<Tensor, Tensor>{s.first + xt, sum(s.second, {1})};  // c loses its feature dim
+  };
+  CHECK_THROWS_WITH_AS(nn::run_cell(x, std::pair{zeros({2, 3}, Dtype::float64), zeros({2, 3}, Dtype::float64)}, pair_step),
+                       "run_cell: step t=0 of 5 changed the state's shape; got [2], expected [2, 3] (the shape it was "
+                       "given; a state is [B, ...] with B = 2)",
+                       ShapeError);
+}
+
+TEST_CASE("run_cell: an error inside the cell keeps its type and says which step") {
+  const Tensor x = randn({6, 2, 3}, Dtype::float64);
+  auto fails_late = [](const Tensor& xt, const Tensor& h) {
+    static int calls = 0;
+    return ++calls % 6 == 4 ? matmul(h, zeros({4, 3}, Dtype::float64)) : h + xt;
+  };
+  CHECK_THROWS_WITH_AS(nn::run_cell(x, zeros({2, 3}, Dtype::float64), fails_late),
+                       "run_cell: step t=3 of 6: matmul: inner dimensions differ; got a=[2, 3] and b=[4, 3]", ShapeError);
+  // Anything that is not unroll's goes through unchanged.
+  auto throws_std = [](const Tensor&, const Tensor&) -> Tensor { throw std::runtime_error("user's own"); };
+  CHECK_THROWS_WITH_AS(nn::run_cell(x, zeros({2, 3}, Dtype::float64), throws_std), "user's own", std::runtime_error);
+}
+
+TEST_CASE("run_cell's contract as concepts: the state kinds and the step signature it accepts") {
+  using State2 = std::pair<Tensor, Tensor>;
+  static_assert(nn::CellState<Tensor> && nn::CellState<State2> && nn::CellState<std::tuple<Tensor, Tensor, Tensor>> &&
+                nn::CellState<std::array<Tensor, 2>> && nn::CellState<std::vector<Tensor>> &&
+                nn::CellState<std::pair<Tensor, std::vector<Tensor>>>);
+  static_assert(!nn::CellState<int> && !nn::CellState<std::pair<Tensor, double>> && !nn::CellState<std::vector<float>>);
+  auto good = [](const Tensor& x, const Tensor& h) { return x + h; };
+  auto two_args_wrong = [](const Tensor& x, const Tensor& h, const Tensor& c) { return x + h + c; };
+  auto returns_pair = [](const Tensor& x, const Tensor& h) { return std::pair<Tensor, Tensor>{x, h}; };
+  static_assert(nn::CellStep<decltype(good), Tensor>);
+  static_assert(!nn::CellStep<decltype(two_args_wrong), Tensor>);
+  static_assert(!nn::CellStep<decltype(returns_pair), Tensor>);
+  static_assert(nn::HasInitialState<LeakyWithStart, Tensor> && !nn::HasInitialState<Leaky, Tensor>);
+  CHECK(true);  // the checks above are compile-time; tests/nn/run_cell_contract.cpp checks the message
+}
 }

@@ -1,4 +1,4 @@
-// The in-place updates add_ and mul_ (ops/elementwise.cpp): values, same storage, and the StateError for a
+// The in-place updates add_, mul_, clamp_ and copy_ (ops/elementwise.cpp): values, same storage, and the StateError for a
 // tensor that requires grad while grad mode is on. The recorded elementwise ops are checked against PyTorch
 // in tests/ops/test_reference.cpp and for their error texts in tests/ops/test_errors.cpp.
 #include <doctest/doctest.h>
@@ -10,11 +10,12 @@ using namespace unroll;
 TEST_SUITE("ops/elementwise") {
 TEST_CASE("add_ and mul_ update in place, and refuse a tensor that requires grad while grad mode is on") {
   Tensor x = tensor({1, 2, 3}, {3}, Dtype::float64);
-  const auto* storage = x.storage();
+  const Tensor before = x;  // the same elements: an update in place shows through it
   add_(x, tensor({1, 1, 2}, {3}, Dtype::float64), -0.5);
   mul_(x, 2.0);
   CHECK(x.to_vector() == std::vector<double>{1, 3, 4});
-  CHECK(x.storage() == storage);
+  CHECK(x.same_data(before));
+  CHECK(before.to_vector() == std::vector<double>{1, 3, 4});
   CHECK_THROWS_WITH_AS(add_(x, zeros({2}, Dtype::float64)),
                        "add_: shapes differ; got x=[3] and y=[2], expected equal shapes", ShapeError);
 
@@ -29,5 +30,42 @@ TEST_CASE("add_ and mul_ update in place, and refuse a tensor that requires grad
   add_(p, ones({2}), 0.5);
   mul_(p, 2.0);
   CHECK(p.to_vector() == std::vector<double>{3, 3});
+}
+
+// Parameter constraints after an optimizer step (IndRNN bounds |u|): clamp_ and copy_ write in place, under
+// NoGradGuard for a parameter, as add_ does.
+TEST_CASE("clamp_ and copy_ write in place; a parameter needs NoGradGuard; error texts") {
+  Tensor u = tensor({-3, -0.5, 0.25, 2}, {4}).requires_grad_();
+  const Tensor before = u;
+  CHECK_THROWS_WITH_AS(clamp_(u, -1.0, 1.0),
+                       "clamp_: in-place update of a tensor that requires grad; got one while grad mode is on, "
+                       "expected the update inside a NoGradGuard",
+                       StateError);
+  CHECK_THROWS_AS(copy_(u, zeros({4})), StateError);
+  NoGradGuard no_grad;
+  clamp_(u, -1.0, 1.0);
+  CHECK(u.to_vector() == std::vector<double>{-1, -0.5, 0.25, 1});
+  CHECK(u.same_data(before));
+  clamp_(u, std::nullopt, 0.0);
+  CHECK(u.to_vector() == std::vector<double>{-1, -0.5, 0, 0});
+  clamp_(u, 0.5, std::nullopt);
+  CHECK(u.to_vector() == std::vector<double>{0.5, 0.5, 0.5, 0.5});
+  CHECK_THROWS_WITH_AS(clamp_(u, 1.0, -1.0), "clamp_: empty range; got min=1 and max=-1, expected min <= max", ValueError);
+
+  copy_(u, tensor({1, 2, 3, 4}, {4}, Dtype::float64));  // float64 -> float32
+  CHECK(u.to_vector() == std::vector<double>{1, 2, 3, 4});
+  CHECK(u.same_data(before));
+  copy_(u, index_tensor({4, 3, 2, 1}));  // int64 -> float32
+  CHECK(u.to_vector() == std::vector<double>{4, 3, 2, 1});
+  copy_(u, u);  // itself: nothing to do
+  CHECK(u.to_vector() == std::vector<double>{4, 3, 2, 1});
+  Tensor rows = tensor({1, 2, 3, 4, 5, 6}, {3, 2});
+  Tensor first = rows[0];
+  copy_(first, rows[1]);  // another view of the same storage
+  CHECK(rows.to_vector() == std::vector<double>{3, 4, 3, 4, 5, 6});
+  CHECK_THROWS_WITH_AS(copy_(u, zeros({2, 2})), "copy_: shapes differ; got x=[4] and src=[2, 2], expected equal shapes",
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(copy_(u, Tensor()), "copy_: shapes differ; got x=[4] and src=undefined, expected equal shapes",
+                       ShapeError);
 }
 }
