@@ -45,8 +45,8 @@ GradcheckResult gradcheck(const std::string& name, const std::function<Tensor(co
       leaves.push_back(leaf);
     }
     Tensor out = f(leaves);
-    UNROLL_CHECK(out.dtype() == Dtype::float64, DtypeError, "gradcheck '{}': output must be float64; got {}, expected float64",
-                 name, out.dtype());
+    UNROLL_CHECK(out.dtype() == Dtype::float64, DtypeError,
+                 "gradcheck '{}': output must be float64; got {}, expected float64", name, out.dtype());
     Generator gen(opt.seed);
     w = randn(out.shape(), Dtype::float64, gen);
     if (out.requires_grad()) out.backward(w);
@@ -84,10 +84,11 @@ GradcheckResult gradcheck(const std::string& name, const std::function<Tensor(co
       }
     }
   }
-  worst.message = fmt::format("gradcheck '{}': {} worst at input {} index [{}]: analytic {:.10g} vs numeric {:.10g} "
-                              "(error {:.3g} of tolerance)",
-                              name, worst.ok ? "passed," : "FAILED,", worst.input, fmt::join(worst.index, ", "),
-                              worst.analytic, worst.numeric, worst.error);
+  worst.message = fmt::format(
+      "gradcheck '{}': {} worst at input {} index [{}]: analytic {:.10g} vs numeric {:.10g} "
+      "(error {:.3g} of tolerance)",
+      name, worst.ok ? "passed," : "FAILED,", worst.input, fmt::join(worst.index, ", "), worst.analytic, worst.numeric,
+      worst.error);
   return worst;
 }
 

@@ -10,8 +10,8 @@
 namespace unroll::autograd {
 
 struct GradcheckOptions {
-  double eps = 1e-6;    ///< central-difference step
-  double atol = 1e-6;   ///< pass when |analytic - numeric| <= atol + rtol * |numeric|
+  double eps = 1e-6;   ///< central-difference step
+  double atol = 1e-6;  ///< pass when |analytic - numeric| <= atol + rtol * |numeric|
   double rtol = 1e-5;
   std::uint64_t seed = 1234;  ///< for the random projection of the output (see gradcheck)
 };
@@ -24,7 +24,7 @@ struct GradcheckResult {
   std::size_t input = 0;
   std::vector<std::int64_t> index;
   double analytic = 0, numeric = 0, error = 0;  ///< error: |analytic - numeric| / (atol + rtol * |numeric|)
-  std::string message;  ///< one line naming all of the above
+  std::string message;                          ///< one line naming all of the above
 };
 
 /// Checks d(sum(f(inputs) * w))/d(input) for every element of every float64 input that requires grad,

@@ -145,8 +145,10 @@ void accumulate_leaf(detail::LeafMeta& leaf, Tensor g) {
 // A leaf's gradient from this tape: into its .grad, or held aside when the tape collects them (the
 // copy-before-sharing rule of accumulate_leaf is then applied by LeafGrads::apply()).
 void give_leaf(LeafGrads* collect, detail::LeafMeta& leaf, Tensor g) {
-  if (collect) accumulate_into(collect->slot(leaf), std::move(g));
-  else accumulate_leaf(leaf, std::move(g));
+  if (collect)
+    accumulate_into(collect->slot(leaf), std::move(g));
+  else
+    accumulate_leaf(leaf, std::move(g));
 }
 }  // namespace
 
@@ -250,10 +252,12 @@ void GradSink::add_rows_product(std::size_t i, const Tensor& p, const Tensor& q)
   const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
   if (!in.needs) return;
   const auto [shape, dtype] = tape_.input_meta(n, i);
-  UNROLL_CHECK(p.dim() >= 1 && q.dim() >= 1 && detail::rows_of(p) == detail::rows_of(q) && shape->dim() == 2 &&
-                   p.shape().back() == (*shape)[0] && q.shape().back() == (*shape)[1],
-               ShapeError, "backward: rows product for input {} of '{}' has the wrong shape; got p={} and q={}, expected p^T q of shape {}",
-               i, n.name, p.shape(), q.shape(), *shape);
+  UNROLL_CHECK(
+      p.dim() >= 1 && q.dim() >= 1 && detail::rows_of(p) == detail::rows_of(q) && shape->dim() == 2 &&
+          p.shape().back() == (*shape)[0] && q.shape().back() == (*shape)[1],
+      ShapeError,
+      "backward: rows product for input {} of '{}' has the wrong shape; got p={} and q={}, expected p^T q of shape {}",
+      i, n.name, p.shape(), q.shape(), *shape);
   UNROLL_CHECK(p.dtype() == dtype && q.dtype() == dtype, DtypeError,
                "backward: rows product for input {} of '{}' has the wrong dtype; got {} and {}, expected {}", i, n.name,
                p.dtype(), q.dtype(), dtype);
@@ -280,8 +284,10 @@ void GradSink::add(std::size_t i, Tensor g) {
   UNROLL_CHECK(g.dtype() == dtype, DtypeError,
                "backward: gradient for input {} of '{}' has the wrong dtype; got {}, expected {}", i, n.name, g.dtype(),
                dtype);
-  if (in.leaf) give_leaf(tape_.leaf_grads_, *in.leaf, std::move(g));
-  else accumulate_into(tape_.grads_[in.slot], std::move(g));
+  if (in.leaf)
+    give_leaf(tape_.leaf_grads_, *in.leaf, std::move(g));
+  else
+    accumulate_into(tape_.grads_[in.slot], std::move(g));
 }
 
 Tensor& GradSink::buffer(std::size_t i, bool& fresh, bool zero_fill) {

@@ -189,7 +189,7 @@ class Tape {
   std::vector<Node> nodes_;
   std::vector<InputRef> inputs_;
   std::vector<detail::LeafMeta*> held_leaves_;  ///< retained once each until clear(); see LeafMeta::tape_mark
-  DeferredRows deferred_;  ///< weight-gradient rows held for one large product per leaf
+  DeferredRows deferred_;                       ///< weight-gradient rows held for one large product per leaf
   std::vector<SlotInfo> slots_;
   std::vector<Tensor> grads_;  ///< one per slot, filled during backward
   struct BlockDeleter {
@@ -227,8 +227,8 @@ inline bool needs_grad(std::span<const Tensor> inputs) {
 template <class F>
 void record(const char* name, Tensor& out, std::initializer_list<const Tensor*> inputs, F&& fn) {
   Tensor* outs[] = {&out};
-  Tape::current().record(name, std::span<Tensor* const>(outs), std::span<const Tensor* const>(inputs.begin(), inputs.size()),
-                         std::forward<F>(fn));
+  Tape::current().record(name, std::span<Tensor* const>(outs),
+                         std::span<const Tensor* const>(inputs.begin(), inputs.size()), std::forward<F>(fn));
 }
 /// Records an op with several outputs and/or a run-time list of inputs.
 template <class F>
@@ -252,9 +252,10 @@ void Tape::record(const char* name, std::span<Tensor* const> outputs, std::span<
   reserve_for(inputs.size(), outputs.size());  // after this nothing below can throw but the closure's copy
   void* mem = arena_alloc(sizeof(Fn), alignof(Fn));
   Fn* closure = new (mem) Fn(std::forward<F>(fn));
-  append_node(name, [](void* c, GradSink& sink) { (*static_cast<Fn*>(c))(sink); },
-              std::is_trivially_destructible_v<Fn> ? nullptr : +[](void* c) { static_cast<Fn*>(c)->~Fn(); }, closure,
-              inputs, outputs);
+  append_node(
+      name, [](void* c, GradSink& sink) { (*static_cast<Fn*>(c))(sink); },
+      std::is_trivially_destructible_v<Fn> ? nullptr : +[](void* c) { static_cast<Fn*>(c)->~Fn(); }, closure, inputs,
+      outputs);
 }
 
 }  // namespace unroll::autograd

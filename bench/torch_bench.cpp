@@ -31,7 +31,7 @@ constexpr uint64_t kSeed = 42;
 
 // Parameter tensor with values uniform in (-0.1, 0.1) that records gradients.
 torch::Tensor make_param(at::IntArrayRef shape) {
-    return torch::empty(shape, torch::kFloat32).uniform_(-0.1, 0.1).requires_grad_(true);
+  return torch::empty(shape, torch::kFloat32).uniform_(-0.1, 0.1).requires_grad_(true);
 }
 
 // Drop the gradient so the next backward() allocates it afresh, like
@@ -55,13 +55,13 @@ int g_cores = 1;
 // symbol is looked up at run time rather than linked so that a LibTorch on
 // another BLAS (e.g. MKL, sized by set_num_threads) still builds and runs.
 int set_openblas_threads(int n) {
-    using SetFn = void (*)(int);
-    using GetFn = int (*)();
-    void* set_sym = dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
-    void* get_sym = dlsym(RTLD_DEFAULT, "openblas_get_num_threads");
-    if (set_sym == nullptr || get_sym == nullptr) return -1;
-    reinterpret_cast<SetFn>(set_sym)(n);
-    return reinterpret_cast<GetFn>(get_sym)();
+  using SetFn = void (*)(int);
+  using GetFn = int (*)();
+  void* set_sym = dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
+  void* get_sym = dlsym(RTLD_DEFAULT, "openblas_get_num_threads");
+  if (set_sym == nullptr || get_sym == nullptr) return -1;
+  reinterpret_cast<SetFn>(set_sym)(n);
+  return reinterpret_cast<GetFn>(get_sym)();
 }
 
 // Configures LibTorch's pools before the workload builds anything and returns
@@ -78,33 +78,32 @@ int set_openblas_threads(int n) {
 // its best setting keeps the comparison fair; the override flags reproduce
 // the others.
 nlohmann::json apply_threads(bench::Args& args) {
-    const int torch_threads = args.get_int("torch-threads", 1, 1);
-    const int blas_request = args.get_int("blas-threads", g_cores, 1);
-    // Inter-op pool pinned to 1: nothing here runs independent ops
-    // concurrently.  Must precede any parallel work: LibTorch refuses to
-    // resize the inter-op pool afterwards.
-    torch::set_num_interop_threads(1);
-    torch::set_num_threads(torch_threads);
-    const int blas_threads = set_openblas_threads(blas_request);
-    if (blas_threads < 0 && args.flags.count("blas-threads") != 0)
-        throw bench::UsageError(
-            "flag --blas-threads needs OpenBLAS, which this LibTorch does not load");
-    nlohmann::json out = {{"torch_threads", torch::get_num_threads()},
-                          {"interop_threads", torch::get_num_interop_threads()}};
-    // null: not OpenBLAS, so the BLAS (if any) follows torch_threads.
-    out["blas_threads"] = blas_threads < 0 ? nlohmann::json() : nlohmann::json(blas_threads);
-    return out;
+  const int torch_threads = args.get_int("torch-threads", 1, 1);
+  const int blas_request = args.get_int("blas-threads", g_cores, 1);
+  // Inter-op pool pinned to 1: nothing here runs independent ops
+  // concurrently.  Must precede any parallel work: LibTorch refuses to
+  // resize the inter-op pool afterwards.
+  torch::set_num_interop_threads(1);
+  torch::set_num_threads(torch_threads);
+  const int blas_threads = set_openblas_threads(blas_request);
+  if (blas_threads < 0 && args.flags.count("blas-threads") != 0)
+    throw bench::UsageError("flag --blas-threads needs OpenBLAS, which this LibTorch does not load");
+  nlohmann::json out = {{"torch_threads", torch::get_num_threads()},
+                        {"interop_threads", torch::get_num_interop_threads()}};
+  // null: not OpenBLAS, so the BLAS (if any) follows torch_threads.
+  out["blas_threads"] = blas_threads < 0 ? nlohmann::json() : nlohmann::json(blas_threads);
+  return out;
 }
 
 // Wraps a workload's prepare so the thread setting is applied first and
 // recorded in its config.
 std::function<bench::Prepared(bench::Args&)> with_threads(bench::Prepared (*prepare)(bench::Args&)) {
-    return [prepare](bench::Args& args) {
-        const nlohmann::json threads = apply_threads(args);
-        bench::Prepared p = prepare(args);
-        for (const auto& kv : threads.items()) p.config[kv.key()] = kv.value();
-        return p;
-    };
+  return [prepare](bench::Args& args) {
+    const nlohmann::json threads = apply_threads(args);
+    bench::Prepared p = prepare(args);
+    for (const auto& kv : threads.items()) p.config[kv.key()] = kv.value();
+    return p;
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -113,33 +112,32 @@ std::function<bench::Prepared(bench::Args&)> with_threads(bench::Prepared (*prep
 // the backward engine.  T=200 steps x ~5 ops forward, plus their backward.
 // ---------------------------------------------------------------------------
 bench::Prepared tiny_rnn(bench::Args& args) {
-    const int B = args.get_int("batch", 1, 1);
-    const int I = args.get_int("input", 16, 1);
-    const int H = args.get_int("hidden", 32, 1);
-    const int T = args.get_int("seq", 200, 1);
+  const int B = args.get_int("batch", 1, 1);
+  const int I = args.get_int("input", 16, 1);
+  const int H = args.get_int("hidden", 32, 1);
+  const int T = args.get_int("seq", 200, 1);
 
-    torch::manual_seed(kSeed);
-    torch::Tensor W = make_param({I, H});
-    torch::Tensor U = make_param({H, H});
-    torch::Tensor b = make_param({H});
-    const torch::Tensor x = torch::rand({T, B, I}, torch::kFloat32);  // fixed input
-    const torch::Tensor h0 = torch::zeros({B, H}, torch::kFloat32);
+  torch::manual_seed(kSeed);
+  torch::Tensor W = make_param({I, H});
+  torch::Tensor U = make_param({H, H});
+  torch::Tensor b = make_param({H});
+  const torch::Tensor x = torch::rand({T, B, I}, torch::kFloat32);  // fixed input
+  const torch::Tensor h0 = torch::zeros({B, H}, torch::kFloat32);
 
-    // Tensors are reference-counted handles: the lambda's copies share
-    // storage (and .grad) with the originals.
-    auto step = [W, U, b, x, h0, T]() mutable {
-        torch::Tensor h = h0;
-        for (int64_t t = 0; t < T; ++t)
-            h = torch::tanh(torch::mm(x[t], W) + torch::mm(h, U) + b);
-        torch::Tensor loss = h.sum();
-        loss.backward();
-        clear_grad(W);
-        clear_grad(U);
-        clear_grad(b);
-    };
+  // Tensors are reference-counted handles: the lambda's copies share
+  // storage (and .grad) with the originals.
+  auto step = [W, U, b, x, h0, T]() mutable {
+    torch::Tensor h = h0;
+    for (int64_t t = 0; t < T; ++t) h = torch::tanh(torch::mm(x[t], W) + torch::mm(h, U) + b);
+    torch::Tensor loss = h.sum();
+    loss.backward();
+    clear_grad(W);
+    clear_grad(U);
+    clear_grad(b);
+  };
 
-    nlohmann::json config = {{"batch", B}, {"input", I}, {"hidden", H}, {"seq", T}};
-    return {config, static_cast<double>(B) * T, step};
+  nlohmann::json config = {{"batch", B}, {"input", I}, {"hidden", H}, {"seq", T}};
+  return {config, static_cast<double>(B) * T, step};
 }
 
 // ---------------------------------------------------------------------------
@@ -150,41 +148,40 @@ bench::Prepared tiny_rnn(bench::Args& args) {
 // first); the state starts at zeros every step (nothing is carried over).
 // ---------------------------------------------------------------------------
 bench::Prepared lstm_lm(bench::Args& args) {
-    const int B = args.get_int("batch", 32, 1);
-    const int T = args.get_int("seq", 64, 1);
-    const int H = args.get_int("hidden", 128, 1);
-    const int L = args.get_int("layers", 1, 1);
-    constexpr int kVocab = 96;  // printable ASCII
-    constexpr double kLr = 1e-3;
+  const int B = args.get_int("batch", 32, 1);
+  const int T = args.get_int("seq", 64, 1);
+  const int H = args.get_int("hidden", 128, 1);
+  const int L = args.get_int("layers", 1, 1);
+  constexpr int kVocab = 96;  // printable ASCII
+  constexpr double kLr = 1e-3;
 
-    torch::manual_seed(kSeed);
-    torch::nn::Embedding embed(kVocab, H);
-    torch::nn::LSTM lstm(torch::nn::LSTMOptions(H, H).num_layers(L));
-    torch::nn::Linear head(H, kVocab);
-    std::vector<torch::Tensor> params;
-    for (const auto& group : {embed->parameters(), lstm->parameters(), head->parameters()})
-        params.insert(params.end(), group.begin(), group.end());
-    // shared_ptr: the optimizer is not copyable and std::function needs a
-    // copyable closure.
-    auto adam = std::make_shared<torch::optim::Adam>(params, torch::optim::AdamOptions(kLr));
-    const torch::Tensor tokens = torch::randint(kVocab, {T, B}, torch::kInt64);
-    const torch::Tensor targets = torch::randint(kVocab, {T * B}, torch::kInt64);
+  torch::manual_seed(kSeed);
+  torch::nn::Embedding embed(kVocab, H);
+  torch::nn::LSTM lstm(torch::nn::LSTMOptions(H, H).num_layers(L));
+  torch::nn::Linear head(H, kVocab);
+  std::vector<torch::Tensor> params;
+  for (const auto& group : {embed->parameters(), lstm->parameters(), head->parameters()})
+    params.insert(params.end(), group.begin(), group.end());
+  // shared_ptr: the optimizer is not copyable and std::function needs a
+  // copyable closure.
+  auto adam = std::make_shared<torch::optim::Adam>(params, torch::optim::AdamOptions(kLr));
+  const torch::Tensor tokens = torch::randint(kVocab, {T, B}, torch::kInt64);
+  const torch::Tensor targets = torch::randint(kVocab, {T * B}, torch::kInt64);
 
-    // Module holders are shared_ptr handles, so the copies are the modules.
-    auto step = [embed, lstm, head, adam, params, tokens, targets, T, B, H]() mutable {
-        torch::Tensor x = embed(tokens);                  // [T, B, H]
-        torch::Tensor out = std::get<0>(lstm(x));         // [T, B, H], zero initial state
-        torch::Tensor logits = head(out.reshape({T * B, H}));  // [T*B, 96]
-        torch::Tensor loss = torch::nn::functional::cross_entropy(logits, targets);
-        loss.backward();
-        adam->step();
-        for (auto& p : params) clear_grad(p);  // zero_grad(set_to_none=true)
-    };
+  // Module holders are shared_ptr handles, so the copies are the modules.
+  auto step = [embed, lstm, head, adam, params, tokens, targets, T, B, H]() mutable {
+    torch::Tensor x = embed(tokens);                       // [T, B, H]
+    torch::Tensor out = std::get<0>(lstm(x));              // [T, B, H], zero initial state
+    torch::Tensor logits = head(out.reshape({T * B, H}));  // [T*B, 96]
+    torch::Tensor loss = torch::nn::functional::cross_entropy(logits, targets);
+    loss.backward();
+    adam->step();
+    for (auto& p : params) clear_grad(p);  // zero_grad(set_to_none=true)
+  };
 
-    nlohmann::json config = {{"batch", B},  {"seq", T},     {"hidden", H},
-                             {"layers", L}, {"embed", H},   {"vocab", kVocab},
-                             {"lr", kLr},   {"optimizer", "adam"}};
-    return {config, static_cast<double>(B) * T, step};
+  nlohmann::json config = {{"batch", B}, {"seq", T},        {"hidden", H}, {"layers", L},
+                           {"embed", H}, {"vocab", kVocab}, {"lr", kLr},   {"optimizer", "adam"}};
+  return {config, static_cast<double>(B) * T, step};
 }
 
 // ---------------------------------------------------------------------------
@@ -199,124 +196,118 @@ bench::Prepared lstm_lm(bench::Args& args) {
 
 // One step of PyTorch's LSTM cell from primitives, gate order (i, f, g, o).
 std::tuple<torch::Tensor, torch::Tensor> lstm_cell(const torch::Tensor& x, const torch::Tensor& h,
-                                                   const torch::Tensor& c,
-                                                   const std::vector<torch::Tensor>& w) {
-    const torch::Tensor gates = x.mm(w[0].t()) + w[2] + h.mm(w[1].t()) + w[3];
-    const auto g = gates.chunk(4, 1);
-    torch::Tensor c_next = torch::sigmoid(g[1]) * c + torch::sigmoid(g[0]) * torch::tanh(g[2]);
-    torch::Tensor h_next = torch::sigmoid(g[3]) * torch::tanh(c_next);
-    return {h_next, c_next};
+                                                   const torch::Tensor& c, const std::vector<torch::Tensor>& w) {
+  const torch::Tensor gates = x.mm(w[0].t()) + w[2] + h.mm(w[1].t()) + w[3];
+  const auto g = gates.chunk(4, 1);
+  torch::Tensor c_next = torch::sigmoid(g[1]) * c + torch::sigmoid(g[0]) * torch::tanh(g[2]);
+  torch::Tensor h_next = torch::sigmoid(g[3]) * torch::tanh(c_next);
+  return {h_next, c_next};
 }
 
 // One step of PyTorch's GRU cell from primitives, gate order (r, z, n); the
 // reset gate multiplies the recurrent candidate term including its bias.
-torch::Tensor gru_cell(const torch::Tensor& x, const torch::Tensor& h,
-                       const std::vector<torch::Tensor>& w) {
-    const auto gi = (x.mm(w[0].t()) + w[2]).chunk(3, 1);
-    const auto gh = (h.mm(w[1].t()) + w[3]).chunk(3, 1);
-    const torch::Tensor r = torch::sigmoid(gi[0] + gh[0]);
-    const torch::Tensor z = torch::sigmoid(gi[1] + gh[1]);
-    const torch::Tensor n = torch::tanh(gi[2] + r * gh[2]);
-    return (1 - z) * n + z * h;
+torch::Tensor gru_cell(const torch::Tensor& x, const torch::Tensor& h, const std::vector<torch::Tensor>& w) {
+  const auto gi = (x.mm(w[0].t()) + w[2]).chunk(3, 1);
+  const auto gh = (h.mm(w[1].t()) + w[3]).chunk(3, 1);
+  const torch::Tensor r = torch::sigmoid(gi[0] + gh[0]);
+  const torch::Tensor z = torch::sigmoid(gi[1] + gh[1]);
+  const torch::Tensor n = torch::tanh(gi[2] + r * gh[2]);
+  return (1 - z) * n + z * h;
 }
 
 bench::Prepared fastrnn(bench::Args& args) {
-    const int T = args.get_int("seq", 100, 1);
-    const int B = args.get_int("batch", 64, 1);
-    const int I = args.get_int("input", 512, 1);
-    const int H = args.get_int("hidden", 512, 1);
-    const std::string variant = args.get_str("variant", "nn_lstm");
-    const bool is_lstm = variant == "nn_lstm" || variant == "cell_lstm";
-    if (!is_lstm && variant != "nn_gru" && variant != "cell_gru")
-        throw bench::UsageError("flag --variant expects nn_lstm, cell_lstm, cell_gru or nn_gru, got '" +
-                                variant + "'");
-    const int64_t gates = (is_lstm ? 4 : 3) * static_cast<int64_t>(H);
+  const int T = args.get_int("seq", 100, 1);
+  const int B = args.get_int("batch", 64, 1);
+  const int I = args.get_int("input", 512, 1);
+  const int H = args.get_int("hidden", 512, 1);
+  const std::string variant = args.get_str("variant", "nn_lstm");
+  const bool is_lstm = variant == "nn_lstm" || variant == "cell_lstm";
+  if (!is_lstm && variant != "nn_gru" && variant != "cell_gru")
+    throw bench::UsageError("flag --variant expects nn_lstm, cell_lstm, cell_gru or nn_gru, got '" + variant + "'");
+  const int64_t gates = (is_lstm ? 4 : 3) * static_cast<int64_t>(H);
 
-    torch::manual_seed(kSeed);
-    const double bound = 1.0 / std::sqrt(static_cast<double>(H));
-    auto uniform_param = [bound](at::IntArrayRef shape) {
-        return torch::empty(shape, torch::kFloat32).uniform_(-bound, bound).requires_grad_(true);
-    };
-    // w_ih [G, I], w_hh [G, H], b_ih [G], b_hh [G]: PyTorch's names and order.
-    std::vector<torch::Tensor> w = {uniform_param({gates, I}), uniform_param({gates, H}),
-                                    uniform_param({gates}), uniform_param({gates})};
-    const torch::Tensor x = torch::randn({T, B, I}, torch::kFloat32);
-    const torch::Tensor h0 = torch::randn({B, H}, torch::kFloat32);
-    const torch::Tensor c0 = torch::randn({B, H}, torch::kFloat32);
+  torch::manual_seed(kSeed);
+  const double bound = 1.0 / std::sqrt(static_cast<double>(H));
+  auto uniform_param = [bound](at::IntArrayRef shape) {
+    return torch::empty(shape, torch::kFloat32).uniform_(-bound, bound).requires_grad_(true);
+  };
+  // w_ih [G, I], w_hh [G, H], b_ih [G], b_hh [G]: PyTorch's names and order.
+  std::vector<torch::Tensor> w = {uniform_param({gates, I}), uniform_param({gates, H}), uniform_param({gates}),
+                                  uniform_param({gates})};
+  const torch::Tensor x = torch::randn({T, B, I}, torch::kFloat32);
+  const torch::Tensor h0 = torch::randn({B, H}, torch::kFloat32);
+  const torch::Tensor c0 = torch::randn({B, H}, torch::kFloat32);
 
-    std::function<void()> step;
-    if (variant == "nn_lstm" || variant == "nn_gru") {
-        // The module's own parameters, overwritten with the shared values so
-        // every variant computes the same function.
-        std::shared_ptr<torch::nn::Module> module;
-        torch::nn::LSTM lstm(nullptr);
-        torch::nn::GRU gru(nullptr);
-        if (is_lstm) {
-            lstm = torch::nn::LSTM(torch::nn::LSTMOptions(I, H));
-            module = lstm.ptr();
-        } else {
-            gru = torch::nn::GRU(torch::nn::GRUOptions(I, H));
-            module = gru.ptr();
-        }
-        {
-            torch::NoGradGuard no_grad;
-            const char* names[] = {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"};
-            auto named = module->named_parameters();
-            for (std::size_t i = 0; i < 4; ++i) named[names[i]].copy_(w[i]);
-        }
-        w = module->parameters();
-        const torch::Tensor h0_3d = h0.unsqueeze(0), c0_3d = c0.unsqueeze(0);  // [layers, B, H]
-        if (is_lstm) {
-            step = [lstm, w, x, h0_3d, c0_3d]() mutable {
-                torch::Tensor out = std::get<0>(lstm(x, std::make_tuple(h0_3d, c0_3d)));
-                out.sum().backward();
-                for (auto& p : w) clear_grad(p);
-            };
-        } else {
-            step = [gru, w, x, h0_3d]() mutable {
-                torch::Tensor out = std::get<0>(gru(x, h0_3d));
-                out.sum().backward();
-                for (auto& p : w) clear_grad(p);
-            };
-        }
-    } else if (is_lstm) {
-        step = [w, x, h0, c0, T]() mutable {
-            torch::Tensor h = h0, c = c0;
-            std::vector<torch::Tensor> outs;
-            outs.reserve(static_cast<std::size_t>(T));
-            for (int64_t t = 0; t < T; ++t) {
-                std::tie(h, c) = lstm_cell(x[t], h, c, w);
-                outs.push_back(h);
-            }
-            torch::stack(outs).sum().backward();
-            for (auto& p : w) clear_grad(p);
-        };
+  std::function<void()> step;
+  if (variant == "nn_lstm" || variant == "nn_gru") {
+    // The module's own parameters, overwritten with the shared values so
+    // every variant computes the same function.
+    std::shared_ptr<torch::nn::Module> module;
+    torch::nn::LSTM lstm(nullptr);
+    torch::nn::GRU gru(nullptr);
+    if (is_lstm) {
+      lstm = torch::nn::LSTM(torch::nn::LSTMOptions(I, H));
+      module = lstm.ptr();
     } else {
-        step = [w, x, h0, T]() mutable {
-            torch::Tensor h = h0;
-            std::vector<torch::Tensor> outs;
-            outs.reserve(static_cast<std::size_t>(T));
-            for (int64_t t = 0; t < T; ++t) {
-                h = gru_cell(x[t], h, w);
-                outs.push_back(h);
-            }
-            torch::stack(outs).sum().backward();
-            for (auto& p : w) clear_grad(p);
-        };
+      gru = torch::nn::GRU(torch::nn::GRUOptions(I, H));
+      module = gru.ptr();
     }
+    {
+      torch::NoGradGuard no_grad;
+      const char* names[] = {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"};
+      auto named = module->named_parameters();
+      for (std::size_t i = 0; i < 4; ++i) named[names[i]].copy_(w[i]);
+    }
+    w = module->parameters();
+    const torch::Tensor h0_3d = h0.unsqueeze(0), c0_3d = c0.unsqueeze(0);  // [layers, B, H]
+    if (is_lstm) {
+      step = [lstm, w, x, h0_3d, c0_3d]() mutable {
+        torch::Tensor out = std::get<0>(lstm(x, std::make_tuple(h0_3d, c0_3d)));
+        out.sum().backward();
+        for (auto& p : w) clear_grad(p);
+      };
+    } else {
+      step = [gru, w, x, h0_3d]() mutable {
+        torch::Tensor out = std::get<0>(gru(x, h0_3d));
+        out.sum().backward();
+        for (auto& p : w) clear_grad(p);
+      };
+    }
+  } else if (is_lstm) {
+    step = [w, x, h0, c0, T]() mutable {
+      torch::Tensor h = h0, c = c0;
+      std::vector<torch::Tensor> outs;
+      outs.reserve(static_cast<std::size_t>(T));
+      for (int64_t t = 0; t < T; ++t) {
+        std::tie(h, c) = lstm_cell(x[t], h, c, w);
+        outs.push_back(h);
+      }
+      torch::stack(outs).sum().backward();
+      for (auto& p : w) clear_grad(p);
+    };
+  } else {
+    step = [w, x, h0, T]() mutable {
+      torch::Tensor h = h0;
+      std::vector<torch::Tensor> outs;
+      outs.reserve(static_cast<std::size_t>(T));
+      for (int64_t t = 0; t < T; ++t) {
+        h = gru_cell(x[t], h, w);
+        outs.push_back(h);
+      }
+      torch::stack(outs).sum().backward();
+      for (auto& p : w) clear_grad(p);
+    };
+  }
 
-    nlohmann::json config = {{"seq", T},    {"batch", B},  {"input", I},
-                             {"hidden", H}, {"layers", 1}, {"variant", variant}};
-    return {config, static_cast<double>(B) * T, step};
+  nlohmann::json config = {{"seq", T}, {"batch", B}, {"input", I}, {"hidden", H}, {"layers", 1}, {"variant", variant}};
+  return {config, static_cast<double>(B) * T, step};
 }
 
 // Name -> workload table; the help string lists the flags and their defaults.
 // Every workload also takes the thread overrides (see apply_threads).
 const std::string kThreadFlags = " [--torch-threads 1 --blas-threads <threads>]";
 const std::vector<bench::Workload> kWorkloads = {
-    {"tiny_rnn",
-     "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200]" +
-         kThreadFlags,
+    {"tiny_rnn", "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200]" + kThreadFlags,
      with_threads(tiny_rnn)},
     {"lstm_lm",
      "char LM training step: Embedding(96,H), LSTM(H,H,L), Linear(H,96), cross-entropy, Adam "
@@ -336,6 +327,4 @@ void set_threads(int n) { g_cores = n; }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    return bench::run_main(argc, argv, kImpl, kWorkloads, set_threads);
-}
+int main(int argc, char** argv) { return bench::run_main(argc, argv, kImpl, kWorkloads, set_threads); }

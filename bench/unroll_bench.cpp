@@ -56,7 +56,8 @@ bench::Prepared elementwise(bench::Args& args) {
   const int n = args.get_int("n", 1 << 16, 1);
   unroll::detail::kElementwiseGrain = args.get_int("grain", static_cast<int>(unroll::detail::kElementwiseGrain), 1);
   unroll::Generator gen(kSeed);
-  const unroll::Tensor a = unroll::rand({n}, unroll::Dtype::float32, gen), b = unroll::rand({n}, unroll::Dtype::float32, gen);
+  const unroll::Tensor a = unroll::rand({n}, unroll::Dtype::float32, gen),
+                       b = unroll::rand({n}, unroll::Dtype::float32, gen);
   auto step = [a, b] {
     for (int r = 0; r < 100; ++r) unroll::tanh(a + b);  // 100 repetitions: one step is too short to time alone
   };
@@ -71,11 +72,19 @@ bench::Prepared matmul(bench::Args& args) {
   unroll::detail::kSmallGemmWork = args.get_int("small-work", static_cast<int>(unroll::detail::kSmallGemmWork), 0);
   unroll::detail::kSmallGemmRows = args.get_int("small-rows", static_cast<int>(unroll::detail::kSmallGemmRows), 0);
   unroll::Generator gen(kSeed);
-  const unroll::Tensor a = unroll::rand({m, k}, unroll::Dtype::float32, gen), b = unroll::rand({k, n}, unroll::Dtype::float32, gen);
+  const unroll::Tensor a = unroll::rand({m, k}, unroll::Dtype::float32, gen),
+                       b = unroll::rand({k, n}, unroll::Dtype::float32, gen);
   auto step = [a, b] {
     for (int r = 0; r < 100; ++r) unroll::matmul(a, b);
   };
-  return {{{"m", m}, {"n", n}, {"k", k}, {"small_work", unroll::detail::kSmallGemmWork}, {"small_rows", unroll::detail::kSmallGemmRows}, {"repeat", 100}}, 100.0 * m, step};
+  return {{{"m", m},
+           {"n", n},
+           {"k", k},
+           {"small_work", unroll::detail::kSmallGemmWork},
+           {"small_rows", unroll::detail::kSmallGemmRows},
+           {"repeat", 100}},
+          100.0 * m,
+          step};
 }
 
 // step_gemm: the two per-step products of a recurrent layer over T steps, no autograd: h_t·W_hhᵀ plus the
@@ -83,7 +92,8 @@ bench::Prepared matmul(bench::Args& args) {
 // --packed 1 (default): W_hh packed once per sequence and multiplied with gemm_packed, as the layers do;
 // --packed 0: gemm, i.e. OpenBLAS re-packing W_hh in every call. Isolates those GEMMs of lstm_lm/fastrnn.
 bench::Prepared step_gemm(bench::Args& args) {
-  const std::int64_t B = args.get_int("batch", 32, 1), H = args.get_int("hidden", 128, 1), T = args.get_int("seq", 64, 1);
+  const std::int64_t B = args.get_int("batch", 32, 1), H = args.get_int("hidden", 128, 1),
+                     T = args.get_int("seq", 64, 1);
   const std::int64_t n = args.get_int("gates", 4, 1) * H;
   const bool packed = args.get_int("packed", 1, 0) != 0;
   struct State {
@@ -110,16 +120,22 @@ bench::Prepared step_gemm(bench::Args& args) {
         for (std::int64_t b = 0; b < B; ++b) std::copy(s->bias.begin(), s->bias.end(), g + b * n);
         unroll::detail::gemm(false, true, B, n, H, 1.0f, s->h.data(), H, s->w.data(), H, 1.0f, g, n);
       }
-      for (std::int64_t i = 0; i < B * H; ++i) s->h[static_cast<std::size_t>(i)] = 1e-3f * g[i];  // the next step reads h
+      for (std::int64_t i = 0; i < B * H; ++i)
+        s->h[static_cast<std::size_t>(i)] = 1e-3f * g[i];  // the next step reads h
     }
     for (std::int64_t t = 0; t < T; ++t) {
       float* dh = s->dh.data() + t * B * H;
-      if (packed) unroll::detail::gemm_packed<float>(B, s->dg.data(), n, *bwd, nullptr, 0, nullptr, dh, H);
-      else unroll::detail::gemm(false, false, B, H, n, 1.0f, s->dg.data(), n, s->w.data(), H, 0.0f, dh, H);
-      for (std::int64_t i = 0; i < B * H; ++i) s->dg[static_cast<std::size_t>(i)] = 0.5f * dh[i];  // the next step reads dG
+      if (packed)
+        unroll::detail::gemm_packed<float>(B, s->dg.data(), n, *bwd, nullptr, 0, nullptr, dh, H);
+      else
+        unroll::detail::gemm(false, false, B, H, n, 1.0f, s->dg.data(), n, s->w.data(), H, 0.0f, dh, H);
+      for (std::int64_t i = 0; i < B * H; ++i)
+        s->dg[static_cast<std::size_t>(i)] = 0.5f * dh[i];  // the next step reads dG
     }
   };
-  return {{{"batch", B}, {"hidden", H}, {"gates", n / H}, {"seq", T}, {"packed", packed ? 1 : 0}}, static_cast<double>(B) * T, step};
+  return {{{"batch", B}, {"hidden", H}, {"gates", n / H}, {"seq", T}, {"packed", packed ? 1 : 0}},
+          static_cast<double>(B) * T,
+          step};
 }
 
 // lstm_lm: one training step of a character language model, the workload a user actually runs.
@@ -137,7 +153,8 @@ bench::Prepared lstm_lm(bench::Args& args) {
     unroll::nn::Embedding embed;
     unroll::nn::LSTM lstm;
     unroll::nn::Linear head;
-    Model(int H, int L) : embed(kVocab, H), lstm({.input_size = H, .hidden_size = H, .num_layers = L}), head(H, kVocab) {
+    Model(int H, int L)
+        : embed(kVocab, H), lstm({.input_size = H, .hidden_size = H, .num_layers = L}), head(H, kVocab) {
       register_module("embed", embed);
       register_module("lstm", lstm);
       register_module("head", head);
@@ -152,27 +169,27 @@ bench::Prepared lstm_lm(bench::Args& args) {
   // tokens [T, b], targets [T * b] (time-major, as the batch's) -> mean cross-entropy
   auto loss_of = [model, H](const unroll::Tensor& tok, const unroll::Tensor& tgt) {
     const std::int64_t rows = tok.size(0) * tok.size(1);
-    unroll::Tensor x = model->embed(tok);     // [T, b, H]
+    unroll::Tensor x = model->embed(tok);        // [T, b, H]
     unroll::Tensor out = model->lstm(x).output;  // [T, b, H]
     return unroll::cross_entropy(model->head(unroll::reshape(out, {rows, H})), tgt);
   };
   auto step = [model, adam, tokens, targets, T, B, shards, loss_of] {
     if (shards > 1) {
       const unroll::Tensor targets_tb = unroll::reshape(targets, {T, B});
-      unroll::autograd::sharded_backward(
-          B,
-          [&](const unroll::autograd::Shard& s) {
-            const unroll::Tensor tgt = unroll::narrow(targets_tb, 1, s.begin, s.size());
-            return loss_of(unroll::narrow(tokens, 1, s.begin, s.size()), unroll::reshape(tgt, {T * s.size()}));
-          },
-          {.shards = shards});
+      unroll::autograd::sharded_backward(B,
+                                         [&](const unroll::autograd::Shard& s) {
+                                           const unroll::Tensor tgt = unroll::narrow(targets_tb, 1, s.begin, s.size());
+                                           return loss_of(unroll::narrow(tokens, 1, s.begin, s.size()),
+                                                          unroll::reshape(tgt, {T * s.size()}));
+                                         },
+                                         {.shards = shards});
     } else {
       loss_of(tokens, targets).backward();
     }
     adam->step();
     adam->zero_grad();
   };
-  nlohmann::json config = {{"batch", B}, {"seq", T}, {"hidden", H}, {"layers", L}, {"embed", H},
+  nlohmann::json config = {{"batch", B},      {"seq", T},  {"hidden", H},         {"layers", L},     {"embed", H},
                            {"vocab", kVocab}, {"lr", kLr}, {"optimizer", "adam"}, {"shards", shards}};
   return {config, static_cast<double>(B) * T, step};
 }
@@ -214,8 +231,11 @@ bench::Prepared fastrnn(bench::Args& args) {
   } else {
     const std::int64_t G = (is_lstm ? 4 : 3) * static_cast<std::int64_t>(H);
     const double k = 1.0 / std::sqrt(static_cast<double>(H));
-    auto param = [&](const unroll::Shape& s) { return unroll::uniform(s, -k, k, unroll::Dtype::float32, gen).requires_grad_(); };
-    auto p = std::make_shared<std::vector<Tensor>>(std::vector<Tensor>{param({G, I}), param({G, H}), param({G}), param({G})});
+    auto param = [&](const unroll::Shape& s) {
+      return unroll::uniform(s, -k, k, unroll::Dtype::float32, gen).requires_grad_();
+    };
+    auto p = std::make_shared<std::vector<Tensor>>(
+        std::vector<Tensor>{param({G, I}), param({G, H}), param({G}), param({G})});
     forward_sum = [p, is_lstm](const Tensor& xs, const Tensor& h0s, const Tensor& c0s) {
       const Tensor &w_ih = (*p)[0], &w_hh = (*p)[1], &b_ih = (*p)[2], &b_hh = (*p)[3];
       const std::int64_t steps = xs.size(0);
@@ -244,19 +264,19 @@ bench::Prepared fastrnn(bench::Args& args) {
   const int shards = shard_count(args);
   std::function<void()> step = [=] {
     if (shards > 1) {
-      unroll::autograd::sharded_backward(
-          B,
-          [&](const unroll::autograd::Shard& s) {
-            return forward_sum(unroll::narrow(x, 1, s.begin, s.size()), unroll::narrow(h0, 0, s.begin, s.size()),
-                               unroll::narrow(c0, 0, s.begin, s.size()));
-          },
-          {.shards = shards, .sum_loss = true});
+      unroll::autograd::sharded_backward(B,
+                                         [&](const unroll::autograd::Shard& s) {
+                                           return forward_sum(unroll::narrow(x, 1, s.begin, s.size()),
+                                                              unroll::narrow(h0, 0, s.begin, s.size()),
+                                                              unroll::narrow(c0, 0, s.begin, s.size()));
+                                         },
+                                         {.shards = shards, .sum_loss = true});
     } else {
       forward_sum(x, h0, c0).backward();
     }
     zero_grad();
   };
-  nlohmann::json config = {{"seq", T},    {"batch", B},          {"input", I},     {"hidden", H},
+  nlohmann::json config = {{"seq", T},    {"batch", B},         {"input", I},      {"hidden", H},
                            {"layers", 1}, {"variant", variant}, {"shards", shards}};
   return {config, static_cast<double>(B) * T, step};
 }
@@ -265,13 +285,19 @@ const std::vector<bench::Workload> kWorkloads = {
     {"tiny_rnn", "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200]", tiny_rnn},
     {"elementwise", "tanh(a + b) on n floats, x100, no autograd [--n 65536 --grain G]", elementwise},
     {"matmul", "[m,k] x [k,n] product, x100, no autograd [--m 1 --n 32 --k 32 --small-work W --small-rows R]", matmul},
-    {"step_gemm", "a recurrent layer's per-step products h W_hh^T and dG W_hh over T steps, no autograd "
-                  "[--batch 32 --hidden 128 --gates 4 --seq 64 --packed 1|0]", step_gemm},
-    {"lstm_lm", "char LM training step: Embedding(96,H), LSTM(H,H,L), Linear(H,96), cross-entropy, Adam "
-                "[--batch 32 --seq 64 --hidden 128 --layers 1 --shards <threads>]", lstm_lm},
-    {"fastrnn", "one recurrent layer, forward + backward of sum(outputs) "
-                "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru "
-                "--shards <threads>]", fastrnn},
+    {"step_gemm",
+     "a recurrent layer's per-step products h W_hh^T and dG W_hh over T steps, no autograd "
+     "[--batch 32 --hidden 128 --gates 4 --seq 64 --packed 1|0]",
+     step_gemm},
+    {"lstm_lm",
+     "char LM training step: Embedding(96,H), LSTM(H,H,L), Linear(H,96), cross-entropy, Adam "
+     "[--batch 32 --seq 64 --hidden 128 --layers 1 --shards <threads>]",
+     lstm_lm},
+    {"fastrnn",
+     "one recurrent layer, forward + backward of sum(outputs) "
+     "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru "
+     "--shards <threads>]",
+     fastrnn},
 };
 }  // namespace
 

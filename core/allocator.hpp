@@ -39,8 +39,8 @@ constexpr std::size_t kMaxCachedBytes = std::size_t{2} << 30;  // per thread; be
 /// Size class of a block of `total` bytes (header included).
 inline int size_class_of(std::size_t total) {
   if (total <= 256) return static_cast<int>((total + kBlockAlign - 1) / kBlockAlign);  // classes 1..4: 64-byte steps
-  const int e = std::bit_width(total - 1) - 1;  // 2^e < total <= 2^(e+1), e >= 8
-  const int step_log2 = e - std::countr_zero(static_cast<unsigned>(kSizeSubSteps));  // a shift, not a division
+  const int e = std::bit_width(total - 1) - 1;                                         // 2^e < total <= 2^(e+1), e >= 8
+  const int step_log2 = e - std::countr_zero(static_cast<unsigned>(kSizeSubSteps));    // a shift, not a division
   const std::size_t sub = (total - (std::size_t{1} << e) + (std::size_t{1} << step_log2) - 1) >> step_log2;  // 1..4
   return e * kSizeSubSteps + static_cast<int>(sub);
 }

@@ -21,9 +21,16 @@ namespace {
 // (256-bit; the compiler splits them where the target has narrower registers) so accumulators stay in
 // registers: NN/TN keep a 4-register block of C's row across the whole k loop (storing C every k would
 // chain each step on store-to-load forwarding); NT computes four dot products at once.
-template <class T> struct VecOf;
-template <> struct VecOf<float> { typedef float type __attribute__((vector_size(32))); };
-template <> struct VecOf<double> { typedef double type __attribute__((vector_size(32))); };
+template <class T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  typedef float type __attribute__((vector_size(32)));
+};
+template <>
+struct VecOf<double> {
+  typedef double type __attribute__((vector_size(32)));
+};
 template <class T>
 using Vec = typename VecOf<T>::type;
 template <class T>
@@ -59,8 +66,10 @@ inline void row_block(std::int64_t K, T alpha, const T* A, std::int64_t a_step, 
                       T* c) {
   constexpr int L = kLanes<T>;
   Vec<T> a0{}, a1{}, a2{}, a3{};
-  if (beta == T(1)) a0 = load(c), a1 = load(c + L), a2 = load(c + 2 * L), a3 = load(c + 3 * L);  // accumulate (backward)
-  else if (beta != T(0)) a0 = beta * load(c), a1 = beta * load(c + L), a2 = beta * load(c + 2 * L), a3 = beta * load(c + 3 * L);
+  if (beta == T(1))
+    a0 = load(c), a1 = load(c + L), a2 = load(c + 2 * L), a3 = load(c + 3 * L);  // accumulate (backward)
+  else if (beta != T(0))
+    a0 = beta * load(c), a1 = beta * load(c + L), a2 = beta * load(c + 2 * L), a3 = beta * load(c + 3 * L);
   // Odd k into a second set of accumulators: eight independent FMA chains instead of four, so the loop runs
   // at the FMA units' throughput rather than their latency (it is the whole cost of a batch-1 step).
   Vec<T> b0{}, b1{}, b2{}, b3{};
@@ -128,7 +137,8 @@ inline void dot4(const T* a, const T* b, std::int64_t ldb, std::int64_t K, T out
 
 // Pairwise sums of neighbours, x's and y's interleaved per 128-bit half (what AVX's vhaddps/vhaddpd do).
 inline Vec<float> hadd(Vec<float> x, Vec<float> y) {
-  return __builtin_shufflevector(x, y, 0, 2, 8, 10, 4, 6, 12, 14) + __builtin_shufflevector(x, y, 1, 3, 9, 11, 5, 7, 13, 15);
+  return __builtin_shufflevector(x, y, 0, 2, 8, 10, 4, 6, 12, 14) +
+         __builtin_shufflevector(x, y, 1, 3, 9, 11, 5, 7, 13, 15);
 }
 inline Vec<double> hadd(Vec<double> x, Vec<double> y) {
   return __builtin_shufflevector(x, y, 0, 4, 2, 6) + __builtin_shufflevector(x, y, 1, 5, 3, 7);
@@ -149,7 +159,8 @@ inline Vec<T> dot_lanes(const T* a, const T* b, std::int64_t ldb, std::int64_t K
   Vec<T> r;
   if constexpr (L == 8) {
     const Vec<T> u0 = hadd(hadd(s[0], s[1]), hadd(s[2], s[3])), u1 = hadd(hadd(s[4], s[5]), hadd(s[6], s[7]));
-    r = __builtin_shufflevector(u0, u1, 0, 1, 2, 3, 8, 9, 10, 11) + __builtin_shufflevector(u0, u1, 4, 5, 6, 7, 12, 13, 14, 15);
+    r = __builtin_shufflevector(u0, u1, 0, 1, 2, 3, 8, 9, 10, 11) +
+        __builtin_shufflevector(u0, u1, 4, 5, 6, 7, 12, 13, 14, 15);
   } else {
     const Vec<T> t0 = hadd(s[0], s[1]), t1 = hadd(s[2], s[3]);
     r = __builtin_shufflevector(t0, t1, 0, 1, 4, 5) + __builtin_shufflevector(t0, t1, 2, 3, 6, 7);
@@ -169,8 +180,8 @@ inline T dot(const T* a, std::int64_t a_step, const T* b, std::int64_t K) {
 // C = beta C + alpha a b^T for a column a (M) and a row b (N): the K = 1 product that a batch-1 backward
 // makes for every weight gradient. Each block of b is loaded once and reused down all M rows.
 template <class T>
-void outer_product(std::int64_t M, std::int64_t N, T alpha, const T* A, std::int64_t a_row, const T* B, T beta,
-                   T* C, std::int64_t ldc) {
+void outer_product(std::int64_t M, std::int64_t N, T alpha, const T* A, std::int64_t a_row, const T* B, T beta, T* C,
+                   std::int64_t ldc) {
   constexpr int L = kLanes<T>;
   std::int64_t j = 0;
   for (; j + L <= N; j += L) {
@@ -225,10 +236,12 @@ void small_gemm_impl(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int6
 }
 
 template <class T>
-void small_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha, const T* A,
-                std::int64_t lda, const T* B, std::int64_t ldb, T beta, T* C, std::int64_t ldc) {
-  if (alpha == T(1)) small_gemm_impl<true>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  else small_gemm_impl<false>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+void small_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha, const T* A, std::int64_t lda,
+                const T* B, std::int64_t ldb, T beta, T* C, std::int64_t ldc) {
+  if (alpha == T(1))
+    small_gemm_impl<true>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  else
+    small_gemm_impl<false>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 inline CBLAS_TRANSPOSE flag(bool t) { return t ? CblasTrans : CblasNoTrans; }
@@ -240,7 +253,8 @@ template <class T>
 void gemm_any(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha, const T* A, std::int64_t lda,
               const T* B, std::int64_t ldb, T beta, T* C, std::int64_t ldc) {
   if (M == 0 || N == 0) return;
-  if (M <= kSmallGemmRows || M * N * K <= kSmallGemmWork) return small_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (M <= kSmallGemmRows || M * N * K <= kSmallGemmWork)
+    return small_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   constexpr std::int64_t kMax = std::numeric_limits<blasint>::max();  // OpenBLAS takes 32-bit sizes here
   UNROLL_CHECK(std::max({M, N, K, lda, ldb, ldc}) <= kMax, ShapeError,
                "matmul: matrix too large for BLAS; got M={} N={} K={}, expected every size at most {}", M, N, K, kMax);
@@ -331,12 +345,24 @@ void packed_panel(std::int64_t M, std::int64_t K, const T* A, std::int64_t lda, 
     if (next)
       for (std::int64_t r = 0; r < next_rows; ++r) __builtin_prefetch(next + r * ldc, 1);
     switch (mr) {
-      case 6: packed_rows<6>(K, a, lda, panel, width, in, ld_init, bias, c, ldc); break;
-      case 5: packed_rows<5>(K, a, lda, panel, width, in, ld_init, bias, c, ldc); break;
-      case 4: packed_rows<4>(K, a, lda, panel, width, in, ld_init, bias, c, ldc); break;
-      case 3: packed_rows<3>(K, a, lda, panel, width, in, ld_init, bias, c, ldc); break;
-      case 2: packed_rows<2>(K, a, lda, panel, width, in, ld_init, bias, c, ldc); break;
-      default: packed_rows<1>(K, a, lda, panel, width, in, ld_init, bias, c, ldc); break;
+      case 6:
+        packed_rows<6>(K, a, lda, panel, width, in, ld_init, bias, c, ldc);
+        break;
+      case 5:
+        packed_rows<5>(K, a, lda, panel, width, in, ld_init, bias, c, ldc);
+        break;
+      case 4:
+        packed_rows<4>(K, a, lda, panel, width, in, ld_init, bias, c, ldc);
+        break;
+      case 3:
+        packed_rows<3>(K, a, lda, panel, width, in, ld_init, bias, c, ldc);
+        break;
+      case 2:
+        packed_rows<2>(K, a, lda, panel, width, in, ld_init, bias, c, ldc);
+        break;
+      default:
+        packed_rows<1>(K, a, lda, panel, width, in, ld_init, bias, c, ldc);
+        break;
     }
     i += mr;
   }
@@ -384,8 +410,10 @@ void gemm_packed(std::int64_t M, const T* A, std::int64_t lda, const PackedMatri
   };
   // A chunk of panels per task worth at least ~1M multiply-adds, so that task overhead stays small.
   const std::int64_t grain = std::max<std::int64_t>(1, (std::int64_t{1} << 20) / std::max<std::int64_t>(1, M * K * W));
-  if (panels <= grain || num_threads() == 1) run(0, panels);
-  else parallel_for(panels, grain, run);
+  if (panels <= grain || num_threads() == 1)
+    run(0, panels);
+  else
+    parallel_for(panels, grain, run);
 }
 
 template class PackedMatrix<float>;

@@ -91,12 +91,15 @@ Checkpoint load_checkpoint(const std::string& path) {
         placed = true;
       }
     if (placed) continue;
-    if (name == "rng.s") rng_s = &t;
-    else if (name == "rng.spare_normal") rng_spare = &t;
-    else if (name == "rng.has_spare") rng_has_spare = &t;
+    if (name == "rng.s")
+      rng_s = &t;
+    else if (name == "rng.spare_normal")
+      rng_spare = &t;
+    else if (name == "rng.has_spare")
+      rng_has_spare = &t;
     else
-      check(false, path, "unexpected tensor; got '{}', expected names under model., optimizer., scheduler., extra. or rng.",
-            name);
+      check(false, path,
+            "unexpected tensor; got '{}', expected names under model., optimizer., scheduler., extra. or rng.", name);
   }
   const auto expect = [&](const Tensor* t, std::string_view name, Dtype dtype, const Shape& shape) {
     check(t != nullptr, path, "missing tensor; got no '{}', expected {} {}", name, dtype, shape);

@@ -15,17 +15,35 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 /// Shapes that do not fit an op (broadcasting, matmul inner dims, cat sizes, ...).
-class ShapeError : public Error { public: using Error::Error; };
+class ShapeError : public Error {
+ public:
+  using Error::Error;
+};
 /// A dtype an op does not accept, or two dtypes that differ.
-class DtypeError : public Error { public: using Error::Error; };
+class DtypeError : public Error {
+ public:
+  using Error::Error;
+};
 /// A bad argument value (negative size, probability outside [0, 1], unknown reduction, ...).
-class ValueError : public Error { public: using Error::Error; };
+class ValueError : public Error {
+ public:
+  using Error::Error;
+};
 /// An index outside its range (select, index_select, embedding, cross_entropy targets).
-class IndexError : public Error { public: using Error::Error; };
+class IndexError : public Error {
+ public:
+  using Error::Error;
+};
 /// Misuse of state: backward through a freed graph, backward from a non-scalar without a seed, ...
-class StateError : public Error { public: using Error::Error; };
+class StateError : public Error {
+ public:
+  using Error::Error;
+};
 /// A file that cannot be read or written, or whose contents are malformed.
-class IoError : public Error { public: using Error::Error; };
+class IoError : public Error {
+ public:
+  using Error::Error;
+};
 
 namespace detail {
 template <class E, class... Args>
@@ -59,8 +77,8 @@ template <class E, class... Args>
 
 /// UNROLL_CHECK(cond, ShapeError, "matmul: inner dimensions differ; got a={} and b={}", a, b)
 /// The message is only formatted when the check fails.
-#define UNROLL_CHECK(cond, ErrorType, ...)                                 \
-  do {                                                                     \
-    if (!(cond)) [[unlikely]]                                              \
-      ::unroll::detail::throw_error<::unroll::ErrorType>(__VA_ARGS__);     \
+#define UNROLL_CHECK(cond, ErrorType, ...)                             \
+  do {                                                                 \
+    if (!(cond)) [[unlikely]]                                          \
+      ::unroll::detail::throw_error<::unroll::ErrorType>(__VA_ARGS__); \
   } while (0)

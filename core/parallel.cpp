@@ -18,7 +18,7 @@ namespace unroll {
 namespace {
 std::mutex control_mutex;
 std::unique_ptr<tbb::global_control> control;  // caps TBB's worker count while it lives
-int threads_in_effect = 0;                      // 0: never set, TBB's default (all cores)
+int threads_in_effect = 0;                     // 0: never set, TBB's default (all cores)
 // OpenBLAS's thread count is one process-wide setting: while any parallel_tasks region runs it is 1, and
 // the count to restore when the last region ends is kept here (set_num_threads updates it meanwhile).
 int blas_limiters = 0;
@@ -50,14 +50,17 @@ void set_num_threads(int n) {
   control.reset();
   control = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism, n);
   threads_in_effect = n;
-  if (blas_limiters > 0) blas_restore = n;  // shards are running: apply when they finish
-  else detail::blas_set_num_threads(n);
+  if (blas_limiters > 0)
+    blas_restore = n;  // shards are running: apply when they finish
+  else
+    detail::blas_set_num_threads(n);
 }
 
 int num_threads() {
   std::lock_guard lock(control_mutex);
-  return threads_in_effect > 0 ? threads_in_effect
-                               : static_cast<int>(tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism));
+  return threads_in_effect > 0
+             ? threads_in_effect
+             : static_cast<int>(tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism));
 }
 
 namespace detail {

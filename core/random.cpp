@@ -70,9 +70,11 @@ Generator& default_generator() {
 void manual_seed(std::uint64_t seed) { default_generator().manual_seed(seed); }
 
 Tensor uniform(const Shape& shape, double low, double high, Dtype dtype, Generator& gen) {
-  UNROLL_CHECK(low <= high, ValueError, "uniform: empty range; got low={} and high={}, expected low <= high", low, high);
+  UNROLL_CHECK(low <= high, ValueError, "uniform: empty range; got low={} and high={}, expected low <= high", low,
+               high);
   if (low == high) return full(shape, low, dtype);
-  return fill_with(shape, dtype, [&] { return low + (high - low) * gen.uniform(); }, high);
+  return fill_with(
+      shape, dtype, [&] { return low + (high - low) * gen.uniform(); }, high);
 }
 Tensor rand(const Shape& shape, Dtype dtype, Generator& gen) { return uniform(shape, 0.0, 1.0, dtype, gen); }
 Tensor randn(const Shape& shape, Dtype dtype, Generator& gen, double mean, double std) {

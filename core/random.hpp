@@ -25,7 +25,11 @@ class Generator {
     bool has_spare;
   };
   State state() const { return {s_, spare_, has_spare_}; }
-  void set_state(const State& st) { s_ = st.s; spare_ = st.spare_normal; has_spare_ = st.has_spare; }
+  void set_state(const State& st) {
+    s_ = st.s;
+    spare_ = st.spare_normal;
+    has_spare_ = st.has_spare;
+  }
 
  private:
   std::array<std::uint64_t, 4> s_{};
@@ -44,8 +48,8 @@ Tensor uniform(const Shape& shape, double low, double high, Dtype dtype = Dtype:
 /// Shape -> uniform values in [0, 1).
 Tensor rand(const Shape& shape, Dtype dtype = Dtype::float32, Generator& gen = default_generator());
 /// Shape -> normal values with the given mean and standard deviation.
-Tensor randn(const Shape& shape, Dtype dtype = Dtype::float32, Generator& gen = default_generator(),
-             double mean = 0.0, double std = 1.0);
+Tensor randn(const Shape& shape, Dtype dtype = Dtype::float32, Generator& gen = default_generator(), double mean = 0.0,
+             double std = 1.0);
 /// Shape -> 1 with probability p, else 0.
 Tensor bernoulli(const Shape& shape, double p, Dtype dtype = Dtype::float32, Generator& gen = default_generator());
 /// Shape -> integers uniform in [low, high), int64.

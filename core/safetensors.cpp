@@ -32,9 +32,12 @@ constexpr std::string_view kMetadataKey = "__metadata__";
 
 std::string_view safetensors_dtype(Dtype d) {
   switch (d) {
-    case Dtype::float32: return "F32";
-    case Dtype::float64: return "F64";
-    case Dtype::int64: return "I64";
+    case Dtype::float32:
+      return "F32";
+    case Dtype::float64:
+      return "F64";
+    case Dtype::int64:
+      return "I64";
   }
   return "?";
 }
@@ -219,13 +222,18 @@ class Reader {
     std::string duplicate;
     const Json::parser_callback_t on_event = [&](int, Json::parse_event_t event, Json& parsed) {
       switch (event) {
-        case Json::parse_event_t::object_start: open_objects.emplace_back(); break;
-        case Json::parse_event_t::object_end: open_objects.pop_back(); break;
+        case Json::parse_event_t::object_start:
+          open_objects.emplace_back();
+          break;
+        case Json::parse_event_t::object_end:
+          open_objects.pop_back();
+          break;
         case Json::parse_event_t::key:
           if (!open_objects.back().insert(parsed.get<std::string>()).second && duplicate.empty())
             duplicate = parsed.get<std::string>();
           break;
-        default: break;
+        default:
+          break;
       }
       return true;
     };
@@ -296,10 +304,10 @@ class Reader {
     e.shape = Shape(sizes);
 
     const Json& offsets = j["data_offsets"];
-    check(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
-              offsets[1].is_number_unsigned(),
-          "tensor '{}' has malformed data_offsets; got {}, expected two integers [begin, end] >= 0", name,
-          brief(offsets));
+    check(
+        offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() && offsets[1].is_number_unsigned(),
+        "tensor '{}' has malformed data_offsets; got {}, expected two integers [begin, end] >= 0", name,
+        brief(offsets));
     e.begin = offsets[0].get<std::uint64_t>();
     e.end = offsets[1].get<std::uint64_t>();
     check(e.begin <= e.end, "tensor '{}' has reversed data_offsets; got [{}, {}], expected begin <= end", name, e.begin,
@@ -356,8 +364,10 @@ void save_safetensors(const char* where, const std::string& path, const StateDic
   try {
     text = header.dump();
   } catch (const Json::type_error&) {  // the only way dump() fails: a string that is not UTF-8
-    detail::throw_error<ValueError>("{}: a tensor name or metadata string is not valid UTF-8; got invalid bytes, "
-                                    "expected UTF-8 text", where);
+    detail::throw_error<ValueError>(
+        "{}: a tensor name or metadata string is not valid UTF-8; got invalid bytes, "
+        "expected UTF-8 text",
+        where);
   }
   text.append((8 - text.size() % 8) % 8, ' ');  // keeps the buffer 8-byte aligned for readers that map the file
   std::array<unsigned char, 8> size_bytes{};

@@ -44,8 +44,8 @@ class Shape {
   std::vector<std::int64_t> vec() const { return {begin(), end()}; }
 
   void push_back(std::int64_t s) {
-    UNROLL_CHECK(rank_ < kMaxDims, ShapeError, "Shape: too many dimensions; got {}, expected at most {}",
-                 rank_ + 1, kMaxDims);
+    UNROLL_CHECK(rank_ < kMaxDims, ShapeError, "Shape: too many dimensions; got {}, expected at most {}", rank_ + 1,
+                 kMaxDims);
     sizes_[rank_] = s;
     assign(sizes_, static_cast<std::size_t>(rank_ + 1));  // re-validates sizes and the element count
   }
@@ -70,8 +70,7 @@ class Shape {
 
  private:
   void assign(const std::int64_t* s, std::size_t n) {
-    UNROLL_CHECK(n <= kMaxDims, ShapeError, "Shape: too many dimensions; got {}, expected at most {}", n,
-                 kMaxDims);
+    UNROLL_CHECK(n <= kMaxDims, ShapeError, "Shape: too many dimensions; got {}, expected at most {}", n, kMaxDims);
     std::int64_t count = 1;
     for (std::size_t i = 0; i < n; ++i) {
       UNROLL_CHECK(s[i] >= 0, ShapeError, "Shape: negative size; got {} at dim {}, expected >= 0", s[i], i);
@@ -89,8 +88,8 @@ class Shape {
 
 /// Wraps a possibly negative dim index into [0, rank); `where` names the op for the error.
 inline int wrap_dim(const char* where, std::int64_t d, int rank) {
-  UNROLL_CHECK(d >= -rank && d < rank, IndexError, "{}: dimension out of range; got {}, expected in [{}, {}]",
-               where, d, -rank, rank - 1);
+  UNROLL_CHECK(d >= -rank && d < rank, IndexError, "{}: dimension out of range; got {}, expected in [{}, {}]", where, d,
+               -rank, rank - 1);
   return static_cast<int>(d < 0 ? d + rank : d);
 }
 

@@ -26,8 +26,10 @@ class StateDict {
   }
   /// Sets an entry, appending it if new.
   void set(std::string name, Tensor value) {
-    if (Tensor* t = find(name)) *t = std::move(value);
-    else insert(std::move(name), std::move(value));
+    if (Tensor* t = find(name))
+      *t = std::move(value);
+    else
+      insert(std::move(name), std::move(value));
   }
   bool contains(std::string_view name) const { return index_.find(std::string(name)) != index_.end(); }
   /// The entry's tensor, or null.

@@ -26,16 +26,15 @@ template std::vector<float> Tensor::to_vector<float>() const;
 template std::vector<std::int64_t> Tensor::to_vector<std::int64_t>() const;
 
 Tensor Tensor::view_as_shape(const Shape& shape) const {
-  UNROLL_CHECK(shape.numel() == numel(), ShapeError, "view: element count differs; got {} ({} elements), expected {} elements",
-               shape, shape.numel(), numel());
+  UNROLL_CHECK(shape.numel() == numel(), ShapeError,
+               "view: element count differs; got {} ({} elements), expected {} elements", shape, shape.numel(),
+               numel());
   return detail::view_range(*this, 0, shape);
 }
 
 Tensor full(const Shape& shape, double value, Dtype dtype) {
   Tensor t = Tensor::empty(shape, dtype);
-  dispatch(dtype, [&]<class T>(T*) {
-    std::fill_n(static_cast<T*>(t.raw()), t.numel(), static_cast<T>(value));
-  });
+  dispatch(dtype, [&]<class T>(T*) { std::fill_n(static_cast<T*>(t.raw()), t.numel(), static_cast<T>(value)); });
   return t;
 }
 Tensor zeros(const Shape& shape, Dtype dtype) {

@@ -30,14 +30,25 @@ void set_tape_ref(Tensor& t, std::uint64_t key, std::uint32_t slot);
 class Tensor {
  public:
   Tensor() = default;  ///< an undefined tensor: defined() == false
-  Tensor(const Tensor& o) : storage_(o.storage_), leaf_(o.leaf_), tape_key_(o.tape_key_), offset_(o.offset_),
-                            shape_(o.shape_), slot_(o.slot_), dtype_(o.dtype_) {
+  Tensor(const Tensor& o)
+      : storage_(o.storage_),
+        leaf_(o.leaf_),
+        tape_key_(o.tape_key_),
+        offset_(o.offset_),
+        shape_(o.shape_),
+        slot_(o.slot_),
+        dtype_(o.dtype_) {
     if (storage_) storage_->retain();
     if (leaf_) detail::retain(leaf_);
   }
-  Tensor(Tensor&& o) noexcept : storage_(std::exchange(o.storage_, nullptr)), leaf_(std::exchange(o.leaf_, nullptr)),
-                                tape_key_(std::exchange(o.tape_key_, 0)), offset_(o.offset_), shape_(o.shape_),
-                                slot_(o.slot_), dtype_(o.dtype_) {}
+  Tensor(Tensor&& o) noexcept
+      : storage_(std::exchange(o.storage_, nullptr)),
+        leaf_(std::exchange(o.leaf_, nullptr)),
+        tape_key_(std::exchange(o.tape_key_, 0)),
+        offset_(o.offset_),
+        shape_(o.shape_),
+        slot_(o.slot_),
+        dtype_(o.dtype_) {}
   Tensor& operator=(const Tensor& o) {
     if (this != &o) *this = Tensor(o);
     return *this;
@@ -66,7 +77,8 @@ class Tensor {
 
   /// A new tensor with uninitialised contents (use zeros() when the contents matter).
   static Tensor empty(const Shape& shape, Dtype dtype = Dtype::float32) {
-    return Tensor(detail::storage_allocate(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype)), 0, shape, dtype);
+    return Tensor(detail::storage_allocate(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype)), 0, shape,
+                  dtype);
   }
 
   bool defined() const { return storage_ != nullptr; }
@@ -78,16 +90,20 @@ class Tensor {
   Dtype dtype() const { return dtype_; }
 
   /// Typed pointer to the first element; DtypeError if T does not match dtype().
-  template <class T> T* data() const {
+  template <class T>
+  T* data() const {
     UNROLL_CHECK(dtype_of<T>() == dtype_, DtypeError, "Tensor::data: element type differs; got {}, expected {}",
                  dtype_of<T>(), dtype_);
     return static_cast<T*>(raw());
   }
-  void* raw() const { return static_cast<char*>(storage_->data()) + offset_ * static_cast<std::int64_t>(dtype_size(dtype_)); }
+  void* raw() const {
+    return static_cast<char*>(storage_->data()) + offset_ * static_cast<std::int64_t>(dtype_size(dtype_));
+  }
   /// The single value of a one-element tensor, as double.
   double item() const;
   /// All elements in row-major order, converted to T.
-  template <class T = double> std::vector<T> to_vector() const;
+  template <class T = double>
+  std::vector<T> to_vector() const;
 
   /// View of element i along dim 0 ([T, B, F] -> [B, F]); shares storage, differentiable.
   Tensor operator[](std::int64_t i) const;
@@ -142,7 +158,7 @@ class Tensor {
   std::uint64_t tape_key_ = 0;  ///< tape + epoch that recorded this tensor; 0 = not an op output
   std::int64_t offset_ = 0;     ///< in elements
   Shape shape_;
-  std::uint32_t slot_ = 0;      ///< gradient slot on that tape
+  std::uint32_t slot_ = 0;  ///< gradient slot on that tape
   Dtype dtype_ = Dtype::float32;
 };
 
@@ -201,9 +217,12 @@ Tensor copy_of(const Tensor& x);
 template <class F>
 decltype(auto) dispatch(Dtype d, F&& f) {
   switch (d) {
-    case Dtype::float32: return f(static_cast<float*>(nullptr));
-    case Dtype::float64: return f(static_cast<double*>(nullptr));
-    case Dtype::int64: return f(static_cast<std::int64_t*>(nullptr));
+    case Dtype::float32:
+      return f(static_cast<float*>(nullptr));
+    case Dtype::float64:
+      return f(static_cast<double*>(nullptr));
+    case Dtype::int64:
+      return f(static_cast<std::int64_t*>(nullptr));
   }
   return f(static_cast<float*>(nullptr));
 }

@@ -42,8 +42,8 @@ Tensor RecurrentCellBase::state_or_zeros(const char* where, const Tensor& x, con
                "{}: input must be [batch, input_size]; got x={}, expected [B, {}]", where, x.shape(), input_size_);
   const std::int64_t B = x.shape()[0];
   if (!h.defined()) return zeros({B, hidden_size_}, x.dtype());
-  UNROLL_CHECK(h.shape() == Shape({B, hidden_size_}), ShapeError, "{}: state has the wrong shape; got {}, expected [{}, {}]",
-               where, h.shape(), B, hidden_size_);
+  UNROLL_CHECK(h.shape() == Shape({B, hidden_size_}), ShapeError,
+               "{}: state has the wrong shape; got {}, expected [{}, {}]", where, h.shape(), B, hidden_size_);
   return h;
 }
 

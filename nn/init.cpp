@@ -10,20 +10,22 @@ namespace {
 // Writes `values` (same shape, float64 or the tensor's dtype) into t's storage.
 void assign(Tensor& t, const Tensor& values) {
   UNROLL_CHECK(t.defined() && is_floating(t.dtype()), DtypeError,
-               "init: expected a defined floating-point tensor; got {}", t.defined() ? fmt::format("{}", t.dtype()) : "undefined");
+               "init: expected a defined floating-point tensor; got {}",
+               t.defined() ? fmt::format("{}", t.dtype()) : "undefined");
   const Tensor v = values.dtype() == t.dtype() ? values : convert(values, t.dtype());
   std::memcpy(t.raw(), v.raw(), static_cast<std::size_t>(t.numel()) * dtype_size(t.dtype()));
 }
 std::int64_t fan_for(const Tensor& t, std::string_view mode) {
   const auto [in, out] = fans(t);
-  UNROLL_CHECK(mode == "fan_in" || mode == "fan_out", ValueError, "init: unknown fan mode; got '{}', expected fan_in or fan_out",
-               mode);
+  UNROLL_CHECK(mode == "fan_in" || mode == "fan_out", ValueError,
+               "init: unknown fan mode; got '{}', expected fan_in or fan_out", mode);
   return mode == "fan_in" ? in : out;
 }
 }  // namespace
 
 std::pair<std::int64_t, std::int64_t> fans(const Tensor& w) {
-  UNROLL_CHECK(w.dim() >= 2, ValueError, "init: fan in and fan out need a tensor of at least 2 dims; got {}", w.shape());
+  UNROLL_CHECK(w.dim() >= 2, ValueError, "init: fan in and fan out need a tensor of at least 2 dims; got {}",
+               w.shape());
   const std::int64_t receptive = w.shape().numel(2, w.dim());
   return {w.shape()[1] * receptive, w.shape()[0] * receptive};
 }
@@ -34,12 +36,15 @@ double gain(std::string_view nonlinearity, double param) {
   if (nonlinearity == "relu") return std::sqrt(2.0);
   if (nonlinearity == "leaky_relu") return std::sqrt(2.0 / (1.0 + param * param));
   if (nonlinearity == "selu") return 3.0 / 4.0;
-  detail::throw_error<ValueError>("init::gain: unknown nonlinearity; got '{}', expected linear, sigmoid, tanh, relu, "
-                                  "leaky_relu or selu", nonlinearity);
+  detail::throw_error<ValueError>(
+      "init::gain: unknown nonlinearity; got '{}', expected linear, sigmoid, tanh, relu, "
+      "leaky_relu or selu",
+      nonlinearity);
 }
 
 void uniform_(Tensor& t, double low, double high, Generator& gen) {
-  UNROLL_CHECK(low <= high, ValueError, "init::uniform_: empty range; got low={} high={}, expected low <= high", low, high);
+  UNROLL_CHECK(low <= high, ValueError, "init::uniform_: empty range; got low={} high={}, expected low <= high", low,
+               high);
   assign(t, uniform(t.shape(), low, high, Dtype::float64, gen));
 }
 void normal_(Tensor& t, double mean, double std, Generator& gen) {

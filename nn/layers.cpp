@@ -22,7 +22,8 @@ Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool with_bi
   reset_parameters();
 }
 
-// PyTorch: kaiming_uniform_(a = sqrt 5) for the weight, i.e. U(-1/sqrt(in), 1/sqrt(in)), and the same bound for the bias.
+// PyTorch: kaiming_uniform_(a = sqrt 5) for the weight, i.e. U(-1/sqrt(in), 1/sqrt(in)), and the same bound for the
+// bias.
 void Linear::reset_parameters() {
   init::kaiming_uniform_(weight, std::sqrt(5.0));
   if (bias.defined()) {
@@ -34,9 +35,11 @@ void Linear::reset_parameters() {
 
 Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
 
-Embedding::Embedding(std::int64_t num_embeddings, std::int64_t embedding_dim, std::optional<std::int64_t> pad, Dtype dtype) {
+Embedding::Embedding(std::int64_t num_embeddings, std::int64_t embedding_dim, std::optional<std::int64_t> pad,
+                     Dtype dtype) {
   UNROLL_CHECK(num_embeddings >= 0 && embedding_dim >= 0, ValueError,
-               "Embedding: sizes must not be negative; got num_embeddings={} embedding_dim={}", num_embeddings, embedding_dim);
+               "Embedding: sizes must not be negative; got num_embeddings={} embedding_dim={}", num_embeddings,
+               embedding_dim);
   if (pad) {
     UNROLL_CHECK(*pad >= -num_embeddings && *pad < num_embeddings, ValueError,
                  "Embedding: padding_idx out of range; got {}, expected -{} <= padding_idx < {}", *pad, num_embeddings,
@@ -70,7 +73,8 @@ Tensor Dropout::forward(const Tensor& x) const {
 
 LayerNorm::LayerNorm(std::vector<std::int64_t> shape, double eps_, bool elementwise_affine, Dtype dtype)
     : normalized_shape(std::move(shape)), eps(eps_) {
-  UNROLL_CHECK(!normalized_shape.empty(), ValueError, "LayerNorm: normalized_shape is empty; got [], expected at least one dim");
+  UNROLL_CHECK(!normalized_shape.empty(), ValueError,
+               "LayerNorm: normalized_shape is empty; got [], expected at least one dim");
   if (elementwise_affine) {
     weight = Tensor::empty(Shape(normalized_shape), dtype);
     bias = Tensor::empty(Shape(normalized_shape), dtype);

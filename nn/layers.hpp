@@ -24,8 +24,8 @@ class Linear : public Module {
 /// weight ~ N(0, 1); the padding_idx row (if any) is zero and gets no gradient.
 class Embedding : public Module {
  public:
-  Embedding(std::int64_t num_embeddings, std::int64_t embedding_dim, std::optional<std::int64_t> padding_idx = std::nullopt,
-            Dtype dtype = Dtype::float32);
+  Embedding(std::int64_t num_embeddings, std::int64_t embedding_dim,
+            std::optional<std::int64_t> padding_idx = std::nullopt, Dtype dtype = Dtype::float32);
   Tensor forward(const Tensor& indices) const;
   Tensor operator()(const Tensor& indices) const { return forward(indices); }
   void reset_parameters();

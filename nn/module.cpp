@@ -23,7 +23,8 @@ Tensor& Module::register_parameter(std::string name, Tensor& param) {
                "register_parameter: '{}' must be a defined floating-point tensor; got {}", name,
                param.defined() ? fmt::format("{}", param.dtype()) : std::string("undefined"));
   UNROLL_CHECK(param.is_leaf(), StateError,
-               "register_parameter: '{}' is the output of an op; got a non-leaf, expected a leaf tensor (use detach())", name);
+               "register_parameter: '{}' is the output of an op; got a non-leaf, expected a leaf tensor (use detach())",
+               name);
   if (!param.requires_grad()) param.requires_grad_();
   params_.emplace_back(std::move(name), &param);
   return param;
@@ -94,15 +95,16 @@ namespace {
 // One entry that does not match, as load_state_dict reports it.
 struct LoadProblem {
   enum Kind { shape, dtype, missing, unexpected } kind;
-  std::string alone;     // the whole message when it is the only problem
-  std::string in_list;   // its short form among several
+  std::string alone;    // the whole message when it is the only problem
+  std::string in_list;  // its short form among several
 };
 
 // A hint for names that differ by a leading prefix: a sub-module's dict given to the whole model (the
 // dict lacks the prefix) or the whole model's dict given to a sub-module (the dict has one too many).
 std::string prefix_hint(const std::vector<std::string>& missing, const std::vector<std::string>& unexpected) {
   auto ends_with_part = [](const std::string& longer, const std::string& shorter) {
-    return longer.size() > shorter.size() && longer.compare(longer.size() - shorter.size(), shorter.size(), shorter) == 0 &&
+    return longer.size() > shorter.size() &&
+           longer.compare(longer.size() - shorter.size(), shorter.size(), shorter) == 0 &&
            longer[longer.size() - shorter.size() - 1] == '.';
   };
   for (const std::string& m : missing)
@@ -111,8 +113,9 @@ std::string prefix_hint(const std::vector<std::string>& missing, const std::vect
         return fmt::format("; found '{}' for '{}': load the sub-dict with StateDict::sub(\"{}\")", u, m,
                            u.substr(0, u.size() - m.size()));
       if (ends_with_part(m, u))
-        return fmt::format("; found '{}' for '{}': the dict lacks the prefix \"{}\" (add it with StateDict::merge(dict, \"{}\"))",
-                           u, m, m.substr(0, m.size() - u.size()), m.substr(0, m.size() - u.size()));
+        return fmt::format(
+            "; found '{}' for '{}': the dict lacks the prefix \"{}\" (add it with StateDict::merge(dict, \"{}\"))", u,
+            m, m.substr(0, m.size() - u.size()), m.substr(0, m.size() - u.size()));
     }
   return {};
 }
@@ -124,14 +127,18 @@ std::string prefix_hint(const std::vector<std::string>& missing, const std::vect
   } else {
     constexpr std::size_t kListed = 8;  // one line stays readable
     message = fmt::format("load_state_dict: {} entries do not match; got ", problems.size());
-    for (std::size_t i = 0; i < std::min(problems.size(), kListed); ++i) message += (i ? ", " : "") + problems[i].in_list;
+    for (std::size_t i = 0; i < std::min(problems.size(), kListed); ++i)
+      message += (i ? ", " : "") + problems[i].in_list;
     if (problems.size() > kListed) message += fmt::format(" and {} more", problems.size() - kListed);
     message += ", expected every parameter and buffer with its shape and kind, and nothing else" + hint;
   }
   switch (problems[0].kind) {
-    case LoadProblem::shape: throw ShapeError(message);
-    case LoadProblem::dtype: throw DtypeError(message);
-    default: throw ValueError(message);
+    case LoadProblem::shape:
+      throw ShapeError(message);
+    case LoadProblem::dtype:
+      throw DtypeError(message);
+    default:
+      throw ValueError(message);
   }
 }
 }  // namespace
@@ -151,10 +158,12 @@ Module::LoadResult Module::load_state_dict(const StateDict& dict, bool strict) {
     }
     if (!src->defined() || src->shape() != t->shape()) {
       const std::string got = src->defined() ? fmt::format("{}", src->shape()) : std::string("undefined");
-      problems.push_back({LoadProblem::shape, fmt::format("shape mismatch for '{}'; got {}, expected {}", name, got, t->shape()),
+      problems.push_back({LoadProblem::shape,
+                          fmt::format("shape mismatch for '{}'; got {}, expected {}", name, got, t->shape()),
                           fmt::format("shape mismatch for '{}' ({}, expected {})", name, got, t->shape())});
     } else if (is_floating(src->dtype()) != is_floating(t->dtype())) {
-      problems.push_back({LoadProblem::dtype, fmt::format("dtype mismatch for '{}'; got {}, expected {}", name, src->dtype(), t->dtype()),
+      problems.push_back({LoadProblem::dtype,
+                          fmt::format("dtype mismatch for '{}'; got {}, expected {}", name, src->dtype(), t->dtype()),
                           fmt::format("dtype mismatch for '{}' ({}, expected {})", name, src->dtype(), t->dtype())});
     } else {
       plan.emplace_back(t, src);
@@ -168,9 +177,10 @@ Module::LoadResult Module::load_state_dict(const StateDict& dict, bool strict) {
                           fmt::format("missing entry; got no '{}', expected every parameter and buffer", name),
                           fmt::format("no '{}'", name)});
     for (const std::string& name : result.unexpected_keys)
-      problems.push_back({LoadProblem::unexpected,
-                          fmt::format("unexpected entry; got '{}', expected only the module's parameters and buffers", name),
-                          fmt::format("unexpected '{}'", name)});
+      problems.push_back(
+          {LoadProblem::unexpected,
+           fmt::format("unexpected entry; got '{}', expected only the module's parameters and buffers", name),
+           fmt::format("unexpected '{}'", name)});
   }
   if (!problems.empty())
     throw_load_problems(problems, strict ? prefix_hint(result.missing_keys, result.unexpected_keys) : std::string());
@@ -184,8 +194,8 @@ Module::LoadResult Module::load_state_dict(const StateDict& dict, bool strict) {
 }
 
 void Module::to(Dtype dtype) {
-  UNROLL_CHECK(is_floating(dtype), DtypeError, "Module::to: parameters must be floating-point; got {}, expected float32 or float64",
-               dtype);
+  UNROLL_CHECK(is_floating(dtype), DtypeError,
+               "Module::to: parameters must be floating-point; got {}, expected float32 or float64", dtype);
   visit("", true, [&](const std::string&, Tensor* t, bool is_param) {
     if (t->dtype() == dtype || !is_floating(t->dtype())) return;
     Tensor converted = convert(t->detach(), dtype);
@@ -206,10 +216,11 @@ void Module::check_registered(const std::function<void()>& forward) const {
   for (const unroll::detail::LeafMeta* leaf : tape.leaves())
     if (std::find(registered.begin(), registered.end(), leaf) == registered.end())
       strays.push_back(fmt::format("{} {}", leaf->shape, leaf->dtype));
-  UNROLL_CHECK(strays.empty(), StateError,
-               "Module::check_registered: the forward used {} tensor(s) that require grad but are not registered; got "
-               "{}, expected every trained tensor registered with register_parameter (or an input marked requires_grad_)",
-               strays.size(), fmt::join(strays, ", "));
+  UNROLL_CHECK(
+      strays.empty(), StateError,
+      "Module::check_registered: the forward used {} tensor(s) that require grad but are not registered; got "
+      "{}, expected every trained tensor registered with register_parameter (or an input marked requires_grad_)",
+      strays.size(), fmt::join(strays, ", "));
 }
 
 std::int64_t Module::num_parameters() const {

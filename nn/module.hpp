@@ -80,7 +80,8 @@ class Module {
  private:
   void add_child(std::string name, Module& child);
   void check_new_name(const char* where, const std::string& name) const;
-  template <class F> void visit(const std::string& prefix, bool recurse, F&& f) const;
+  template <class F>
+  void visit(const std::string& prefix, bool recurse, F&& f) const;
 
   std::vector<std::pair<std::string, Tensor*>> params_;
   std::vector<std::pair<std::string, Tensor*>> buffers_;

@@ -12,14 +12,15 @@
 namespace unroll::nn {
 
 namespace detail {
-Tensor length_mask(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B, Dtype dtype) {
+Tensor length_mask(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B,
+                   Dtype dtype) {
   UNROLL_CHECK(static_cast<std::int64_t>(lengths.size()) == B, ShapeError,
                "{}: one length per batch row; got {} lengths, expected {}", where, lengths.size(), B);
   std::vector<double> m(static_cast<std::size_t>(T * B));
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t len = lengths[static_cast<std::size_t>(b)];
-    UNROLL_CHECK(len >= 1 && len <= T, ValueError, "{}: sequence length out of range; got lengths[{}]={}, expected 1 <= length <= {}",
-                 where, b, len, T);
+    UNROLL_CHECK(len >= 1 && len <= T, ValueError,
+                 "{}: sequence length out of range; got lengths[{}]={}, expected 1 <= length <= {}", where, b, len, T);
     for (std::int64_t t = 0; t < len; ++t) m[static_cast<std::size_t>(t * B + b)] = 1.0;
   }
   return tensor(m, {T, B}, dtype);
@@ -32,10 +33,14 @@ using unroll::detail::StepState;
 // The traits entry of each layer kind's fused step (ops/recurrent_detail.hpp).
 const unroll::detail::StepTraits& step_traits(RecurrentMode mode) {
   switch (mode) {
-    case RecurrentMode::rnn_tanh: return unroll::detail::rnn_tanh_step_traits;
-    case RecurrentMode::rnn_relu: return unroll::detail::rnn_relu_step_traits;
-    case RecurrentMode::lstm: return unroll::detail::lstm_step_traits;
-    case RecurrentMode::gru: return unroll::detail::gru_step_traits;
+    case RecurrentMode::rnn_tanh:
+      return unroll::detail::rnn_tanh_step_traits;
+    case RecurrentMode::rnn_relu:
+      return unroll::detail::rnn_relu_step_traits;
+    case RecurrentMode::lstm:
+      return unroll::detail::lstm_step_traits;
+    case RecurrentMode::gru:
+      return unroll::detail::gru_step_traits;
   }
   return unroll::detail::lstm_step_traits;
 }
@@ -57,24 +62,26 @@ SequenceInput prepare_input(const char* where, const RecurrentOptions& opt, std:
                x_in.defined() ? fmt::format("{}", x_in.shape()) : std::string("undefined"));
   SequenceInput in;
   in.unbatched = x_in.dim() == 2;
-  UNROLL_CHECK(!in.unbatched || lengths.empty(), ValueError, "{}: lengths need a batch; got unbatched x={}, expected [T, B, I] input", where, x_in.shape());
+  UNROLL_CHECK(!in.unbatched || lengths.empty(), ValueError,
+               "{}: lengths need a batch; got unbatched x={}, expected [T, B, I] input", where, x_in.shape());
   in.x = in.unbatched ? unsqueeze(x_in, 1) : (opt.batch_first ? transpose(x_in, 0, 1) : x_in);
   const std::int64_t T = in.x.shape()[0], B = in.x.shape()[1], H = opt.hidden_size, LD = opt.num_layers * directions;
-  UNROLL_CHECK(in.x.shape()[2] == opt.input_size, ShapeError, "{}: input size differs; got x={}, expected input_size {}", where,
-               x_in.shape(), opt.input_size);
-  UNROLL_CHECK(T >= 1, ValueError, "{}: empty sequence; got x={}, expected at least one time step", where, x_in.shape());
-  UNROLL_CHECK(in.x.dtype() == param_dtype, DtypeError, "{}: input dtype differs from the parameters'; got {}, expected {}",
-               where, in.x.dtype(), param_dtype);
+  UNROLL_CHECK(in.x.shape()[2] == opt.input_size, ShapeError,
+               "{}: input size differs; got x={}, expected input_size {}", where, x_in.shape(), opt.input_size);
+  UNROLL_CHECK(T >= 1, ValueError, "{}: empty sequence; got x={}, expected at least one time step", where,
+               x_in.shape());
+  UNROLL_CHECK(in.x.dtype() == param_dtype, DtypeError,
+               "{}: input dtype differs from the parameters'; got {}, expected {}", where, in.x.dtype(), param_dtype);
   auto initial = [&](const Tensor& s, const char* what) -> Tensor {
     if (!s.defined()) return {};
     const Shape expected = in.unbatched ? Shape({LD, H}) : Shape({LD, B, H});
-    UNROLL_CHECK(s.shape() == expected, ShapeError, "{}: {} has the wrong shape; got {}, expected {}", where, what, s.shape(),
-                 expected);
+    UNROLL_CHECK(s.shape() == expected, ShapeError, "{}: {} has the wrong shape; got {}, expected {}", where, what,
+                 s.shape(), expected);
     return in.unbatched ? unsqueeze(s, 1) : s;
   };
   in.h0 = initial(h0_in, "h0");
-  UNROLL_CHECK(has_cell_state || !c0_in.defined(), ValueError, "{}: only LSTM takes a cell state; got c0={}, expected no c0", where,
-               c0_in.shape());
+  UNROLL_CHECK(has_cell_state || !c0_in.defined(), ValueError,
+               "{}: only LSTM takes a cell state; got c0={}, expected no c0", where, c0_in.shape());
   in.c0 = has_cell_state ? initial(c0_in, "c0") : Tensor();
   if (!lengths.empty()) in.mask = detail::length_mask(where, lengths, T, B, in.x.dtype());
   return in;
@@ -103,9 +110,7 @@ DirectionOutput run_direction(const unroll::detail::StepTraits& step, const Recu
   }
   // Packed once for all T steps (when that beats BLAS, which would re-pack it in each step's products).
   const HiddenWeight w_hh = HiddenWeight::prepare(one_whh_gemm ? w.weight_hh.detach() : w.weight_hh, B);
-  const Tensor b = !one_whh_gemm           ? w.bias_hh
-                   : w.bias_hh.defined()   ? w.bias_ih.detach() + w.bias_hh.detach()
-                                           : Tensor();
+  const Tensor b = !one_whh_gemm ? w.bias_hh : w.bias_hh.defined() ? w.bias_ih.detach() + w.bias_hh.detach() : Tensor();
   StepState state{h_first.defined() ? h_first : zeros({B, H}, input.dtype()), Tensor()};
   if (step.has_cell_state) state.c = c_first.defined() ? c_first : zeros({B, H}, input.dtype());
   std::vector<Tensor> hs(static_cast<std::size_t>(T));
@@ -116,7 +121,7 @@ DirectionOutput run_direction(const unroll::detail::StepTraits& step, const Recu
   }
   DirectionOutput r{stack(hs, 0), std::move(state)};
   if (one_whh_gemm) *history = {h_first.detach(), r.out.detach(), reverse};  // what each step read, no copy
-  if (mask.defined()) r.out = mul(r.out, reshape(mask, {T, B, 1}));             // zero past each sequence's end
+  if (mask.defined()) r.out = mul(r.out, reshape(mask, {T, B, 1}));          // zero past each sequence's end
   return r;
 }
 }  // namespace
@@ -126,14 +131,15 @@ RecurrentLayer::RecurrentLayer(const char* name, RecurrentMode mode, const Recur
   UNROLL_CHECK(o.input_size >= 1 && o.hidden_size >= 1 && o.num_layers >= 1, ValueError,
                "{}: sizes must be positive; got input_size={} hidden_size={} num_layers={}", name, o.input_size,
                o.hidden_size, o.num_layers);
-  UNROLL_CHECK(o.dropout >= 0 && o.dropout <= 1, ValueError, "{}: dropout out of range; got {}, expected 0 <= dropout <= 1",
-               name, o.dropout);
+  UNROLL_CHECK(o.dropout >= 0 && o.dropout <= 1, ValueError,
+               "{}: dropout out of range; got {}, expected 0 <= dropout <= 1", name, o.dropout);
   const std::int64_t H = o.hidden_size, D = directions();
   weights_.resize(static_cast<std::size_t>(o.num_layers * D));
   for (std::int64_t l = 0; l < o.num_layers; ++l)
     for (std::int64_t d = 0; d < D; ++d)
       weights_[static_cast<std::size_t>(l * D + d)].create(*this, fmt::format("_l{}{}", l, d == 1 ? "_reverse" : ""),
-                                                           l == 0 ? o.input_size : H * D, H, step_.gates, o.bias, o.dtype);
+                                                           l == 0 ? o.input_size : H * D, H, step_.gates, o.bias,
+                                                           o.dtype);
 }
 
 void RecurrentLayer::reset_parameters() {
@@ -142,8 +148,8 @@ void RecurrentLayer::reset_parameters() {
 
 RecurrentOutput RecurrentLayer::run(const Tensor& x, const Tensor& h0, const Tensor& c0,
                                     const std::vector<std::int64_t>& lengths) const {
-  const SequenceInput in = prepare_input(name_, opt_, directions(), weights_[0].weight_ih.dtype(), step_.has_cell_state, x,
-                                         h0, c0, lengths);
+  const SequenceInput in =
+      prepare_input(name_, opt_, directions(), weights_[0].weight_ih.dtype(), step_.has_cell_state, x, h0, c0, lengths);
   const std::int64_t D = directions(), L = opt_.num_layers;
   std::vector<Tensor> h_n(static_cast<std::size_t>(L * D)), c_n(step_.has_cell_state ? h_n.size() : 0);
   Tensor layer_input = in.x;

@@ -57,7 +57,8 @@ class RecurrentLayer : public Module {
 
  protected:
   RecurrentLayer(const char* name, RecurrentMode mode, const RecurrentOptions& options);
-  RecurrentOutput run(const Tensor& x, const Tensor& h0, const Tensor& c0, const std::vector<std::int64_t>& lengths) const;
+  RecurrentOutput run(const Tensor& x, const Tensor& h0, const Tensor& c0,
+                      const std::vector<std::int64_t>& lengths) const;
 
  private:
   const char* name_;
@@ -74,7 +75,8 @@ class RNN : public RecurrentLayer {
   RecurrentOutput forward(const Tensor& x, const Tensor& h0 = {}, const std::vector<std::int64_t>& lengths = {}) const {
     return run(x, h0, {}, lengths);
   }
-  RecurrentOutput operator()(const Tensor& x, const Tensor& h0 = {}, const std::vector<std::int64_t>& lengths = {}) const {
+  RecurrentOutput operator()(const Tensor& x, const Tensor& h0 = {},
+                             const std::vector<std::int64_t>& lengths = {}) const {
     return forward(x, h0, lengths);
   }
 };
@@ -100,14 +102,16 @@ class GRU : public RecurrentLayer {
   RecurrentOutput forward(const Tensor& x, const Tensor& h0 = {}, const std::vector<std::int64_t>& lengths = {}) const {
     return run(x, h0, {}, lengths);
   }
-  RecurrentOutput operator()(const Tensor& x, const Tensor& h0 = {}, const std::vector<std::int64_t>& lengths = {}) const {
+  RecurrentOutput operator()(const Tensor& x, const Tensor& h0 = {},
+                             const std::vector<std::int64_t>& lengths = {}) const {
     return forward(x, h0, lengths);
   }
 };
 
 namespace detail {
 /// [T, B] mask (dtype) with 1 where t < lengths[b]; checks 1 <= lengths[b] <= T (`where` names the caller).
-Tensor length_mask(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B, Dtype dtype);
+Tensor length_mask(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B,
+                   Dtype dtype);
 }  // namespace detail
 
 }  // namespace unroll::nn

@@ -41,12 +41,18 @@ struct SequenceOutput {
 };
 
 namespace detail {
-template <class S> struct is_cell_state : std::false_type {};
-template <> struct is_cell_state<Tensor> : std::true_type {};
-template <class A, class B> struct is_cell_state<std::pair<A, B>> : std::bool_constant<is_cell_state<A>::value && is_cell_state<B>::value> {};
-template <class... S> struct is_cell_state<std::tuple<S...>> : std::bool_constant<(is_cell_state<S>::value && ...)> {};
-template <class S, std::size_t N> struct is_cell_state<std::array<S, N>> : is_cell_state<S> {};
-template <class S, class A> struct is_cell_state<std::vector<S, A>> : is_cell_state<S> {};
+template <class S>
+struct is_cell_state : std::false_type {};
+template <>
+struct is_cell_state<Tensor> : std::true_type {};
+template <class A, class B>
+struct is_cell_state<std::pair<A, B>> : std::bool_constant<is_cell_state<A>::value && is_cell_state<B>::value> {};
+template <class... S>
+struct is_cell_state<std::tuple<S...>> : std::bool_constant<(is_cell_state<S>::value && ...)> {};
+template <class S, std::size_t N>
+struct is_cell_state<std::array<S, N>> : is_cell_state<S> {};
+template <class S, class A>
+struct is_cell_state<std::vector<S, A>> : is_cell_state<S> {};
 }  // namespace detail
 
 /// What run_cell carries from step to step: a Tensor, or a pair/tuple/array/vector of them (nested allowed).
@@ -55,7 +61,7 @@ concept CellState = detail::is_cell_state<std::remove_cvref_t<S>>::value;
 /// A step run_cell can call: State(const Tensor& x_t, const State& s), returning the state it is given.
 template <class F, class S>
 concept CellStep = CellState<S> && std::invocable<F&, const Tensor&, const S&> &&
-                   std::convertible_to<std::invoke_result_t<F&, const Tensor&, const S&>, S>;
+    std::convertible_to<std::invoke_result_t<F&, const Tensor&, const S&>, S>;
 /// A step that can make its own initial state (used when run_cell is given an undefined one).
 template <class F, class S>
 concept HasInitialState = requires(const F& f, std::int64_t batch, Dtype dtype) {
@@ -63,17 +69,29 @@ concept HasInitialState = requires(const F& f, std::int64_t batch, Dtype dtype) 
 };
 
 namespace detail {
-template <class S, class F> void for_each_tensor(S& s, F&& f) {
-  if constexpr (std::is_same_v<std::remove_const_t<S>, Tensor>) f(s);
-  else if constexpr (requires { s.begin(); s.end(); })
+template <class S, class F>
+void for_each_tensor(S& s, F&& f) {
+  if constexpr (std::is_same_v<std::remove_const_t<S>, Tensor>)
+    f(s);
+  else if constexpr (requires {
+                       s.begin();
+                       s.end();
+                     })
     for (auto& t : s) for_each_tensor(t, f);
-  else std::apply([&](auto&... ts) { (for_each_tensor(ts, f), ...); }, s);
+  else
+    std::apply([&](auto&... ts) { (for_each_tensor(ts, f), ...); }, s);
 }
-template <class S, class F> void zip_tensors(S& a, const S& b, F&& f) {
-  if constexpr (std::is_same_v<S, Tensor>) f(a, b);
-  else if constexpr (requires { a.begin(); a.end(); }) {
-    UNROLL_CHECK(std::size(a) == std::size(b), ValueError, "run_cell: the step changed the number of state tensors; got {}, expected {}",
-                 std::size(a), std::size(b));
+template <class S, class F>
+void zip_tensors(S& a, const S& b, F&& f) {
+  if constexpr (std::is_same_v<S, Tensor>)
+    f(a, b);
+  else if constexpr (requires {
+                       a.begin();
+                       a.end();
+                     }) {
+    UNROLL_CHECK(std::size(a) == std::size(b), ValueError,
+                 "run_cell: the step changed the number of state tensors; got {}, expected {}", std::size(a),
+                 std::size(b));
     auto ib = b.begin();
     for (auto& t : a) zip_tensors(t, *ib++, f);
   } else {
@@ -81,23 +99,27 @@ template <class S, class F> void zip_tensors(S& a, const S& b, F&& f) {
     (std::make_index_sequence<std::tuple_size_v<S>>{});
   }
 }
-template <class S> bool any_undefined(const S& s) {
+template <class S>
+bool any_undefined(const S& s) {
   bool undefined = false;
   for_each_tensor(s, [&](const Tensor& t) { undefined |= !t.defined(); });
   return undefined;
 }
-template <class S> const Tensor& first_tensor(const S& s) {
+template <class S>
+const Tensor& first_tensor(const S& s) {
   const Tensor* first = nullptr;
   for_each_tensor(s, [&](const Tensor& t) {
     if (!first) first = &t;
   });
-  UNROLL_CHECK(first != nullptr, ValueError, "run_cell: the state holds no tensor; got an empty state, expected at least one tensor");
+  UNROLL_CHECK(first != nullptr, ValueError,
+               "run_cell: the state holds no tensor; got an empty state, expected at least one tensor");
   return *first;
 }
 }  // namespace detail
 
 /// The same state with every tensor detached (no gradient flows back through it): truncated BPTT.
-template <class State> State detach_state(State state) {
+template <class State>
+State detach_state(State state) {
   detail::for_each_tensor(state, [](Tensor& t) {
     if (t.defined()) t = t.detach();
   });
@@ -107,7 +129,8 @@ template <class State> State detach_state(State state) {
 /// Runs `step(x_t, state) -> state` over x [T, B, ...] (x[t] is a view, no copy). The output at each step is
 /// `output_of(state)`, by default the state itself if it is a Tensor, else its first tensor (h of (h, c)).
 template <class State, class Step, class OutputOf>
-SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, OutputOf&& output_of, const RunOptions& opt = {}) {
+SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, OutputOf&& output_of,
+                               const RunOptions& opt = {}) {
   static_assert(CellState<State>,
                 "run_cell: the state must be a Tensor, or a std::pair/std::tuple/std::array/std::vector of Tensors");
   static_assert(CellStep<Step, State>,
@@ -141,13 +164,15 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, Output
       // initial state [H] instead of [B, H]) would otherwise run on silently.
       detail::zip_tensors(next, state, [&](const Tensor& n, const Tensor& old) {
         if (!old.defined()) return;
-        UNROLL_CHECK(n.defined() && n.shape() == old.shape(), ShapeError,
-                     "run_cell: step t={} of {} changed the state's shape; got {}, expected {} (the shape it was given; "
-                     "a state is [B, ...] with B = {})",
-                     t, T, n.defined() ? fmt::format("{}", n.shape()) : std::string("undefined"), old.shape(), B);
-        UNROLL_CHECK(n.dtype() == old.dtype(), DtypeError,
-                     "run_cell: step t={} of {} changed the state's dtype; got {}, expected {} (the dtype it was given)", t,
-                     T, n.dtype(), old.dtype());
+        UNROLL_CHECK(
+            n.defined() && n.shape() == old.shape(), ShapeError,
+            "run_cell: step t={} of {} changed the state's shape; got {}, expected {} (the shape it was given; "
+            "a state is [B, ...] with B = {})",
+            t, T, n.defined() ? fmt::format("{}", n.shape()) : std::string("undefined"), old.shape(), B);
+        UNROLL_CHECK(
+            n.dtype() == old.dtype(), DtypeError,
+            "run_cell: step t={} of {} changed the state's dtype; got {}, expected {} (the dtype it was given)", t, T,
+            n.dtype(), old.dtype());
       });
       if (mask.defined()) {  // rows whose sequence has ended keep their state
         const Tensor m = mask[t];
@@ -178,12 +203,15 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, Output
 /// run_cell with the default output: the state if it is a Tensor, else its first tensor.
 template <class State, class Step>
 SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, const RunOptions& opt = {}) {
-  return run_cell(x, std::move(state), std::forward<Step>(step),
-                  [](const State& s) -> Tensor {
-                    if constexpr (CellState<State>) return detail::first_tensor(s);
-                    else return Tensor();
-                  },
-                  opt);
+  return run_cell(
+      x, std::move(state), std::forward<Step>(step),
+      [](const State& s) -> Tensor {
+        if constexpr (CellState<State>)
+          return detail::first_tensor(s);
+        else
+          return Tensor();
+      },
+      opt);
 }
 
 }  // namespace unroll::nn

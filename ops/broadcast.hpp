@@ -12,13 +12,13 @@ namespace unroll::detail {
 
 struct BroadcastPlan {
   static constexpr int kMaxOperands = 4;  // up to three inputs and the output
-  int rank = 0;  ///< after coalescing; the last dim is the inner loop
+  int rank = 0;                           ///< after coalescing; the last dim is the inner loop
   int operands = 0;
   // Only entries below `rank` / `operands` are meaningful; left uninitialised on purpose (zero-filling
   // these ~600 bytes was a visible share of a small op's cost).
   std::array<std::int64_t, Shape::kMaxDims> size;
   std::array<std::array<std::int64_t, Shape::kMaxDims>, kMaxOperands> stride;  ///< 0 where broadcast
-  std::int64_t rows() const;         ///< number of inner loops
+  std::int64_t rows() const;                                                   ///< number of inner loops
   std::int64_t inner() const { return rank ? size[rank - 1] : 1; }
 };
 

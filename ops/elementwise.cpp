@@ -64,10 +64,14 @@ enum class BinOp { add, sub, mul, div };
 
 template <BinOp op, class T>
 inline T apply(T a, T b) {
-  if constexpr (op == BinOp::add) return a + b;
-  else if constexpr (op == BinOp::sub) return a - b;
-  else if constexpr (op == BinOp::mul) return a * b;
-  else return a / b;
+  if constexpr (op == BinOp::add)
+    return a + b;
+  else if constexpr (op == BinOp::sub)
+    return a - b;
+  else if constexpr (op == BinOp::mul)
+    return a * b;
+  else
+    return a / b;
 }
 
 // out = a (op) b, broadcast (not recorded). The output joins the plan as its last operand.
@@ -88,13 +92,14 @@ Tensor binary_kernel(const Tensor& a, const Tensor& b, const Shape& out_shape) {
     if (nb > 0 && b.dim() <= a.dim() &&  // b's shape ends a's shape
         std::equal(b.shape().begin(), b.shape().end(), a.shape().end() - b.dim(), a.shape().end())) {
       // b repeats along a's leading dims (a bias row): rows of a against the whole of b
-      parallel_for(a.numel() / nb, std::max<std::int64_t>(1, kElementwiseGrain / nb), [&](std::int64_t r0, std::int64_t r1) {
-        for (std::int64_t r = r0; r < r1; ++r) {
-          const T* __restrict x = pa + r * nb;
-          T* __restrict o = po + r * nb;
-          for (std::int64_t i = 0; i < nb; ++i) o[i] = apply<op>(x[i], pb[i]);
-        }
-      });
+      parallel_for(a.numel() / nb, std::max<std::int64_t>(1, kElementwiseGrain / nb),
+                   [&](std::int64_t r0, std::int64_t r1) {
+                     for (std::int64_t r = r0; r < r1; ++r) {
+                       const T* __restrict x = pa + r * nb;
+                       T* __restrict o = po + r * nb;
+                       for (std::int64_t i = 0; i < nb; ++i) o[i] = apply<op>(x[i], pb[i]);
+                     }
+                   });
       return;
     }
     const auto plan = detail::make_plan(out_shape, {&a.shape(), &b.shape(), &out_shape});
@@ -128,7 +133,10 @@ Tensor binary_forward(const char* where, const Tensor& a, const Tensor& b) {
 
 // g ⊙ x with broadcasting (not recorded): a backward's chain-rule product, which the caller reduces to its
 // input's shape with sum_to.
-Tensor times(const Tensor& g, const Tensor& x) { return binary_kernel<BinOp::mul>(g, x, g.shape() == x.shape() ? g.shape() : broadcast_shapes("backward", g.shape(), x.shape())); }
+Tensor times(const Tensor& g, const Tensor& x) {
+  return binary_kernel<BinOp::mul>(
+      g, x, g.shape() == x.shape() ? g.shape() : broadcast_shapes("backward", g.shape(), x.shape()));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Unary maps. `Fwd(x)` computes y; `Bwd(saved, g)` computes dx from the saved value (x or y, chosen by
@@ -227,10 +235,18 @@ Tensor scalar_op(const char* name, const Tensor& x, double dydx, F f) {
 }
 }  // namespace
 
-Tensor add(const Tensor& x, double s) { return scalar_op("add", x, 1.0, [s](auto v) { return v + static_cast<decltype(v)>(s); }); }
-Tensor sub(const Tensor& x, double s) { return scalar_op("sub", x, 1.0, [s](auto v) { return v - static_cast<decltype(v)>(s); }); }
-Tensor rsub(const Tensor& x, double s) { return scalar_op("rsub", x, -1.0, [s](auto v) { return static_cast<decltype(v)>(s) - v; }); }
-Tensor div(const Tensor& x, double s) { return scalar_op("div", x, 1.0 / s, [s](auto v) { return v / static_cast<decltype(v)>(s); }); }
+Tensor add(const Tensor& x, double s) {
+  return scalar_op("add", x, 1.0, [s](auto v) { return v + static_cast<decltype(v)>(s); });
+}
+Tensor sub(const Tensor& x, double s) {
+  return scalar_op("sub", x, 1.0, [s](auto v) { return v - static_cast<decltype(v)>(s); });
+}
+Tensor rsub(const Tensor& x, double s) {
+  return scalar_op("rsub", x, -1.0, [s](auto v) { return static_cast<decltype(v)>(s) - v; });
+}
+Tensor div(const Tensor& x, double s) {
+  return scalar_op("div", x, 1.0 / s, [s](auto v) { return v / static_cast<decltype(v)>(s); });
+}
 Tensor mul(const Tensor& x, double s) {
   return scalar_op("mul", x, s, [s](auto v) { return v * static_cast<decltype(v)>(s); });
 }
@@ -242,24 +258,29 @@ Tensor rdiv(const Tensor& x, double s) {
 }
 
 // y = -x;  dx = -g
-Tensor neg(const Tensor& x) { return scalar_op("neg", x, -1.0, [](auto v) { return -v; }); }
+Tensor neg(const Tensor& x) {
+  return scalar_op("neg", x, -1.0, [](auto v) { return -v; });
+}
 // y = e^x;  dx = g y
 Tensor exp(const Tensor& x) {
-  return unary<Save::output>("exp", x, [](auto v) { return std::exp(v); }, [](auto y, auto g) { return g * y; });
+  return unary<Save::output>(
+      "exp", x, [](auto v) { return std::exp(v); }, [](auto y, auto g) { return g * y; });
 }
 // y = ln x;  dx = g / x
 Tensor log(const Tensor& x) {
-  return unary<Save::input>("log", x, [](auto v) { return std::log(v); }, [](auto v, auto g) { return g / v; });
+  return unary<Save::input>(
+      "log", x, [](auto v) { return std::log(v); }, [](auto v, auto g) { return g / v; });
 }
 // y = sqrt x;  dx = g / (2 y)
 Tensor sqrt(const Tensor& x) {
-  return unary<Save::output>("sqrt", x, [](auto v) { return std::sqrt(v); },
-                             [](auto y, auto g) { return g / (y + y); });
+  return unary<Save::output>(
+      "sqrt", x, [](auto v) { return std::sqrt(v); }, [](auto y, auto g) { return g / (y + y); });
 }
 // y = |x|;  dx = g sign(x)
 Tensor abs(const Tensor& x) {
-  return unary<Save::input>("abs", x, [](auto v) { return std::abs(v); },
-                            [](auto v, auto g) { return v > 0 ? g : (v < 0 ? -g : decltype(g)(0)); });
+  return unary<Save::input>(
+      "abs", x, [](auto v) { return std::abs(v); },
+      [](auto v, auto g) { return v > 0 ? g : (v < 0 ? -g : decltype(g)(0)); });
 }
 // y = x^e;  dx = g e x^(e-1)
 Tensor pow(const Tensor& x, double e) {
@@ -272,27 +293,33 @@ Tensor pow(const Tensor& x, double e) {
 }
 // y = tanh x;  dx = g (1 - y^2)
 Tensor tanh(const Tensor& x) {
-  return unary<Save::output>("tanh", x,
-                             [](auto v) {
-                               if constexpr (std::is_same_v<decltype(v), float>) return detail::tanh_approx(v);
-                               else return std::tanh(v);
-                             },
-                             [](auto y, auto g) { return g * (1 - y * y); });
+  return unary<Save::output>(
+      "tanh", x,
+      [](auto v) {
+        if constexpr (std::is_same_v<decltype(v), float>)
+          return detail::tanh_approx(v);
+        else
+          return std::tanh(v);
+      },
+      [](auto y, auto g) { return g * (1 - y * y); });
 }
 // y = 1 / (1 + e^-x);  dx = g y (1 - y)
 Tensor sigmoid(const Tensor& x) {
   return unary<Save::output>(
       "sigmoid", x,
       [](auto v) {
-        if constexpr (std::is_same_v<decltype(v), float>) return detail::sigmoid_approx(v);
-        else return 1.0 / (1.0 + std::exp(-v));
+        if constexpr (std::is_same_v<decltype(v), float>)
+          return detail::sigmoid_approx(v);
+        else
+          return 1.0 / (1.0 + std::exp(-v));
       },
       [](auto y, auto g) { return g * y * (1 - y); });
 }
 // y = max(x, 0);  dx = g [y > 0]
 Tensor relu(const Tensor& x) {
-  return unary<Save::output>("relu", x, [](auto v) { return v > 0 ? v : decltype(v)(0); },
-                             [](auto y, auto g) { return y > 0 ? g : decltype(g)(0); });
+  return unary<Save::output>(
+      "relu", x, [](auto v) { return v > 0 ? v : decltype(v)(0); },
+      [](auto y, auto g) { return y > 0 ? g : decltype(g)(0); });
 }
 // y = log(1 + e^(bx)) / b (x where bx > t);  dx = g sigmoid(bx) (g where bx > t)
 Tensor softplus(const Tensor& x, double beta, double threshold) {
@@ -313,8 +340,8 @@ Tensor softplus(const Tensor& x, double beta, double threshold) {
 }
 // y = min(max(x, lo), hi);  dx = g [lo <= x <= hi]
 Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> max) {
-  UNROLL_CHECK(!min || !max || *min <= *max, ValueError, "clamp: empty range; got min={} and max={}, expected min <= max",
-               *min, *max);
+  UNROLL_CHECK(!min || !max || *min <= *max, ValueError,
+               "clamp: empty range; got min={} and max={}, expected min <= max", *min, *max);
   const double lo = min.value_or(-INFINITY), hi = max.value_or(INFINITY);
   return unary<Save::input>(
       "clamp", x,
@@ -375,7 +402,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 // y = m ? v : x;  dx = m ? 0 : g
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
   check_floating("masked_fill", x);
-  UNROLL_CHECK(mask.defined(), StateError, "masked_fill: mask is undefined; got an undefined tensor, expected a tensor");
+  UNROLL_CHECK(mask.defined(), StateError,
+               "masked_fill: mask is undefined; got an undefined tensor, expected a tensor");
   UNROLL_CHECK(broadcast_shapes("masked_fill", x.shape(), mask.shape()) == x.shape(), ShapeError,
                "masked_fill: mask does not broadcast to the input; got mask={} and x={}, expected a mask "
                "broadcastable to x",
@@ -411,9 +439,8 @@ Tensor to(const Tensor& x, Dtype dtype) {
   if (x.dtype() == dtype) return x;
   Tensor out = convert(x, dtype);
   if (is_floating(x.dtype()) && is_floating(dtype) && autograd::needs_grad({&x}))
-    autograd::record("to", out, {&x}, [from = x.dtype()](autograd::GradSink& sink) {
-      sink.add(0, convert(sink.grad_output(), from));
-    });
+    autograd::record("to", out, {&x},
+                     [from = x.dtype()](autograd::GradSink& sink) { sink.add(0, convert(sink.grad_output(), from)); });
   return out;
 }
 
@@ -431,8 +458,8 @@ void check_in_place(const char* where, const Tensor& x) {
 void add_(Tensor& x, const Tensor& y, double alpha) {
   check_in_place("add_", x);
   detail::check_floating_same("add_", x, y);
-  UNROLL_CHECK(x.shape() == y.shape(), ShapeError, "add_: shapes differ; got x={} and y={}, expected equal shapes", x.shape(),
-               y.shape());
+  UNROLL_CHECK(x.shape() == y.shape(), ShapeError, "add_: shapes differ; got x={} and y={}, expected equal shapes",
+               x.shape(), y.shape());
   dispatch(x.dtype(), [&]<class T>(T*) {
     T* __restrict px = static_cast<T*>(x.raw());
     const T* __restrict py = static_cast<const T*>(y.raw());
@@ -446,8 +473,8 @@ void add_(Tensor& x, const Tensor& y, double alpha) {
 // x = min(max(x, lo), hi)
 void clamp_(Tensor& x, std::optional<double> min, std::optional<double> max) {
   check_in_place("clamp_", x);
-  UNROLL_CHECK(!min || !max || *min <= *max, ValueError, "clamp_: empty range; got min={} and max={}, expected min <= max",
-               *min, *max);
+  UNROLL_CHECK(!min || !max || *min <= *max, ValueError,
+               "clamp_: empty range; got min={} and max={}, expected min <= max", *min, *max);
   const double lo = min.value_or(-INFINITY), hi = max.value_or(INFINITY);
   dispatch(x.dtype(), [&]<class T>(T*) {
     T* px = static_cast<T*>(x.raw());

@@ -18,7 +18,8 @@ inline float exp_approx(float x) {
   const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
   // Taylor polynomial of e^r to degree 7: error < 1e-8 relative on |r| <= 0.347
   const float p =
-      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+      1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 +
+                                          r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
   const std::int32_t e = (static_cast<std::int32_t>(n) + 127) << 23;
   return p * std::bit_cast<float>(e);
 }
@@ -31,7 +32,8 @@ inline float expm1_nonneg(float x) {
   const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
   // e^r - 1 to degree 7 (no constant term): error < 1e-8 relative on |r| <= 0.347
   const float q =
-      r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+      r *
+      (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
   const float s = std::bit_cast<float>((static_cast<std::int32_t>(n) + 127) << 23);  // 2^n, n >= 0
   return s * q + (s - 1.0f);  // 2^n e^r - 1; both terms >= 0, so nothing cancels
 }

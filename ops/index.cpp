@@ -8,7 +8,8 @@ namespace unroll {
 namespace {
 
 void check_indices(const char* where, const Tensor& idx, std::int64_t limit, std::optional<std::int64_t> allowed = {}) {
-  UNROLL_CHECK(idx.defined(), StateError, "{}: index tensor is undefined; got an undefined tensor, expected int64", where);
+  UNROLL_CHECK(idx.defined(), StateError, "{}: index tensor is undefined; got an undefined tensor, expected int64",
+               where);
   UNROLL_CHECK(idx.dtype() == Dtype::int64, DtypeError, "{}: indices must be int64; got {}, expected int64", where,
                idx.dtype());
   const std::int64_t* p = idx.data<std::int64_t>();
@@ -25,7 +26,8 @@ void gather_rows(const Tensor& x, const std::int64_t* idx, std::int64_t count, s
   char* dst = static_cast<char*>(out.raw());
   for (std::int64_t o = 0; o < outer; ++o)
     for (std::int64_t j = 0; j < count; ++j)
-      std::memcpy(dst + static_cast<std::size_t>(o * count + j) * bytes, src + static_cast<std::size_t>(o * n + idx[j]) * bytes, bytes);
+      std::memcpy(dst + static_cast<std::size_t>(o * count + j) * bytes,
+                  src + static_cast<std::size_t>(o * n + idx[j]) * bytes, bytes);
 }
 
 // dx[o, idx[j], :] += g[o, j, :]; entries equal to `skip` are left out.
@@ -48,8 +50,10 @@ void scatter_add_rows(Tensor& dx, const Tensor& g, const std::int64_t* idx, std:
 
 // y[.., j, ..] = x[.., idx[j], ..];  dx[.., idx[j], ..] += g[.., j, ..]
 Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& idx) {
-  UNROLL_CHECK(x.defined(), StateError, "index_select: tensor is undefined; got an undefined tensor, expected a tensor");
-  UNROLL_CHECK(x.dim() > 0, ShapeError, "index_select: cannot index a 0-d tensor; got {}, expected at least 1 dim", x.shape());
+  UNROLL_CHECK(x.defined(), StateError,
+               "index_select: tensor is undefined; got an undefined tensor, expected a tensor");
+  UNROLL_CHECK(x.dim() > 0, ShapeError, "index_select: cannot index a 0-d tensor; got {}, expected at least 1 dim",
+               x.shape());
   const int d = wrap_dim("index_select", dim, x.dim());
   UNROLL_CHECK(idx.dim() == 1, ShapeError, "index_select: index must be 1-D; got {}, expected [n]", idx.shape());
   check_indices("index_select", idx, x.shape()[d]);
@@ -69,7 +73,8 @@ Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& idx) {
 
 // y[k, :] = W[idx[k], :];  dW[idx[k], :] += g[k, :] (except padding_idx)
 Tensor embedding(const Tensor& weight, const Tensor& idx, std::optional<std::int64_t> padding_idx) {
-  UNROLL_CHECK(weight.defined(), StateError, "embedding: weight is undefined; got an undefined tensor, expected [V, D]");
+  UNROLL_CHECK(weight.defined(), StateError,
+               "embedding: weight is undefined; got an undefined tensor, expected [V, D]");
   UNROLL_CHECK(weight.dim() == 2, ShapeError, "embedding: weight must be 2-D; got {}, expected [V, D]", weight.shape());
   const std::int64_t V = weight.shape()[0], D = weight.shape()[1];
   UNROLL_CHECK(!padding_idx || (*padding_idx >= -V && *padding_idx < V), IndexError,

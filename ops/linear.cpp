@@ -14,7 +14,8 @@ void add_bias_rows(Tensor& out, const Tensor& bias, bool assign) {
     const T* b = bias.data<T>();
     T* o = out.data<T>();
     for (std::int64_t r = 0; r < rows; ++r, o += n) {
-      if (assign) std::memcpy(o, b, static_cast<std::size_t>(n) * sizeof(T));
+      if (assign)
+        std::memcpy(o, b, static_cast<std::size_t>(n) * sizeof(T));
       else
         for (std::int64_t j = 0; j < n; ++j) o[j] += b[j];
     }
@@ -61,8 +62,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Shape out_shape = x.shape();
   out_shape[out_shape.dim() - 1] = out_f;
   Tensor y = Tensor::empty(out_shape, x.dtype());
-  if (bias.defined()) detail::add_bias_rows(y, bias, true);
-  else if (in == 0) std::memset(y.raw(), 0, static_cast<std::size_t>(y.numel()) * dtype_size(y.dtype()));  // empty sum
+  if (bias.defined())
+    detail::add_bias_rows(y, bias, true);
+  else if (in == 0)
+    std::memset(y.raw(), 0, static_cast<std::size_t>(y.numel()) * dtype_size(y.dtype()));  // empty sum
   dispatch_floating("linear", x.dtype(), [&]<class T>(T*) {
     gemm_t<T>(false, true, M, out_f, in, x, in, weight, in, bias.defined(), y, out_f);
   });

@@ -54,23 +54,24 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (autograd::needs_grad({&a, &b})) {
     Tensor keep_a = b.requires_grad() ? a.detach() : Tensor();
     Tensor keep_b = a.requires_grad() ? b.detach() : Tensor();
-    autograd::record("matmul", out, {&a, &b},
-                     [a = std::move(keep_a), b = std::move(keep_b), batch, M, N, K, sa, sb, so](autograd::GradSink& sink) {
-                       const Tensor& g = sink.grad_output();  // [batch, M, N]
-                       bool fresh = false;
-                       if (sink.needs(0)) {  // da [M, K] = g [M, N] . b^T [N, K]
-                         Tensor& da = sink.buffer(0, fresh);
-                         gemm_batched(false, true, batch, M, K, N, {g, so, N}, {b, sb, N}, !fresh, da, sa, K);
-                       }
-                       if (sink.needs(1)) {  // db [K, N] = a^T [K, M] . g [M, N]
-                         if (sb == 0) {  // one weight for all rows: deferrable (see GradSink::add_rows_product)
-                           sink.add_rows_product(1, a, g);  // [.., K] and [.., N]: the leading dims are the rows
-                         } else {
-                           Tensor& db = sink.buffer(1, fresh);
-                           gemm_batched(true, false, batch, K, N, M, {a, sa, K}, {g, so, N}, !fresh, db, sb, N);
-                         }
-                       }
-                     });
+    autograd::record(
+        "matmul", out, {&a, &b},
+        [a = std::move(keep_a), b = std::move(keep_b), batch, M, N, K, sa, sb, so](autograd::GradSink& sink) {
+          const Tensor& g = sink.grad_output();  // [batch, M, N]
+          bool fresh = false;
+          if (sink.needs(0)) {  // da [M, K] = g [M, N] . b^T [N, K]
+            Tensor& da = sink.buffer(0, fresh);
+            gemm_batched(false, true, batch, M, K, N, {g, so, N}, {b, sb, N}, !fresh, da, sa, K);
+          }
+          if (sink.needs(1)) {                 // db [K, N] = a^T [K, M] . g [M, N]
+            if (sb == 0) {                     // one weight for all rows: deferrable (see GradSink::add_rows_product)
+              sink.add_rows_product(1, a, g);  // [.., K] and [.., N]: the leading dims are the rows
+            } else {
+              Tensor& db = sink.buffer(1, fresh);
+              gemm_batched(true, false, batch, K, N, M, {a, sa, K}, {g, so, N}, !fresh, db, sb, N);
+            }
+          }
+        });
   }
   return out;
 }

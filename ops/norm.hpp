@@ -10,6 +10,7 @@ namespace unroll {
 /// biased variance (as PyTorch). weight and bias (optional) have the shape of those trailing dims.
 /// Backward, per row with x^ the normalised input and g' = g * weight:
 ///   dx = rstd (g' - mean(g') - x^ mean(g' x^)),  dweight = sum_rows(g x^),  dbias = sum_rows(g).
-Tensor layer_norm(const Tensor& x, int norm_dims, const Tensor& weight = {}, const Tensor& bias = {}, double eps = 1e-5);
+Tensor layer_norm(const Tensor& x, int norm_dims, const Tensor& weight = {}, const Tensor& bias = {},
+                  double eps = 1e-5);
 
 }  // namespace unroll

@@ -25,13 +25,17 @@ struct HiddenWeight::Packs {
   Pair<double> f64;
   template <class T>
   Pair<T>& get() {
-    if constexpr (std::is_same_v<T, float>) return f32;
-    else return f64;
+    if constexpr (std::is_same_v<T, float>)
+      return f32;
+    else
+      return f64;
   }
   template <class T>
   const Pair<T>& get() const {
-    if constexpr (std::is_same_v<T, float>) return f32;
-    else return f64;
+    if constexpr (std::is_same_v<T, float>)
+      return f32;
+    else
+      return f64;
   }
 };
 
@@ -62,32 +66,48 @@ HiddenWeight HiddenWeight::packed(const Tensor& w) {
 namespace {
 
 // Scalar activations: float32 through the vectorisable approximations of ops/fast_math.hpp.
-template <class T> T sigmoid_of(T v) {
-  if constexpr (std::is_same_v<T, float>) return sigmoid_approx(v);
-  else return T(1) / (T(1) + std::exp(-v));
+template <class T>
+T sigmoid_of(T v) {
+  if constexpr (std::is_same_v<T, float>)
+    return sigmoid_approx(v);
+  else
+    return T(1) / (T(1) + std::exp(-v));
 }
-template <class T> T tanh_of(T v) {
-  if constexpr (std::is_same_v<T, float>) return tanh_approx(v);
-  else return std::tanh(v);
+template <class T>
+T tanh_of(T v) {
+  if constexpr (std::is_same_v<T, float>)
+    return tanh_approx(v);
+  else
+    return std::tanh(v);
 }
 
 // In-place activations over a contiguous run (trailing underscore: in place); separate simple loops
 // (restrict, no branches) vectorise.
-template <class T> void sigmoid_run_(T* __restrict p, std::int64_t n) {
+template <class T>
+void sigmoid_run_(T* __restrict p, std::int64_t n) {
   for (std::int64_t j = 0; j < n; ++j) p[j] = sigmoid_of(p[j]);
 }
-template <class T> void tanh_run_(T* __restrict p, std::int64_t n) {
+template <class T>
+void tanh_run_(T* __restrict p, std::int64_t n) {
   for (std::int64_t j = 0; j < n; ++j) p[j] = tanh_of(p[j]);
 }
-template <class T> void add_run_(T* __restrict p, const T* __restrict q, std::int64_t n) {
+template <class T>
+void add_run_(T* __restrict p, const T* __restrict q, std::int64_t n) {
   for (std::int64_t j = 0; j < n; ++j) p[j] += q[j];
 }
-template <class T> void copy_run(T* __restrict dst, const T* __restrict src, std::int64_t n) {
+template <class T>
+void copy_run(T* __restrict dst, const T* __restrict src, std::int64_t n) {
   std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(T));
 }
 // A length mask's rows: null (no mask) steps every row; a 0 entry holds row b.
-template <class T> bool held(const T* mask, std::int64_t b) { return mask != nullptr && mask[b] == T(0); }
-template <class T> const T* data_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+template <class T>
+bool held(const T* mask, std::int64_t b) {
+  return mask != nullptr && mask[b] == T(0);
+}
+template <class T>
+const T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
 
 // ---- the steps' kernels: plain loops over B rows of width H, no tensors, no checks -------------------
 
@@ -97,7 +117,8 @@ void rnn_step_forward(const T* gx, const T* h, const T* mask, T* y, std::int64_t
   for (std::int64_t b = 0; b < B; ++b) {
     T* yb = y + b * H;
     const T* xb = gx + b * H;
-    if (held(mask, b)) copy_run(yb, h + b * H, H);
+    if (held(mask, b))
+      copy_run(yb, h + b * H, H);
     else if (act == RnnActivation::tanh)
       for (std::int64_t j = 0; j < H; ++j) yb[j] = tanh_of(yb[j] + xb[j]);
     else
@@ -106,10 +127,12 @@ void rnn_step_forward(const T* gx, const T* h, const T* mask, T* y, std::int64_t
 }
 // Elman backward to the pre-activation: dpre = dy act'(y), zero for held rows.
 template <class T>
-void rnn_step_backward(const T* dy, const T* y, const T* mask, T* dpre, std::int64_t B, std::int64_t H, RnnActivation act) {
+void rnn_step_backward(const T* dy, const T* y, const T* mask, T* dpre, std::int64_t B, std::int64_t H,
+                       RnnActivation act) {
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t k0 = b * H;
-    if (held(mask, b)) std::fill(dpre + k0, dpre + k0 + H, T(0));
+    if (held(mask, b))
+      std::fill(dpre + k0, dpre + k0 + H, T(0));
     else if (act == RnnActivation::tanh)
       for (std::int64_t k = k0; k < k0 + H; ++k) dpre[k] = dy[k] * (T(1) - y[k] * y[k]);
     else
@@ -190,8 +213,10 @@ template <class T>
 void gru_step_forward(const T* gx, const T* h, const T* mask, T* s, T* n, T* h_out, std::int64_t B, std::int64_t H) {
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t r = b * H;
-    if (held(mask, b)) copy_run(h_out + r, h + r, H);
-    else gru_row(gx + b * 3 * H, h + r, s + b * 3 * H, n + r, h_out + r, H);
+    if (held(mask, b))
+      copy_run(h_out + r, h + r, H);
+    else
+      gru_row(gx + b * 3 * H, h + r, s + b * 3 * H, n + r, h_out + r, H);
   }
 }
 // Gradients of one GRU row (see gru_step's comment): its input gates', its hidden gates' and h's direct part.
@@ -245,7 +270,8 @@ void check_step(const char* where, std::int64_t gates, const Tensor& gx, const T
   if (b_hh.defined()) {
     check_floating_same(where, gx, b_hh);
     UNROLL_CHECK(b_hh.dim() == 1 && b_hh.shape()[0] == gates * H, ShapeError,
-                 "{}: bias_hh does not match the hidden size; got b_hh={}, expected [{}]", where, b_hh.shape(), gates * H);
+                 "{}: bias_hh does not match the hidden size; got b_hh={}, expected [{}]", where, b_hh.shape(),
+                 gates * H);
   }
   if (mask.defined()) {
     check_floating_same(where, gx, mask);
@@ -284,8 +310,10 @@ void hidden_backward(autograd::GradSink& sink, const Tensor& dG, const Tensor& h
   bool fresh = false;
   if (sink.needs(hi)) {
     Tensor& dh = sink.buffer(hi, fresh);
-    if (w_packed) gemm_packed<T>(B, dG.data<T>(), n, *w_packed, fresh ? nullptr : dh.data<T>(), H, nullptr, dh.data<T>(), H);
-    else gemm(false, false, B, H, n, T(1), dG.data<T>(), n, w.data<T>(), H, fresh ? T(0) : T(1), dh.data<T>(), H);
+    if (w_packed)
+      gemm_packed<T>(B, dG.data<T>(), n, *w_packed, fresh ? nullptr : dh.data<T>(), H, nullptr, dh.data<T>(), H);
+    else
+      gemm(false, false, B, H, n, T(1), dG.data<T>(), n, w.data<T>(), H, fresh ? T(0) : T(1), dh.data<T>(), H);
   }
   if (sink.needs(wi)) sink.add_rows_product(wi, dG, h);  // deferred: batched with other steps' rows into large GEMMs
   if (sink.needs(wi + 1)) {
@@ -317,7 +345,8 @@ void rnn_step_grads(autograd::GradSink& sink, const Tensor& y, const Tensor& h, 
   const Tensor& dy = sink.grad_output();
   dispatch_floating("rnn_step", dy.dtype(), [&]<class T>(T*) {
     Tensor dpre = empty_like(dy);
-    rnn_step_backward(dy.data<T>(), y.data<T>(), data_or_null<T>(mask), dpre.data<T>(), dy.shape()[0], dy.shape()[1], act);
+    rnn_step_backward(dy.data<T>(), y.data<T>(), data_or_null<T>(mask), dpre.data<T>(), dy.shape()[0], dy.shape()[1],
+                      act);
     hidden_backward<T>(sink, dpre, h, w, backward_pack<T>(packs), 1, 2);
     add_held_rows<T>(sink, 1, dy, mask);
     if (sink.needs(0)) sink.add(0, std::move(dpre));
@@ -330,8 +359,8 @@ void lstm_step_grads(autograd::GradSink& sink, const Tensor& acts, const Tensor&
   const Tensor& dc_out = sink.grad_output(1);
   dispatch_floating("lstm_step", dh_out.dtype(), [&]<class T>(T*) {
     Tensor dG = empty_like(acts), dc = empty_like(c);
-    lstm_step_backward(acts.data<T>(), tc.data<T>(), c.data<T>(), dh_out.data<T>(), dc_out.data<T>(), data_or_null<T>(mask),
-                       dG.data<T>(), dc.data<T>(), c.shape()[0], c.shape()[1]);
+    lstm_step_backward(acts.data<T>(), tc.data<T>(), c.data<T>(), dh_out.data<T>(), dc_out.data<T>(),
+                       data_or_null<T>(mask), dG.data<T>(), dc.data<T>(), c.shape()[0], c.shape()[1]);
     hidden_backward<T>(sink, dG, h, w, backward_pack<T>(packs), 1, 3);
     add_held_rows<T>(sink, 1, dh_out, mask);
     if (sink.needs(2)) sink.add(2, std::move(dc));
@@ -339,8 +368,8 @@ void lstm_step_grads(autograd::GradSink& sink, const Tensor& acts, const Tensor&
   });
 }
 
-void gru_step_grads(autograd::GradSink& sink, const Tensor& saved, const Tensor& n_act, const Tensor& h, const Tensor& w,
-                    const PacksPtr& packs, const Tensor& mask) {
+void gru_step_grads(autograd::GradSink& sink, const Tensor& saved, const Tensor& n_act, const Tensor& h,
+                    const Tensor& w, const PacksPtr& packs, const Tensor& mask) {
   const Tensor& dh_out = sink.grad_output();
   dispatch_floating("gru_step", dh_out.dtype(), [&]<class T>(T*) {
     Tensor dgx = empty_like(saved), dgh = empty_like(saved), dh_direct = empty_like(h);
@@ -367,9 +396,8 @@ Tensor rnn_step(const Tensor& gx, const Tensor& h, const HiddenWeight& w_hh, con
   const Tensor& w = w_hh.tensor();
   if (autograd::needs_grad({&gx, &h, &w, &b_hh}))
     autograd::record(where, out, {&gx, &h, &w, &b_hh},
-                     [y = out.detach(), h = h.detach(), w = w.detach(), packs = w_hh.packs(), mask, act](autograd::GradSink& s) {
-                       rnn_step_grads(s, y, h, w, packs, mask, act);
-                     });
+                     [y = out.detach(), h = h.detach(), w = w.detach(), packs = w_hh.packs(), mask,
+                      act](autograd::GradSink& s) { rnn_step_grads(s, y, h, w, packs, mask, act); });
   return out;
 }
 
@@ -395,9 +423,10 @@ std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Ten
   if (autograd::needs_grad({&gx, &h, &c, &w, &b_hh})) {
     Tensor* outs[] = {&h_out, &c_out};
     const Tensor* ins[] = {&gx, &h, &c, &w, &b_hh};
-    autograd::record(where, std::span<Tensor* const>(outs), std::span<const Tensor* const>(ins),
-                     [acts = std::move(acts), tc = std::move(tc), h = h.detach(), c = c.detach(), w = w.detach(),
-                      packs = w_hh.packs(), mask](autograd::GradSink& s) { lstm_step_grads(s, acts, tc, h, c, w, packs, mask); });
+    autograd::record(
+        where, std::span<Tensor* const>(outs), std::span<const Tensor* const>(ins),
+        [acts = std::move(acts), tc = std::move(tc), h = h.detach(), c = c.detach(), w = w.detach(),
+         packs = w_hh.packs(), mask](autograd::GradSink& s) { lstm_step_grads(s, acts, tc, h, c, w, packs, mask); });
   }
   return {std::move(h_out), std::move(c_out)};
 }
@@ -417,9 +446,10 @@ Tensor gru_step(const Tensor& gx, const Tensor& h, const HiddenWeight& w_hh, con
   });
   const Tensor& w = w_hh.tensor();
   if (autograd::needs_grad({&gx, &h, &w, &b_hh}))
-    autograd::record(where, out, {&gx, &h, &w, &b_hh},
-                     [saved = std::move(saved), n_act = std::move(n_act), h = h.detach(), w = w.detach(),
-                      packs = w_hh.packs(), mask](autograd::GradSink& s) { gru_step_grads(s, saved, n_act, h, w, packs, mask); });
+    autograd::record(
+        where, out, {&gx, &h, &w, &b_hh},
+        [saved = std::move(saved), n_act = std::move(n_act), h = h.detach(), w = w.detach(), packs = w_hh.packs(),
+         mask](autograd::GradSink& s) { gru_step_grads(s, saved, n_act, h, w, packs, mask); });
   return out;
 }
 
@@ -440,7 +470,8 @@ void hidden_weight_grads(autograd::GradSink& sink, const HiddenHistory& hh, std:
                  where, hh.states.defined() ? fmt::format("{}", hh.states.shape()) : std::string("none"),
                  hh.initial.defined() ? fmt::format("{}", hh.initial.shape()) : std::string("none"), states, initial);
     // The first step's gradient with the initial state; every other step's with the previous step's output.
-    if (hh.initial.defined()) sink.add_rows_product(1, view_range(g, (hh.reverse ? T - 1 : 0) * B * n, {B, n}), hh.initial);
+    if (hh.initial.defined())
+      sink.add_rows_product(1, view_range(g, (hh.reverse ? T - 1 : 0) * B * n, {B, n}), hh.initial);
     if (T > 1)
       sink.add_rows_product(1, view_range(g, hh.reverse ? 0 : B * n, {T - 1, B, n}),
                             view_range(hh.states, hh.reverse ? B * H : 0, {T - 1, B, H}));  // leading dims are the rows
@@ -467,13 +498,17 @@ Tensor with_hidden_weight_grad(const Tensor& gx, const Tensor& w_hh, const Tenso
       check_floating_same(where, gx, *b);
       UNROLL_CHECK(b->dim() == 1 && b->shape()[0] == w_hh.shape()[0], ShapeError,
                    "{}: {} does not match weight_hh; got {}={} and w_hh={}, expected [{}]", where,
-                   b == &b_ih ? "bias_ih" : "bias_hh", b == &b_ih ? "b_ih" : "b_hh", b->shape(), w_hh.shape(), w_hh.shape()[0]);
+                   b == &b_ih ? "bias_ih" : "bias_hh", b == &b_ih ? "b_ih" : "b_hh", b->shape(), w_hh.shape(),
+                   w_hh.shape()[0]);
     }
-  UNROLL_CHECK(history != nullptr, ValueError, "{}: no holder for the hidden states; got null, expected a HiddenHistory to fill", where);
+  UNROLL_CHECK(history != nullptr, ValueError,
+               "{}: no holder for the hidden states; got null, expected a HiddenHistory to fill", where);
   Tensor out = gx.view_as_shape(gx.shape());  // same storage: the steps read gx through this
   if (!autograd::needs_grad({&gx, &w_hh, &b_ih, &b_hh})) return gx;
   autograd::record(where, out, {&gx, &w_hh, &b_ih, &b_hh},
-                   [history = std::move(history), H = w_hh.shape()[1]](autograd::GradSink& s) { hidden_weight_grads(s, *history, H); });
+                   [history = std::move(history), H = w_hh.shape()[1]](autograd::GradSink& s) {
+                     hidden_weight_grads(s, *history, H);
+                   });
   return out;
 }
 

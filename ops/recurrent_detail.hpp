@@ -40,7 +40,8 @@ Tensor rnn_step(const Tensor& gx, const Tensor& h, const HiddenWeight& w_hh, con
                 const Tensor& mask = {});
 std::pair<Tensor, Tensor> lstm_step(const Tensor& gx, const Tensor& h, const Tensor& c, const HiddenWeight& w_hh,
                                     const Tensor& b_hh, const Tensor& mask = {});
-Tensor gru_step(const Tensor& gx, const Tensor& h, const HiddenWeight& w_hh, const Tensor& b_hh, const Tensor& mask = {});
+Tensor gru_step(const Tensor& gx, const Tensor& h, const HiddenWeight& w_hh, const Tensor& b_hh,
+                const Tensor& mask = {});
 
 /// The hidden states a sequence's steps read, for with_hidden_weight_grad. Filled in by the caller after the
 /// steps have run (before backward): step t read states[t - 1] (states[t + 1] when reverse), and the first
@@ -69,9 +70,9 @@ struct StepState {
 
 /// One entry per fused step op: everything a sequence layer needs to know to run it.
 struct StepTraits {
-  const char* op;        ///< the op's name, as its errors give it
-  std::int64_t gates;    ///< H-wide gate blocks in gx, weight_ih, weight_hh and the biases
-  bool has_cell_state;   ///< carries c besides h
+  const char* op;       ///< the op's name, as its errors give it
+  std::int64_t gates;   ///< H-wide gate blocks in gx, weight_ih, weight_hh and the biases
+  bool has_cell_state;  ///< carries c besides h
   /// The step's gate gradient is exactly its gx gradient (every gate adds its hidden part unscaled), so
   /// with_hidden_weight_grad may compute weight_hh's and the biases' gradients for all steps at once.
   bool gate_grad_is_input_grad;

@@ -60,8 +60,10 @@ Tensor expand_scaled(const Tensor& g, const Shape& to, double scale) {
     T* po = static_cast<T*>(out.raw());
     const T s = static_cast<T>(scale);
     detail::for_each_row(plan, [&](const auto& off, std::int64_t n, const auto& st) {
-      if (st[0]) for (std::int64_t i = 0; i < n; ++i) po[off[1] + i] = pg[off[0] + i] * s;
-      else std::fill_n(po + off[1], n, pg[off[0]] * s);
+      if (st[0])
+        for (std::int64_t i = 0; i < n; ++i) po[off[1] + i] = pg[off[0] + i] * s;
+      else
+        std::fill_n(po + off[1], n, pg[off[0]] * s);
     });
   });
   return out;
@@ -130,7 +132,9 @@ Tensor argmax_keep(const Tensor& x, int d) {
         const T* p = px + o * n * inner + i;
         std::int64_t best = 0;
         for (std::int64_t r = 1; r < n; ++r)
-          if (p[r * inner] > p[best * inner] || (std::isnan(static_cast<double>(p[r * inner])) && !std::isnan(static_cast<double>(p[best * inner])))) best = r;
+          if (p[r * inner] > p[best * inner] ||
+              (std::isnan(static_cast<double>(p[r * inner])) && !std::isnan(static_cast<double>(p[best * inner]))))
+            best = r;
         pi[o * inner + i] = best;
       }
   });
@@ -182,7 +186,8 @@ Tensor max(const Tensor& x) {
   Tensor idx = argmax_keep(flat, 0);
   const std::int64_t best = idx.data<std::int64_t>()[0];
   Tensor out = Tensor::empty(Shape{}, x.dtype());
-  std::memcpy(out.raw(), static_cast<const char*>(x.raw()) + best * static_cast<std::int64_t>(dtype_size(x.dtype())), dtype_size(x.dtype()));
+  std::memcpy(out.raw(), static_cast<const char*>(x.raw()) + best * static_cast<std::int64_t>(dtype_size(x.dtype())),
+              dtype_size(x.dtype()));
   if (autograd::needs_grad({&x}))
     autograd::record("max", out, {&x}, [xd = x.detach(), y = out.detach()](autograd::GradSink& sink) {
       Tensor dx = Tensor::empty(xd.shape(), xd.dtype());
@@ -219,8 +224,10 @@ namespace {
 // of a character-LM step), exactly 0 below e^-87 as libm's underflow gives (so -inf masks stay exact).
 template <class T>
 T exp_nonpos(T v) {
-  if constexpr (std::is_same_v<T, float>) return v < -87.0f ? 0.0f : detail::exp_approx(v);
-  else return std::exp(v);
+  if constexpr (std::is_same_v<T, float>)
+    return v < -87.0f ? 0.0f : detail::exp_approx(v);
+  else
+    return std::exp(v);
 }
 
 // Softmax-family kernel along dim d of x viewed as [outer, n, inner]. log = false: y = softmax; true: log_softmax.

@@ -53,10 +53,13 @@ Tensor gather_strided(const Tensor& src, const Shape& shape, const Strides& stri
   dispatch(src.dtype(), [&]<class T>(T*) {
     const T* s = static_cast<const T*>(src.raw());
     T* o = static_cast<T*>(out.raw());
-    for_each_strided_row(shape, strides, base, [&](std::int64_t off, std::int64_t dense, std::int64_t n, std::int64_t st) {
-      if (st == 1) std::memcpy(o + dense, s + off, static_cast<std::size_t>(n) * sizeof(T));
-      else for (std::int64_t i = 0; i < n; ++i) o[dense + i] = s[off + i * st];
-    });
+    for_each_strided_row(shape, strides, base,
+                         [&](std::int64_t off, std::int64_t dense, std::int64_t n, std::int64_t st) {
+                           if (st == 1)
+                             std::memcpy(o + dense, s + off, static_cast<std::size_t>(n) * sizeof(T));
+                           else
+                             for (std::int64_t i = 0; i < n; ++i) o[dense + i] = s[off + i * st];
+                         });
   });
   return out;
 }
@@ -66,9 +69,10 @@ void scatter_add_strided(Tensor& dst, const Tensor& g, const Strides& strides, s
   dispatch(dst.dtype(), [&]<class T>(T*) {
     T* d = static_cast<T*>(dst.raw());
     const T* s = static_cast<const T*>(g.raw());
-    for_each_strided_row(g.shape(), strides, base, [&](std::int64_t off, std::int64_t dense, std::int64_t n, std::int64_t st) {
-      for (std::int64_t i = 0; i < n; ++i) d[off + i * st] += s[dense + i];
-    });
+    for_each_strided_row(g.shape(), strides, base,
+                         [&](std::int64_t off, std::int64_t dense, std::int64_t n, std::int64_t st) {
+                           for (std::int64_t i = 0; i < n; ++i) d[off + i * st] += s[dense + i];
+                         });
   });
 }
 
@@ -94,10 +98,10 @@ Tensor strided_slice(const char* name, const Tensor& x, int dim, std::int64_t st
   }
   if (autograd::needs_grad({&x}))
     autograd::record(name, out, {&x}, [view_strides, base, leading, sliced = [&] {
-      Shape s = x.shape();
-      s[dim] = length;
-      return s;
-    }()](autograd::GradSink& sink) {
+                       Shape s = x.shape();
+                       s[dim] = length;
+                       return s;
+                     }()](autograd::GradSink& sink) {
       bool fresh = false;
       Tensor& dx = sink.buffer(0, fresh, /*zero_fill=*/true);
       if (leading) {  // one contiguous block (x[t] of an unrolled sequence): a plain, vectorised add
@@ -127,15 +131,16 @@ Tensor reshape(const Tensor& x, const std::vector<std::int64_t>& shape) {
                    fmt::join(shape, ", "));
       infer = static_cast<int>(d);
     } else {
-      UNROLL_CHECK(shape[d] >= 0, ShapeError, "reshape: negative size; got {} at dim {}, expected >= 0 or -1", shape[d], d);
+      UNROLL_CHECK(shape[d] >= 0, ShapeError, "reshape: negative size; got {} at dim {}, expected >= 0 or -1", shape[d],
+                   d);
       known *= shape[d];
     }
   }
   std::vector<std::int64_t> sizes = shape;
   if (infer >= 0) {
     UNROLL_CHECK(known != 0 && x.numel() % known == 0, ShapeError,
-                 "reshape: cannot infer the -1 size; got shape [{}] for {} elements, expected a divisor", fmt::join(shape, ", "),
-                 x.numel());
+                 "reshape: cannot infer the -1 size; got shape [{}] for {} elements, expected a divisor",
+                 fmt::join(shape, ", "), x.numel());
     sizes[static_cast<std::size_t>(infer)] = x.numel() / known;
   }
   const Shape out_shape(sizes);
@@ -154,12 +159,14 @@ Tensor reshape(const Tensor& x, const std::vector<std::int64_t>& shape) {
 Tensor permute(const Tensor& x, const std::vector<std::int64_t>& dims) {
   check_defined("permute", x);
   UNROLL_CHECK(static_cast<int>(dims.size()) == x.dim(), ShapeError,
-               "permute: number of dims differs; got {} dims for input {}, expected {}", dims.size(), x.shape(), x.dim());
+               "permute: number of dims differs; got {} dims for input {}, expected {}", dims.size(), x.shape(),
+               x.dim());
   std::vector<int> order(dims.size()), seen(dims.size(), 0);
   for (std::size_t d = 0; d < dims.size(); ++d) {
     order[d] = wrap_dim("permute", dims[d], x.dim());
     UNROLL_CHECK(!seen[static_cast<std::size_t>(order[d])]++, ValueError,
-                 "permute: repeated dim; got [{}], expected a permutation of 0..{}", fmt::join(dims, ", "), x.dim() - 1);
+                 "permute: repeated dim; got [{}], expected a permutation of 0..{}", fmt::join(dims, ", "),
+                 x.dim() - 1);
   }
   const Strides in = contiguous_strides(x.shape());
   Shape out_shape;
@@ -171,7 +178,8 @@ Tensor permute(const Tensor& x, const std::vector<std::int64_t>& dims) {
   Tensor out = gather_strided(x, out_shape, st, 0);
   if (autograd::needs_grad({&x})) {
     std::vector<std::int64_t> inverse(order.size());
-    for (std::size_t d = 0; d < order.size(); ++d) inverse[static_cast<std::size_t>(order[d])] = static_cast<std::int64_t>(d);
+    for (std::size_t d = 0; d < order.size(); ++d)
+      inverse[static_cast<std::size_t>(order[d])] = static_cast<std::int64_t>(d);
     autograd::record("permute", out, {&x}, [inverse = std::move(inverse)](autograd::GradSink& sink) {
       autograd::NoGradGuard guard;
       sink.add(0, permute(sink.grad_output(), inverse));
@@ -194,8 +202,8 @@ Tensor narrow(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_
   const int d = wrap_dim("narrow", dim, x.dim());
   const std::int64_t size = x.shape()[d];
   UNROLL_CHECK(start >= 0 && length >= 0 && start <= size && length <= size - start, IndexError,
-               "narrow: range out of bounds; got start={} length={} on dim {} of {}, expected start + length <= {}", start,
-               length, d, x.shape(), size);
+               "narrow: range out of bounds; got start={} length={} on dim {} of {}, expected start + length <= {}",
+               start, length, d, x.shape(), size);
   return strided_slice("narrow", x, d, start, length, 1, false);
 }
 
@@ -212,7 +220,8 @@ Tensor slice(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_t
 
 Tensor select(const Tensor& x, std::int64_t dim, std::int64_t index) {
   check_defined("select", x);
-  UNROLL_CHECK(x.dim() > 0, ShapeError, "select: cannot select from a 0-d tensor; got {}, expected at least 1 dim", x.shape());
+  UNROLL_CHECK(x.dim() > 0, ShapeError, "select: cannot select from a 0-d tensor; got {}, expected at least 1 dim",
+               x.shape());
   const int d = wrap_dim("select", dim, x.dim());
   const std::int64_t size = x.shape()[d];
   UNROLL_CHECK(index >= -size && index < size, IndexError,
@@ -268,24 +277,25 @@ Tensor join(const char* name, std::span<const Tensor> xs, int dim, const Shape& 
     std::vector<const Tensor*> inputs;
     for (const Tensor& x : xs) inputs.push_back(&x);
     Tensor* outs[] = {&out};
-    autograd::record(name, std::span<Tensor* const>(outs), std::span<const Tensor* const>(inputs),
-                     [block = std::move(block), outer, esize](autograd::GradSink& sink) {
-                       const Tensor& g = sink.grad_output();
-                       std::int64_t row = 0;
-                       for (std::size_t i = 0; i < block.size(); ++i) row += block[i];
-                       std::int64_t at = 0;
-                       for (std::size_t i = 0; i < block.size(); ++i) {
-                         if (sink.needs(i)) {
-                           Tensor gi = Tensor::empty(sink.input_shape(i), g.dtype());
-                           const auto bytes = static_cast<std::size_t>(block[i]) * esize;
-                           for (std::int64_t k = 0; k < outer; ++k)
-                             std::memcpy(static_cast<char*>(gi.raw()) + static_cast<std::size_t>(k) * bytes,
-                                         static_cast<const char*>(g.raw()) + static_cast<std::size_t>(k * row + at) * esize, bytes);
-                           sink.add(i, std::move(gi));
-                         }
-                         at += block[i];
-                       }
-                     });
+    autograd::record(
+        name, std::span<Tensor* const>(outs), std::span<const Tensor* const>(inputs),
+        [block = std::move(block), outer, esize](autograd::GradSink& sink) {
+          const Tensor& g = sink.grad_output();
+          std::int64_t row = 0;
+          for (std::size_t i = 0; i < block.size(); ++i) row += block[i];
+          std::int64_t at = 0;
+          for (std::size_t i = 0; i < block.size(); ++i) {
+            if (sink.needs(i)) {
+              Tensor gi = Tensor::empty(sink.input_shape(i), g.dtype());
+              const auto bytes = static_cast<std::size_t>(block[i]) * esize;
+              for (std::int64_t k = 0; k < outer; ++k)
+                std::memcpy(static_cast<char*>(gi.raw()) + static_cast<std::size_t>(k) * bytes,
+                            static_cast<const char*>(g.raw()) + static_cast<std::size_t>(k * row + at) * esize, bytes);
+              sink.add(i, std::move(gi));
+            }
+            at += block[i];
+          }
+        });
   }
   return out;
 }
@@ -294,8 +304,8 @@ void check_joinable(const char* name, std::span<const Tensor> xs) {
   UNROLL_CHECK(!xs.empty(), ValueError, "{}: no tensors to join; got 0, expected at least 1", name);
   for (std::size_t i = 0; i < xs.size(); ++i) {
     check_defined(name, xs[i]);
-    UNROLL_CHECK(xs[i].dtype() == xs[0].dtype(), DtypeError, "{}: dtypes differ; got {} at position {}, expected {}", name,
-                 xs[i].dtype(), i, xs[0].dtype());
+    UNROLL_CHECK(xs[i].dtype() == xs[0].dtype(), DtypeError, "{}: dtypes differ; got {} at position {}, expected {}",
+                 name, xs[i].dtype(), i, xs[0].dtype());
   }
 }
 }  // namespace
@@ -311,13 +321,16 @@ Tensor cat(std::span<const Tensor> xs, std::int64_t dim) {
     const Shape& s = xs[i].shape();
     bool same = s.dim() == first.dim();
     for (int k = 0; same && k < s.dim(); ++k) same = k == d || s[k] == first[k];
-    UNROLL_CHECK(same, ShapeError, "cat: shapes differ outside dim {}; got {} at position {}, expected {} except along dim {}",
-                 d, s, i, first, d);
+    UNROLL_CHECK(same, ShapeError,
+                 "cat: shapes differ outside dim {}; got {} at position {}, expected {} except along dim {}", d, s, i,
+                 first, d);
     out_shape[d] += s[d];
   }
   return join("cat", xs, d, out_shape);
 }
-Tensor cat(std::initializer_list<Tensor> xs, std::int64_t dim) { return cat(std::span<const Tensor>(xs.begin(), xs.size()), dim); }
+Tensor cat(std::initializer_list<Tensor> xs, std::int64_t dim) {
+  return cat(std::span<const Tensor>(xs.begin(), xs.size()), dim);
+}
 
 Tensor stack(std::span<const Tensor> xs, std::int64_t dim) {
   check_joinable("stack", xs);
@@ -330,7 +343,9 @@ Tensor stack(std::span<const Tensor> xs, std::int64_t dim) {
   out_shape.insert(d, static_cast<std::int64_t>(xs.size()));
   return join("stack", xs, d, out_shape);
 }
-Tensor stack(std::initializer_list<Tensor> xs, std::int64_t dim) { return stack(std::span<const Tensor>(xs.begin(), xs.size()), dim); }
+Tensor stack(std::initializer_list<Tensor> xs, std::int64_t dim) {
+  return stack(std::span<const Tensor>(xs.begin(), xs.size()), dim);
+}
 
 Tensor unsqueeze(const Tensor& x, std::int64_t dim) {
   check_defined("unsqueeze", x);
@@ -343,7 +358,8 @@ Tensor unsqueeze(const Tensor& x, std::int64_t dim) {
 Tensor squeeze(const Tensor& x, std::int64_t dim) {
   check_defined("squeeze", x);
   const int d = wrap_dim("squeeze", dim, x.dim());
-  UNROLL_CHECK(x.shape()[d] == 1, ShapeError, "squeeze: dim {} has size {}; got {}, expected size 1", d, x.shape()[d], x.shape());
+  UNROLL_CHECK(x.shape()[d] == 1, ShapeError, "squeeze: dim {} has size {}; got {}, expected size 1", d, x.shape()[d],
+               x.shape());
   std::vector<std::int64_t> s = x.shape().vec();
   s.erase(s.begin() + d);
   return reshape(x, s);

@@ -16,8 +16,8 @@ AdagradOptions from_values(std::span<const double> v) {
 
 Adagrad::Adagrad(std::vector<Tensor> params, const AdagradOptions& options)
     : Optimizer("Adagrad", std::move(params), options.lr), options_(options) {
-  check_hyper_params(
-      std::vector<double>{options.lr, options.lr_decay, options.eps, options.weight_decay, options.initial_accumulator_value});
+  check_hyper_params(std::vector<double>{options.lr, options.lr_decay, options.eps, options.weight_decay,
+                                         options.initial_accumulator_value});
   for (std::size_t i = 0; i < state_.size(); ++i) {
     ParamState& s = state_[i];
     s.buffers = {full(this->params()[i].shape(), options.initial_accumulator_value, this->params()[i].dtype())};

@@ -9,11 +9,11 @@ namespace unroll::optim {
 
 /// Adagrad hyper-parameters; defaults as PyTorch's.
 struct AdagradOptions {
-  double lr = 1e-2;                       ///< >= 0
-  double lr_decay = 0;                    ///< >= 0
-  double weight_decay = 0;                ///< >= 0
-  double initial_accumulator_value = 0;   ///< >= 0, the starting value of "sum"
-  double eps = 1e-10;                     ///< >= 0
+  double lr = 1e-2;                      ///< >= 0
+  double lr_decay = 0;                   ///< >= 0
+  double weight_decay = 0;               ///< >= 0
+  double initial_accumulator_value = 0;  ///< >= 0, the starting value of "sum"
+  double eps = 1e-10;                    ///< >= 0
 };
 
 /// t += 1;  g' = g + weight_decay p;  sum += g'^2;  p -= lr / (1 + (t - 1) lr_decay) * g' / (sqrt(sum) + eps).

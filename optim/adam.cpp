@@ -46,10 +46,10 @@ using AdamUpdate = void (*)(std::int64_t, std::int64_t, T*, const T*, T*, T*, T*
 
 template <class T>
 AdamUpdate<T> select_adam_update(bool l2, bool decoupled, bool amsgrad) {
-  static constexpr AdamUpdate<T> table[8] = {
-      adam_update<T, false, false, false>, adam_update<T, false, false, true>, adam_update<T, false, true, false>,
-      adam_update<T, false, true, true>,   adam_update<T, true, false, false>, adam_update<T, true, false, true>,
-      adam_update<T, true, true, false>,   adam_update<T, true, true, true>};
+  static constexpr AdamUpdate<T> table[8] = {adam_update<T, false, false, false>, adam_update<T, false, false, true>,
+                                             adam_update<T, false, true, false>,  adam_update<T, false, true, true>,
+                                             adam_update<T, true, false, false>,  adam_update<T, true, false, true>,
+                                             adam_update<T, true, true, false>,   adam_update<T, true, true, true>};
   return table[(l2 ? 4 : 0) + (decoupled ? 2 : 0) + (amsgrad ? 1 : 0)];
 }
 }  // namespace
@@ -128,9 +128,8 @@ void Adam::step() {
       T* m = s.buffers[0].template data<T>();
       T* v = s.buffers[1].template data<T>();
       T* vmax = o.amsgrad ? s.buffers[2].template data<T>() : nullptr;
-      unroll::detail::parallel_for(g.numel(), unroll::detail::kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
-        update(b, e, p, gp, m, v, vmax, c);
-      });
+      unroll::detail::parallel_for(g.numel(), unroll::detail::kElementwiseGrain,
+                                   [&](std::int64_t b, std::int64_t e) { update(b, e, p, gp, m, v, vmax, c); });
     });
   }
 }

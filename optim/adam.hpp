@@ -9,10 +9,10 @@ namespace unroll::optim {
 
 /// Adam hyper-parameters; defaults as PyTorch's.
 struct AdamOptions {
-  double lr = 1e-3;                          ///< >= 0
+  double lr = 1e-3;                            ///< >= 0
   std::array<double, 2> betas = {0.9, 0.999};  ///< each in [0, 1)
-  double eps = 1e-8;                         ///< >= 0
-  double weight_decay = 0;                   ///< >= 0; L2 penalty added to the gradient (AdamW: decoupled)
+  double eps = 1e-8;                           ///< >= 0
+  double weight_decay = 0;                     ///< >= 0; L2 penalty added to the gradient (AdamW: decoupled)
   bool amsgrad = false;
 };
 /// AdamW hyper-parameters: as Adam's, but PyTorch's AdamW defaults to weight_decay = 1e-2.

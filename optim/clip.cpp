@@ -19,8 +19,10 @@ Tensor* writable_grad(const Tensor& p) {
 namespace {
 void check_params(const char* where, const std::vector<Tensor>& params) {
   for (std::size_t i = 0; i < params.size(); ++i)
-    UNROLL_CHECK(params[i].defined(), ValueError, "{}: parameter {} is undefined; got an undefined tensor, expected a "
-                 "parameter", where, i);
+    UNROLL_CHECK(params[i].defined(), ValueError,
+                 "{}: parameter {} is undefined; got an undefined tensor, expected a "
+                 "parameter",
+                 where, i);
 }
 
 // ||g||_p of one gradient, in double (p = inf: largest magnitude).
@@ -51,7 +53,8 @@ double grad_norm(const Tensor& g, double p) {
 }  // namespace
 
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type) {
-  UNROLL_CHECK(max_norm >= 0, ValueError, "clip_grad_norm_: invalid max_norm; got {}, expected max_norm >= 0", max_norm);
+  UNROLL_CHECK(max_norm >= 0, ValueError, "clip_grad_norm_: invalid max_norm; got {}, expected max_norm >= 0",
+               max_norm);
   UNROLL_CHECK(norm_type > 0, ValueError,
                "clip_grad_norm_: invalid norm_type; got {}, expected norm_type > 0 (or INFINITY)", norm_type);
   // As PyTorch: the norm of the per-gradient norms (the same value as the norm of all elements at once).

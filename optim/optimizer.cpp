@@ -43,8 +43,9 @@ double read_hyper(std::string_view where, const StateDict& dict, const std::stri
                key, want);
   UNROLL_CHECK(t->dim() == 0, ValueError, "{}::load_state_dict: entry '{}' has the wrong shape; got {}, expected []",
                where, key, t->shape());
-  UNROLL_CHECK(t->dtype() == want, ValueError, "{}::load_state_dict: entry '{}' has the wrong dtype; got {}, expected {}",
-               where, key, t->dtype(), want);
+  UNROLL_CHECK(t->dtype() == want, ValueError,
+               "{}::load_state_dict: entry '{}' has the wrong dtype; got {}, expected {}", where, key, t->dtype(),
+               want);
   used.push_back(key);
   if (kind == HyperParam::Kind::real) return t->item();
   const std::int64_t v = *t->data<std::int64_t>();
@@ -83,7 +84,8 @@ bool parse_state_name(std::string_view name, std::size_t& index, std::string_vie
 
 Optimizer::Optimizer(std::string name, std::vector<Tensor> params, double lr)
     : name_(std::move(name)), params_(std::move(params)), lr_(lr) {
-  UNROLL_CHECK(!params_.empty(), ValueError, "{}: empty parameter list; got 0 parameters, expected at least one", name_);
+  UNROLL_CHECK(!params_.empty(), ValueError, "{}: empty parameter list; got 0 parameters, expected at least one",
+               name_);
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i];
     UNROLL_CHECK(p.defined(), ValueError,
@@ -157,8 +159,8 @@ StateDict Optimizer::state_dict() const {
     const ParamState& s = state_[i];
     if (!s.started) continue;
     if (layout.step) {
-      out.insert(fmt::format("state.{}.step", i), detail::hyper_tensor({"step", static_cast<double>(s.step),
-                                                                        HyperParam::Kind::integer}));
+      out.insert(fmt::format("state.{}.step", i),
+                 detail::hyper_tensor({"step", static_cast<double>(s.step), HyperParam::Kind::integer}));
     }
     for (std::size_t k = 0; k < layout.buffers.size(); ++k)
       out.insert(fmt::format("state.{}.{}", i, layout.buffers[k]), s.buffers[k]);
@@ -205,7 +207,7 @@ void Optimizer::load_state_dict(const StateDict& dict) {
     std::size_t i = 0;
     std::string_view key;
     if (!parse_state_name(name, i, key) || i >= params_.size()) continue;  // reported as unexpected below
-    std::size_t slot = layout.buffers.size();  // the step
+    std::size_t slot = layout.buffers.size();                              // the step
     if (key != "step") {
       slot = 0;
       while (slot < layout.buffers.size() && key != layout.buffers[slot]) ++slot;

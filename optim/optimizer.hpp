@@ -36,9 +36,9 @@ struct HyperParam {
 
 /// Which per-parameter state entries an optimizer keeps (depends on its hyper-parameters, e.g. amsgrad).
 struct StateLayout {
-  bool step = false;                  ///< "state.<i>.step"
-  std::vector<const char*> buffers;   ///< "state.<i>.<buffer>", in this order
-  bool eager = false;                 ///< state exists for every parameter from construction (Adagrad)
+  bool step = false;                 ///< "state.<i>.step"
+  std::vector<const char*> buffers;  ///< "state.<i>.<buffer>", in this order
+  bool eager = false;                ///< state exists for every parameter from construction (Adagrad)
 };
 
 class Optimizer {

@@ -8,12 +8,12 @@ namespace unroll::optim {
 
 /// RMSprop hyper-parameters; defaults as PyTorch's.
 struct RMSpropOptions {
-  double lr = 1e-2;          ///< >= 0
-  double alpha = 0.99;       ///< >= 0, smoothing constant of the running averages
-  double eps = 1e-8;         ///< >= 0, added after the square root (as PyTorch)
-  double weight_decay = 0;   ///< >= 0
-  double momentum = 0;       ///< >= 0
-  bool centered = false;     ///< normalise by an estimate of the gradient's variance
+  double lr = 1e-2;         ///< >= 0
+  double alpha = 0.99;      ///< >= 0, smoothing constant of the running averages
+  double eps = 1e-8;        ///< >= 0, added after the square root (as PyTorch)
+  double weight_decay = 0;  ///< >= 0
+  double momentum = 0;      ///< >= 0
+  bool centered = false;    ///< normalise by an estimate of the gradient's variance
 };
 
 /// g' = g + weight_decay p;  s = alpha s + (1 - alpha) g'^2;  a = alpha a + (1 - alpha) g' (centered);

@@ -54,8 +54,8 @@ void LRScheduler::load_state_dict(const StateDict& dict) {
   std::vector<std::string> used;
   const std::vector<double> values = read_all(name_, dict, hyper_params(), used);
   check_hyper_params(values);
-  const std::vector<double> progress = read_all(
-      name_, dict, {{"base_lrs.0", 0}, {"last_epoch", 0, Kind::integer}, {"_last_lr.0", 0}}, used);
+  const std::vector<double> progress =
+      read_all(name_, dict, {{"base_lrs.0", 0}, {"last_epoch", 0, Kind::integer}, {"_last_lr.0", 0}}, used);
   detail::check_hyper(progress[0] >= 0, name_, "base_lrs.0", progress[0], "base_lrs.0 >= 0");
   detail::check_hyper(progress[1] >= 0, name_, "last_epoch", progress[1], "last_epoch >= 0");
   detail::check_hyper(progress[2] >= 0, name_, "_last_lr.0", progress[2], "_last_lr.0 >= 0");
@@ -96,7 +96,8 @@ void StepLR::set_hyper_params(std::span<const double> v) noexcept {
 
 // ---- ExponentialLR ----
 
-ExponentialLR::ExponentialLR(Optimizer& optimizer, double gamma) : LRScheduler("ExponentialLR", optimizer), gamma_(gamma) {
+ExponentialLR::ExponentialLR(Optimizer& optimizer, double gamma)
+    : LRScheduler("ExponentialLR", optimizer), gamma_(gamma) {
   check_hyper_params(std::vector<double>{gamma});
   initial_step();
 }
@@ -156,7 +157,10 @@ void CosineAnnealingLR::set_hyper_params(std::span<const double> v) noexcept {
 // ---- LinearLR ----
 
 LinearLR::LinearLR(Optimizer& optimizer, double start_factor, double end_factor, std::int64_t total_iters)
-    : LRScheduler("LinearLR", optimizer), start_factor_(start_factor), end_factor_(end_factor), total_iters_(total_iters) {
+    : LRScheduler("LinearLR", optimizer),
+      start_factor_(start_factor),
+      end_factor_(end_factor),
+      total_iters_(total_iters) {
   check_hyper_params(std::vector<double>{start_factor, end_factor, static_cast<double>(total_iters)});
   initial_step();
 }
@@ -167,7 +171,7 @@ double LinearLR::compute_lr() const {
   if (e == 0) return lr * start_factor_;
   if (e > total_iters_) return lr;
   return lr * (1. + (end_factor_ - start_factor_) / (static_cast<double>(total_iters_) * start_factor_ +
-                                                       static_cast<double>(e - 1) * (end_factor_ - start_factor_)));
+                                                     static_cast<double>(e - 1) * (end_factor_ - start_factor_)));
 }
 
 std::vector<HyperParam> LinearLR::hyper_params() const {
@@ -207,8 +211,8 @@ std::vector<HyperParam> plateau_hyper(const ReduceLROnPlateauOptions& o) {
 }
 
 void check_plateau(const ReduceLROnPlateauOptions& o) {
-  UNROLL_CHECK(o.mode == "min" || o.mode == "max", ValueError,
-               "{}: invalid mode; got '{}', expected 'min' or 'max'", kPlateau, o.mode);
+  UNROLL_CHECK(o.mode == "min" || o.mode == "max", ValueError, "{}: invalid mode; got '{}', expected 'min' or 'max'",
+               kPlateau, o.mode);
   detail::check_hyper(o.factor >= 0 && o.factor < 1, kPlateau, "factor", o.factor, "0 <= factor < 1");
   detail::check_hyper(o.patience >= 0, kPlateau, "patience", static_cast<double>(o.patience), "patience >= 0");
   detail::check_hyper(o.threshold >= 0, kPlateau, "threshold", o.threshold, "threshold >= 0");

@@ -137,14 +137,14 @@ class LinearLR : public LRScheduler {
 
 /// ReduceLROnPlateau hyper-parameters; defaults as PyTorch's.
 struct ReduceLROnPlateauOptions {
-  std::string mode = "min";             ///< "min": lower metric is better; "max": higher is better
-  double factor = 0.1;                  ///< in [0, 1): new lr = max(lr factor, min_lr)
-  std::int64_t patience = 10;           ///< >= 0 bad epochs tolerated before reducing
-  double threshold = 1e-4;              ///< >= 0, how much better counts as better
-  std::string threshold_mode = "rel";   ///< "rel": relative to best; "abs": absolute
-  std::int64_t cooldown = 0;            ///< >= 0 epochs after a reduction in which bad epochs are not counted
-  double min_lr = 0;                    ///< >= 0
-  double eps = 1e-8;                    ///< >= 0; reductions smaller than this are skipped
+  std::string mode = "min";            ///< "min": lower metric is better; "max": higher is better
+  double factor = 0.1;                 ///< in [0, 1): new lr = max(lr factor, min_lr)
+  std::int64_t patience = 10;          ///< >= 0 bad epochs tolerated before reducing
+  double threshold = 1e-4;             ///< >= 0, how much better counts as better
+  std::string threshold_mode = "rel";  ///< "rel": relative to best; "abs": absolute
+  std::int64_t cooldown = 0;           ///< >= 0 epochs after a reduction in which bad epochs are not counted
+  double min_lr = 0;                   ///< >= 0
+  double eps = 1e-8;                   ///< >= 0; reductions smaller than this are skipped
 };
 
 /// Reduces the lr by `factor` when a metric has stopped improving for more than `patience` epochs.

@@ -10,7 +10,8 @@ namespace unroll::optim {
 namespace {
 // A NaN lr is the "not given" default: say so rather than report an invalid value.
 double required_lr(double lr) {
-  UNROLL_CHECK(!std::isnan(lr), ValueError, "SGD: missing lr; got no learning rate, expected lr >= 0 (SGD has no default)");
+  UNROLL_CHECK(!std::isnan(lr), ValueError,
+               "SGD: missing lr; got no learning rate, expected lr >= 0 (SGD has no default)");
   return lr;
 }
 

@@ -251,10 +251,14 @@ class CharModel : public nn::Module {
     register_module("embed", embed);
     const nn::RecurrentOptions ro{
         .input_size = cfg.embed, .hidden_size = cfg.hidden, .num_layers = cfg.layers, .dropout = cfg.dropout};
-    if (cfg.cell == "lstm") register_module("rnn", *(lstm = std::make_unique<nn::LSTM>(ro)));
-    else if (cfg.cell == "gru") register_module("rnn", *(gru = std::make_unique<nn::GRU>(ro)));
-    else if (cfg.cell == "rnn") register_module("rnn", *(rnn = std::make_unique<nn::RNN>(ro)));
-    else register_module("rnn", *(custom = std::make_unique<MGUStack>(cfg.embed, cfg.hidden, cfg.layers)));
+    if (cfg.cell == "lstm")
+      register_module("rnn", *(lstm = std::make_unique<nn::LSTM>(ro)));
+    else if (cfg.cell == "gru")
+      register_module("rnn", *(gru = std::make_unique<nn::GRU>(ro)));
+    else if (cfg.cell == "rnn")
+      register_module("rnn", *(rnn = std::make_unique<nn::RNN>(ro)));
+    else
+      register_module("rnn", *(custom = std::make_unique<MGUStack>(cfg.embed, cfg.hidden, cfg.layers)));
     register_module("head", head);
   }
 
@@ -560,7 +564,8 @@ int train_or_sample(Run& run) {
   const std::unique_ptr<std::FILE, int (*)(std::FILE*)> samples_guard(samples, &std::fclose);
 
   const auto save = [&]() {
-    Checkpoint c{model.state_dict(), opt.state_dict(), schedule.state_dict(), step, default_generator().state(), {}, {}};
+    Checkpoint c{
+        model.state_dict(), opt.state_dict(), schedule.state_dict(), step, default_generator().state(), {}, {}};
     for (const Setting& s : kSettings) c.extra[meta_key(s.flag)] = s.get(m);
     c.extra["char_lm.vocab"] = vocab.to_text();
     c.extra["char_lm.data_fingerprint"] = fmt::format("{:016x}", data_print);

@@ -124,11 +124,13 @@ Dataset load(const Options& o) {
     const int c = table.column(name);
     std::string names;
     for (std::size_t i = 0; i < table.columns.size(); ++i) names += (i ? ", " : "") + table.columns[i];
-    UNROLL_CHECK(c >= 0, examples::UsageError, "{}: no such column in the --data file; got {} '{}' in '{}', expected one of {}",
-                 kProgram, flag, name, o.data, names);
+    UNROLL_CHECK(c >= 0, examples::UsageError,
+                 "{}: no such column in the --data file; got {} '{}' in '{}', expected one of {}", kProgram, flag, name,
+                 o.data, names);
     return static_cast<std::size_t>(c);
   };
-  const std::size_t text_col = column(o.text_column, "--text-column"), label_col = column(o.label_column, "--label-column");
+  const std::size_t text_col = column(o.text_column, "--text-column"),
+                    label_col = column(o.label_column, "--label-column");
   std::map<std::string, std::int64_t> class_of;
   std::map<char32_t, std::int64_t> char_id;
   for (const auto& row : table.rows) class_of[row[label_col]] = 0;
@@ -166,7 +168,8 @@ Dataset load(const Options& o) {
     const auto n = static_cast<std::int64_t>(examples.size());
     const std::int64_t n_test =
         n < 2 ? 0 : std::clamp<std::int64_t>(std::llround(static_cast<double>(n) * o.test_fraction), 1, n - 1);
-    for (std::int64_t i = 0; i < n; ++i) (i < n_test ? d.test : d.train).push_back(examples[static_cast<std::size_t>(i)]);
+    for (std::int64_t i = 0; i < n; ++i)
+      (i < n_test ? d.test : d.train).push_back(examples[static_cast<std::size_t>(i)]);
   }
   UNROLL_CHECK(!d.test.empty(), examples::UsageError,
                "{}: --data file too short to test on; got {} labels with one row each in '{}', expected a label with "
@@ -188,7 +191,8 @@ Batch make_batch(const std::vector<Example>& data, const std::vector<std::size_t
   std::vector<std::int64_t> x(static_cast<std::size_t>(T * B), 0);
   for (std::int64_t j = 0; j < B; ++j) {
     const Example& e = data[which[static_cast<std::size_t>(j)]];
-    for (std::size_t t = 0; t < e.ids.size(); ++t) x[t * static_cast<std::size_t>(B) + static_cast<std::size_t>(j)] = e.ids[t];
+    for (std::size_t t = 0; t < e.ids.size(); ++t)
+      x[t * static_cast<std::size_t>(B) + static_cast<std::size_t>(j)] = e.ids[t];
     b.lengths.push_back(static_cast<std::int64_t>(e.ids.size()));
     b.labels.push_back(e.label);
   }
@@ -206,10 +210,15 @@ class Classifier : public nn::Module {
   Classifier(const Options& o, std::int64_t vocab, std::int64_t classes)
       : layers_(o.layers), dropout_(o.dropout), embed(vocab, o.embed), head(2 * o.hidden, classes) {
     register_module("embed", embed);
-    const nn::RecurrentOptions ro{.input_size = o.embed, .hidden_size = o.hidden, .num_layers = o.layers,
-                                  .dropout = o.dropout, .bidirectional = true};
-    if (o.cell == "lstm") register_module("rnn", *(lstm = std::make_unique<nn::LSTM>(ro)));
-    else register_module("rnn", *(gru = std::make_unique<nn::GRU>(ro)));
+    const nn::RecurrentOptions ro{.input_size = o.embed,
+                                  .hidden_size = o.hidden,
+                                  .num_layers = o.layers,
+                                  .dropout = o.dropout,
+                                  .bidirectional = true};
+    if (o.cell == "lstm")
+      register_module("rnn", *(lstm = std::make_unique<nn::LSTM>(ro)));
+    else
+      register_module("rnn", *(gru = std::make_unique<nn::GRU>(ro)));
     register_module("head", head);
   }
   Tensor forward(const Tensor& ids, const std::vector<std::int64_t>& lengths) const {
@@ -286,8 +295,8 @@ Evaluation evaluate(Classifier& model, const std::vector<Example>& data, const s
 void write_confusion(const std::string& path, const Evaluation& ev, const std::vector<std::string>& classes,
                      const std::string& title) {
   const auto C = classes.size();
-  examples::Heatmap map{.title = title, .x_label = "predicted", .y_label = "true", .row_labels = classes,
-                        .col_labels = classes};
+  examples::Heatmap map{
+      .title = title, .x_label = "predicted", .y_label = "true", .row_labels = classes, .col_labels = classes};
   for (std::size_t r = 0; r < C; ++r) {
     std::int64_t row = 0;
     for (std::size_t k = 0; k < C; ++k) row += ev.confusion[r * C + k];
@@ -313,14 +322,14 @@ int run(const Options& o) {
   if (o.class_weights == "balanced")
     for (std::int64_t c = 0; c < C; ++c)  // a class absent from training never appears in a loss: any weight
       if (count[static_cast<std::size_t>(c)] > 0)
-        class_weight[static_cast<std::size_t>(c)] = static_cast<double>(d.train.size()) /
-                                                    static_cast<double>(C * count[static_cast<std::size_t>(c)]);
+        class_weight[static_cast<std::size_t>(c)] =
+            static_cast<double>(d.train.size()) / static_cast<double>(C * count[static_cast<std::size_t>(c)]);
 
   manual_seed(o.seed);
   Classifier model(o, d.vocab, C);
   optim::Adam opt(model.parameters(), {.lr = o.lr});
   optim::CosineAnnealingLR schedule(opt, o.steps, o.lr / 10);  // decay to a tenth over the run
-  Generator gen(o.seed ^ 0x9e3779b97f4a7c15ull);                 // epoch shuffles, apart from initialisation
+  Generator gen(o.seed ^ 0x9e3779b97f4a7c15ull);               // epoch shuffles, apart from initialisation
 
   std::error_code ec;
   std::filesystem::create_directories(o.out, ec);
@@ -330,12 +339,14 @@ int run(const Options& o) {
   examples::CsvWriter metrics((out_dir / "metrics.csv").string(),
                               {"step", "train_loss", "test_loss", "test_accuracy", "test_balanced_accuracy", "lr"});
   const auto majority = *std::max_element(count.begin(), count.end());
-  fmt::print("{}: {}: {} classes, {} characters; {} names for training, {} for testing (the largest class is "
-             "{:.1f}% of training)\n",
-             kProgram, o.data, C, d.vocab, d.train.size(), d.test.size(),
-             100.0 * static_cast<double>(majority) / static_cast<double>(d.train.size()));
-  fmt::print("{}: bidirectional {}, {} layer(s) of {}, embedding {}, {} parameters; batch {}, lr {}, class weights {}\n",
-             kProgram, o.cell, o.layers, o.hidden, o.embed, model.num_parameters(), o.batch, o.lr, o.class_weights);
+  fmt::print(
+      "{}: {}: {} classes, {} characters; {} names for training, {} for testing (the largest class is "
+      "{:.1f}% of training)\n",
+      kProgram, o.data, C, d.vocab, d.train.size(), d.test.size(),
+      100.0 * static_cast<double>(majority) / static_cast<double>(d.train.size()));
+  fmt::print(
+      "{}: bidirectional {}, {} layer(s) of {}, embedding {}, {} parameters; batch {}, lr {}, class weights {}\n",
+      kProgram, o.cell, o.layers, o.hidden, o.embed, model.num_parameters(), o.batch, o.lr, o.class_weights);
 
   const auto plot_loss = [&]() {
     examples::PlotSeries train{.name = "train"}, test{.name = "test", .markers = true};
@@ -356,8 +367,8 @@ int run(const Options& o) {
   const std::int64_t tokens_per_step =
       std::max<std::int64_t>(1, tokens * std::min<std::int64_t>(o.batch, static_cast<std::int64_t>(d.train.size())) /
                                     static_cast<std::int64_t>(d.train.size()));
-  examples::Progress progress({.total_steps = o.steps, .first_step = 0, .tokens_per_step = tokens_per_step,
-                               .plain_every = o.log_every});
+  examples::Progress progress(
+      {.total_steps = o.steps, .first_step = 0, .tokens_per_step = tokens_per_step, .plain_every = o.log_every});
   const std::vector<Tensor> params = model.parameters();
   std::vector<std::size_t> order(d.train.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
@@ -367,9 +378,11 @@ int run(const Options& o) {
   Evaluation ev;
   for (std::int64_t step = 1; step <= o.steps; ++step) {
     std::vector<std::size_t> which;
-    while (static_cast<std::int64_t>(which.size()) < std::min<std::int64_t>(o.batch, static_cast<std::int64_t>(order.size()))) {
+    while (static_cast<std::int64_t>(which.size()) <
+           std::min<std::int64_t>(o.batch, static_cast<std::int64_t>(order.size()))) {
       if (next == order.size()) {  // a new epoch: a new order
-        for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[static_cast<std::size_t>(gen.next_u64() % i)]);
+        for (std::size_t i = order.size(); i > 1; --i)
+          std::swap(order[i - 1], order[static_cast<std::size_t>(gen.next_u64() % i)]);
         next = 0;
       }
       which.push_back(order[next++]);
@@ -431,9 +444,10 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   return examples::guarded_main(kProgram, [&]() -> int {
     Options o;
-    CLI::App app{"classify: variable-length sequence classification (surname -> language of origin, 17 classes) "
-                 "with a bidirectional GRU or LSTM, class weighting and a confusion matrix; or your own text,label CSV.",
-                 kProgram};
+    CLI::App app{
+        "classify: variable-length sequence classification (surname -> language of origin, 17 classes) "
+        "with a bidirectional GRU or LSTM, class weighting and a confusion matrix; or your own text,label CSV.",
+        kProgram};
     app.get_formatter()->column_width(34);
     app.add_option("--data", o.data, "CSV file with a header row and a text and a label column")->capture_default_str();
     app.add_option("--text-column", o.text_column, "the column holding the text to classify")->capture_default_str();
@@ -444,14 +458,17 @@ int main(int argc, char** argv) {
     app.add_option("--hidden", o.hidden, "hidden size per direction")->capture_default_str();
     app.add_option("--layers", o.layers, "recurrent layers")->capture_default_str();
     app.add_option("--dropout", o.dropout, "dropout between layers and before the output layer")->capture_default_str();
-    app.add_option("--class-weights", o.class_weights, "balanced (N / (C * N_c) per class) | none")->capture_default_str();
-    app.add_option("--test-fraction", o.test_fraction, "the part of each class held out for testing")->capture_default_str();
+    app.add_option("--class-weights", o.class_weights, "balanced (N / (C * N_c) per class) | none")
+        ->capture_default_str();
+    app.add_option("--test-fraction", o.test_fraction, "the part of each class held out for testing")
+        ->capture_default_str();
     app.add_option("--batch", o.batch, "names per step")->capture_default_str();
     app.add_option("--steps", o.steps, "training steps")->capture_default_str();
     app.add_option("--lr", o.lr, "Adam learning rate (cosine decay to lr/10)")->capture_default_str();
     app.add_option("--clip", o.clip, "gradient norm clipping")->capture_default_str();
     app.add_option("--eval-every", o.eval_every, "test accuracy every N steps")->capture_default_str();
-    app.add_option("--log-every", o.log_every, "metrics.csv row (and a progress line when piped) every N steps")->capture_default_str();
+    app.add_option("--log-every", o.log_every, "metrics.csv row (and a progress line when piped) every N steps")
+        ->capture_default_str();
     app.add_option("--seed", o.seed, "random seed (initialisation, split, batches)")->capture_default_str();
     app.add_option("--threads", o.threads, "threads for BLAS and TBB (0: all cores)")->capture_default_str();
     app.add_flag("--smoke", o.smoke, "a tiny run of a few seconds (what CI runs); fails unless the loss falls");

@@ -20,11 +20,20 @@ std::string escape(const std::string& s) {
   std::string out;
   for (const char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -46,8 +55,8 @@ std::string render_heatmap_svg(const Heatmap& map) {
                "render_heatmap_svg: values do not fit the labels; got {} values, expected {} rows x {} cols = {}",
                map.values.size(), rows, cols, rows * cols);
   UNROLL_CHECK(map.text.empty() || map.text.size() == rows * cols, ValueError,
-               "render_heatmap_svg: text does not fit the labels; got {} annotations, expected 0 or {}", map.text.size(),
-               rows * cols);
+               "render_heatmap_svg: text does not fit the labels; got {} annotations, expected 0 or {}",
+               map.text.size(), rows * cols);
   std::size_t longest_row = 0, longest_col = 0;
   for (const auto& l : map.row_labels) longest_row = std::max(longest_row, l.size());
   for (const auto& l : map.col_labels) longest_col = std::max(longest_col, l.size());
@@ -75,14 +84,15 @@ std::string render_heatmap_svg(const Heatmap& map) {
     for (std::size_t j = 0; j < cols; ++j) {
       const int x = left + c * static_cast<int>(j);
       const double v = map.values[i * cols + j], f = v / hi;
-      s += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\" stroke=\"#dddddd\"><title>{} / {}: "
-                       "{:.4g}</title></rect>\n",
-                       x, y, c, c, shade(f), escape(map.row_labels[i]), escape(map.col_labels[j]), v);
+      s += fmt::format(
+          "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\" stroke=\"#dddddd\"><title>{} / {}: "
+          "{:.4g}</title></rect>\n",
+          x, y, c, c, shade(f), escape(map.row_labels[i]), escape(map.col_labels[j]), v);
       if (!map.text.empty() && !map.text[i * cols + j].empty())
-        s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" dominant-baseline=\"middle\" font-size=\"{}\" "
-                         "fill=\"{}\">{}</text>\n",
-                         x + c / 2, y + c / 2, std::max(7, c / 3), f > 0.5 ? "white" : "black",
-                         escape(map.text[i * cols + j]));
+        s += fmt::format(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" dominant-baseline=\"middle\" font-size=\"{}\" "
+            "fill=\"{}\">{}</text>\n",
+            x + c / 2, y + c / 2, std::max(7, c / 3), f > 0.5 ? "white" : "black", escape(map.text[i * cols + j]));
     }
   }
   for (std::size_t j = 0; j < cols; ++j) {
@@ -90,8 +100,8 @@ std::string render_heatmap_svg(const Heatmap& map) {
     s += fmt::format("<text transform=\"translate({},{}) rotate(-90)\" dominant-baseline=\"middle\">{}</text>\n", x,
                      top - 6, escape(map.col_labels[j]));
   }
-  s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-                   left + c * static_cast<int>(cols) / 2, top + c * static_cast<int>(rows) + 25, escape(map.x_label));
+  s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", left + c * static_cast<int>(cols) / 2,
+                   top + c * static_cast<int>(rows) + 25, escape(map.x_label));
   s += fmt::format("<text transform=\"translate(14,{}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
                    top + c * static_cast<int>(rows) / 2, escape(map.y_label));
   s += "</svg>\n";
@@ -113,7 +123,8 @@ void write_heatmap(const std::string& path, const Heatmap& map) {
   std::error_code ec, ignored;
   std::filesystem::rename(tmp, path, ec);
   if (ec) std::filesystem::remove(tmp, ignored);
-  UNROLL_CHECK(!ec, IoError, "write_heatmap: cannot replace '{}'; got {}, expected a writable path", path, ec.message());
+  UNROLL_CHECK(!ec, IoError, "write_heatmap: cannot replace '{}'; got {}, expected a writable path", path,
+               ec.message());
 }
 
 }  // namespace unroll::examples

@@ -14,7 +14,7 @@ namespace unroll::examples {
 struct Heatmap {
   std::string title{}, x_label{}, y_label{};
   std::vector<std::string> row_labels{}, col_labels{};
-  std::vector<double> values{};    ///< rows x cols, row-major; the colour scale runs from 0 to the largest value
+  std::vector<double> values{};     ///< rows x cols, row-major; the colour scale runs from 0 to the largest value
   std::vector<std::string> text{};  ///< empty, or one annotation per cell (row-major)
   int cell = 28;                    ///< cell size in pixels
 };

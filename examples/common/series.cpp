@@ -69,8 +69,8 @@ TextTable parse_text_table(std::string_view program, std::string_view flag, cons
       continue;
     }
     UNROLL_CHECK(cells.size() == table.columns.size(), examples::UsageError,
-                 "{}: {} file is not CSV; got {} cell(s) at line {} of '{}', expected {} as in the header ({})", program,
-                 flag, cells.size(), line_no, path, table.columns.size(), join(table.columns));
+                 "{}: {} file is not CSV; got {} cell(s) at line {} of '{}', expected {} as in the header ({})",
+                 program, flag, cells.size(), line_no, path, table.columns.size(), join(table.columns));
     table.rows.push_back(std::move(cells));
     table.lines.push_back(line_no);
   }
@@ -85,18 +85,21 @@ TextTable read_text_table(std::string_view program, std::string_view flag, const
   return parse_text_table(program, flag, path, bytes);
 }
 
-Series read_series(std::string_view program, std::string_view flag, const std::string& path, const std::string& column) {
+Series read_series(std::string_view program, std::string_view flag, const std::string& path,
+                   const std::string& column) {
   const TextTable table = read_text_table(program, flag, path);
   const int col = table.column(column);
-  UNROLL_CHECK(col >= 0, examples::UsageError, "{}: no such column in the {} file; got column '{}' in '{}', expected one of {}",
-               program, flag, column, path, join(table.columns));
+  UNROLL_CHECK(col >= 0, examples::UsageError,
+               "{}: no such column in the {} file; got column '{}' in '{}', expected one of {}", program, flag, column,
+               path, join(table.columns));
   Series s{.column = column, .values = {}, .labels = {}};
   s.values.reserve(table.rows.size());
   for (std::size_t r = 0; r < table.rows.size(); ++r) {
     const std::string_view cell = trim(table.rows[r][static_cast<std::size_t>(col)]);
     double v = NAN;
     const auto [end, err] = std::from_chars(cell.data(), cell.data() + cell.size(), v);
-    UNROLL_CHECK(!cell.empty() && err == std::errc() && end == cell.data() + cell.size() && std::isfinite(v), examples::UsageError,
+    UNROLL_CHECK(!cell.empty() && err == std::errc() && end == cell.data() + cell.size() && std::isfinite(v),
+                 examples::UsageError,
                  "{}: {} file has a value that is not a number; got '{}' at line {} of '{}', expected a number in "
                  "column '{}'",
                  program, flag, printable(cell), table.lines[r], path, column);

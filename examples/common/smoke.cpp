@@ -19,8 +19,7 @@ int check_loss_fell(std::string_view program, bool smoke, bool fell, std::string
   return 0;
 }
 
-int check_loss_fell(std::string_view program, bool smoke, const LossFall& loss, std::string_view hint,
-                    std::FILE* err) {
+int check_loss_fell(std::string_view program, bool smoke, const LossFall& loss, std::string_view hint, std::FILE* err) {
   return check_loss_fell(program, smoke, loss.fell(), loss.detail(), hint, err);
 }
 

@@ -47,7 +47,8 @@ constexpr const char* kProgram = "custom_cell";
 // That is all: the tape differentiates it, nn::run_cell unrolls it, the optimizers see its parameters.
 struct MGUCell : nn::Module {
   nn::Linear f, c;
-  MGUCell(std::int64_t in, std::int64_t hid, Dtype dt = Dtype::float32) : f(in + hid, hid, true, dt), c(in + hid, hid, true, dt) {
+  MGUCell(std::int64_t in, std::int64_t hid, Dtype dt = Dtype::float32)
+      : f(in + hid, hid, true, dt), c(in + hid, hid, true, dt) {
     register_module("f", f);
     register_module("c", c);
   }
@@ -80,7 +81,8 @@ std::int64_t recurrent_params(std::int64_t gates, std::int64_t biases, std::int6
 std::int64_t matching_hidden(std::int64_t target, std::int64_t gates, std::int64_t in) {
   std::int64_t best = 1;
   for (std::int64_t h = 1; h <= 8192; ++h)
-    if (std::abs(recurrent_params(gates, 2, in, h) - target) < std::abs(recurrent_params(gates, 2, in, best) - target)) best = h;
+    if (std::abs(recurrent_params(gates, 2, in, h) - target) < std::abs(recurrent_params(gates, 2, in, best) - target))
+      best = h;
   return best;
 }
 
@@ -90,9 +92,12 @@ class CharModel : public nn::Module {
       : kind_(kind), hidden_(hidden), emb(vocab, embed), head(hidden, vocab) {
     register_module("embed", emb);
     const nn::RecurrentOptions ro{.input_size = embed, .hidden_size = hidden};
-    if (kind == "mgu") register_module("rnn", *(mgu = std::make_unique<MGUCell>(embed, hidden)));
-    else if (kind == "lstm") register_module("rnn", *(lstm = std::make_unique<nn::LSTM>(ro)));
-    else register_module("rnn", *(gru = std::make_unique<nn::GRU>(ro)));
+    if (kind == "mgu")
+      register_module("rnn", *(mgu = std::make_unique<MGUCell>(embed, hidden)));
+    else if (kind == "lstm")
+      register_module("rnn", *(lstm = std::make_unique<nn::LSTM>(ro)));
+    else
+      register_module("rnn", *(gru = std::make_unique<nn::GRU>(ro)));
     register_module("head", head);
   }
 
@@ -171,8 +176,8 @@ Corpus load_corpus(const Options& o) {
 }
 
 /// Window k of B streams of `len` ids each: (inputs [T, B], targets [T*B], next position one further).
-std::pair<Tensor, Tensor> window(const std::vector<std::int64_t>& ids, std::int64_t B, std::int64_t len, std::int64_t start,
-                                 std::int64_t T) {
+std::pair<Tensor, Tensor> window(const std::vector<std::int64_t>& ids, std::int64_t B, std::int64_t len,
+                                 std::int64_t start, std::int64_t T) {
   std::vector<std::int64_t> in(static_cast<std::size_t>(T * B)), tgt(in.size());
   for (std::int64_t t = 0; t < T; ++t)
     for (std::int64_t b = 0; b < B; ++b) {
@@ -240,8 +245,8 @@ int run(const Options& o) {
   const Corpus corpus = load_corpus(o);
   std::error_code ec;
   std::filesystem::create_directories(o.out, ec);
-  UNROLL_CHECK(!ec, examples::UsageError, "{}: cannot create --out directory; got '{}' ({}), expected a writable path", kProgram,
-               o.out, ec.message());
+  UNROLL_CHECK(!ec, examples::UsageError, "{}: cannot create --out directory; got '{}' ({}), expected a writable path",
+               kProgram, o.out, ec.message());
   const std::filesystem::path out(o.out);
 
   // Three models of about the same recurrent size: the MGU has 2 weight blocks, the GRU 3, the LSTM 4.
@@ -252,8 +257,7 @@ int run(const Options& o) {
   std::vector<std::unique_ptr<optim::Adam>> opts;
   std::vector<std::unique_ptr<optim::CosineAnnealingLR>> schedules;
   fmt::print("{}: {} ({:.2f} MB, {} symbols): {} chars for training, {} for validation\n", kProgram, o.data,
-             static_cast<double>(corpus.bytes) / 1e6, corpus.vocab, corpus.train.size(),
-             corpus.val.size());
+             static_cast<double>(corpus.bytes) / 1e6, corpus.vocab, corpus.train.size(), corpus.val.size());
   for (const auto& [kind, hidden] : kinds) {
     manual_seed(o.seed);
     models.push_back(std::make_unique<CharModel>(kind, corpus.vocab, o.embed, hidden));
@@ -275,8 +279,8 @@ int run(const Options& o) {
   std::vector<std::array<Tensor, 2>> carry(nm);
   std::vector<double> first(nm, NAN), sum_loss(nm, 0), seconds(nm, 0), last_val(nm, NAN), last_train(nm, NAN);
   std::int64_t interval = 0;
-  examples::Progress progress({.total_steps = o.steps, .tokens_per_step = T * B * static_cast<std::int64_t>(nm),
-                               .plain_every = o.eval_every});
+  examples::Progress progress(
+      {.total_steps = o.steps, .tokens_per_step = T * B * static_cast<std::int64_t>(nm), .plain_every = o.eval_every});
   using Clock = std::chrono::steady_clock;
   for (std::int64_t step = 1; step <= o.steps; ++step) {
     const std::int64_t k = (step - 1) % windows;
@@ -320,8 +324,10 @@ int run(const Options& o) {
       progress.print_line(line);
 
       // (4) The comparison, redrawn at every evaluation so it can be watched while training runs.
-      examples::LinePlot plot{.title = fmt::format("custom MGU cell vs LSTM vs GRU ({} recurrent parameters each, about)", target),
-                              .x_label = "step", .y_label = "bits per character"};
+      examples::LinePlot plot{
+          .title = fmt::format("custom MGU cell vs LSTM vs GRU ({} recurrent parameters each, about)", target),
+          .x_label = "step",
+          .y_label = "bits per character"};
       const char* colors[] = {"#D55E00", "#0072B2", "#009E73"};
       for (std::size_t i = 0; i < nm; ++i) {
         examples::PlotSeries train{.name = models[i]->kind() + " train", .color = colors[i % 3]};
@@ -361,23 +367,29 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   return examples::guarded_main(kProgram, [&]() -> int {
     Options o;
-    CLI::App app{"custom_cell: a new recurrent cell (a minimal gated unit) written in 15 lines, gradchecked, and "
-                 "trained as a character language model beside the library's LSTM and GRU of about the same size.",
-                 kProgram};
+    CLI::App app{
+        "custom_cell: a new recurrent cell (a minimal gated unit) written in 15 lines, gradchecked, and "
+        "trained as a character language model beside the library's LSTM and GRU of about the same size.",
+        kProgram};
     app.get_formatter()->column_width(34);
-    app.add_option("--data", o.data, "training text (any bytes; first 90% train, last 10% validation)")->capture_default_str();
+    app.add_option("--data", o.data, "training text (any bytes; first 90% train, last 10% validation)")
+        ->capture_default_str();
     app.add_option("--out", o.out, "directory for metrics.csv and compare.svg")->capture_default_str();
     app.add_option("--embed", o.embed, "embedding size")->capture_default_str();
-    app.add_option("--hidden", o.hidden, "the MGU's hidden size (LSTM and GRU get as many parameters)")->capture_default_str();
+    app.add_option("--hidden", o.hidden, "the MGU's hidden size (LSTM and GRU get as many parameters)")
+        ->capture_default_str();
     app.add_option("--window", o.window, "T: characters per truncated-BPTT window")->capture_default_str();
     app.add_option("--batch", o.batch, "B: parallel streams through the text")->capture_default_str();
     app.add_option("--steps", o.steps, "training steps (windows), the same for every model")->capture_default_str();
     app.add_option("--lr", o.lr, "Adam learning rate (cosine decay to lr/10)")->capture_default_str();
     app.add_option("--clip", o.clip, "gradient norm clipping (0: off)")->capture_default_str();
-    app.add_option("--eval-every", o.eval_every, "validate, write a metrics row and redraw compare.svg every N steps")->capture_default_str();
+    app.add_option("--eval-every", o.eval_every, "validate, write a metrics row and redraw compare.svg every N steps")
+        ->capture_default_str();
     app.add_option("--eval-chars", o.eval_chars, "validation characters used for bits/char")->capture_default_str();
     app.add_option("--seed", o.seed, "random seed")->capture_default_str();
-    app.add_option("--threads", o.threads, "threads for BLAS and TBB (0: all cores; 1 is fastest for these small matrices)")->capture_default_str();
+    app.add_option("--threads", o.threads,
+                   "threads for BLAS and TBB (0: all cores; 1 is fastest for these small matrices)")
+        ->capture_default_str();
     app.add_flag("--smoke", o.smoke, "a run of a few seconds (what CI runs); fails unless every model's loss falls");
     if (auto code = examples::parse_command_line(app, argc, argv)) return *code;
     if (o.smoke) {  // tiny defaults; flags given explicitly still win

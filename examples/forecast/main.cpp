@@ -82,8 +82,8 @@ constexpr Preset kPresets[] = {
 
 void check_options(const Options& o) {
   using examples::check_flag_range;
-  UNROLL_CHECK(o.cell == "gru" || o.cell == "lstm", examples::UsageError, "{}: unknown --cell; got '{}', expected gru or lstm",
-               kProgram, o.cell);
+  UNROLL_CHECK(o.cell == "gru" || o.cell == "lstm", examples::UsageError,
+               "{}: unknown --cell; got '{}', expected gru or lstm", kProgram, o.cell);
   check_flag_range<std::int64_t>(kProgram, "--hidden", o.hidden, 1, 4096);
   check_flag_range<std::int64_t>(kProgram, "--layers", o.layers, 1, 8);
   check_flag_range<std::int64_t>(kProgram, "--window", o.window, 1, 100000);
@@ -155,7 +155,9 @@ Windows make_windows(const Options& o, const examples::Series& s, const std::str
   w.y = s.values;
   const auto n = static_cast<std::int64_t>(w.y.size());
   w.W = o.window, w.H = o.horizon, w.features = o.level ? 2 : 1;
-  const auto split = [&](std::int64_t len) { return len - static_cast<std::int64_t>(std::llround(len * o.test_fraction)); };
+  const auto split = [&](std::int64_t len) {
+    return len - static_cast<std::int64_t>(std::llround(len * o.test_fraction));
+  };
   // Training needs one whole window plus its targets; testing needs one horizon of targets after the split.
   const auto fits = [&](std::int64_t len) {
     const std::int64_t tr = split(len);
@@ -195,8 +197,10 @@ class Forecaster : public nn::Module {
  public:
   Forecaster(const Options& o, std::int64_t features) : layers_(o.layers), head(o.hidden, o.horizon) {
     const nn::RecurrentOptions ro{.input_size = features, .hidden_size = o.hidden, .num_layers = o.layers};
-    if (o.cell == "lstm") register_module("rnn", *(lstm = std::make_unique<nn::LSTM>(ro)));
-    else register_module("rnn", *(gru = std::make_unique<nn::GRU>(ro)));
+    if (o.cell == "lstm")
+      register_module("rnn", *(lstm = std::make_unique<nn::LSTM>(ro)));
+    else
+      register_module("rnn", *(gru = std::make_unique<nn::GRU>(ro)));
     register_module("head", head);
   }
   /// x [W, B, F] -> [B, H]
@@ -221,14 +225,15 @@ std::vector<std::vector<double>> predict(Forecaster& model, const Windows& w) {
   model.eval();
   std::vector<std::vector<double>> out;
   for (std::size_t i = 0; i < w.test_origins.size(); i += 512) {
-    const std::vector<std::int64_t> chunk(w.test_origins.begin() + static_cast<std::ptrdiff_t>(i),
-                                          w.test_origins.begin() +
-                                              static_cast<std::ptrdiff_t>(std::min(i + 512, w.test_origins.size())));
+    const std::vector<std::int64_t> chunk(
+        w.test_origins.begin() + static_cast<std::ptrdiff_t>(i),
+        w.test_origins.begin() + static_cast<std::ptrdiff_t>(std::min(i + 512, w.test_origins.size())));
     const std::vector<double> p = model.forward(w.batch(chunk).first).to_vector();
     for (std::size_t b = 0; b < chunk.size(); ++b) {
       std::vector<double> row(static_cast<std::size_t>(w.H));
       for (std::int64_t h = 0; h < w.H; ++h)
-        row[static_cast<std::size_t>(h)] = w.denormalise(chunk[b], p[b * static_cast<std::size_t>(w.H) + static_cast<std::size_t>(h)]);
+        row[static_cast<std::size_t>(h)] =
+            w.denormalise(chunk[b], p[b * static_cast<std::size_t>(w.H) + static_cast<std::size_t>(h)]);
       out.push_back(std::move(row));
     }
   }
@@ -263,17 +268,19 @@ int run(Options& o) {
   Forecaster model(o, w.features);
   optim::Adam opt(model.parameters(), {.lr = o.lr});
   optim::CosineAnnealingLR schedule(opt, o.steps, o.lr / 10);  // decay to a tenth over the run
-  Generator gen(o.seed ^ 0x9e3779b97f4a7c15ull);                 // minibatch draws, apart from initialisation
+  Generator gen(o.seed ^ 0x9e3779b97f4a7c15ull);               // minibatch draws, apart from initialisation
 
   std::error_code ec;
   std::filesystem::create_directories(o.out, ec);
-  UNROLL_CHECK(!ec, examples::UsageError, "{}: cannot create --out directory; got '{}' ({}), expected a writable path", kProgram,
-               o.out, ec.message());
+  UNROLL_CHECK(!ec, examples::UsageError, "{}: cannot create --out directory; got '{}' ({}), expected a writable path",
+               kProgram, o.out, ec.message());
   const std::filesystem::path out_dir(o.out);
-  examples::CsvWriter metrics((out_dir / "metrics.csv").string(), {"step", "train_loss", "test_loss", "test_rmse", "lr"});
+  examples::CsvWriter metrics((out_dir / "metrics.csv").string(),
+                              {"step", "train_loss", "test_loss", "test_rmse", "lr"});
 
   // Baselines on the same test windows: the last value, and the value one season before each target.
-  const double naive = test_rmse(w, [&](std::size_t, std::int64_t t, std::int64_t) { return w.y[static_cast<std::size_t>(t)]; });
+  const double naive =
+      test_rmse(w, [&](std::size_t, std::int64_t t, std::int64_t) { return w.y[static_cast<std::size_t>(t)]; });
   const double seasonal = test_rmse(w, [&](std::size_t, std::int64_t t, std::int64_t h) {
     const std::int64_t target = t + 1 + h, m = o.season;
     return w.y[static_cast<std::size_t>(target - m * ((h + m) / m))];  // back whole seasons to at or before t
@@ -292,24 +299,23 @@ int run(Options& o) {
       if (r[1]) train.x.push_back(*r[0]), train.y.push_back(*r[1]);
       if (r[2]) test.x.push_back(*r[0]), test.y.push_back(*r[2]);
     }
-    examples::write_line_plot((out_dir / "loss.svg").string(),
-                              {.title = fmt::format("forecast: {} {}x{}, window {}, horizon {}", o.cell, o.layers,
-                                                    o.hidden, w.W, w.H),
-                               .x_label = "step",
-                               .y_label = "MSE (normalised units)",
-                               .series = {train, test},
-                               .log_y = true});
+    examples::write_line_plot(
+        (out_dir / "loss.svg").string(),
+        {.title = fmt::format("forecast: {} {}x{}, window {}, horizon {}", o.cell, o.layers, o.hidden, w.W, w.H),
+         .x_label = "step",
+         .y_label = "MSE (normalised units)",
+         .series = {train, test},
+         .log_y = true});
   };
 
-  examples::Progress progress({.total_steps = o.steps, .first_step = 0, .tokens_per_step = o.batch * w.W,
-                               .plain_every = o.log_every});
+  examples::Progress progress(
+      {.total_steps = o.steps, .first_step = 0, .tokens_per_step = o.batch * w.W, .plain_every = o.log_every});
   const std::vector<Tensor> params = model.parameters();
   double interval_loss = 0, smooth = NAN, first_interval = NAN, last_interval = NAN, last_rmse = NAN;
   std::int64_t interval_steps = 0;
   std::vector<std::int64_t> origins(static_cast<std::size_t>(o.batch));
   for (std::int64_t step = 1; step <= o.steps; ++step) {
-    for (auto& t : origins)
-      t = w.train_origins[static_cast<std::size_t>(gen.next_u64() % w.train_origins.size())];
+    for (auto& t : origins) t = w.train_origins[static_cast<std::size_t>(gen.next_u64() % w.train_origins.size())];
     auto [x, y] = w.batch(origins);
     Tensor loss = mse_loss(model.forward(x), y);
     loss.backward();
@@ -329,9 +335,8 @@ int run(Options& o) {
       std::optional<double> test_loss, rmse;
       if (eval_now) {
         const auto pred = predict(model, w);
-        rmse = last_rmse = test_rmse(w, [&](std::size_t i, std::int64_t, std::int64_t h) {
-          return pred[i][static_cast<std::size_t>(h)];
-        });
+        rmse = last_rmse = test_rmse(
+            w, [&](std::size_t i, std::int64_t, std::int64_t h) { return pred[i][static_cast<std::size_t>(h)]; });
         test_loss = (*rmse / w.std) * (*rmse / w.std);  // the training loss's units
         progress.print_line(fmt::format("step {:>{}}  test RMSE {:.4g} (naive {:.4g}, seasonal naive {:.4g})", step,
                                         fmt::formatted_size("{}", o.steps), *rmse, naive, seasonal));
@@ -389,12 +394,14 @@ int run(Options& o) {
 int main(int argc, char** argv) {
   return examples::guarded_main(kProgram, [&]() -> int {
     Options o;
-    CLI::App app{"forecast: multi-step time-series forecasting with a GRU or LSTM on the Mauna Loa CO2 record, the "
-                 "yearly sunspot numbers, or a column of your own CSV file.",
-                 kProgram};
+    CLI::App app{
+        "forecast: multi-step time-series forecasting with a GRU or LSTM on the Mauna Loa CO2 record, the "
+        "yearly sunspot numbers, or a column of your own CSV file.",
+        kProgram};
     app.get_formatter()->column_width(34);
-    app.add_option("--dataset", o.dataset, "co2 (weekly, Mauna Loa 1958-2001) | sunspots (yearly, 1700-2008): the "
-                                           "data and the defaults of --window, --horizon, --season, --hidden, --steps, --level")
+    app.add_option("--dataset", o.dataset,
+                   "co2 (weekly, Mauna Loa 1958-2001) | sunspots (yearly, 1700-2008): the "
+                   "data and the defaults of --window, --horizon, --season, --hidden, --steps, --level")
         ->capture_default_str();
     app.add_option("--data", o.data, "your own CSV file (header row, ',' separated) [the dataset's file]");
     app.add_option("--column", o.column, "the CSV column to forecast [co2_ppm or sunspots]");
@@ -404,16 +411,20 @@ int main(int argc, char** argv) {
     app.add_option("--layers", o.layers, "recurrent layers")->capture_default_str();
     app.add_option("--window", o.window, "past values the model reads")->capture_default_str();
     app.add_option("--horizon", o.horizon, "future values it forecasts at once")->capture_default_str();
-    app.add_option("--season", o.season, "season length in steps, for the seasonal-naive baseline")->capture_default_str();
-    app.add_flag("--level,!--no-level", o.level, "also feed the normalised level, not only the change from the "
-                                                 "window's last value");
-    app.add_option("--test-fraction", o.test_fraction, "the last part of the series held out for testing")->capture_default_str();
+    app.add_option("--season", o.season, "season length in steps, for the seasonal-naive baseline")
+        ->capture_default_str();
+    app.add_flag("--level,!--no-level", o.level,
+                 "also feed the normalised level, not only the change from the "
+                 "window's last value");
+    app.add_option("--test-fraction", o.test_fraction, "the last part of the series held out for testing")
+        ->capture_default_str();
     app.add_option("--batch", o.batch, "windows per step")->capture_default_str();
     app.add_option("--steps", o.steps, "training steps")->capture_default_str();
     app.add_option("--lr", o.lr, "Adam learning rate (cosine decay to lr/10)")->capture_default_str();
     app.add_option("--clip", o.clip, "gradient norm clipping")->capture_default_str();
     app.add_option("--eval-every", o.eval_every, "test RMSE every N steps")->capture_default_str();
-    app.add_option("--log-every", o.log_every, "metrics.csv row (and a progress line when piped) every N steps")->capture_default_str();
+    app.add_option("--log-every", o.log_every, "metrics.csv row (and a progress line when piped) every N steps")
+        ->capture_default_str();
     app.add_option("--seed", o.seed, "random seed")->capture_default_str();
     app.add_option("--threads", o.threads, "threads for BLAS and TBB (0: all cores)")->capture_default_str();
     app.add_flag("--smoke", o.smoke, "a tiny run of a few seconds (what CI runs); fails unless the loss falls");
@@ -422,8 +433,8 @@ int main(int argc, char** argv) {
     const Preset* preset = nullptr;
     for (const Preset& p : kPresets)
       if (o.dataset == p.name) preset = &p;
-    UNROLL_CHECK(preset != nullptr, examples::UsageError, "{}: unknown --dataset; got '{}', expected co2 or sunspots", kProgram,
-                 o.dataset);
+    UNROLL_CHECK(preset != nullptr, examples::UsageError, "{}: unknown --dataset; got '{}', expected co2 or sunspots",
+                 kProgram, o.dataset);
     const examples::FlagDefaults def(app);  // the preset's values and the smoke run's apply to flags not given
     def("--data", o.data, (std::filesystem::path(FORECAST_DATA_DIR) / preset->file).string());
     def("--column", o.column, std::string(preset->column));
@@ -434,7 +445,7 @@ int main(int argc, char** argv) {
     def("--steps", o.steps, preset->steps);
     def("--eval-every", o.eval_every, preset->eval_every);
     def("--level", o.level, preset->level);  // --no-level is the same flag
-    if (o.smoke) {  // tiny defaults; flags given explicitly still win
+    if (o.smoke) {                           // tiny defaults; flags given explicitly still win
       def("--hidden", o.hidden, std::int64_t{16});
       def("--steps", o.steps, std::int64_t{150});
       def("--batch", o.batch, std::int64_t{16});

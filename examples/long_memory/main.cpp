@@ -67,7 +67,9 @@ struct Batch {
   Tensor x, y;
 };
 
-std::int64_t min_length(const std::string& task, const Options& o) { return task == "adding" ? 2 : 2 * o.copy_symbols + 1; }
+std::int64_t min_length(const std::string& task, const Options& o) {
+  return task == "adding" ? 2 : 2 * o.copy_symbols + 1;
+}
 std::int64_t input_size(const std::string& task) { return task == "adding" ? 2 : kAlphabet + 2; }
 std::int64_t output_size(const std::string& task) { return task == "adding" ? 1 : kAlphabet; }
 
@@ -77,7 +79,9 @@ Batch make_batch(const std::string& task, std::int64_t T, std::int64_t B, std::i
   const auto at = [&](std::int64_t t, std::int64_t b, std::int64_t i) -> double& {
     return x[static_cast<std::size_t>((t * B + b) * I + i)];
   };
-  const auto below = [&](std::int64_t n) { return std::min(n - 1, static_cast<std::int64_t>(gen.uniform() * static_cast<double>(n))); };
+  const auto below = [&](std::int64_t n) {
+    return std::min(n - 1, static_cast<std::int64_t>(gen.uniform() * static_cast<double>(n)));
+  };
   if (task == "adding") {
     std::vector<double> y(static_cast<std::size_t>(B));
     for (std::int64_t b = 0; b < B; ++b) {
@@ -104,17 +108,23 @@ Batch make_batch(const std::string& task, std::int64_t T, std::int64_t B, std::i
 }
 
 /// The loss of always giving the best constant answer: var(u1 + u2) = 1/6 for adding, ln 8 for copy.
-double baseline_loss(const std::string& task) { return task == "adding" ? 1.0 / 6.0 : std::log(static_cast<double>(kAlphabet)); }
+double baseline_loss(const std::string& task) {
+  return task == "adding" ? 1.0 / 6.0 : std::log(static_cast<double>(kAlphabet));
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // A cell (the library's RNNCell, LSTMCell or GRUCell) unrolled step by step, and a linear read-out.
 
 class Net : public nn::Module {
  public:
-  Net(const std::string& cell, std::int64_t in, std::int64_t hidden, std::int64_t out) : hidden_(hidden), head(hidden, out) {
-    if (cell == "rnn") register_module("cell", *(rnn = std::make_unique<nn::RNNCell>(in, hidden)));
-    else if (cell == "lstm") register_module("cell", *(lstm = std::make_unique<nn::LSTMCell>(in, hidden)));
-    else register_module("cell", *(gru = std::make_unique<nn::GRUCell>(in, hidden)));
+  Net(const std::string& cell, std::int64_t in, std::int64_t hidden, std::int64_t out)
+      : hidden_(hidden), head(hidden, out) {
+    if (cell == "rnn")
+      register_module("cell", *(rnn = std::make_unique<nn::RNNCell>(in, hidden)));
+    else if (cell == "lstm")
+      register_module("cell", *(lstm = std::make_unique<nn::LSTMCell>(in, hidden)));
+    else
+      register_module("cell", *(gru = std::make_unique<nn::GRUCell>(in, hidden)));
     register_module("head", head);
   }
 
@@ -126,8 +136,10 @@ class Net : public nn::Module {
     std::vector<Tensor> hs;
     hs.reserve(static_cast<std::size_t>(T));
     for (std::int64_t t = 0; t < T; ++t) {
-      if (lstm) std::tie(h, c) = (*lstm)(x[t], h, c);
-      else h = rnn ? (*rnn)(x[t], h) : (*gru)(x[t], h);
+      if (lstm)
+        std::tie(h, c) = (*lstm)(x[t], h, c);
+      else
+        h = rnn ? (*rnn)(x[t], h) : (*gru)(x[t], h);
       if (probes) {
         Tensor z = zeros({B, hidden_});
         z.requires_grad_();
@@ -212,8 +224,8 @@ std::vector<std::int64_t> read_lengths(const std::string& path) {
 void check_options(const Options& o) {
   using examples::check_flag_range;
   for (const std::string& t : o.tasks)
-    UNROLL_CHECK(t == "adding" || t == "copy", examples::UsageError, "{}: unknown --tasks entry; got '{}', expected adding or copy",
-                 kProgram, t);
+    UNROLL_CHECK(t == "adding" || t == "copy", examples::UsageError,
+                 "{}: unknown --tasks entry; got '{}', expected adding or copy", kProgram, t);
   for (const std::string& c : o.cells)
     UNROLL_CHECK(c == "rnn" || c == "lstm" || c == "gru", examples::UsageError,
                  "{}: unknown --cells entry; got '{}', expected rnn, lstm or gru", kProgram, c);
@@ -247,7 +259,8 @@ struct CellResult {
   double first_loss, final_loss, final_score, max_grad_norm;
 };
 
-std::vector<CellResult> run_experiment(const Options& o, const std::string& task, std::int64_t T, int index, int count) {
+std::vector<CellResult> run_experiment(const Options& o, const std::string& task, std::int64_t T, int index,
+                                       int count) {
   const std::int64_t K = o.copy_symbols, B = o.batch, H = o.hidden;
   const std::filesystem::path out(o.out);
   const std::string tag = fmt::format("{}_T{}", task, T);
@@ -272,7 +285,8 @@ std::vector<CellResult> run_experiment(const Options& o, const std::string& task
 
   // dL/dh_t at the first and at the last step, per cell.
   std::vector<std::vector<double>> grad_first(nc), grad_last(nc);
-  const auto step_once = [&](std::size_t c, const Batch& batch, std::vector<double>* record) -> std::pair<double, double> {
+  const auto step_once = [&](std::size_t c, const Batch& batch,
+                             std::vector<double>* record) -> std::pair<double, double> {
     std::vector<Tensor> probes;
     auto [loss, score] = nets[c]->loss(task, batch, K, record ? &probes : nullptr);
     (void)score;
@@ -298,8 +312,8 @@ std::vector<CellResult> run_experiment(const Options& o, const std::string& task
 
   fmt::print("[{}/{}] {} task, T = {}: {} x {} steps, batch {}, hidden {}, lr {}, clip {}\n", index, count, task, T,
              fmt::join(o.cells, "/"), o.steps, B, H, o.lr, o.clip > 0 ? fmt::format("{}", o.clip) : "off");
-  examples::Progress progress({.total_steps = o.steps, .tokens_per_step = T * B * static_cast<std::int64_t>(nc),
-                               .plain_every = o.log_every});
+  examples::Progress progress(
+      {.total_steps = o.steps, .tokens_per_step = T * B * static_cast<std::int64_t>(nc), .plain_every = o.log_every});
   std::vector<double> first_val(nc), sum_loss(nc, 0), sum_norm(nc, 0), max_norm(nc, 0), overall_max(nc, 0);
   std::vector<double> last_val(nc), last_score(nc);
   {
@@ -307,7 +321,8 @@ std::vector<CellResult> run_experiment(const Options& o, const std::string& task
     for (std::size_t c = 0; c < nc; ++c) {
       std::tie(first_val[c], last_score[c]) = evaluate(c);
       last_val[c] = first_val[c];
-      for (const CsvCell v : {CsvCell{}, CsvCell{first_val[c]}, CsvCell{last_score[c]}, CsvCell{}, CsvCell{}}) row.push_back(v);
+      for (const CsvCell v : {CsvCell{}, CsvCell{first_val[c]}, CsvCell{last_score[c]}, CsvCell{}, CsvCell{}})
+        row.push_back(v);
     }
     metrics.row(row);
   }
@@ -318,10 +333,11 @@ std::vector<CellResult> run_experiment(const Options& o, const std::string& task
     for (std::size_t c = 0; c < nc; ++c) {
       std::vector<double>* record = step == 1 ? &grad_first[c] : step == o.steps ? &grad_last[c] : nullptr;
       const auto [l, norm] = step_once(c, batch, record);
-      UNROLL_CHECK(std::isfinite(l), examples::UsageError,
-                   "{}: {} diverged on the {} task at T = {}, step {}; got loss {}, expected a finite loss (try --clip 1 "
-                   "or a smaller --lr)",
-                   kProgram, o.cells[c], task, T, step, l);
+      UNROLL_CHECK(
+          std::isfinite(l), examples::UsageError,
+          "{}: {} diverged on the {} task at T = {}, step {}; got loss {}, expected a finite loss (try --clip 1 "
+          "or a smaller --lr)",
+          kProgram, o.cells[c], task, T, step, l);
       sum_loss[c] += l, sum_norm[c] += norm, max_norm[c] = std::max(max_norm[c], norm);
       overall_max[c] = std::max(overall_max[c], norm);
       shown += l / static_cast<double>(nc);
@@ -334,7 +350,8 @@ std::vector<CellResult> run_experiment(const Options& o, const std::string& task
       for (std::size_t c = 0; c < nc; ++c) {
         std::tie(last_val[c], last_score[c]) = evaluate(c);
         const double n = static_cast<double>(interval);
-        for (const double v : {sum_loss[c] / n, last_val[c], last_score[c], sum_norm[c] / n, max_norm[c]}) row.push_back(v);
+        for (const double v : {sum_loss[c] / n, last_val[c], last_score[c], sum_norm[c] / n, max_norm[c]})
+          row.push_back(v);
         line += fmt::format("  {} {:.4f} ({:.0f}%)", o.cells[c], last_val[c], 100 * last_score[c]);
         sum_loss[c] = sum_norm[c] = max_norm[c] = 0;
       }
@@ -347,16 +364,21 @@ std::vector<CellResult> run_experiment(const Options& o, const std::string& task
 
   // Learning curves: validation loss per cell, with the best constant answer for reference.
   const examples::CsvTable& table = metrics.table();
-  examples::LinePlot curves{.title = fmt::format("{} task, T = {}: validation loss", task, T), .x_label = "step",
-                            .y_label = task == "adding" ? "mean squared error" : "cross-entropy (nats)", .log_y = true};
+  examples::LinePlot curves{.title = fmt::format("{} task, T = {}: validation loss", task, T),
+                            .x_label = "step",
+                            .y_label = task == "adding" ? "mean squared error" : "cross-entropy (nats)",
+                            .log_y = true};
   for (std::size_t c = 0; c < nc; ++c) {
     examples::PlotSeries s{.name = o.cells[c]};
     const int col = table.column(o.cells[c] + "_val_loss");
-    for (const auto& r : table.rows) s.x.push_back(*r[0]), s.y.push_back(r[static_cast<std::size_t>(col)].value_or(NAN));
+    for (const auto& r : table.rows)
+      s.x.push_back(*r[0]), s.y.push_back(r[static_cast<std::size_t>(col)].value_or(NAN));
     curves.series.push_back(std::move(s));
   }
-  curves.series.push_back({.name = "best constant answer", .x = {0.0, static_cast<double>(o.steps)},
-                           .y = {baseline_loss(task), baseline_loss(task)}, .color = "#888888"});
+  curves.series.push_back({.name = "best constant answer",
+                           .x = {0.0, static_cast<double>(o.steps)},
+                           .y = {baseline_loss(task), baseline_loss(task)},
+                           .color = "#888888"});
   examples::write_line_plot((out / ("learning_" + tag + ".svg")).string(), curves);
 
   // The vanishing-gradient curve: ||dL/dh_t|| against t, at the first step and at the last.
@@ -365,13 +387,17 @@ std::vector<CellResult> run_experiment(const Options& o, const std::string& task
     for (const std::string& c : o.cells) cols.push_back(c + "_first_step"), cols.push_back(c + "_last_step");
     return cols;
   }());
-  examples::LinePlot gplot{.title = fmt::format("{} task, T = {}: ||dL/dh_t|| at the first and (dots) the last training step", task, T),
-                           .x_label = "time step t", .y_label = "||dL/dh_t||", .log_y = true};
+  examples::LinePlot gplot{
+      .title = fmt::format("{} task, T = {}: ||dL/dh_t|| at the first and (dots) the last training step", task, T),
+      .x_label = "time step t",
+      .y_label = "||dL/dh_t||",
+      .log_y = true};
   const char* palette[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00"};
   for (std::int64_t t = 0; t < T; ++t) {
     std::vector<CsvCell> row = {static_cast<double>(t)};
     for (std::size_t c = 0; c < nc; ++c)
-      row.push_back(grad_first[c][static_cast<std::size_t>(t)]), row.push_back(grad_last[c][static_cast<std::size_t>(t)]);
+      row.push_back(grad_first[c][static_cast<std::size_t>(t)]),
+          row.push_back(grad_last[c][static_cast<std::size_t>(t)]);
     grads.row(row);
   }
   std::vector<double> ts(static_cast<std::size_t>(T));
@@ -379,7 +405,8 @@ std::vector<CellResult> run_experiment(const Options& o, const std::string& task
   for (std::size_t c = 0; c < nc; ++c) {
     const std::string color = palette[c % 5];
     gplot.series.push_back({.name = o.cells[c] + " (first step)", .x = ts, .y = grad_first[c], .color = color});
-    gplot.series.push_back({.name = o.cells[c] + " (last step)", .x = ts, .y = grad_last[c], .color = color, .markers = true});
+    gplot.series.push_back(
+        {.name = o.cells[c] + " (last step)", .x = ts, .y = grad_last[c], .color = color, .markers = true});
   }
   examples::write_line_plot((out / ("grad_norm_" + tag + ".svg")).string(), gplot);
 
@@ -393,8 +420,8 @@ int run(const Options& o) {
   if (o.threads > 0) set_num_threads(o.threads);
   std::error_code ec;
   std::filesystem::create_directories(o.out, ec);
-  UNROLL_CHECK(!ec, examples::UsageError, "{}: cannot create --out directory; got '{}' ({}), expected a writable path", kProgram,
-               o.out, ec.message());
+  UNROLL_CHECK(!ec, examples::UsageError, "{}: cannot create --out directory; got '{}' ({}), expected a writable path",
+               kProgram, o.out, ec.message());
   const std::filesystem::path out(o.out);
   std::vector<CellResult> results;
   const int count = static_cast<int>(o.tasks.size() * o.lengths.size());
@@ -404,26 +431,32 @@ int run(const Options& o) {
       for (CellResult& r : run_experiment(o, task, T, ++index, count)) results.push_back(std::move(r));
 
   // The summary: where each cell learned the task (validation loss below a tenth of the best constant answer).
-  examples::CsvWriter summary((out / "summary.csv").string(),
-                              {"task", "T", "cell", "first_val_loss", "final_val_loss", "final_val_score", "max_grad_norm", "solved"});
+  examples::CsvWriter summary((out / "summary.csv").string(), {"task", "T", "cell", "first_val_loss", "final_val_loss",
+                                                               "final_val_score", "max_grad_norm", "solved"});
   fmt::print("\n{:<7} {:>5}  {:<5} {:>10} {:>10} {:>7} {:>10}  {}\n", "task", "T", "cell", "val loss", "baseline",
              "score", "max |g|", "learned?");
   bool fell = true;
   for (const CellResult& r : results) {
     const double base = baseline_loss(r.task);
     const bool solved = r.final_loss < 0.1 * base;
-    fmt::print("{:<7} {:>5}  {:<5} {:>10.4f} {:>10.4f} {:>6.1f}% {:>10.3g}  {}\n", r.task, r.T, r.cell, r.final_loss, base,
-               100 * r.final_score, r.max_grad_norm, solved ? "yes" : r.final_loss < 0.5 * base ? "partly" : "no");
+    fmt::print("{:<7} {:>5}  {:<5} {:>10.4f} {:>10.4f} {:>6.1f}% {:>10.3g}  {}\n", r.task, r.T, r.cell, r.final_loss,
+               base, 100 * r.final_score, r.max_grad_norm,
+               solved                      ? "yes"
+               : r.final_loss < 0.5 * base ? "partly"
+                                           : "no");
     // Numbers only in the CSV: task 0 = adding, 1 = copy; cell = its position in --cells.
     const auto cell_id = std::find(o.cells.begin(), o.cells.end(), r.cell) - o.cells.begin();
     summary.row({r.task == "adding" ? 0.0 : 1.0, static_cast<double>(r.T), static_cast<double>(cell_id), r.first_loss,
                  r.final_loss, r.final_score, r.max_grad_norm, solved ? 1.0 : 0.0});
     fell = fell && r.final_loss < r.first_loss;
   }
-  fmt::print("(score: adding = answers within 0.04 of the sum, copy = symbols recalled; summary.csv codes task 0 adding, "
-             "1 copy, and cell by its position in --cells)\n");
-  fmt::print("{}: wrote {}/summary.csv and, per task and length, metrics_*.csv, learning_*.svg, grad_norm_*.csv, "
-             "grad_norm_*.svg\n", kProgram, o.out);
+  fmt::print(
+      "(score: adding = answers within 0.04 of the sum, copy = symbols recalled; summary.csv codes task 0 adding, "
+      "1 copy, and cell by its position in --cells)\n");
+  fmt::print(
+      "{}: wrote {}/summary.csv and, per task and length, metrics_*.csv, learning_*.svg, grad_norm_*.csv, "
+      "grad_norm_*.svg\n",
+      kProgram, o.out);
   // What CI's smoke run checks. In a full run a cell that does not learn a long sequence is the result, not an
   // error: the warning points at the table rather than at --lr.
   return examples::check_loss_fell(kProgram, o.smoke, fell,
@@ -436,28 +469,33 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   return examples::guarded_main(kProgram, [&]() -> int {
     Options o;
-    CLI::App app{"long_memory: the adding problem and the copy task at several sequence lengths, a tanh RNN vs an LSTM "
-                 "vs a GRU, with learning curves and the per-step gradient norm ||dL/dh_t|| (vanishing gradients). "
-                 "The tasks are generated, so there is no dataset to give; --data takes a file of sequence lengths.",
-                 kProgram};
+    CLI::App app{
+        "long_memory: the adding problem and the copy task at several sequence lengths, a tanh RNN vs an LSTM "
+        "vs a GRU, with learning curves and the per-step gradient norm ||dL/dh_t|| (vanishing gradients). "
+        "The tasks are generated, so there is no dataset to give; --data takes a file of sequence lengths.",
+        kProgram};
     app.get_formatter()->column_width(34);
     app.add_option("--tasks", o.tasks, "adding and/or copy")->delimiter(',')->capture_default_str();
     app.add_option("--lengths", o.lengths, "sequence lengths T to sweep")->delimiter(',')->capture_default_str();
-    app.add_option("--data", o.data,
-                   "file of sequence lengths to sweep instead of --lengths (one per line or comma-separated, # comments, "
-                   "optional 'length' header); the tasks themselves are generated");
+    app.add_option(
+        "--data", o.data,
+        "file of sequence lengths to sweep instead of --lengths (one per line or comma-separated, # comments, "
+        "optional 'length' header); the tasks themselves are generated");
     app.add_option("--cells", o.cells, "rnn (tanh), lstm and/or gru")->delimiter(',')->capture_default_str();
     app.add_option("--out", o.out, "directory for every file written")->capture_default_str();
     app.add_option("--hidden", o.hidden, "hidden size of every cell")->capture_default_str();
     app.add_option("--batch", o.batch, "sequences per step")->capture_default_str();
     app.add_option("--steps", o.steps, "training steps per task, length and cell")->capture_default_str();
     app.add_option("--lr", o.lr, "Adam learning rate")->capture_default_str();
-    app.add_option("--clip", o.clip, "clip the gradient norm to this (0: off, to see exploding gradients)")->capture_default_str();
+    app.add_option("--clip", o.clip, "clip the gradient norm to this (0: off, to see exploding gradients)")
+        ->capture_default_str();
     app.add_option("--copy-symbols", o.copy_symbols, "K: symbols to remember in the copy task")->capture_default_str();
     app.add_option("--log-every", o.log_every, "validate and write a metrics row every N steps")->capture_default_str();
     app.add_option("--eval-size", o.eval_size, "validation sequences (fixed, never trained on)")->capture_default_str();
     app.add_option("--seed", o.seed, "random seed")->capture_default_str();
-    app.add_option("--threads", o.threads, "threads for BLAS and TBB (0: all cores; 1 is fastest for these small matrices)")->capture_default_str();
+    app.add_option("--threads", o.threads,
+                   "threads for BLAS and TBB (0: all cores; 1 is fastest for these small matrices)")
+        ->capture_default_str();
     app.add_flag("--smoke", o.smoke, "a run of a few seconds (what CI runs); fails unless every cell's loss falls");
     if (auto code = examples::parse_command_line(app, argc, argv)) return *code;
     if (o.smoke) {  // tiny defaults; flags given explicitly still win

@@ -92,9 +92,10 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   return examples::guarded_main(kProgram, [&]() -> int {
     Options o;
-    CLI::App app{"sine_rnn: an Elman RNN composed from primitives learns to predict a noisy sine wave (truncated "
-                 "BPTT, plain SGD).",
-                 kProgram};
+    CLI::App app{
+        "sine_rnn: an Elman RNN composed from primitives learns to predict a noisy sine wave (truncated "
+        "BPTT, plain SGD).",
+        kProgram};
     app.add_option("--steps", o.steps, "training steps (windows)")->capture_default_str();
     app.add_option("--hidden", o.hidden, "hidden size")->capture_default_str();
     app.add_option("--window", o.window, "T: time steps per truncated-BPTT window")->capture_default_str();

@@ -16,7 +16,8 @@ namespace {
 // Minimal gated unit: f = σ(W_f [x, h]),  h' = (1 - f) ⊙ h + f ⊙ tanh(W_c [x, f ⊙ h])
 struct MGUCell : nn::Module {
   nn::Linear f, c;
-  MGUCell(std::int64_t in, std::int64_t hid, Dtype dt = Dtype::float32) : f(in + hid, hid, true, dt), c(in + hid, hid, true, dt) {
+  MGUCell(std::int64_t in, std::int64_t hid, Dtype dt = Dtype::float32)
+      : f(in + hid, hid, true, dt), c(in + hid, hid, true, dt) {
     register_module("f", f);
     register_module("c", c);
   }
@@ -33,7 +34,10 @@ struct LayerNormLSTMCell : nn::Module {
   nn::Linear ih, hh;
   nn::LayerNorm ln_gates, ln_cell;
   LayerNormLSTMCell(std::int64_t in, std::int64_t hid, Dtype dt)
-      : ih(in, 4 * hid, true, dt), hh(hid, 4 * hid, false, dt), ln_gates({4 * hid}, 1e-5, true, dt), ln_cell({hid}, 1e-5, true, dt) {
+      : ih(in, 4 * hid, true, dt),
+        hh(hid, 4 * hid, false, dt),
+        ln_gates({4 * hid}, 1e-5, true, dt),
+        ln_cell({hid}, 1e-5, true, dt) {
     register_module("ih", ih);
     register_module("hh", hh);
     register_module("ln_gates", ln_gates);
@@ -48,101 +52,105 @@ struct LayerNormLSTMCell : nn::Module {
 }  // namespace
 
 TEST_SUITE("nn/custom_cell") {
-TEST_CASE("the README's MGU cell passes an unrolled float64 gradcheck through run_cell") {
-  manual_seed(21);
-  MGUCell cell(3, 4, Dtype::float64);
-  std::vector<Tensor> inputs = {randn({6, 2, 3}, Dtype::float64).requires_grad_(), randn({2, 4}, Dtype::float64).requires_grad_()};
-  for (const Tensor& p : cell.parameters()) inputs.push_back(p);
-  auto report = autograd::gradcheck(
-      "mgu", [&](const std::vector<Tensor>& p) { return nn::run_cell(p[0], p[1], cell).output; }, inputs);
-  CHECK_MESSAGE(report.ok, report.message);
-  CHECK(report.message.find("gradcheck 'mgu': passed") == 0);
-}
-
-TEST_CASE("the README's training loop: the MGU learns to recall the input from 3 steps back") {
-  manual_seed(22);
-  const std::int64_t B = 16, T = 12, H = 16, lag = 3;
-  MGUCell cell(1, H);
-  nn::Linear readout(H, 1);
-  std::vector<Tensor> params = cell.parameters();
-  for (const Tensor& p : readout.parameters()) params.push_back(p);
-  optim::Adam opt(params, {.lr = 1e-2});
-
-  Tensor h = zeros({B, H});
-  double first = 0, last = 0;
-  for (int step = 0; step < 300; ++step) {
-    Tensor x = randn({T, B, 1});
-    auto run = nn::run_cell(x, nn::detach_state(h), cell);          // truncated BPTT: state carried, graph cut
-    Tensor pred = readout(narrow(run.output, 0, lag, T - lag));      // [T - lag, B, 1]
-    Tensor loss = mse_loss(pred, narrow(x, 0, 0, T - lag));
-    opt.zero_grad();
-    loss.backward();
-    optim::clip_grad_norm_(params, 1.0);
-    opt.step();
-    h = run.state;
-    if (step < 20) first += loss.item() / 20;
-    if (step >= 280) last += loss.item() / 20;
+  TEST_CASE("the README's MGU cell passes an unrolled float64 gradcheck through run_cell") {
+    manual_seed(21);
+    MGUCell cell(3, 4, Dtype::float64);
+    std::vector<Tensor> inputs = {randn({6, 2, 3}, Dtype::float64).requires_grad_(),
+                                  randn({2, 4}, Dtype::float64).requires_grad_()};
+    for (const Tensor& p : cell.parameters()) inputs.push_back(p);
+    auto report = autograd::gradcheck(
+        "mgu", [&](const std::vector<Tensor>& p) { return nn::run_cell(p[0], p[1], cell).output; }, inputs);
+    CHECK_MESSAGE(report.ok, report.message);
+    CHECK(report.message.find("gradcheck 'mgu': passed") == 0);
   }
-  MESSAGE("MGU recall loss: first 20 steps " << first << ", last 20 steps " << last);
-  CHECK(last < 0.2 * first);
-}
 
-TEST_CASE("a layer-normalised LSTM cell passes an unrolled float64 gradcheck through run_cell") {
-  manual_seed(12);
-  LayerNormLSTMCell cell(3, 4, Dtype::float64);
-  std::vector<Tensor> inputs = {randn({5, 2, 3}, Dtype::float64).requires_grad_(), randn({2, 4}, Dtype::float64).requires_grad_()};
-  for (Tensor& p : cell.parameters()) inputs.push_back(p);
-  auto r = autograd::gradcheck(
-      "ln_lstm",
-      [&](const std::vector<Tensor>& p) {
-        auto res = nn::run_cell(p[0], std::pair<Tensor, Tensor>{p[1], zeros({2, 4}, Dtype::float64)}, cell);
-        return res.output;
-      },
-      inputs);
-  CHECK_MESSAGE(r.ok, r.message);
-}
+  TEST_CASE("the README's training loop: the MGU learns to recall the input from 3 steps back") {
+    manual_seed(22);
+    const std::int64_t B = 16, T = 12, H = 16, lag = 3;
+    MGUCell cell(1, H);
+    nn::Linear readout(H, 1);
+    std::vector<Tensor> params = cell.parameters();
+    for (const Tensor& p : readout.parameters()) params.push_back(p);
+    optim::Adam opt(params, {.lr = 1e-2});
 
-// IndRNN (h' = relu(W x + b + u ⊙ h)), the custom-cell README's hoisting example: the input projection of all
-// steps in one linear() before run_cell gives the same outputs and gradients as the projection inside the cell,
-// and |u| is kept bounded after the optimizer step with clamp_ under NoGradGuard.
-TEST_CASE("IndRNN with its input projection hoisted out of the loop equals the in-cell form; clamp_ constraint") {
-  manual_seed(21);
-  const std::int64_t T = 6, B = 3, E = 4, H = 5;
-  struct IndRNNCell : nn::Module {
-    nn::Linear input{4, 5, true, Dtype::float64};
-    Tensor u = uniform({5}, -1.0, 1.0, Dtype::float64).requires_grad_();
-    IndRNNCell() {
-      register_module("input", input);
-      register_parameter("u", u);
+    Tensor h = zeros({B, H});
+    double first = 0, last = 0;
+    for (int step = 0; step < 300; ++step) {
+      Tensor x = randn({T, B, 1});
+      auto run = nn::run_cell(x, nn::detach_state(h), cell);       // truncated BPTT: state carried, graph cut
+      Tensor pred = readout(narrow(run.output, 0, lag, T - lag));  // [T - lag, B, 1]
+      Tensor loss = mse_loss(pred, narrow(x, 0, 0, T - lag));
+      opt.zero_grad();
+      loss.backward();
+      optim::clip_grad_norm_(params, 1.0);
+      opt.step();
+      h = run.state;
+      if (step < 20) first += loss.item() / 20;
+      if (step >= 280) last += loss.item() / 20;
     }
-    Tensor step(const Tensor& wx_t, const Tensor& h) const { return relu(wx_t + u * h); }           // projected input
-    Tensor operator()(const Tensor& x_t, const Tensor& h) const { return step(input(x_t), h); }  // raw input
-  } cell;
-  cell.check_registered([&] { (void)cell(zeros({B, E}, Dtype::float64), zeros({B, H}, Dtype::float64)); });
-  const Tensor x = randn({T, B, E}, Dtype::float64), h0 = zeros({B, H}, Dtype::float64);
-  auto grads = [&](bool hoisted) {
-    cell.zero_grad();
-    auto run = hoisted ? nn::run_cell(cell.input(x), h0, [&](const Tensor& g, const Tensor& h) { return cell.step(g, h); })
-                       : nn::run_cell(x, h0, cell);
-    sum(run.output * run.output).backward();
-    std::vector<std::vector<double>> out = {run.output.detach().to_vector()};
-    for (const Tensor& p : cell.parameters()) out.push_back(p.grad().to_vector());
-    return out;
-  };
-  const auto hoisted = grads(true), in_cell = grads(false);
-  REQUIRE(hoisted.size() == in_cell.size());
-  for (std::size_t i = 0; i < hoisted.size(); ++i)
-    for (std::size_t j = 0; j < hoisted[i].size(); ++j) CHECK(hoisted[i][j] == doctest::Approx(in_cell[i][j]).epsilon(1e-12));
-
-  optim::SGD opt(cell.parameters(), {.lr = 0.1});
-  opt.step();
-  {
-    NoGradGuard no_grad;
-    copy_(cell.u, tensor({-3, -0.5, 0.25, 1.5, 4}, {5}, Dtype::float64));  // as if a step had overshot
-    clamp_(cell.u, -1.0, 1.0);
+    MESSAGE("MGU recall loss: first 20 steps " << first << ", last 20 steps " << last);
+    CHECK(last < 0.2 * first);
   }
-  CHECK(cell.u.to_vector() == std::vector<double>{-1, -0.5, 0.25, 1, 1});
-  const auto& ps = opt.params();  // the optimizer's parameter itself was constrained
-  CHECK(std::any_of(ps.begin(), ps.end(), [&](const Tensor& p) { return p.same_data(cell.u); }));
-}
+
+  TEST_CASE("a layer-normalised LSTM cell passes an unrolled float64 gradcheck through run_cell") {
+    manual_seed(12);
+    LayerNormLSTMCell cell(3, 4, Dtype::float64);
+    std::vector<Tensor> inputs = {randn({5, 2, 3}, Dtype::float64).requires_grad_(),
+                                  randn({2, 4}, Dtype::float64).requires_grad_()};
+    for (Tensor& p : cell.parameters()) inputs.push_back(p);
+    auto r = autograd::gradcheck(
+        "ln_lstm",
+        [&](const std::vector<Tensor>& p) {
+          auto res = nn::run_cell(p[0], std::pair<Tensor, Tensor>{p[1], zeros({2, 4}, Dtype::float64)}, cell);
+          return res.output;
+        },
+        inputs);
+    CHECK_MESSAGE(r.ok, r.message);
+  }
+
+  // IndRNN (h' = relu(W x + b + u ⊙ h)), the custom-cell README's hoisting example: the input projection of all
+  // steps in one linear() before run_cell gives the same outputs and gradients as the projection inside the cell,
+  // and |u| is kept bounded after the optimizer step with clamp_ under NoGradGuard.
+  TEST_CASE("IndRNN with its input projection hoisted out of the loop equals the in-cell form; clamp_ constraint") {
+    manual_seed(21);
+    const std::int64_t T = 6, B = 3, E = 4, H = 5;
+    struct IndRNNCell : nn::Module {
+      nn::Linear input{4, 5, true, Dtype::float64};
+      Tensor u = uniform({5}, -1.0, 1.0, Dtype::float64).requires_grad_();
+      IndRNNCell() {
+        register_module("input", input);
+        register_parameter("u", u);
+      }
+      Tensor step(const Tensor& wx_t, const Tensor& h) const { return relu(wx_t + u * h); }        // projected input
+      Tensor operator()(const Tensor& x_t, const Tensor& h) const { return step(input(x_t), h); }  // raw input
+    } cell;
+    cell.check_registered([&] { (void)cell(zeros({B, E}, Dtype::float64), zeros({B, H}, Dtype::float64)); });
+    const Tensor x = randn({T, B, E}, Dtype::float64), h0 = zeros({B, H}, Dtype::float64);
+    auto grads = [&](bool hoisted) {
+      cell.zero_grad();
+      auto run =
+          hoisted ? nn::run_cell(cell.input(x), h0, [&](const Tensor& g, const Tensor& h) { return cell.step(g, h); })
+                  : nn::run_cell(x, h0, cell);
+      sum(run.output * run.output).backward();
+      std::vector<std::vector<double>> out = {run.output.detach().to_vector()};
+      for (const Tensor& p : cell.parameters()) out.push_back(p.grad().to_vector());
+      return out;
+    };
+    const auto hoisted = grads(true), in_cell = grads(false);
+    REQUIRE(hoisted.size() == in_cell.size());
+    for (std::size_t i = 0; i < hoisted.size(); ++i)
+      for (std::size_t j = 0; j < hoisted[i].size(); ++j)
+        CHECK(hoisted[i][j] == doctest::Approx(in_cell[i][j]).epsilon(1e-12));
+
+    optim::SGD opt(cell.parameters(), {.lr = 0.1});
+    opt.step();
+    {
+      NoGradGuard no_grad;
+      copy_(cell.u, tensor({-3, -0.5, 0.25, 1.5, 4}, {5}, Dtype::float64));  // as if a step had overshot
+      clamp_(cell.u, -1.0, 1.0);
+    }
+    CHECK(cell.u.to_vector() == std::vector<double>{-1, -0.5, 0.25, 1, 1});
+    const auto& ps = opt.params();  // the optimizer's parameter itself was constrained
+    CHECK(std::any_of(ps.begin(), ps.end(), [&](const Tensor& p) { return p.same_data(cell.u); }));
+  }
 }

@@ -42,19 +42,22 @@ nn::RecurrentOptions recurrent_options(const json& c, Dtype dtype) {
 }
 
 std::vector<std::int64_t> lengths_of(const json& inputs) {
-  return inputs.contains("lengths") ? inputs.at("lengths").get<std::vector<std::int64_t>>() : std::vector<std::int64_t>{};
+  return inputs.contains("lengths") ? inputs.at("lengths").get<std::vector<std::int64_t>>()
+                                    : std::vector<std::int64_t>{};
 }
 
 Built build(const std::string& kind, const json& c, Dtype dtype) {
   Built b;
   auto act = [&] { return c.value("nonlinearity", "tanh") == "relu" ? RnnActivation::relu : RnnActivation::tanh; };
   if (kind == "RNN" || kind == "GRU") {
-    b.module = std::unique_ptr<nn::Module>(kind == "RNN" ? static_cast<nn::Module*>(new nn::RNN(recurrent_options(c, dtype)))
-                                                         : static_cast<nn::Module*>(new nn::GRU(recurrent_options(c, dtype))));
+    b.module =
+        std::unique_ptr<nn::Module>(kind == "RNN" ? static_cast<nn::Module*>(new nn::RNN(recurrent_options(c, dtype)))
+                                                  : static_cast<nn::Module*>(new nn::GRU(recurrent_options(c, dtype))));
     auto* mod = static_cast<nn::RecurrentLayer*>(b.module.get());
     b.run = [mod, kind](const std::map<std::string, Tensor>& in, const json& j) {
-      nn::RecurrentOutput r = kind == "RNN" ? static_cast<nn::RNN*>(mod)->forward(get(in, "x"), get(in, "h0"), lengths_of(j))
-                                            : static_cast<nn::GRU*>(mod)->forward(get(in, "x"), get(in, "h0"), lengths_of(j));
+      nn::RecurrentOutput r = kind == "RNN"
+                                  ? static_cast<nn::RNN*>(mod)->forward(get(in, "x"), get(in, "h0"), lengths_of(j))
+                                  : static_cast<nn::GRU*>(mod)->forward(get(in, "x"), get(in, "h0"), lengths_of(j));
       return std::map<std::string, Tensor>{{"output", r.output}, {"h_n", r.h_n}};
     };
   } else if (kind == "LSTM") {
@@ -123,7 +126,8 @@ void run_case(const json& c, Dtype dtype, double atol, double rtol) {
   CHECK(ours == c.at("state_dict_order").get<std::vector<std::string>>());
 
   StateDict sd;
-  for (const auto& n : c.at("state_dict_order")) sd.insert(n, test_support::to_tensor(c.at("state_dict").at(n.get<std::string>())));
+  for (const auto& n : c.at("state_dict_order"))
+    sd.insert(n, test_support::to_tensor(c.at("state_dict").at(n.get<std::string>())));
   b.module->load_state_dict(sd);
 
   std::map<std::string, Tensor> inputs;
@@ -150,43 +154,44 @@ void run_case(const json& c, Dtype dtype, double atol, double rtol) {
     CAPTURE(k);
     Tensor g = inputs.count(k) ? inputs[k].grad() : params.at(k).grad();
     REQUIRE(g.defined());
-    CHECK(test_support::tolerance_ratio(convert(g, Dtype::float64), test_support::to_tensor(expected), atol, rtol) <= 1.0);
+    CHECK(test_support::tolerance_ratio(convert(g, Dtype::float64), test_support::to_tensor(expected), atol, rtol) <=
+          1.0);
   }
 }
 
 }  // namespace
 
 TEST_SUITE("nn/reference") {
-TEST_CASE("every layer and cell reproduces PyTorch's outputs and gradients (float64 and float32)") {
-  const json fixture = test_support::load_fixture("nn.json");
-  REQUIRE(fixture.at("cases").size() >= 100);
-  std::map<std::string, int> seen;
-  for (const json& c : fixture.at("cases")) {
-    run_case(c, Dtype::float64, 1e-10, 1e-10);
-    run_case(c, Dtype::float32, 1e-5, 1e-4);
-    ++seen[c.at("module").get<std::string>()];
+  TEST_CASE("every layer and cell reproduces PyTorch's outputs and gradients (float64 and float32)") {
+    const json fixture = test_support::load_fixture("nn.json");
+    REQUIRE(fixture.at("cases").size() >= 100);
+    std::map<std::string, int> seen;
+    for (const json& c : fixture.at("cases")) {
+      run_case(c, Dtype::float64, 1e-10, 1e-10);
+      run_case(c, Dtype::float32, 1e-5, 1e-4);
+      ++seen[c.at("module").get<std::string>()];
+    }
+    for (const char* m : {"RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "Linear", "Embedding", "LayerNorm"})
+      CHECK_MESSAGE(seen[m] > 0, m);
   }
-  for (const char* m : {"RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "Linear", "Embedding", "LayerNorm"})
-    CHECK_MESSAGE(seen[m] > 0, m);
-}
 
-TEST_CASE("the sequence layers reproduce PyTorch with weight_hh packed (gemm_packed) at every size") {
-  // The fixtures' sizes are small, so their products run the inline kernel and the layers do not pack
-  // weight_hh. With both thresholds at 0 every product counts as a BLAS one and every layer packs.
-  struct Thresholds {
-    std::int64_t work = unroll::detail::kSmallGemmWork, rows = unroll::detail::kSmallGemmRows;
-    Thresholds() { unroll::detail::kSmallGemmWork = 0, unroll::detail::kSmallGemmRows = 0; }
-    ~Thresholds() { unroll::detail::kSmallGemmWork = work, unroll::detail::kSmallGemmRows = rows; }
-  } all_to_blas;
-  const json fixture = test_support::load_fixture("nn.json");
-  int layers = 0;
-  for (const json& c : fixture.at("cases")) {
-    const std::string m = c.at("module").get<std::string>();
-    if (m != "RNN" && m != "LSTM" && m != "GRU") continue;
-    run_case(c, Dtype::float64, 1e-10, 1e-10);
-    run_case(c, Dtype::float32, 1e-5, 1e-4);
-    ++layers;
+  TEST_CASE("the sequence layers reproduce PyTorch with weight_hh packed (gemm_packed) at every size") {
+    // The fixtures' sizes are small, so their products run the inline kernel and the layers do not pack
+    // weight_hh. With both thresholds at 0 every product counts as a BLAS one and every layer packs.
+    struct Thresholds {
+      std::int64_t work = unroll::detail::kSmallGemmWork, rows = unroll::detail::kSmallGemmRows;
+      Thresholds() { unroll::detail::kSmallGemmWork = 0, unroll::detail::kSmallGemmRows = 0; }
+      ~Thresholds() { unroll::detail::kSmallGemmWork = work, unroll::detail::kSmallGemmRows = rows; }
+    } all_to_blas;
+    const json fixture = test_support::load_fixture("nn.json");
+    int layers = 0;
+    for (const json& c : fixture.at("cases")) {
+      const std::string m = c.at("module").get<std::string>();
+      if (m != "RNN" && m != "LSTM" && m != "GRU") continue;
+      run_case(c, Dtype::float64, 1e-10, 1e-10);
+      run_case(c, Dtype::float32, 1e-5, 1e-4);
+      ++layers;
+    }
+    CHECK(layers >= 80);
   }
-  CHECK(layers >= 80);
-}
 }

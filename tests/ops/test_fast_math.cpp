@@ -34,27 +34,30 @@ double worst_ulp(F f, R ref, float hi) {
 }  // namespace
 
 TEST_SUITE("ops/fast_math") {
-TEST_CASE("float32 tanh, sigmoid and exp are within a few ulp of libm") {
-  using namespace unroll::detail;
-  const double tanh_err = worst_ulp(tanh_approx, [](double x) { return std::tanh(x); }, 20.0f);
-  const double sigmoid_err = worst_ulp(sigmoid_approx, [](double x) { return 1.0 / (1.0 + std::exp(-x)); }, 80.0f);
-  const double exp_err = worst_ulp(exp_approx, [](double x) { return std::exp(x); }, 80.0f);
-  MESSAGE("worst error in ulp: tanh " << tanh_err << ", sigmoid " << sigmoid_err << ", exp " << exp_err);
-  CHECK(tanh_err <= 4.0);
-  CHECK(sigmoid_err <= 4.0);
-  CHECK(exp_err <= 2.0);
-}
-
-TEST_CASE("float32 tanh: exact at 0 and odd, saturates to +-1, passes NaN through") {
-  using unroll::detail::tanh_approx;
-  CHECK(tanh_approx(0.0f) == 0.0f);
-  CHECK(std::signbit(tanh_approx(-0.0f)));
-  CHECK(tanh_approx(1e-20f) == 1e-20f);
-  for (float x : {1e-6f, 0.01f, 0.3f, 0.55f, 1.0f, 4.0f}) CHECK(tanh_approx(-x) == -tanh_approx(x));
-  for (float x : {10.0f, 100.0f, 1e30f, std::numeric_limits<float>::infinity()}) {
-    CHECK(tanh_approx(x) == 1.0f);
-    CHECK(tanh_approx(-x) == -1.0f);
+  TEST_CASE("float32 tanh, sigmoid and exp are within a few ulp of libm") {
+    using namespace unroll::detail;
+    const double tanh_err = worst_ulp(
+        tanh_approx, [](double x) { return std::tanh(x); }, 20.0f);
+    const double sigmoid_err = worst_ulp(
+        sigmoid_approx, [](double x) { return 1.0 / (1.0 + std::exp(-x)); }, 80.0f);
+    const double exp_err = worst_ulp(
+        exp_approx, [](double x) { return std::exp(x); }, 80.0f);
+    MESSAGE("worst error in ulp: tanh " << tanh_err << ", sigmoid " << sigmoid_err << ", exp " << exp_err);
+    CHECK(tanh_err <= 4.0);
+    CHECK(sigmoid_err <= 4.0);
+    CHECK(exp_err <= 2.0);
   }
-  CHECK(std::isnan(tanh_approx(std::numeric_limits<float>::quiet_NaN())));
-}
+
+  TEST_CASE("float32 tanh: exact at 0 and odd, saturates to +-1, passes NaN through") {
+    using unroll::detail::tanh_approx;
+    CHECK(tanh_approx(0.0f) == 0.0f);
+    CHECK(std::signbit(tanh_approx(-0.0f)));
+    CHECK(tanh_approx(1e-20f) == 1e-20f);
+    for (float x : {1e-6f, 0.01f, 0.3f, 0.55f, 1.0f, 4.0f}) CHECK(tanh_approx(-x) == -tanh_approx(x));
+    for (float x : {10.0f, 100.0f, 1e30f, std::numeric_limits<float>::infinity()}) {
+      CHECK(tanh_approx(x) == 1.0f);
+      CHECK(tanh_approx(-x) == -1.0f);
+    }
+    CHECK(std::isnan(tanh_approx(std::numeric_limits<float>::quiet_NaN())));
+  }
 }

@@ -67,20 +67,37 @@ const std::map<std::string, OpFn>& ops() {
       {"embedding",
        [](auto& x, auto& p) {
          const auto pad = p.at("padding_idx");
-         return embedding(x[0], x[1], pad.is_null() ? std::nullopt : std::optional<std::int64_t>(pad.template get<std::int64_t>()));
+         return embedding(x[0], x[1],
+                          pad.is_null() ? std::nullopt : std::optional<std::int64_t>(pad.template get<std::int64_t>()));
        }},
       {"where", [](auto& x, auto&) { return where(x[0], x[1], x[2]); }},
       {"masked_fill", [](auto& x, auto& p) { return masked_fill(x[0], x[1], p.at("value")); }},
-      {"sum", [](auto& x, auto& p) { return p.at("dims").is_null() ? sum(x[0]) : sum(x[0], ints(p, "dims"), p.at("keepdim")); }},
-      {"mean", [](auto& x, auto& p) { return p.at("dims").is_null() ? mean(x[0]) : mean(x[0], ints(p, "dims"), p.at("keepdim")); }},
-      {"max", [](auto& x, auto& p) { return p.at("dim").is_null() ? unroll::max(x[0]) : unroll::max(x[0], p.at("dim"), p.at("keepdim")); }},
+      {"sum", [](auto& x,
+                 auto& p) { return p.at("dims").is_null() ? sum(x[0]) : sum(x[0], ints(p, "dims"), p.at("keepdim")); }},
+      {"mean",
+       [](auto& x, auto& p) {
+         return p.at("dims").is_null() ? mean(x[0]) : mean(x[0], ints(p, "dims"), p.at("keepdim"));
+       }},
+      {"max",
+       [](auto& x, auto& p) {
+         return p.at("dim").is_null() ? unroll::max(x[0]) : unroll::max(x[0], p.at("dim"), p.at("keepdim"));
+       }},
       {"softmax", [](auto& x, auto& p) { return softmax(x[0], p.at("dim")); }},
       {"log_softmax", [](auto& x, auto& p) { return log_softmax(x[0], p.at("dim")); }},
       {"cross_entropy",
-       [](auto& x, auto& p) { return cross_entropy(x[0], x[1], parse_reduction(p.at("reduction").template get<std::string>()), p.at("ignore_index")); }},
+       [](auto& x, auto& p) {
+         return cross_entropy(x[0], x[1], parse_reduction(p.at("reduction").template get<std::string>()),
+                              p.at("ignore_index"));
+       }},
       {"nll_loss",
-       [](auto& x, auto& p) { return nll_loss(x[0], x[1], parse_reduction(p.at("reduction").template get<std::string>()), p.at("ignore_index")); }},
-      {"mse_loss", [](auto& x, auto& p) { return mse_loss(x[0], x[1], parse_reduction(p.at("reduction").template get<std::string>())); }},
+       [](auto& x, auto& p) {
+         return nll_loss(x[0], x[1], parse_reduction(p.at("reduction").template get<std::string>()),
+                         p.at("ignore_index"));
+       }},
+      {"mse_loss",
+       [](auto& x, auto& p) {
+         return mse_loss(x[0], x[1], parse_reduction(p.at("reduction").template get<std::string>()));
+       }},
       {"unsqueeze", [](auto& x, auto& p) { return unsqueeze(x[0], p.at("dim")); }},
       {"squeeze", [](auto& x, auto& p) { return squeeze(x[0], p.at("dim")); }},
       {"linear", [](auto& x, auto& p) { return linear(x[0], x[1], opt_input(x, 2, p.at("bias"))); }},
@@ -144,108 +161,120 @@ std::string joined(const std::set<std::string>& names) {
 }  // namespace
 
 TEST_SUITE("ops/reference") {
-TEST_CASE("every op matches PyTorch: values and gradients, float64 and float32") {
-  const json fixture = test_support::load_fixture("ops.json");
-  REQUIRE(fixture.at("cases").size() > 150);
-  for (const json& c : fixture.at("cases")) {
-    const std::string name = c.at("name");
-    REQUIRE_MESSAGE(ops().count(c.at("op")), "no unroll op for fixture op ", c.at("op"));
-    for (const auto& [dtype, atol, rtol] : {std::tuple{Dtype::float64, 1e-12, 1e-10}, std::tuple{Dtype::float32, 1e-5, 1e-4}}) {
-      CAPTURE(name);
-      CAPTURE(dtype);
-      auto [out, grads] = run_case(c, dtype);
-      CHECK(out.dtype() == dtype);
-      CHECK_MESSAGE(test_support::tolerance_ratio(out, test_support::to_tensor(c.at("output")), atol, rtol) <= 1.0,
-                    name, " output ", out);
-      for (std::size_t i = 0; i < grads.size(); ++i) {
-        if (c["grads"][i].is_null()) continue;
-        CHECK_MESSAGE(test_support::tolerance_ratio(grads[i], test_support::to_tensor(c["grads"][i]), atol, rtol) <= 1.0,
-                      name, " grad of input ", i, ": ", grads[i]);
+  TEST_CASE("every op matches PyTorch: values and gradients, float64 and float32") {
+    const json fixture = test_support::load_fixture("ops.json");
+    REQUIRE(fixture.at("cases").size() > 150);
+    for (const json& c : fixture.at("cases")) {
+      const std::string name = c.at("name");
+      REQUIRE_MESSAGE(ops().count(c.at("op")), "no unroll op for fixture op ", c.at("op"));
+      for (const auto& [dtype, atol, rtol] :
+           {std::tuple{Dtype::float64, 1e-12, 1e-10}, std::tuple{Dtype::float32, 1e-5, 1e-4}}) {
+        CAPTURE(name);
+        CAPTURE(dtype);
+        auto [out, grads] = run_case(c, dtype);
+        CHECK(out.dtype() == dtype);
+        CHECK_MESSAGE(test_support::tolerance_ratio(out, test_support::to_tensor(c.at("output")), atol, rtol) <= 1.0,
+                      name, " output ", out);
+        for (std::size_t i = 0; i < grads.size(); ++i) {
+          if (c["grads"][i].is_null()) continue;
+          CHECK_MESSAGE(
+              test_support::tolerance_ratio(grads[i], test_support::to_tensor(c["grads"][i]), atol, rtol) <= 1.0, name,
+              " grad of input ", i, ": ", grads[i]);
+        }
       }
     }
   }
-}
 
-TEST_CASE("every op passes a float64 finite-difference gradcheck") {
-  const json fixture = test_support::load_fixture("ops.json");
-  for (const json& c : fixture.at("cases")) {
-    const std::string name = c.at("name");
-    // PyTorch's padding_idx deliberately zeroes a real gradient: finite differences cannot agree there.
-    if (c.at("op") == "embedding" && !c["params"]["padding_idx"].is_null()) continue;
-    std::vector<Tensor> inputs;
-    for (std::size_t i = 0; i < c.at("inputs").size(); ++i) {
-      Tensor t = test_support::to_tensor(c["inputs"][i]);
-      if (!c["grads"][i].is_null()) t.requires_grad_();
-      inputs.push_back(t);
+  TEST_CASE("every op passes a float64 finite-difference gradcheck") {
+    const json fixture = test_support::load_fixture("ops.json");
+    for (const json& c : fixture.at("cases")) {
+      const std::string name = c.at("name");
+      // PyTorch's padding_idx deliberately zeroes a real gradient: finite differences cannot agree there.
+      if (c.at("op") == "embedding" && !c["params"]["padding_idx"].is_null()) continue;
+      std::vector<Tensor> inputs;
+      for (std::size_t i = 0; i < c.at("inputs").size(); ++i) {
+        Tensor t = test_support::to_tensor(c["inputs"][i]);
+        if (!c["grads"][i].is_null()) t.requires_grad_();
+        inputs.push_back(t);
+      }
+      const auto params = c.at("params");
+      const auto& fn = ops().at(c.at("op"));
+      auto result = autograd::gradcheck(
+          name, [&](const std::vector<Tensor>& x) { return fn(x, params); }, inputs);
+      CHECK_MESSAGE(result.ok, result.message);
     }
-    const auto params = c.at("params");
-    const auto& fn = ops().at(c.at("op"));
-    auto result = autograd::gradcheck(name, [&](const std::vector<Tensor>& x) { return fn(x, params); }, inputs);
-    CHECK_MESSAGE(result.ok, result.message);
   }
-}
 
-// A fixture op is named after the function it runs; "<f>_scalar" is f's tensor-scalar overload (add_scalar is
-// add(x, s)). The check is per name, so one case covers every overload of a function (sum(x), sum(x, dims)).
-TEST_CASE("op checklist: every public op in ops/*.hpp has a PyTorch case in ops.json, or a stated exemption") {
-  const auto declared = test_support::public_functions_in(UNROLL_OPS_DIR);
-  // The scanner read the headers (a wrong directory or a scanner that finds nothing must not pass).
-  REQUIRE(declared.size() >= 40);
-  REQUIRE(declared.count("matmul"));
-  REQUIRE(declared.count("lstm_step"));
+  // A fixture op is named after the function it runs; "<f>_scalar" is f's tensor-scalar overload (add_scalar is
+  // add(x, s)). The check is per name, so one case covers every overload of a function (sum(x), sum(x, dims)).
+  TEST_CASE("op checklist: every public op in ops/*.hpp has a PyTorch case in ops.json, or a stated exemption") {
+    const auto declared = test_support::public_functions_in(UNROLL_OPS_DIR);
+    // The scanner read the headers (a wrong directory or a scanner that finds nothing must not pass).
+    REQUIRE(declared.size() >= 40);
+    REQUIRE(declared.count("matmul"));
+    REQUIRE(declared.count("lstm_step"));
 
-  const json fixture = test_support::load_fixture("ops.json");
-  std::set<std::string> fixture_ops;
-  for (const json& c : fixture.at("cases")) fixture_ops.insert(c.at("op").get<std::string>());
-  auto function_of = [](const std::string& op) {
-    const std::string suffix = "_scalar";
-    return op.ends_with(suffix) ? op.substr(0, op.size() - suffix.size()) : op;
-  };
-  std::set<std::string> covered;
-  for (const std::string& op : fixture_ops) covered.insert(function_of(op));
+    const json fixture = test_support::load_fixture("ops.json");
+    std::set<std::string> fixture_ops;
+    for (const json& c : fixture.at("cases")) fixture_ops.insert(c.at("op").get<std::string>());
+    auto function_of = [](const std::string& op) {
+      const std::string suffix = "_scalar";
+      return op.ends_with(suffix) ? op.substr(0, op.size() - suffix.size()) : op;
+    };
+    std::set<std::string> covered;
+    for (const std::string& op : fixture_ops) covered.insert(function_of(op));
 
-  std::set<std::string> missing, stale, exempt_but_covered, unknown_fixture_ops;
-  for (const auto& [f, header] : declared)
-    if (!covered.count(f) && !exempt_ops().count(f)) missing.insert(f + " (ops/" + header + ")");
-  for (const auto& [f, why] : exempt_ops()) {
-    if (!declared.count(f)) stale.insert(f);
-    if (covered.count(f)) exempt_but_covered.insert(f);
+    std::set<std::string> missing, stale, exempt_but_covered, unknown_fixture_ops;
+    for (const auto& [f, header] : declared)
+      if (!covered.count(f) && !exempt_ops().count(f)) missing.insert(f + " (ops/" + header + ")");
+    for (const auto& [f, why] : exempt_ops()) {
+      if (!declared.count(f)) stale.insert(f);
+      if (covered.count(f)) exempt_but_covered.insert(f);
+    }
+    for (const std::string& op : fixture_ops)
+      if (!declared.count(function_of(op))) unknown_fixture_ops.insert(op);
+
+    CHECK_MESSAGE(missing.empty(), "public ops without a PyTorch fixture case: ", joined(missing),
+                  ". Add cases to tools/make_fixtures.py (OPS and the case table, appended at its end), regenerate "
+                  "tests/fixtures/ops.json with `/usr/bin/python3 tools/make_fixtures.py`, and add the op to ops() in "
+                  "tests/ops/test_reference.cpp; only an op without a gradient, or one PyTorch cannot reproduce, goes "
+                  "in exempt_ops() there instead, with the reason");
+    CHECK_MESSAGE(stale.empty(),
+                  "exempt_ops() in tests/ops/test_reference.cpp names functions no header in ops/ "
+                  "declares: ",
+                  joined(stale), ". Remove them");
+    CHECK_MESSAGE(exempt_but_covered.empty(),
+                  "exempt_ops() in tests/ops/test_reference.cpp names ops that have fixture "
+                  "cases: ",
+                  joined(exempt_but_covered), ". Remove them from exempt_ops()");
+    CHECK_MESSAGE(unknown_fixture_ops.empty(),
+                  "tests/fixtures/ops.json has cases for ops no header in ops/ declares: ", joined(unknown_fixture_ops),
+                  ". Name a fixture op after the function it runs (or <function>_scalar)");
   }
-  for (const std::string& op : fixture_ops)
-    if (!declared.count(function_of(op))) unknown_fixture_ops.insert(op);
 
-  CHECK_MESSAGE(missing.empty(), "public ops without a PyTorch fixture case: ", joined(missing),
-                ". Add cases to tools/make_fixtures.py (OPS and the case table, appended at its end), regenerate "
-                "tests/fixtures/ops.json with `/usr/bin/python3 tools/make_fixtures.py`, and add the op to ops() in "
-                "tests/ops/test_reference.cpp; only an op without a gradient, or one PyTorch cannot reproduce, goes "
-                "in exempt_ops() there instead, with the reason");
-  CHECK_MESSAGE(stale.empty(), "exempt_ops() in tests/ops/test_reference.cpp names functions no header in ops/ "
-                "declares: ", joined(stale), ". Remove them");
-  CHECK_MESSAGE(exempt_but_covered.empty(), "exempt_ops() in tests/ops/test_reference.cpp names ops that have fixture "
-                "cases: ", joined(exempt_but_covered), ". Remove them from exempt_ops()");
-  CHECK_MESSAGE(unknown_fixture_ops.empty(), "tests/fixtures/ops.json has cases for ops no header in ops/ declares: ",
-                joined(unknown_fixture_ops), ". Name a fixture op after the function it runs (or <function>_scalar)");
-}
+  TEST_CASE("op checklist: ops() here and the cases in ops.json name the same ops") {
+    const json fixture = test_support::load_fixture("ops.json");
+    std::set<std::string> fixture_ops, mapped;
+    for (const json& c : fixture.at("cases")) fixture_ops.insert(c.at("op").get<std::string>());
+    for (const auto& [op, fn] : ops()) mapped.insert(op);
+    std::set<std::string> unmapped, without_cases;
+    for (const std::string& op : fixture_ops)
+      if (!mapped.count(op)) unmapped.insert(op);
+    for (const std::string& op : mapped)
+      if (!fixture_ops.count(op)) without_cases.insert(op);
+    CHECK_MESSAGE(unmapped.empty(),
+                  "tests/fixtures/ops.json has cases for ops that ops() in "
+                  "tests/ops/test_reference.cpp does not run: ",
+                  joined(unmapped), ". Add them to ops()");
+    CHECK_MESSAGE(without_cases.empty(),
+                  "ops() in tests/ops/test_reference.cpp maps ops that no case in "
+                  "tests/fixtures/ops.json uses: ",
+                  joined(without_cases),
+                  ". Add cases to tools/make_fixtures.py and regenerate ops.json (or remove the entry)");
+  }
 
-TEST_CASE("op checklist: ops() here and the cases in ops.json name the same ops") {
-  const json fixture = test_support::load_fixture("ops.json");
-  std::set<std::string> fixture_ops, mapped;
-  for (const json& c : fixture.at("cases")) fixture_ops.insert(c.at("op").get<std::string>());
-  for (const auto& [op, fn] : ops()) mapped.insert(op);
-  std::set<std::string> unmapped, without_cases;
-  for (const std::string& op : fixture_ops)
-    if (!mapped.count(op)) unmapped.insert(op);
-  for (const std::string& op : mapped)
-    if (!fixture_ops.count(op)) without_cases.insert(op);
-  CHECK_MESSAGE(unmapped.empty(), "tests/fixtures/ops.json has cases for ops that ops() in "
-                "tests/ops/test_reference.cpp does not run: ", joined(unmapped), ". Add them to ops()");
-  CHECK_MESSAGE(without_cases.empty(), "ops() in tests/ops/test_reference.cpp maps ops that no case in "
-                "tests/fixtures/ops.json uses: ", joined(without_cases),
-                ". Add cases to tools/make_fixtures.py and regenerate ops.json (or remove the entry)");
-}
-
-TEST_CASE("op checklist: the header scanner finds the free functions of namespace unroll and nothing else") {
-  const std::string header = R"(#pragma once
+  TEST_CASE("op checklist: the header scanner finds the free functions of namespace unroll and nothing else") {
+    const std::string header = R"(#pragma once
 #include <vector>  // Tensor not_a_declaration(int);
 #define UNROLL_DECLARE(name) Tensor name(const Tensor&); \
   Tensor name##_too(const Tensor&);
@@ -277,7 +306,7 @@ namespace unroll::detail { Tensor internal_too(); }
 namespace other { Tensor elsewhere(); }
 namespace { Tensor anonymous(); }
 )";
-  const std::set<std::string> expected = {"multi_line", "plain", "templated", "with_body"};
-  CHECK(test_support::public_functions(header) == expected);
-}
+    const std::set<std::string> expected = {"multi_line", "plain", "templated", "with_body"};
+    CHECK(test_support::public_functions(header) == expected);
+  }
 }

@@ -50,8 +50,10 @@ inline std::string code_only(const std::string& source) {
       continue;
     }
     out += c;
-    if (c == '\n') line_start = true;
-    else if (!std::isspace(static_cast<unsigned char>(c))) line_start = false;
+    if (c == '\n')
+      line_start = true;
+    else if (!std::isspace(static_cast<unsigned char>(c)))
+      line_start = false;
   }
   return out;
 }

@@ -5,8 +5,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "../../../examples/common/csv.hpp"
 #include "../../../core/error.hpp"
+#include "../../../examples/common/csv.hpp"
 #include "scratch.hpp"
 
 using unroll::examples::CsvTable;

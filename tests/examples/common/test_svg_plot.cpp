@@ -6,8 +6,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "../../../examples/common/svg_plot.hpp"
 #include "../../../core/error.hpp"
+#include "../../../examples/common/svg_plot.hpp"
 #include "scratch.hpp"
 
 using namespace unroll::examples;
