@@ -1,5 +1,6 @@
 #include "elementwise.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -60,7 +61,8 @@ Tensor map(const Tensor& x, F f) {
 
 // ---------------------------------------------------------------------------------------------
 // Binary arithmetic with broadcasting.
-enum class BinOp { add, sub, mul, div };
+// logaddexp and sigmoid_of_diff (sigmoid(a - b), logaddexp's gradient weight) reuse the broadcasting kernel.
+enum class BinOp { add, sub, mul, div, logaddexp, sigmoid_of_diff };
 
 template <BinOp op, class T>
 inline T apply(T a, T b) {
@@ -70,8 +72,12 @@ inline T apply(T a, T b) {
     return a - b;
   else if constexpr (op == BinOp::mul)
     return a * b;
-  else
+  else if constexpr (op == BinOp::div)
     return a / b;
+  else if constexpr (op == BinOp::logaddexp)  // equal infinities return themselves (inf - inf would be nan)
+    return std::isinf(a) && a == b ? a : std::max(a, b) + std::log1p(std::exp(-std::abs(a - b)));
+  else
+    return T(1) / (T(1) + std::exp(b - a));
 }
 
 // out = a (op) b, broadcast (not recorded). The output joins the plan as its last operand.
@@ -220,6 +226,24 @@ Tensor div(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// y = log(e^a + e^b) = max(a, b) + log1p(e^-|a-b|);  da = sum_to(g e^(a-y)) = sum_to(g sigmoid(a-b)),
+// db = sum_to(g sigmoid(b-a))
+Tensor logaddexp(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward<BinOp::logaddexp>("logaddexp", a, b);
+  if (autograd::needs_grad({&a, &b}))
+    autograd::record("logaddexp", out, {&a, &b}, [a = a.detach(), b = b.detach()](autograd::GradSink& sink) {
+      const Tensor& g = sink.grad_output();
+      // Each weight is computed on its own (not 1 - the other), so a tiny one keeps its relative accuracy.
+      if (sink.needs(0))
+        sink.add(0,
+                 detail::sum_to(times(g, binary_kernel<BinOp::sigmoid_of_diff>(a, b, g.shape())), sink.input_shape(0)));
+      if (sink.needs(1))
+        sink.add(1,
+                 detail::sum_to(times(g, binary_kernel<BinOp::sigmoid_of_diff>(b, a, g.shape())), sink.input_shape(1)));
+    });
+  return out;
+}
+
 // Tensor–scalar forms: y = f(x, s) with df/dx constant, so backward is g times a constant.
 namespace {
 template <class F>
@@ -336,6 +360,65 @@ Tensor softplus(const Tensor& x, double beta, double threshold) {
         if (bx > static_cast<T>(threshold)) return g;
         const T z = std::exp(bx);
         return g * z / (z + T(1));
+      });
+}
+// y = min(x, 0) - log1p(e^-|x|) = -softplus(-x);  dx = g sigmoid(-x) = g / (1 + e^x)
+Tensor logsigmoid(const Tensor& x) {
+  return unary<Save::input>(
+      "logsigmoid", x,
+      [](auto v) {
+        using T = decltype(v);
+        return std::min(v, T(0)) - std::log1p(std::exp(-std::abs(v)));
+      },
+      [](auto v, auto g) { return g / (decltype(v)(1) + std::exp(v)); });
+}
+// y = x s, s = sigmoid(x);  dx = g s (1 + x (1 - s))
+Tensor silu(const Tensor& x) {
+  return unary<Save::input>(
+      "silu", x, [](auto v) { return v / (decltype(v)(1) + std::exp(-v)); },
+      [](auto v, auto g) {
+        using T = decltype(v);
+        const T s = T(1) / (T(1) + std::exp(-v));
+        return g * s * (T(1) + v * (T(1) - s));
+      });
+}
+
+namespace {                                             // gelu's constants
+constexpr double kSqrt1_2 = 0.70710678118654752440;     // 1 / sqrt 2
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1 / sqrt(2 pi)
+constexpr double kSqrt2_Pi = 0.79788456080286535588;    // sqrt(2 / pi)
+constexpr double kCubic = 0.044715;                     // the cubic term of the tanh form
+}  // namespace
+
+// none: y = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2;  dx = g (Phi(x) + x e^(-x^2/2) / sqrt(2 pi))
+// tanh: y = x (1 + t) / 2, t = tanh(k (x + c x^3));  dx = g ((1 + t) / 2 + x (1 - t^2) k (1 + 3 c x^2) / 2)
+Tensor gelu(const Tensor& x, GeluApproximation approximate) {
+  if (approximate == GeluApproximation::tanh)
+    return unary<Save::input>(
+        "gelu", x,
+        [](auto v) {
+          using T = decltype(v);
+          return T(0.5) * v * (T(1) + std::tanh(T(kSqrt2_Pi) * (v + T(kCubic) * v * v * v)));
+        },
+        [](auto v, auto g) {
+          using T = decltype(v);
+          const T t = std::tanh(T(kSqrt2_Pi) * (v + T(kCubic) * v * v * v));
+          const T du = T(kSqrt2_Pi) * (T(1) + T(3 * kCubic) * v * v);
+          return g * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * du);
+        });
+  UNROLL_CHECK(approximate == GeluApproximation::none, ValueError,
+               "gelu: unknown approximation; got {}, expected GeluApproximation::none or ::tanh",
+               static_cast<int>(approximate));
+  return unary<Save::input>(
+      "gelu", x,
+      [](auto v) {
+        using T = decltype(v);
+        return T(0.5) * v * (T(1) + std::erf(v * T(kSqrt1_2)));
+      },
+      [](auto v, auto g) {
+        using T = decltype(v);
+        const T cdf = T(0.5) * (T(1) + std::erf(v * T(kSqrt1_2)));
+        return g * (cdf + v * T(kInvSqrt2Pi) * std::exp(T(-0.5) * v * v));
       });
 }
 // y = min(max(x, lo), hi);  dx = g [lo <= x <= hi]

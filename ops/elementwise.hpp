@@ -1,5 +1,5 @@
 #pragma once
-// Elementwise ops: arithmetic with NumPy broadcasting, tensor–scalar forms, activations, clamp,
+// Elementwise ops: arithmetic with NumPy broadcasting, tensor–scalar forms, activations, logaddexp, clamp,
 // where/masked_fill, dropout and the differentiable dtype cast. Operands must share a floating dtype.
 #include <optional>
 
@@ -52,6 +52,19 @@ Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
 /// log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (as PyTorch).
 Tensor softplus(const Tensor& x, double beta = 1.0, double threshold = 20.0);
+/// log(sigmoid(x)) = -softplus(-x), computed as min(x, 0) - log1p(e^-|x|) so it is finite for any finite x;
+/// same shape.  Backward: dx = g sigmoid(-x).
+Tensor logsigmoid(const Tensor& x);
+/// x sigmoid(x) (SiLU, "swish"); same shape.  Backward: dx = g s (1 + x (1 - s)), s = sigmoid(x).
+Tensor silu(const Tensor& x);
+/// Which form of GELU to compute, as PyTorch's `approximate` argument ("none" or "tanh").
+enum class GeluApproximation { none, tanh };
+/// x Phi(x) with Phi the standard normal CDF (none: the exact erf form, PyTorch's default), or with Phi
+/// replaced by (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2 (tanh); same shape.
+Tensor gelu(const Tensor& x, GeluApproximation approximate = GeluApproximation::none);
+/// a [..], b [..] -> broadcast shape: log(e^a + e^b), stable (max + log1p(e^-|a-b|)).
+/// Backward: da = sum_to(g e^(a-y)), db = sum_to(g e^(b-y)).
+Tensor logaddexp(const Tensor& a, const Tensor& b);
 /// Limits x to [min, max]; either bound may be absent. Gradient passes where min <= x <= max.
 Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> max);
 

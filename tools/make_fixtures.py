@@ -239,6 +239,10 @@ OPS = {
     "rnn_step": _rnn_step,
     "lstm_step": _step(torch.lstm_cell, 2),
     "gru_step": _step(torch.gru_cell, 1),
+    "logsigmoid": lambda x, p: F.logsigmoid(x[0]),
+    "silu": lambda x, p: F.silu(x[0]),
+    "gelu": lambda x, p: F.gelu(x[0], approximate=p["approximate"]),
+    "logaddexp": lambda x, p: torch.logaddexp(x[0], x[1]),
 }
 
 # ---------------------------------------------------------------------------
@@ -487,6 +491,22 @@ case("gru_step/bias", "gru_step", {"bias": True, "mask": False}, [R(3, 12), R(3,
 case("gru_step/nobias", "gru_step", {"bias": False, "mask": False}, [R(3, 12), R(3, 4), R(12, 4)])
 case("gru_step/mask", "gru_step", {"bias": True, "mask": True},
      [R(3, 12), R(3, 4), R(12, 4), R(12), STEP_MASK])
+
+# helpers for the linear-recurrence cells (issue 13): activations, logaddexp, running sums, causal conv1d
+for op in ("logsigmoid", "silu"):
+    for suffix, shape in UNARY_SHAPES:
+        case(f"{op}/{suffix}", op, {}, [R(*shape)])
+case("logsigmoid/large", "logsigmoid", {}, [X([[-40.0, -5.0, 0.5], [5.0, 30.0, 40.0]])])
+case("silu/large", "silu", {}, [X([[-40.0, -5.0, 0.5], [5.0, 30.0, 40.0]])])
+for approx in ("none", "tanh"):
+    for suffix, shape in UNARY_SHAPES:
+        case(f"gelu/{approx}_{suffix}", "gelu", {"approximate": approx}, [R(*shape)])
+    case(f"gelu/{approx}_wide", "gelu", {"approximate": approx}, [X([[-6.0, -2.5, -0.7], [0.3, 1.5, 6.0]])])
+
+for suffix, a, b in BINARY_SHAPES:
+    case(f"logaddexp/{suffix}", "logaddexp", {}, [R(*a), R(*b)])
+case("logaddexp/large", "logaddexp", {},
+     [X([[1000.0, -1000.0, 5.0], [-998.0, 0.5, 30.0]]), X([[999.0, -1001.5, -5.0], [-999.5, 0.5, -30.0]])])
 
 # ---------------------------------------------------------------------------
 # Evaluation and output.

@@ -1,7 +1,10 @@
 // The in-place updates add_, mul_, clamp_ and copy_ (ops/elementwise.cpp): values, same storage, and the StateError for
-// a tensor that requires grad while grad mode is on. The recorded elementwise ops are checked against PyTorch in
+// a tensor that requires grad while grad mode is on; logaddexp, logsigmoid and silu far out (|x| = 1000) and at
+// infinities, where a naive formula overflows. The recorded elementwise ops are checked against PyTorch in
 // tests/ops/test_reference.cpp and for their error texts in tests/ops/test_errors.cpp.
 #include <doctest/doctest.h>
+
+#include <cmath>
 
 #include <unroll/unroll.hpp>
 
@@ -68,5 +71,48 @@ TEST_SUITE("ops/elementwise") {
                          "copy_: shapes differ; got x=[4] and src=[2, 2], expected equal shapes", ShapeError);
     CHECK_THROWS_WITH_AS(copy_(u, Tensor()), "copy_: shapes differ; got x=[4] and src=undefined, expected equal shapes",
                          ShapeError);
+  }
+
+  TEST_CASE("logaddexp, logsigmoid and silu stay finite far out, in float64 and float32") {
+    for (Dtype dt : {Dtype::float64, Dtype::float32}) {
+      CAPTURE(dt);
+      Tensor a = tensor({1000, -1000, 1000, -1000, 0}, {5}, dt).requires_grad_();
+      Tensor b = tensor({1000, -1000, -1000, 999, 0}, {5}, dt).requires_grad_();
+      Tensor y = logaddexp(a, b);
+      sum(y).backward();
+      const auto v = y.to_vector(), ga = a.grad().to_vector(), gb = b.grad().to_vector();
+      const double ln2 = std::log(2.0);
+      CHECK(v[0] == doctest::Approx(1000 + ln2));
+      CHECK(v[1] == doctest::Approx(-1000 + ln2));
+      CHECK(v[2] == 1000);
+      CHECK(v[3] == 999);
+      CHECK(v[4] == doctest::Approx(ln2));
+      CHECK(ga == std::vector<double>{0.5, 0.5, 1, 0, 0.5});
+      CHECK(gb == std::vector<double>{0.5, 0.5, 0, 1, 0.5});
+
+      Tensor x = tensor({-1000, 1000, 0}, {3}, dt).requires_grad_();
+      Tensor ls = logsigmoid(x);
+      sum(ls).backward();
+      const auto lv = ls.to_vector();
+      CHECK(lv[0] == -1000);
+      CHECK(lv[1] == 0);
+      CHECK(lv[2] == doctest::Approx(-ln2));
+      CHECK(x.grad().to_vector() == std::vector<double>{1, 0, 0.5});
+      Tensor xs = tensor({-1000, 1000}, {2}, dt).requires_grad_();
+      Tensor s = silu(xs);
+      sum(s).backward();
+      CHECK(s.to_vector() == std::vector<double>{0, 1000});
+      CHECK(xs.grad().to_vector() == std::vector<double>{0, 1});
+    }
+    // Equal infinities give themselves (inf - inf would be nan); their gradient is nan, as PyTorch's.
+    const double inf = INFINITY;
+    Tensor a = tensor({inf, -inf, inf}, {3}).requires_grad_();
+    Tensor y = logaddexp(a, tensor({inf, -inf, 1}, {3}));
+    CHECK(y.to_vector() == std::vector<double>{inf, -inf, inf});
+    sum(y).backward();
+    const auto g = a.grad().to_vector();
+    CHECK(std::isnan(g[0]));
+    CHECK(std::isnan(g[1]));
+    CHECK(g[2] == 1);
   }
 }

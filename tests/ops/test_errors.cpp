@@ -170,6 +170,24 @@ TEST_SUITE("ops/errors") {
                          ValueError);
   }
 
+  TEST_CASE("logsigmoid, silu, gelu and logaddexp") {
+    CHECK_THROWS_WITH_AS(logsigmoid(arange(3, Dtype::int64)),
+                         "logsigmoid: expected a floating-point tensor; got int64, expected float32 or float64",
+                         DtypeError);
+    CHECK_THROWS_WITH_AS(silu(arange(3, Dtype::int64)),
+                         "silu: expected a floating-point tensor; got int64, expected float32 or float64", DtypeError);
+    CHECK_THROWS_WITH_AS(gelu(arange(3, Dtype::int64), GeluApproximation::tanh),
+                         "gelu: expected a floating-point tensor; got int64, expected float32 or float64", DtypeError);
+    CHECK_THROWS_WITH_AS(gelu(ones({2}), static_cast<GeluApproximation>(7)),
+                         "gelu: unknown approximation; got 7, expected GeluApproximation::none or ::tanh", ValueError);
+    CHECK_THROWS_WITH_AS(
+        logaddexp(ones({2, 3}), ones({4})),
+        "logaddexp: shapes are not broadcastable; got a=[2, 3] and b=[4], expected equal sizes or 1 in each dimension",
+        ShapeError);
+    CHECK_THROWS_WITH_AS(logaddexp(ones({2}, f32), ones({2}, f64)),
+                         "logaddexp: dtypes differ; got a=float32 and b=float64, expected the same dtype", DtypeError);
+  }
+
   TEST_CASE("reductions of empty tensors") {
     CHECK_THROWS_WITH_AS(unroll::max(zeros({0})), "max: empty tensor; got [0], expected at least one element",
                          ShapeError);

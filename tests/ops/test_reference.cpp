@@ -117,6 +117,13 @@ const std::map<std::string, OpFn>& ops() {
          return p.at("output") == "h" ? h : c;
        }},
       {"gru_step", [](auto& x, auto& p) { return gru_step(x[0], x[1], x[2], step_bias(x, p, 3), step_mask(x, p, 3)); }},
+      {"logsigmoid", [](auto& x, auto&) { return logsigmoid(x[0]); }},
+      {"silu", [](auto& x, auto&) { return silu(x[0]); }},
+      {"gelu",
+       [](auto& x, auto& p) {
+         return gelu(x[0], p.at("approximate") == "tanh" ? GeluApproximation::tanh : GeluApproximation::none);
+       }},
+      {"logaddexp", [](auto& x, auto&) { return logaddexp(x[0], x[1]); }},
   };
   return table;
 }
