@@ -301,4 +301,140 @@ Tensor softmax_op(const char* name, const Tensor& x, std::int64_t dim) {
 Tensor softmax(const Tensor& x, std::int64_t dim) { return softmax_op<false>("softmax", x, dim); }
 Tensor log_softmax(const Tensor& x, std::int64_t dim) { return softmax_op<true>("log_softmax", x, dim); }
 
+// ---------------------------------------------------------------------------------------------
+// Running ops along dim d of x viewed as [outer, n, inner]: each of the outer * inner lanes is a sequential
+// chain of n steps. Lanes are handled in tiles of adjacent ones, so each step's inner loop runs over
+// contiguous memory and vectorises; tiles split across threads above the grain.
+namespace {
+constexpr std::int64_t kLaneTile = 256;
+
+struct Lanes {
+  std::int64_t outer, n, inner;
+};
+Lanes lanes_of(const Shape& s, int d) { return {s.numel(0, d), s[d], s.numel(d + 1, s.dim())}; }
+
+// Calls f(base, w) for each tile: the lanes base .. base + w - 1 of one outer block (base is the offset of
+// their first element at step 0; step r of lane i is at base + r * inner + i).
+template <class F>
+void for_each_lane_tile(const Lanes& l, F f) {
+  const std::int64_t tiles_per_block = (l.inner + kLaneTile - 1) / kLaneTile;
+  const std::int64_t width = std::min(kLaneTile, l.inner);  // lanes in a full tile
+  const std::int64_t grain = std::max<std::int64_t>(1, kElementwiseGrain / std::max<std::int64_t>(l.n * width, 1));
+  parallel_for(l.outer * tiles_per_block, grain, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t k = b; k < e; ++k) {
+      const std::int64_t o = k / tiles_per_block, i0 = (k % tiles_per_block) * kLaneTile;
+      f(o * l.n * l.inner + i0, std::min(kLaneTile, l.inner - i0));
+    }
+  });
+}
+
+// A 0-d input is scanned as one element (dim 0 or -1, as PyTorch).
+int scan_dim(const char* where, const Tensor& x, std::int64_t dim) {
+  return wrap_dim(where, dim, std::max(x.dim(), 1));
+}
+Shape scan_shape(const Tensor& x) { return x.dim() == 0 ? Shape{1} : x.shape(); }
+
+// y = running sum of x along d, from the start (or from the end when `reverse`). float32 accumulates in
+// double, as PyTorch does on the CPU, so a long sum does not drift.
+template <bool reverse>
+Tensor cumsum_kernel(const Tensor& x, const Shape& s, int d) {
+  Tensor y = detail::empty_like(x);
+  const Lanes l = lanes_of(s, d);
+  dispatch(x.dtype(), [&]<class T>(T*) {
+    using Acc = std::conditional_t<std::is_same_v<T, float>, double, T>;
+    const T* px = static_cast<const T*>(x.raw());
+    T* py = static_cast<T*>(y.raw());
+    for_each_lane_tile(l, [&](std::int64_t base, std::int64_t w) {
+      Acc acc[kLaneTile];
+      std::fill_n(acc, w, Acc(0));
+      for (std::int64_t step = 0; step < l.n; ++step) {
+        const std::int64_t at = base + (reverse ? l.n - 1 - step : step) * l.inner;
+        const T* __restrict src = px + at;
+        T* __restrict dst = py + at;
+        for (std::int64_t i = 0; i < w; ++i) {
+          acc[i] += src[i];
+          dst[i] = static_cast<T>(acc[i]);
+        }
+      }
+    });
+  });
+  return y;
+}
+
+// log(e^a + e^b); equal infinities return themselves (inf - inf would be nan), as torch.logcumsumexp.
+template <class T>
+T log_add_exp(T a, T b) {
+  return std::isinf(a) && a == b ? a : std::max(a, b) + std::log1p(std::exp(-std::abs(a - b)));
+}
+// e^(a - b) for a <= b; 1 when a == b, so that -inf inputs (a masked step) keep a finite gradient.
+template <class T>
+T exp_diff(T a, T b) {
+  return a == b ? T(1) : std::exp(a - b);
+}
+}  // namespace
+
+// y_i = sum_{j <= i} x_j;  dx_j = sum_{i >= j} g_i
+Tensor cumsum(const Tensor& x, std::int64_t dim) {
+  check_floating("cumsum", x);
+  const int d = scan_dim("cumsum", x, dim);
+  Tensor y = cumsum_kernel<false>(x, scan_shape(x), d);
+  if (autograd::needs_grad({&x}))
+    autograd::record("cumsum", y, {&x}, [d](autograd::GradSink& sink) {
+      const Tensor& g = sink.grad_output();
+      sink.add(0, cumsum_kernel<true>(g, scan_shape(g), d));
+    });
+  return y;
+}
+
+// y_i = logaddexp(y_{i-1}, x_i), y_0 = x_0;  dx_j = sum_{i >= j} g_i e^(x_j - y_i) = e^(x_j - y_j) s_j with
+// s_j = g_j + e^(y_j - y_{j+1}) s_{j+1}: a reverse scan whose factors are all <= 1 (y never decreases), so
+// nothing overflows however large |x| is.
+Tensor logcumsumexp(const Tensor& x, std::int64_t dim) {
+  check_floating("logcumsumexp", x);
+  const int d = scan_dim("logcumsumexp", x, dim);
+  Tensor y = detail::empty_like(x);
+  const Lanes l = lanes_of(scan_shape(x), d);
+  dispatch(x.dtype(), [&]<class T>(T*) {
+    const T* px = static_cast<const T*>(x.raw());
+    T* py = static_cast<T*>(y.raw());
+    for_each_lane_tile(l, [&](std::int64_t base, std::int64_t w) {
+      if (l.n > 0) std::copy_n(px + base, w, py + base);
+      for (std::int64_t r = 1; r < l.n; ++r) {
+        const T* __restrict src = px + base + r * l.inner;
+        const T* __restrict prev = py + base + (r - 1) * l.inner;
+        T* __restrict dst = py + base + r * l.inner;
+        for (std::int64_t i = 0; i < w; ++i) dst[i] = log_add_exp(prev[i], src[i]);
+      }
+    });
+  });
+  if (autograd::needs_grad({&x}))
+    autograd::record("logcumsumexp", y, {&x}, [xs = x.detach(), ys = y.detach(), l](autograd::GradSink& sink) {
+      const Tensor& g = sink.grad_output();
+      Tensor dx = detail::empty_like(g);
+      dispatch(g.dtype(), [&]<class T>(T*) {
+        const T* px = static_cast<const T*>(xs.raw());
+        const T* py = static_cast<const T*>(ys.raw());
+        const T* pg = static_cast<const T*>(g.raw());
+        T* pd = static_cast<T*>(dx.raw());
+        for_each_lane_tile(l, [&](std::int64_t base, std::int64_t w) {
+          T s[kLaneTile];
+          for (std::int64_t r = l.n - 1; r >= 0; --r) {
+            const std::int64_t at = base + r * l.inner;
+            const T* __restrict xr = px + at, * __restrict yr = py + at, * __restrict gr = pg + at;
+            T* __restrict dr = pd + at;
+            if (r == l.n - 1) {
+              std::copy_n(gr, w, s);
+            } else {
+              const T* __restrict next = yr + l.inner;
+              for (std::int64_t i = 0; i < w; ++i) s[i] = gr[i] + exp_diff(yr[i], next[i]) * s[i];
+            }
+            for (std::int64_t i = 0; i < w; ++i) dr[i] = exp_diff(xr[i], yr[i]) * s[i];
+          }
+        });
+      });
+      sink.add(0, std::move(dx));
+    });
+  return y;
+}
+
 }  // namespace unroll

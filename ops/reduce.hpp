@@ -1,5 +1,5 @@
 #pragma once
-// Reductions and normalisations over dimensions.
+// Reductions and normalisations over dimensions, and the running (cumulative) ones along a dim.
 #include <cstdint>
 #include <vector>
 
@@ -25,5 +25,12 @@ Tensor argmax(const Tensor& x, std::int64_t dim, bool keepdim = false);
 Tensor softmax(const Tensor& x, std::int64_t dim);
 /// x - log(sum(exp(x))) along dim.  Backward: dx = g - exp(y) sum(g).
 Tensor log_softmax(const Tensor& x, std::int64_t dim);
+/// Running sum along dim (negative counts from the end): y_i = sum_{j <= i} x_j; same shape.
+/// Backward: dx_j = sum_{i >= j} g_i (a running sum of g from the end).
+Tensor cumsum(const Tensor& x, std::int64_t dim);
+/// log of the running sum of e^x along dim, stable (as torch.logcumsumexp): y_i = logaddexp(y_{i-1}, x_i);
+/// same shape.  Backward: dx_j = sum_{i >= j} g_i e^(x_j - y_i). For a leading -inf (a masked step) PyTorch gives
+/// nan; here it is the limit as that input -> -inf, the others fixed (finite).
+Tensor logcumsumexp(const Tensor& x, std::int64_t dim);
 
 }  // namespace unroll

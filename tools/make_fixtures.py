@@ -243,6 +243,8 @@ OPS = {
     "silu": lambda x, p: F.silu(x[0]),
     "gelu": lambda x, p: F.gelu(x[0], approximate=p["approximate"]),
     "logaddexp": lambda x, p: torch.logaddexp(x[0], x[1]),
+    "cumsum": lambda x, p: torch.cumsum(x[0], dim=p["dim"]),
+    "logcumsumexp": lambda x, p: torch.logcumsumexp(x[0], dim=p["dim"]),
 }
 
 # ---------------------------------------------------------------------------
@@ -507,6 +509,17 @@ for suffix, a, b in BINARY_SHAPES:
     case(f"logaddexp/{suffix}", "logaddexp", {}, [R(*a), R(*b)])
 case("logaddexp/large", "logaddexp", {},
      [X([[1000.0, -1000.0, 5.0], [-998.0, 0.5, 30.0]]), X([[999.0, -1001.5, -5.0], [-999.5, 0.5, -30.0]])])
+
+for op in ("cumsum", "logcumsumexp"):
+    case(f"{op}/1d", op, {"dim": 0}, [R(5)])
+    case(f"{op}/2d_dim0", op, {"dim": 0}, [R(4, 3)])
+    case(f"{op}/2d_dim1", op, {"dim": 1}, [R(3, 5)])
+    case(f"{op}/3d_dim0", op, {"dim": 0}, [R(4, 2, 3)])
+    case(f"{op}/3d_dim1", op, {"dim": 1}, [R(2, 4, 3)])
+    case(f"{op}/3d_neg1", op, {"dim": -1}, [R(2, 3, 4)])
+    case(f"{op}/0d", op, {"dim": 0}, [R()])
+case("logcumsumexp/large", "logcumsumexp", {"dim": 1},
+     [X([[1000.0, -1000.0, 999.0, 1001.0], [-1000.0, -999.0, -1001.0, 2.0]])])
 
 # ---------------------------------------------------------------------------
 # Evaluation and output.

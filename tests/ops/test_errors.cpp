@@ -188,6 +188,18 @@ TEST_SUITE("ops/errors") {
                          "logaddexp: dtypes differ; got a=float32 and b=float64, expected the same dtype", DtypeError);
   }
 
+  TEST_CASE("cumsum and logcumsumexp") {
+    CHECK_THROWS_WITH_AS(cumsum(ones({2, 3}), 2), "cumsum: dimension out of range; got 2, expected in [-2, 1]",
+                         IndexError);
+    CHECK_THROWS_WITH_AS(logcumsumexp(ones({2, 3}), -3),
+                         "logcumsumexp: dimension out of range; got -3, expected in [-2, 1]", IndexError);
+    CHECK_THROWS_WITH_AS(cumsum(zeros({}), 1), "cumsum: dimension out of range; got 1, expected in [-1, 0]",
+                         IndexError);
+    CHECK_THROWS_WITH_AS(logcumsumexp(arange(3, Dtype::int64), 0),
+                         "logcumsumexp: expected a floating-point tensor; got int64, expected float32 or float64",
+                         DtypeError);
+  }
+
   TEST_CASE("reductions of empty tensors") {
     CHECK_THROWS_WITH_AS(unroll::max(zeros({0})), "max: empty tensor; got [0], expected at least one element",
                          ShapeError);

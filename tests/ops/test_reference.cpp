@@ -124,6 +124,8 @@ const std::map<std::string, OpFn>& ops() {
          return gelu(x[0], p.at("approximate") == "tanh" ? GeluApproximation::tanh : GeluApproximation::none);
        }},
       {"logaddexp", [](auto& x, auto&) { return logaddexp(x[0], x[1]); }},
+      {"cumsum", [](auto& x, auto& p) { return cumsum(x[0], p.at("dim")); }},
+      {"logcumsumexp", [](auto& x, auto& p) { return logcumsumexp(x[0], p.at("dim")); }},
   };
   return table;
 }
