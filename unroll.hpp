@@ -27,6 +27,7 @@
 #include "nn/rnn.hpp"
 #include "nn/sequence.hpp"
 #include "nn/serialize.hpp"
+#include "ops/conv.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/index.hpp"
 #include "ops/linear.hpp"

@@ -180,6 +180,16 @@ def _step(cell, n_state):
     return f
 
 
+# Depthwise causal conv1d over time as unroll lays it out: x [T, B, C], weight [C, K], optional bias [C];
+# PyTorch's conv1d on [B, C, T] with K - 1 zeros of padding on both sides, keeping the first T outputs.
+def _conv1d(x, p):
+    inp, w = x[0], x[1]
+    T, K = inp.shape[0], w.shape[1]
+    b = x[2] if p["bias"] else None
+    y = F.conv1d(inp.permute(1, 2, 0), w.unsqueeze(1), b, padding=K - 1, groups=inp.shape[2])
+    return y[..., :T].permute(2, 0, 1)
+
+
 def _rnn_step(x, p):
     cell = torch.rnn_tanh_cell if p["nonlinearity"] == "tanh" else torch.rnn_relu_cell
     return _step(cell, 1)(x, p)
@@ -245,6 +255,7 @@ OPS = {
     "logaddexp": lambda x, p: torch.logaddexp(x[0], x[1]),
     "cumsum": lambda x, p: torch.cumsum(x[0], dim=p["dim"]),
     "logcumsumexp": lambda x, p: torch.logcumsumexp(x[0], dim=p["dim"]),
+    "conv1d": _conv1d,
 }
 
 # ---------------------------------------------------------------------------
@@ -520,6 +531,15 @@ for op in ("cumsum", "logcumsumexp"):
     case(f"{op}/0d", op, {"dim": 0}, [R()])
 case("logcumsumexp/large", "logcumsumexp", {"dim": 1},
      [X([[1000.0, -1000.0, 999.0, 1001.0], [-1000.0, -999.0, -1001.0, 2.0]])])
+
+# conv1d: x [T, B, C], weight [C, K], bias [C] when "bias"
+case("conv1d/k3_bias", "conv1d", {"bias": True}, [R(5, 2, 3), R(3, 3), R(3)])
+case("conv1d/k3_nobias", "conv1d", {"bias": False}, [R(5, 2, 3), R(3, 3)])
+case("conv1d/k1_bias", "conv1d", {"bias": True}, [R(4, 2, 3), R(3, 1), R(3)])
+case("conv1d/k1_nobias", "conv1d", {"bias": False}, [R(3, 1, 2), R(2, 1)])
+case("conv1d/k_gt_t_bias", "conv1d", {"bias": True}, [R(2, 2, 3), R(3, 4), R(3)])
+case("conv1d/k_gt_t_nobias", "conv1d", {"bias": False}, [R(3, 1, 2), R(2, 5)])
+case("conv1d/k2_b1", "conv1d", {"bias": True}, [R(6, 1, 4), R(4, 2), R(4)])
 
 # ---------------------------------------------------------------------------
 # Evaluation and output.

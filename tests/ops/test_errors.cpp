@@ -200,6 +200,33 @@ TEST_SUITE("ops/errors") {
                          DtypeError);
   }
 
+  TEST_CASE("conv1d") {
+    CHECK_THROWS_WITH_AS(conv1d(ones({4, 3}), ones({3, 2})),
+                         "conv1d: input must be [T, B, C]; got [4, 3], expected 3 dims", ShapeError);
+    CHECK_THROWS_WITH_AS(
+        conv1d(ones({4, 2, 3}), ones({2, 2})),
+        "conv1d: weight does not match the channels; got weight=[2, 2] for x=[4, 2, 3], expected [3, K]", ShapeError);
+    CHECK_THROWS_WITH_AS(conv1d(ones({4, 2, 3}), ones({3, 1, 2})),
+                         "conv1d: weight does not match the channels; got weight=[3, 1, 2] for x=[4, 2, 3], expected "
+                         "[3, K]",
+                         ShapeError);
+    CHECK_THROWS_WITH_AS(conv1d(ones({4, 2, 3}), ones({3, 0})),
+                         "conv1d: kernel size must be positive; got weight=[3, 0], expected K >= 1", ValueError);
+    CHECK_THROWS_WITH_AS(conv1d(ones({4, 2, 3}), ones({3, 2}), ones({2})),
+                         "conv1d: bias does not match the channels; got bias=[2] for x=[4, 2, 3], expected [3]",
+                         ShapeError);
+    CHECK_THROWS_WITH_AS(conv1d(ones({4, 2, 3}, f64), ones({3, 2}, f32)),
+                         "conv1d: dtypes differ; got x=float64 and weight=float32, expected the same dtype",
+                         DtypeError);
+    CHECK_THROWS_WITH_AS(conv1d(ones({4, 2, 3}), ones({3, 2}), ones({3}, f64)),
+                         "conv1d: dtypes differ; got x=float32 and bias=float64, expected the same dtype", DtypeError);
+    CHECK_THROWS_WITH_AS(conv1d(zeros({4, 2, 3}, Dtype::int64), zeros({3, 2}, Dtype::int64)),
+                         "conv1d: expected a floating-point tensor; got int64, expected float32 or float64",
+                         DtypeError);
+    CHECK_THROWS_WITH_AS(conv1d(ones({4, 2, 3}), Tensor()),
+                         "conv1d: weight is undefined; got an undefined tensor, expected [3, K]", StateError);
+  }
+
   TEST_CASE("reductions of empty tensors") {
     CHECK_THROWS_WITH_AS(unroll::max(zeros({0})), "max: empty tensor; got [0], expected at least one element",
                          ShapeError);

@@ -21,7 +21,7 @@ std::optional<double> opt(const json& p, const char* key) {
   return p.at(key).is_null() ? std::nullopt : std::optional<double>(p.at(key).get<double>());
 }
 std::vector<std::int64_t> ints(const json& p, const char* key) { return p.at(key).get<std::vector<std::int64_t>>(); }
-// The optional trailing inputs of linear, layer_norm and the fused steps: input i if the case has it.
+// The optional trailing inputs of linear, layer_norm, conv1d and the fused steps: input i if the case has it.
 Tensor opt_input(const std::vector<Tensor>& x, std::size_t i, bool present) { return present ? x.at(i) : Tensor(); }
 // A fused step's b_hh and mask follow its `n` fixed inputs, each present when its param says so.
 Tensor step_bias(const std::vector<Tensor>& x, const json& p, std::size_t n) { return opt_input(x, n, p.at("bias")); }
@@ -126,6 +126,7 @@ const std::map<std::string, OpFn>& ops() {
       {"logaddexp", [](auto& x, auto&) { return logaddexp(x[0], x[1]); }},
       {"cumsum", [](auto& x, auto& p) { return cumsum(x[0], p.at("dim")); }},
       {"logcumsumexp", [](auto& x, auto& p) { return logcumsumexp(x[0], p.at("dim")); }},
+      {"conv1d", [](auto& x, auto& p) { return conv1d(x[0], x[1], opt_input(x, 2, p.at("bias"))); }},
   };
   return table;
 }
