@@ -23,9 +23,7 @@ bool make_writable(Tensor& dst, const Shape& shape, Dtype dtype, bool zero_fill)
   dst = zero_fill ? zeros(shape, dtype) : Tensor::empty(shape, dtype);
   return !zero_fill;
 }
-}  // namespace unroll::detail
 
-namespace unroll::autograd {
 namespace {
 // Deferred rows are gathered into chunks of this many (OpenBLAS runs a weight-gradient product with
 // K = 2048 about 1.5x as fast as the same work with K = 32: docs/DESIGN.md), from products of at most
@@ -43,8 +41,8 @@ bool DeferredRows::wanted(std::int64_t rows, std::size_t bytes) {
   return rows <= kDeferRows && bytes > 0 && bytes <= kDeferredBytesLimit;
 }
 
-void DeferredRows::add(detail::LeafMeta& leaf, const Tensor& p, const Tensor& q, LeafGrads* collect) {
-  const std::int64_t m = detail::rows_of(p), a = p.shape().back(), b = q.shape().back();
+void DeferredRows::add(LeafMeta& leaf, const Tensor& p, const Tensor& q, LeafGrads* collect) {
+  const std::int64_t m = rows_of(p), a = p.shape().back(), b = q.shape().back();
   const std::size_t elem = dtype_size(p.dtype()), row_bytes = static_cast<std::size_t>(a + b) * elem;
   // Room for this many rows fits the memory bound (>= m: wanted() checked that m rows fit).
   const std::int64_t fit = std::min(kChunkRows, static_cast<std::int64_t>(kDeferredBytesLimit / row_bytes));
@@ -57,7 +55,7 @@ void DeferredRows::add(detail::LeafMeta& leaf, const Tensor& p, const Tensor& q,
     if (bytes_ + bytes > kDeferredBytesLimit) flush(collect);
     reserve_more(leaves_, 1);
     LeafRows e{&leaf, Tensor::empty({cap, a}, p.dtype()), Tensor::empty({cap, b}, p.dtype())};
-    detail::retain(&leaf);
+    retain(&leaf);
     leaves_.push_back(std::move(e));
     bytes_ += bytes;
     d = &leaves_.back();
@@ -84,11 +82,11 @@ void DeferredRows::add(detail::LeafMeta& leaf, const Tensor& p, const Tensor& q,
 
 void DeferredRows::run(LeafRows& d, LeafGrads* collect) {
   if (d.rows == 0) return;
-  const Tensor p = detail::view_range(d.p, 0, {d.rows, d.p.shape()[1]});
-  const Tensor q = detail::view_range(d.q, 0, {d.rows, d.q.shape()[1]});
+  const Tensor p = view_range(d.p, 0, {d.rows, d.p.shape()[1]});
+  const Tensor q = view_range(d.q, 0, {d.rows, d.q.shape()[1]});
   Tensor& dst = collect ? collect->slot(*d.leaf) : d.leaf->grad;
-  const bool fresh = detail::make_writable(dst, d.leaf->shape, d.leaf->dtype, /*zero_fill=*/false);
-  detail::rows_product(p, q, !fresh, dst);
+  const bool fresh = make_writable(dst, d.leaf->shape, d.leaf->dtype, /*zero_fill=*/false);
+  rows_product(p, q, !fresh, dst);
   d.rows = 0;
 }
 
@@ -98,9 +96,9 @@ void DeferredRows::flush(LeafGrads* collect) {
 }
 
 void DeferredRows::drop() {
-  for (LeafRows& d : leaves_) detail::release(d.leaf);
+  for (LeafRows& d : leaves_) release(d.leaf);
   leaves_.clear();
   bytes_ = 0;
 }
 
-}  // namespace unroll::autograd
+}  // namespace unroll::detail

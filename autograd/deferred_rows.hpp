@@ -11,8 +11,11 @@
 #include "../core/tensor.hpp"
 
 namespace unroll::autograd {
-
 class LeafGrads;  // autograd/tape.hpp
+}  // namespace unroll::autograd
+
+namespace unroll::detail {
+using autograd::LeafGrads;
 
 /// Bytes of deferred weight-gradient rows one tape may hold: a bound on the memory deferral adds (past it,
 /// products run early). A variable so tests can lower it.
@@ -51,9 +54,6 @@ class DeferredRows {
   std::size_t bytes_ = 0;         ///< of their buffers
 };
 
-}  // namespace unroll::autograd
-
-namespace unroll::detail {
 /// Rows of a tensor read as a matrix [leading dims folded, last dim].
 inline std::int64_t rows_of(const Tensor& t) { return t.shape().numel(0, t.dim() - 1); }
 /// C [a, b] = pᵀq (+ C when accumulating), p [rows, a] and q [rows, b] contiguous.

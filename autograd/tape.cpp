@@ -262,7 +262,7 @@ void GradSink::add_rows_product(std::size_t i, const Tensor& p, const Tensor& q)
                "backward: rows product for input {} of '{}' has the wrong dtype; got {} and {}, expected {}", i, n.name,
                p.dtype(), q.dtype(), dtype);
   const std::size_t bytes = static_cast<std::size_t>(p.numel() + q.numel()) * dtype_size(dtype);
-  if (in.leaf && DeferredRows::wanted(detail::rows_of(p), bytes)) {
+  if (in.leaf && detail::DeferredRows::wanted(detail::rows_of(p), bytes)) {
     tape_.deferred_.add(*in.leaf, p, q, tape_.leaf_grads_);
     return;
   }

@@ -189,7 +189,7 @@ class Tape {
   std::vector<Node> nodes_;
   std::vector<InputRef> inputs_;
   std::vector<detail::LeafMeta*> held_leaves_;  ///< retained once each until clear(); see LeafMeta::tape_mark
-  DeferredRows deferred_;                       ///< weight-gradient rows held for one large product per leaf
+  detail::DeferredRows deferred_;               ///< weight-gradient rows held for one large product per leaf
   std::vector<SlotInfo> slots_;
   std::vector<Tensor> grads_;  ///< one per slot, filled during backward
   struct BlockDeleter {

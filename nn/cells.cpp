@@ -48,7 +48,8 @@ Tensor RecurrentCellBase::state_or_zeros(const char* where, const Tensor& x, con
 }
 
 RNNCell::RNNCell(std::int64_t input_size, std::int64_t hidden_size, bool bias, RnnActivation act, Dtype dtype)
-    : RecurrentCellBase(input_size, hidden_size, detail::rnn_tanh_step_traits.gates, bias, dtype), nonlinearity(act) {}
+    : RecurrentCellBase(input_size, hidden_size, unroll::detail::rnn_tanh_step_traits.gates, bias, dtype),
+      nonlinearity(act) {}
 
 Tensor RNNCell::forward(const Tensor& x, const Tensor& h) const {
   const Tensor h0 = state_or_zeros("RNNCell", x, h);
@@ -56,7 +57,7 @@ Tensor RNNCell::forward(const Tensor& x, const Tensor& h) const {
 }
 
 LSTMCell::LSTMCell(std::int64_t input_size, std::int64_t hidden_size, bool bias, Dtype dtype)
-    : RecurrentCellBase(input_size, hidden_size, detail::lstm_step_traits.gates, bias, dtype) {}
+    : RecurrentCellBase(input_size, hidden_size, unroll::detail::lstm_step_traits.gates, bias, dtype) {}
 
 std::pair<Tensor, Tensor> LSTMCell::forward(const Tensor& x, const Tensor& h, const Tensor& c) const {
   const Tensor h0 = state_or_zeros("LSTMCell", x, h), c0 = state_or_zeros("LSTMCell", x, c);
@@ -64,7 +65,7 @@ std::pair<Tensor, Tensor> LSTMCell::forward(const Tensor& x, const Tensor& h, co
 }
 
 GRUCell::GRUCell(std::int64_t input_size, std::int64_t hidden_size, bool bias, Dtype dtype)
-    : RecurrentCellBase(input_size, hidden_size, detail::gru_step_traits.gates, bias, dtype) {}
+    : RecurrentCellBase(input_size, hidden_size, unroll::detail::gru_step_traits.gates, bias, dtype) {}
 
 Tensor GRUCell::forward(const Tensor& x, const Tensor& h) const {
   const Tensor h0 = state_or_zeros("GRUCell", x, h);

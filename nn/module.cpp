@@ -120,7 +120,7 @@ std::string prefix_hint(const std::vector<std::string>& missing, const std::vect
   return {};
 }
 
-[[noreturn]] void throw_load_problems(const std::vector<LoadProblem>& problems, const std::string& hint) {
+[[noreturn]] void throw_load_problems(const std::vector<LoadProblem>& problems, const std::string& hint, bool strict) {
   std::string message;
   if (problems.size() == 1) {
     message = "load_state_dict: " + problems[0].alone + hint;
@@ -130,7 +130,9 @@ std::string prefix_hint(const std::vector<std::string>& missing, const std::vect
     for (std::size_t i = 0; i < std::min(problems.size(), kListed); ++i)
       message += (i ? ", " : "") + problems[i].in_list;
     if (problems.size() > kListed) message += fmt::format(" and {} more", problems.size() - kListed);
-    message += ", expected every parameter and buffer with its shape and kind, and nothing else" + hint;
+    message += strict ? ", expected every parameter and buffer with its shape and kind, and nothing else"
+                      : ", expected the entries present to match in shape and kind";
+    message += hint;
   }
   switch (problems[0].kind) {
     case LoadProblem::shape:
@@ -183,7 +185,8 @@ Module::LoadResult Module::load_state_dict(const StateDict& dict, bool strict) {
            fmt::format("unexpected '{}'", name)});
   }
   if (!problems.empty())
-    throw_load_problems(problems, strict ? prefix_hint(result.missing_keys, result.unexpected_keys) : std::string());
+    throw_load_problems(problems, strict ? prefix_hint(result.missing_keys, result.unexpected_keys) : std::string(),
+                        strict);
   NoGradGuard no_grad;
   for (auto [dst, src] : plan) {
     const Tensor value = src->dtype() == dst->dtype() ? *src : convert(*src, dst->dtype());

@@ -4,7 +4,7 @@
 // ("encoder.weight_ih_l0"), in registration order, so state dicts line up with PyTorch's.
 //
 // Members are registered by address, so a Module cannot be copied or moved: keep modules as members, or
-// behind std::unique_ptr (as the sequence layers keep their per-layer parameters).
+// behind std::unique_ptr (registered tensors likewise: the sequence layers keep theirs in a vector sized once).
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -74,7 +74,9 @@ class Module {
   /// Debug check for a Tensor member that was never registered, and so is silently neither trained nor
   /// saved: runs `forward` (e.g. one step of the cell) on a tape of its own, without backward, and throws a
   /// StateError listing every tensor requiring grad that it used but that is not one of this module's
-  /// parameters (an input marked requires_grad_ counts too). StateError if grad mode is off.
+  /// parameters (an input marked requires_grad_ counts too). StateError if grad mode is off. It sees only
+  /// tensors that require grad: a member created without requires_grad_() (register_parameter is what
+  /// usually sets it) is a constant to autograd, indistinguishable from any other constant.
   void check_registered(const std::function<void()>& forward) const;
 
  private:

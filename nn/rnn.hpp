@@ -63,7 +63,7 @@ class RecurrentLayer : public Module {
  private:
   const char* name_;
   RecurrentMode mode_;
-  const detail::StepTraits& step_;
+  const unroll::detail::StepTraits& step_;
   RecurrentOptions opt_;
   std::vector<RecurrentWeights> weights_;  ///< sized once in the constructor: registered by address
 };

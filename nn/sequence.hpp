@@ -5,12 +5,14 @@
 //
 //   auto [out, h] = nn::run_cell(x, h0, [&](const Tensor& x_t, const Tensor& h) { return cell(x_t, h); });
 //
-// The initial state is the caller's: a Tensor [B, ...] per state tensor (zeros({B, H}) for a zero start). A
-// step callable that has `State initial_state(std::int64_t batch, Dtype dtype) const` (a cell module with a
-// call operator, say) may be given an undefined state instead, and then starts from what that returns.
-// After each step, the state it returned must have the shape and dtype of the state it was given: a state
-// that broadcast into another shape is an error naming the step, as is any error thrown inside the step
-// (`run_cell: step t=3 of 12: <the op's message>`, same exception type).
+// The initial state is the caller's: a Tensor [B, ...] per state tensor (zeros({B, H}) for a zero start). When
+// the step callable itself has `State initial_state(std::int64_t batch, Dtype dtype) const` (pass the cell
+// object as the step, not a lambda around it), it may be given an undefined state instead and starts from
+// what that returns. After each step, every state tensor it returned must be defined and have the shape and
+// dtype of the one it was given: a state that broadcast into another shape is an error naming the step, as
+// is any error thrown inside the step (`run_cell: step t=3 of 12: <the op's message>`, same exception type).
+// So a state must keep its shape from step to step; a cell whose state grows (a memory [B, t, H]) needs its
+// own loop.
 //
 // Truncated BPTT: carry the final state into the next chunk through nn::detach_state(state), so the next
 // backward stops at the chunk boundary.
@@ -163,6 +165,12 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, Output
       // What the step returned must be what it was given: a state that broadcast into another shape (an
       // initial state [H] instead of [B, H]) would otherwise run on silently.
       detail::zip_tensors(next, state, [&](const Tensor& n, const Tensor& old) {
+        // An undefined tensor passed through (a cell that tolerates one) would be carried on silently.
+        UNROLL_CHECK(n.defined(), ValueError,
+                     "run_cell: step t={} of {} returned an undefined state tensor; got an undefined tensor, expected "
+                     "a [B, ...] tensor (give an undefined initial state as zeros({{B, H}}), or the step "
+                     "initial_state)",
+                     t, T);
         if (!old.defined()) return;
         UNROLL_CHECK(
             n.defined() && n.shape() == old.shape(), ShapeError,

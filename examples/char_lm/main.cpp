@@ -390,10 +390,17 @@ std::string sample(CharModel& model, const Vocab& vocab, const std::string& prom
 
 // The carried state `name` from a checkpoint: undefined if absent (zeros), else it must be float32 `shape`.
 Tensor carried_state(const Checkpoint& ck, const std::string& name, const Shape& shape, const std::string& path) {
+  // Checkpoints of earlier versions kept it as hex text in the metadata: resuming from one with a zero state
+  // would not be the exact resume it promises.
+  UNROLL_CHECK(!ck.extra.contains("char_lm." + name), examples::UsageError,
+               "{}: checkpoint '{}' is from an earlier char_lm; got its carried state as metadata 'char_lm.{}', "
+               "expected the tensor 'extra.{}' (train again to resume exactly)",
+               kProgram, path, name, name);
   const Tensor* t = ck.extra_tensors.find(name);
   if (t == nullptr) return {};
   UNROLL_CHECK(t->dtype() == Dtype::float32 && t->shape() == shape, examples::UsageError,
-               "{}: checkpoint '{}' has a carried state '{}' of the wrong shape; got {} {}, expected float32 {}",
+               "{}: checkpoint '{}' has a carried state '{}' of the wrong shape or dtype; got {} {}, expected "
+               "float32 {}",
                kProgram, path, name, t->dtype(), t->shape(), shape);
   return copy_of(*t);
 }

@@ -465,10 +465,10 @@ TEST_SUITE("autograd/tape") {
     // With a tiny memory bound the deferred products run early, mid-backward: same values.
     W.zero_grad();
     U.zero_grad();
-    const std::size_t limit = autograd::kDeferredBytesLimit;
-    autograd::kDeferredBytesLimit = 100;
+    const std::size_t limit = detail::kDeferredBytesLimit;
+    detail::kDeferredBytesLimit = 100;
     loss_of().backward();
-    autograd::kDeferredBytesLimit = limit;
+    detail::kDeferredBytesLimit = limit;
     check_close(vals(W.grad()), vals(dW));
     check_close(vals(U.grad()), vals(dU));
     // A long unroll: the deferred rows grow (by doubling) to a full chunk of 2048, whose product then runs

@@ -1,5 +1,5 @@
-// Must NOT compile: a step with the wrong signature. CTest (tests/CMakeLists.txt, nn_run_cell_contract)
-// compiles it and passes when the compiler's output states run_cell's contract in plain words, instead of
+// Must NOT compile: a step with the wrong signature. CTest (tests/CMakeLists.txt, nn_run_cell_contract) builds
+// it and passes when the compiler's output states run_cell's contract in plain words, instead of
 // pages of template deduction.
 #include <unroll/nn/sequence.hpp>
 

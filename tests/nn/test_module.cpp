@@ -199,6 +199,13 @@ TEST_SUITE("nn/module") {
         StateError);
     m.register_parameter("u", m.u);
     m.check_registered([&] { (void)m.forward(x); });
+    // Its limit: a member made without requires_grad_() is a constant to autograd, so the check cannot see it.
+    struct PlainMember : nn::Module {
+      Tensor w = randn({3, 2}).requires_grad_();
+      Tensor u = randn({2});  // forgotten and never marked: invisible
+      PlainMember() { register_parameter("w", w); }
+    } plain;
+    plain.check_registered([&] { (void)(matmul(x, plain.w) * plain.u); });
     CHECK(autograd::Tape::current().size() == 0);  // the check's tape was its own
     NoGradGuard off;
     CHECK_THROWS_AS(m.check_registered([&] { (void)m.forward(x); }), StateError);

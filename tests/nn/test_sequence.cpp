@@ -121,6 +121,18 @@ TEST_SUITE("nn/sequence") {
                          StateError);
   }
 
+  TEST_CASE("run_cell: a step that passes an undefined state tensor through is an error, not a silent carry") {
+    const Tensor x = randn({3, 2, 3}, Dtype::float64);
+    auto keeps_c = [](const Tensor& xt, const std::pair<Tensor, Tensor>& s) {
+      return std::pair<Tensor, Tensor>{xt, s.second};  // c passed through, never computed
+    };
+    CHECK_THROWS_WITH_AS(
+        nn::run_cell(x, std::pair<Tensor, Tensor>{zeros({2, 3}, Dtype::float64), Tensor()}, keeps_c),
+        "run_cell: step t=0 of 3 returned an undefined state tensor; got an undefined tensor, expected a "
+        "[B, ...] tensor (give an undefined initial state as zeros({B, H}), or the step initial_state)",
+        ValueError);
+  }
+
   TEST_CASE("run_cell: a state that changes shape or dtype is an error naming the step") {
     const Tensor x = randn({5, 2, 3}, Dtype::float64);
     // [H] instead of [B, H]: broadcasting would silently give [B, H] states.
@@ -149,9 +161,9 @@ TEST_SUITE("nn/sequence") {
 
   TEST_CASE("run_cell: an error inside the cell keeps its type and says which step") {
     const Tensor x = randn({6, 2, 3}, Dtype::float64);
-    auto fails_late = [](const Tensor& xt, const Tensor& h) {
-      static int calls = 0;
-      return ++calls % 6 == 4 ? matmul(h, zeros({4, 3}, Dtype::float64)) : h + xt;
+    int calls = 0;
+    auto fails_late = [&calls](const Tensor& xt, const Tensor& h) {
+      return ++calls == 4 ? matmul(h, zeros({4, 3}, Dtype::float64)) : h + xt;
     };
     CHECK_THROWS_WITH_AS(nn::run_cell(x, zeros({2, 3}, Dtype::float64), fails_late),
                          "run_cell: step t=3 of 6: matmul: inner dimensions differ; got a=[2, 3] and b=[4, 3]",

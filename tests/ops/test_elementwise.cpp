@@ -64,9 +64,9 @@ TEST_SUITE("ops/elementwise") {
     copy_(u, u);  // itself: nothing to do
     CHECK(u.to_vector() == std::vector<double>{4, 3, 2, 1});
     Tensor rows = tensor({1, 2, 3, 4, 5, 6}, {3, 2});
-    Tensor first = rows[0];
-    copy_(first, rows[1]);  // another view of the same storage
-    CHECK(rows.to_vector() == std::vector<double>{3, 4, 3, 4, 5, 6});
+    Tensor last_two = narrow(rows, 0, 1, 2);
+    copy_(last_two, narrow(rows, 0, 0, 2));  // overlapping views of one storage: a forward memcpy smears row 0
+    CHECK(rows.to_vector() == std::vector<double>{1, 2, 1, 2, 3, 4});
     CHECK_THROWS_WITH_AS(copy_(u, zeros({2, 2})),
                          "copy_: shapes differ; got x=[4] and src=[2, 2], expected equal shapes", ShapeError);
     CHECK_THROWS_WITH_AS(copy_(u, Tensor()), "copy_: shapes differ; got x=[4] and src=undefined, expected equal shapes",
