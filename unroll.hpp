@@ -36,5 +36,6 @@
 #include "ops/norm.hpp"
 #include "ops/recurrent.hpp"
 #include "ops/reduce.hpp"
+#include "ops/scan.hpp"
 #include "ops/shape_ops.hpp"
 #include "optim/optim.hpp"

@@ -198,6 +198,74 @@ bench::Prepared lstm_lm(bench::Args& args) {
 // outputs. nn_lstm / nn_gru: the library layer (input projection for all steps in one GEMM, fused step
 // ops); cell_lstm / cell_gru: the cell composed from primitive ops in a loop (what a custom cell costs).
 // Parameters U(-1/sqrt(H), 1/sqrt(H)); input and initial state N(0, 1), not requiring grad.
+// stream: the machine's memory bandwidth, STREAM's triad a = b + s c over n floats (3 x 4n bytes moved per
+// pass), ten passes per step; the yardstick for the scan's bytes per second.
+bench::Prepared stream(bench::Args& args) {
+  const int n = args.get_int("n", 1 << 24, 1);
+  unroll::Generator gen(kSeed);
+  auto a = std::make_shared<std::vector<float>>(static_cast<std::size_t>(n));
+  const unroll::Tensor b = unroll::rand({n}, unroll::Dtype::float32, gen),
+                       c = unroll::rand({n}, unroll::Dtype::float32, gen);
+  auto step = [a, b, c, n] {
+    const float* pb = b.data<float>();
+    const float* pc = c.data<float>();
+    float* pa = a->data();
+    for (int r = 0; r < 10; ++r)
+      unroll::detail::parallel_for(n, 1 << 16, [&](std::int64_t s, std::int64_t e) {
+        for (std::int64_t i = s; i < e; ++i) pa[i] = pb[i] + 3.0f * pc[i];
+      });
+  };
+  return {{{"n", n}, {"bytes_per_step", 10.0 * 3.0 * 4.0 * n}}, 10.0 * n, step};
+}
+
+// scan: h_t = a_t h_{t-1} + b_t over [T, B, H] (float32), forward and (--backward 1) backward of sum(h ⊙ w):
+// linear_scan in its sequential or chunked mode, or the same recurrence composed per step from ops.
+// bytes_per_step counts the data the fused scan must move at least: forward reads a, b and writes h
+// (3 T B H floats); backward reads g, a, h and writes dh (the adjoint, also db) and da (5 T B H).
+bench::Prepared scan(bench::Args& args) {
+  using unroll::Tensor;
+  const int T = args.get_int("seq", 4096, 1), B = args.get_int("batch", 32, 1), H = args.get_int("hidden", 512, 1);
+  const std::string mode = args.get_str("mode", "sequential");
+  const bool backward = args.get_int("backward", 1, 0) != 0;
+  if (mode != "sequential" && mode != "chunked" && mode != "composed" && mode != "automatic")
+    throw bench::UsageError("flag --mode expects sequential, chunked, automatic or composed, got '" + mode + "'");
+  unroll::Generator gen(kSeed);
+  Tensor a = unroll::uniform({T, B, H}, 0.9, 1.0, unroll::Dtype::float32, gen).requires_grad_();
+  Tensor b = unroll::randn({T, B, H}, unroll::Dtype::float32, gen).requires_grad_();
+  const Tensor w = unroll::randn({T, B, H}, unroll::Dtype::float32, gen);
+  unroll::ScanOptions o;
+  o.mode = mode == "chunked"     ? unroll::ScanMode::chunked
+           : mode == "automatic" ? unroll::ScanMode::automatic
+                                 : unroll::ScanMode::sequential;
+  auto step = [a, b, w, o, mode, backward, T, B, H]() mutable {
+    Tensor h;
+    if (mode == "composed") {
+      std::vector<Tensor> hs;
+      Tensor prev = unroll::zeros({B, H});
+      for (int t = 0; t < T; ++t) hs.push_back(prev = a[t] * prev + b[t]);
+      h = unroll::stack(hs, 0);
+    } else {
+      h = unroll::linear_scan(a, b, {}, o);
+    }
+    if (backward) {
+      unroll::sum(h * w).backward();
+      a.zero_grad();
+      b.zero_grad();
+    } else {
+      unroll::autograd::Tape::current().clear();
+    }
+  };
+  const double elems = static_cast<double>(T) * B * H;
+  return {{{"seq", T},
+           {"batch", B},
+           {"hidden", H},
+           {"mode", mode},
+           {"backward", backward},
+           {"bytes_per_step", (backward ? 8.0 : 3.0) * 4.0 * elems}},
+          static_cast<double>(T) * B,
+          step};
+}
+
 bench::Prepared fastrnn(bench::Args& args) {
   using unroll::Tensor;
   const int T = args.get_int("seq", 100, 1);
@@ -293,6 +361,11 @@ const std::vector<bench::Workload> kWorkloads = {
      "char LM training step: Embedding(96,H), LSTM(H,H,L), Linear(H,96), cross-entropy, Adam "
      "[--batch 32 --seq 64 --hidden 128 --layers 1 --shards <threads>]",
      lstm_lm},
+    {"stream", "memory bandwidth: triad a = b + 3c over n floats, x10 [--n 16777216]", stream},
+    {"scan",
+     "linear recurrence h_t = a_t h_{t-1} + b_t, forward + backward [--seq 4096 --batch 32 --hidden 512 "
+     "--mode sequential|chunked|automatic|composed --backward 1|0]",
+     scan},
     {"fastrnn",
      "one recurrent layer, forward + backward of sum(outputs) "
      "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru "

@@ -190,6 +190,37 @@ def _conv1d(x, p):
     return y[..., :T].permute(2, 0, 1)
 
 
+# linear_scan / log_linear_scan written from their definition as a plain loop over time (the reference the
+# one-node scan must match): h_t = a_t h_{t-1} + b_t, or log h_t = logaddexp(log a_t + log h_{t-1}, log b_t).
+# params: "h0" (a third input is the initial state), "reverse", "resets" ([T][B] 0/1 or null: restart at t,
+# h_t = b_t), "lengths" ([B] or null: rows past their end hold their state and output 0).
+def _scan(log_space):
+    def run(x, p):
+        a, b = x[0], x[1]
+        T, B, H = b.shape
+        if p["h0"]:
+            h = x[2]
+        else:
+            h = torch.full((B, H), -math.inf if log_space else 0.0, dtype=b.dtype)
+        resets, lengths = p["resets"], p["lengths"]
+        outs = [None] * T
+        for i in range(T):
+            t = T - 1 - i if p["reverse"] else i
+            at = a if a.dim() == 1 else a[0 if a.shape[0] == 1 else t]
+            hn = torch.logaddexp(at + h, b[t]) if log_space else at * h + b[t]
+            if resets is not None:
+                hn = torch.where(torch.tensor(resets[t], dtype=torch.bool).unsqueeze(1), b[t], hn)
+            if lengths is not None:
+                valid = torch.tensor([t < n for n in lengths]).unsqueeze(1)
+                hn = torch.where(valid, hn, h)
+                outs[t] = torch.where(valid, hn, torch.zeros_like(hn))
+            else:
+                outs[t] = hn
+            h = hn
+        return torch.stack(outs)
+    return run
+
+
 def _rnn_step(x, p):
     cell = torch.rnn_tanh_cell if p["nonlinearity"] == "tanh" else torch.rnn_relu_cell
     return _step(cell, 1)(x, p)
@@ -256,6 +287,8 @@ OPS = {
     "cumsum": lambda x, p: torch.cumsum(x[0], dim=p["dim"]),
     "logcumsumexp": lambda x, p: torch.logcumsumexp(x[0], dim=p["dim"]),
     "conv1d": _conv1d,
+    "linear_scan": _scan(False),
+    "log_linear_scan": _scan(True),
 }
 
 # ---------------------------------------------------------------------------
@@ -540,6 +573,24 @@ case("conv1d/k1_nobias", "conv1d", {"bias": False}, [R(3, 1, 2), R(2, 1)])
 case("conv1d/k_gt_t_bias", "conv1d", {"bias": True}, [R(2, 2, 3), R(3, 4), R(3)])
 case("conv1d/k_gt_t_nobias", "conv1d", {"bias": False}, [R(3, 1, 2), R(2, 5)])
 case("conv1d/k2_b1", "conv1d", {"bias": True}, [R(6, 1, 4), R(4, 2), R(4)])
+
+# linear recurrences as one op (ops/scan): a [T, B, H], [T, 1, H], [1, 1, H] or [H]; b [T, B, H]; h0 [B, H]
+def _scan_params(h0=False, reverse=False, resets=None, lengths=None):
+    return {"h0": h0, "reverse": reverse, "resets": resets, "lengths": lengths}
+
+
+_RESETS_6x2 = [[0, 0], [0, 1], [1, 0], [0, 0], [0, 0], [0, 1]]
+for _op in ("linear_scan", "log_linear_scan"):
+    case(f"{_op}/full", _op, _scan_params(), [R(5, 2, 3), R(5, 2, 3)])
+    case(f"{_op}/h0", _op, _scan_params(h0=True), [R(5, 2, 3), R(5, 2, 3), R(2, 3)])
+    case(f"{_op}/per_step_a", _op, _scan_params(h0=True), [R(5, 1, 3), R(5, 2, 3), R(2, 3)])
+    case(f"{_op}/const_a", _op, _scan_params(h0=True), [R(1, 1, 3), R(4, 2, 3), R(2, 3)])
+    case(f"{_op}/vector_a", _op, _scan_params(), [R(3), R(4, 2, 3)])
+    case(f"{_op}/reverse", _op, _scan_params(h0=True, reverse=True), [R(5, 2, 3), R(5, 2, 3), R(2, 3)])
+    case(f"{_op}/resets_lengths", _op, _scan_params(h0=True, resets=_RESETS_6x2, lengths=[6, 4]),
+         [R(6, 2, 3), R(6, 2, 3), R(2, 3)])
+    case(f"{_op}/reverse_resets_lengths", _op,
+         _scan_params(h0=True, reverse=True, resets=_RESETS_6x2, lengths=[3, 6]), [R(6, 1, 3), R(6, 2, 3), R(2, 3)])
 
 # ---------------------------------------------------------------------------
 # Evaluation and output.

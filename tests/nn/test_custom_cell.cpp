@@ -9,6 +9,8 @@
 
 #include <unroll/unroll.hpp>
 
+#include "../support/fixtures.hpp"
+
 using namespace unroll;
 
 namespace {
@@ -152,5 +154,41 @@ TEST_SUITE("nn/custom_cell") {
     CHECK(cell.u.to_vector() == std::vector<double>{-1, -0.5, 0.25, 1, 1});
     const auto& ps = opt.params();  // the optimizer's parameter itself was constrained
     CHECK(std::any_of(ps.begin(), ps.end(), [&](const Tensor& p) { return p.same_data(cell.u); }));
+  }
+
+  // The README's second custom cell: a recurrence linear in the state runs as one scan over all steps. minGRU
+  // (Feng et al. 2024): z_t = σ(W_z x_t), h~_t = W_h x_t, h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h~_t.
+  namespace {
+  // --- README minGRU begin ---
+  struct MinGRU : nn::Module {
+    nn::Linear z, h;
+    MinGRU(std::int64_t in, std::int64_t hid, Dtype dt = Dtype::float32) : z(in, hid, true, dt), h(in, hid, true, dt) {
+      register_module("z", z);
+      register_module("h", h);
+    }
+    // x [T, B, I] -> every h_t [T, B, H]: the gates of all steps in two GEMMs, the recurrence in one scan node.
+    Tensor operator()(const Tensor& x, const Tensor& h0 = {}) const {
+      Tensor gate = sigmoid(z(x));
+      return linear_scan(1.0 - gate, gate * h(x), h0);
+    }
+  };
+  // --- README minGRU end ---
+  }  // namespace
+
+  TEST_CASE("the README's minGRU: the scan equals the same cell stepped by run_cell; unrolled gradcheck") {
+    manual_seed(41);
+    MinGRU cell(3, 4, Dtype::float64);
+    const Tensor x = randn({7, 2, 3}, Dtype::float64), h0 = randn({2, 4}, Dtype::float64);
+    auto stepped = nn::run_cell(x, h0, [&](const Tensor& x_t, const Tensor& h) {
+      Tensor gate = sigmoid(cell.z(x_t));
+      return (1.0 - gate) * h + gate * cell.h(x_t);
+    });
+    const Tensor scanned = cell(x, h0);
+    CHECK(test_support::tolerance_ratio(scanned, stepped.output, 1e-13, 1e-13) <= 1.0);
+    std::vector<Tensor> in = {copy_of(x).requires_grad_(), copy_of(h0).requires_grad_()};
+    for (const Tensor& p : cell.parameters()) in.push_back(p);
+    auto r = autograd::gradcheck(
+        "mingru", [&](const std::vector<Tensor>& p) { return cell(p[0], p[1]); }, in);
+    CHECK_MESSAGE(r.ok, r.message);
   }
 }

@@ -29,6 +29,20 @@ Tensor step_mask(const std::vector<Tensor>& x, const json& p, std::size_t n) {
   return opt_input(x, n + (p.at("bias").get<bool>() ? 1 : 0), p.at("mask"));
 }
 
+// linear_scan / log_linear_scan: the options from the case's params (tools/make_fixtures.py, _scan).
+ScanOptions scan_options(const json& p) {
+  ScanOptions o;
+  o.reverse = p.at("reverse");
+  if (!p.at("lengths").is_null()) o.lengths = ints(p, "lengths");
+  if (!p.at("resets").is_null()) {
+    const auto rows = p.at("resets").get<std::vector<std::vector<double>>>();
+    std::vector<double> flat;
+    for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
+    o.resets = tensor(flat, {static_cast<std::int64_t>(rows.size()), static_cast<std::int64_t>(rows.at(0).size())});
+  }
+  return o;
+}
+
 const std::map<std::string, OpFn>& ops() {
   static const std::map<std::string, OpFn> table = {
       {"add", [](auto& x, auto&) { return add(x[0], x[1]); }},
@@ -127,6 +141,10 @@ const std::map<std::string, OpFn>& ops() {
       {"cumsum", [](auto& x, auto& p) { return cumsum(x[0], p.at("dim")); }},
       {"logcumsumexp", [](auto& x, auto& p) { return logcumsumexp(x[0], p.at("dim")); }},
       {"conv1d", [](auto& x, auto& p) { return conv1d(x[0], x[1], opt_input(x, 2, p.at("bias"))); }},
+      {"linear_scan",
+       [](auto& x, auto& p) { return linear_scan(x[0], x[1], opt_input(x, 2, p.at("h0")), scan_options(p)); }},
+      {"log_linear_scan",
+       [](auto& x, auto& p) { return log_linear_scan(x[0], x[1], opt_input(x, 2, p.at("h0")), scan_options(p)); }},
   };
   return table;
 }
