@@ -218,7 +218,8 @@ bench::Prepared stream(bench::Args& args) {
   return {{{"n", n}, {"bytes_per_step", 10.0 * 3.0 * 4.0 * n}}, 10.0 * n, step};
 }
 
-// scan: h_t = a_t h_{t-1} + b_t over [T, B, H] (float32), forward and (--backward 1) backward of sum(h ⊙ w):
+// scan: h_t = a_t h_{t-1} + b_t over [T, B, H] (float32), forward and (--backward 1) backward from the seed
+// gradient w (h.backward(w): no loss op around the scan, so the step times the scan's own two passes):
 // linear_scan in its sequential or chunked mode, or the same recurrence composed per step from ops.
 // bytes_per_step counts the data the fused scan must move at least: forward reads a, b and writes h
 // (3 T B H floats); backward reads g, a, h and writes dh (the adjoint, also db) and da (5 T B H).
@@ -248,7 +249,7 @@ bench::Prepared scan(bench::Args& args) {
       h = unroll::linear_scan(a, b, {}, o);
     }
     if (backward) {
-      unroll::sum(h * w).backward();
+      h.backward(w);
       a.zero_grad();
       b.zero_grad();
     } else {

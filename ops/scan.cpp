@@ -89,13 +89,10 @@ Plan make_plan(const char* where, const Tensor& a, const Tensor& b, const Tensor
       p.has_pass |= len < p.T;
     }
   }
-  p.mode = o.mode;
-  if (p.mode == ScanMode::automatic) {
-    // Chunking costs a second pass over the data; it pays only when the batch rows are too few to keep the
-    // threads busy on their own (measured: bench/RESULTS.md, "Linear scan").
-    const std::int64_t threads = detail::in_serial_region() ? 1 : num_threads();
-    p.mode = threads > 1 && p.B < threads && p.T >= 1024 ? ScanMode::chunked : ScanMode::sequential;
-  }
+  // Chunking costs a second pass over the data; on the 2-core hosts measured it lost to the sequential loop at
+  // every shape, T = 64 ... 16,384, B = 1 ... 32, 1 and 2 threads (bench/RESULTS.md, "Linear scan"), so
+  // automatic is sequential until a shape is measured where it wins.
+  p.mode = o.mode == ScanMode::automatic ? ScanMode::sequential : o.mode;
   return p;
 }
 

@@ -12,7 +12,7 @@ namespace unroll {
 
 /// How the scan's loop over time runs. Both give the same values (up to float summation order).
 enum class ScanMode {
-  automatic,   ///< chosen per shape from measurements (bench/RESULTS.md, "Linear scan")
+  automatic,   ///< chosen per shape from measurements (bench/RESULTS.md, "Linear scan"): sequential so far
   sequential,  ///< one pass over time, vectorised over the H channels, batch rows split across threads
   chunked,     ///< time split into chunks scanned in parallel, then a carry pass (two passes over the data)
 };
