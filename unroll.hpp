@@ -25,6 +25,7 @@
 #include "nn/layers.hpp"
 #include "nn/module.hpp"
 #include "nn/rnn.hpp"
+#include "nn/scan_cells.hpp"
 #include "nn/sequence.hpp"
 #include "nn/serialize.hpp"
 #include "ops/conv.hpp"

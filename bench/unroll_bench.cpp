@@ -275,8 +275,10 @@ bench::Prepared fastrnn(bench::Args& args) {
   const int H = args.get_int("hidden", 512, 1);
   const std::string variant = args.get_str("variant", "nn_lstm");
   const bool is_lstm = variant == "nn_lstm" || variant == "cell_lstm";
-  if (!is_lstm && variant != "nn_gru" && variant != "cell_gru")
-    throw bench::UsageError("flag --variant expects nn_lstm, cell_lstm, cell_gru or nn_gru, got '" + variant + "'");
+  const bool is_min = variant == "mingru" || variant == "minlstm";
+  if (!is_lstm && !is_min && variant != "nn_gru" && variant != "cell_gru")
+    throw bench::UsageError("flag --variant expects nn_lstm, cell_lstm, cell_gru, nn_gru, mingru or minlstm, got '" +
+                            variant + "'");
   unroll::manual_seed(kSeed);
   unroll::Generator gen(kSeed);
   const Tensor x = unroll::randn({T, B, I}, unroll::Dtype::float32, gen);
@@ -290,6 +292,18 @@ bench::Prepared fastrnn(bench::Args& args) {
     forward_sum = [m](const Tensor& xs, const Tensor& h, const Tensor& c) {
       return unroll::sum(m->forward(xs, unroll::unsqueeze(h, 0), unroll::unsqueeze(c, 0)).output);
     };
+    zero_grad = [m] { m->zero_grad(); };
+  } else if (is_min) {  // nn::MinGRU / nn::MinLSTM (plain mode): gates of all steps, then one scan node
+    std::shared_ptr<unroll::nn::Module> m;
+    if (variant == "mingru") {
+      auto g = std::make_shared<unroll::nn::MinGRU>(I, H);
+      forward_sum = [g](const Tensor& xs, const Tensor& h, const Tensor&) { return unroll::sum((*g)(xs, h)); };
+      m = g;
+    } else {
+      auto l = std::make_shared<unroll::nn::MinLSTM>(I, H);
+      forward_sum = [l](const Tensor& xs, const Tensor& h, const Tensor&) { return unroll::sum((*l)(xs, h)); };
+      m = l;
+    }
     zero_grad = [m] { m->zero_grad(); };
   } else if (variant == "nn_gru") {
     auto m = std::make_shared<unroll::nn::GRU>(unroll::nn::RecurrentOptions{.input_size = I, .hidden_size = H});
@@ -369,7 +383,7 @@ const std::vector<bench::Workload> kWorkloads = {
      scan},
     {"fastrnn",
      "one recurrent layer, forward + backward of sum(outputs) "
-     "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru "
+     "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru|mingru|minlstm "
      "--shards <threads>]",
      fastrnn},
 };
