@@ -27,6 +27,11 @@ if(MODE STREQUAL "smoke")
   file(WRITE ${WORK}/mine.txt "${text}")
   expect_run(NAME "own data, custom cell" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --cell custom --window 16
              --batch 4 --steps 80 --out ${WORK}/mine FILES ${WORK}/mine/metrics.csv ${WORK}/mine/loss.svg)
+  # The scan cells (two layers: the carried state is one row per layer), on the same text.
+  foreach(cell mingru minlstm)
+    expect_run(NAME "own data, ${cell}" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --cell ${cell} --layers 2
+               --window 16 --batch 4 --steps 80 --lr 0.01 --out ${WORK}/${cell} FILES ${WORK}/${cell}/metrics.csv)
+  endforeach()
   expect_run(NAME "prompt outside the vocabulary" COMMAND ${EXE} --sample-only --out ${WORK}/mine --prompt "Xyz"
              EXIT 2 STDERR "char_lm: --prompt has a character the model never saw; got 'X' at offset 0")
 elseif(MODE STREQUAL "resume")
@@ -36,6 +41,14 @@ elseif(MODE STREQUAL "resume")
   expect_run(NAME "resumed run" COMMAND ${EXE} --smoke --out ${WORK}/resumed --resume STDOUT "resuming at step 50")
   expect_same_file(NAME "resumed checkpoint equals the uninterrupted one"
                    A ${WORK}/straight/checkpoint.safetensors B ${WORK}/resumed/checkpoint.safetensors)
+  # The same with a two-layer MinGRU stack, whose carried state is each layer's last scan output.
+  expect_run(NAME "mingru uninterrupted" COMMAND ${EXE} --smoke --cell mingru --layers 2 --out ${WORK}/mg_straight)
+  expect_run(NAME "mingru stopped at step 50" COMMAND ${EXE} --smoke --cell mingru --layers 2 --out ${WORK}/mg_resumed
+             --stop-at 50 STDOUT "stopped at step 50")
+  expect_run(NAME "mingru resumed" COMMAND ${EXE} --smoke --cell mingru --layers 2 --out ${WORK}/mg_resumed --resume
+             STDOUT "resuming at step 50")
+  expect_same_file(NAME "mingru resumed checkpoint equals the uninterrupted one"
+                   A ${WORK}/mg_straight/checkpoint.safetensors B ${WORK}/mg_resumed/checkpoint.safetensors)
   expect_run(NAME "resume with another model" COMMAND ${EXE} --smoke --out ${WORK}/resumed --resume --hidden 32
              --steps 200 EXIT 2 STDERR "char_lm: --hidden differs from the checkpoint; got 32, expected 64")
   expect_run(NAME "resume a finished run" COMMAND ${EXE} --smoke --out ${WORK}/resumed --resume EXIT 2
@@ -57,7 +70,7 @@ elseif(MODE STREQUAL "errors")
   expect_run(NAME "flag out of range" COMMAND ${EXE} --smoke ${out} --hidden 0 EXIT 2
              STDERR "char_lm: --hidden out of range; got 0, expected 1 <= --hidden <= 8192")
   expect_run(NAME "unknown cell" COMMAND ${EXE} --smoke ${out} --cell lstn EXIT 2
-             STDERR "char_lm: unknown --cell; got 'lstn', expected lstm, gru, rnn or custom")
+             STDERR "char_lm: unknown --cell; got 'lstn', expected lstm, gru, rnn, custom, mingru or minlstm")
   expect_run(NAME "unknown flag" COMMAND ${EXE} --smoke --bogus EXIT 2 STDERR "^char_lm: .*--bogus.*char_lm --help")
   expect_run(NAME "not a number" COMMAND ${EXE} --steps many EXIT 2 STDERR "^char_lm: .*many")
   expect_run(NAME "resume without a checkpoint" COMMAND ${EXE} --smoke ${out} --resume EXIT 2

@@ -220,6 +220,29 @@ struct MGUStack : nn::Module {
   }
 };
 
+// A stack of scan cells (--cell mingru | minlstm: nn::MinGRU / nn::MinLSTM, recurrences linear in the state run as
+// one scan per layer and window), registered as "0", "1", ... like PyTorch's ModuleList.
+template <class Cell>
+struct ScanStack : nn::Module {
+  std::vector<std::unique_ptr<Cell>> layers;
+  ScanStack(std::int64_t in, std::int64_t hidden, std::int64_t n) {
+    for (std::int64_t l = 0; l < n; ++l) {
+      layers.push_back(std::make_unique<Cell>(l == 0 ? in : hidden, hidden));
+      register_module(fmt::format("{}", l), *layers.back());
+    }
+  }
+  // x [T, B, E], h [L, B, H] or undefined -> every output of the last layer [T, B, H], each layer's last state.
+  std::pair<Tensor, Tensor> forward(Tensor x, const Tensor& h, double dropout_p, bool training) const {
+    std::vector<Tensor> last;
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      if (l > 0) x = dropout(x, dropout_p, training);  // between layers, as the library's layers
+      x = (*layers[l])(x, h.defined() ? h[static_cast<std::int64_t>(l)] : Tensor());
+      last.push_back(x[x.size(0) - 1]);
+    }
+    return {x, stack(last, 0)};
+  }
+};
+
 /// The recurrent state carried between windows: h [L, B, H] (and c for the LSTM); undefined = zeros.
 struct Carry {
   Tensor h, c;
@@ -257,6 +280,10 @@ class CharModel : public nn::Module {
       register_module("rnn", *(gru = std::make_unique<nn::GRU>(ro)));
     else if (cfg.cell == "rnn")
       register_module("rnn", *(rnn = std::make_unique<nn::RNN>(ro)));
+    else if (cfg.cell == "mingru")
+      register_module("rnn", *(mingru = std::make_unique<ScanStack<nn::MinGRU>>(cfg.embed, cfg.hidden, cfg.layers)));
+    else if (cfg.cell == "minlstm")
+      register_module("rnn", *(minlstm = std::make_unique<ScanStack<nn::MinLSTM>>(cfg.embed, cfg.hidden, cfg.layers)));
     else
       register_module("rnn", *(custom = std::make_unique<MGUStack>(cfg.embed, cfg.hidden, cfg.layers)));
     register_module("head", head);
@@ -270,6 +297,10 @@ class CharModel : public nn::Module {
     if (lstm) {
       auto r = (*lstm)(x, carry.h, carry.c);
       out = r.output, next = {r.h_n, r.c_n};
+    } else if (mingru || minlstm) {
+      auto [o, h] = mingru ? mingru->forward(x, carry.h, cfg_.dropout, is_training())
+                           : minlstm->forward(x, carry.h, cfg_.dropout, is_training());
+      out = o, next = {h, {}};
     } else if (gru || rnn) {
       auto r = gru ? (*gru)(x, carry.h) : (*rnn)(x, carry.h);
       out = r.output, next = {r.h_n, {}};
@@ -298,6 +329,8 @@ class CharModel : public nn::Module {
   std::unique_ptr<nn::GRU> gru;
   std::unique_ptr<nn::RNN> rnn;
   std::unique_ptr<MGUStack> custom;
+  std::unique_ptr<ScanStack<nn::MinGRU>> mingru;
+  std::unique_ptr<ScanStack<nn::MinLSTM>> minlstm;
   nn::Linear head;
 };
 
@@ -423,8 +456,10 @@ std::string default_checkpoint(const Options& o) {
 void check_options(const Options& o) {
   using examples::check_flag_range;
   const ModelConfig& m = o.model;
-  UNROLL_CHECK(m.cell == "lstm" || m.cell == "gru" || m.cell == "rnn" || m.cell == "custom", examples::UsageError,
-               "{}: unknown --cell; got '{}', expected lstm, gru, rnn or custom", kProgram, m.cell);
+  UNROLL_CHECK(m.cell == "lstm" || m.cell == "gru" || m.cell == "rnn" || m.cell == "custom" || m.cell == "mingru" ||
+                   m.cell == "minlstm",
+               examples::UsageError, "{}: unknown --cell; got '{}', expected lstm, gru, rnn, custom, mingru or minlstm",
+               kProgram, m.cell);
   check_flag_range<std::int64_t>(kProgram, "--embed", m.embed, 1, 4096);
   check_flag_range<std::int64_t>(kProgram, "--hidden", m.hidden, 1, 8192);
   check_flag_range<std::int64_t>(kProgram, "--layers", m.layers, 1, 16);
@@ -704,7 +739,9 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--checkpoint", o.checkpoint,
                    "checkpoint file to write and --resume from [OUT/checkpoint.safetensors]");
-    app.add_option("--cell", m.cell, "lstm | gru | rnn | custom (a minimal gated unit written in the example)")
+    app.add_option("--cell", m.cell,
+                   "lstm | gru | rnn | custom (a minimal gated unit written in the example) | mingru | minlstm "
+                   "(nn::MinGRU / nn::MinLSTM: one scan per layer)")
         ->capture_default_str();
     app.add_option("--embed", m.embed, "embedding size")->capture_default_str();
     app.add_option("--hidden", m.hidden, "hidden size")->capture_default_str();
