@@ -423,6 +423,14 @@ template void gemm_packed(std::int64_t, const float*, std::int64_t, const Packed
 template void gemm_packed(std::int64_t, const double*, std::int64_t, const PackedMatrix<double>&, const double*,
                           std::int64_t, const double*, double*, std::int64_t);
 
+bool packed_gemm_is_fast() {
+#if defined(__AVX__)
+  return true;
+#else
+  return false;  // OpenBLAS (which picks its kernels at run time) is faster than the lowered register tiles
+#endif
+}
+
 void blas_set_num_threads(int n) { openblas_set_num_threads(n); }
 int blas_num_threads() { return openblas_get_num_threads(); }
 

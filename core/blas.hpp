@@ -27,6 +27,12 @@ inline bool goes_to_blas(std::int64_t M, std::int64_t N, std::int64_t K) {
   return M > kSmallGemmRows && M * N * K > kSmallGemmWork;
 }
 
+/// Whether gemm_packed is worth using in this build: its register tiles are written for 256-bit vectors, and
+/// compiled without AVX (a build without -march=native on x86) GCC lowers them so badly that a [64 x 256] .
+/// [256 x 1024] product took 34 ms against OpenBLAS's 0.7 ms (bench/RESULTS.md). Decided by the library's own
+/// compile flags, not the caller's.
+bool packed_gemm_is_fast();
+
 /// op(B) [K, N] copied once into the layout gemm_packed reads, for a right-hand operand that many products
 /// share: a recurrent layer's weight_hh, used by every time step. Each BLAS call packs its operands afresh
 /// (docs/DESIGN.md, "Recurrent layers").

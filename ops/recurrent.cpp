@@ -45,7 +45,8 @@ bool packable(const Tensor& w) { return w.defined() && w.dim() == 2 && is_floati
 }  // namespace
 
 HiddenWeight HiddenWeight::prepare(const Tensor& w, std::int64_t batch) {
-  if (!packable(w) || !goes_to_blas(batch, w.shape()[0], w.shape()[1])) return HiddenWeight(w);
+  if (!packable(w) || !packed_gemm_is_fast() || !goes_to_blas(batch, w.shape()[0], w.shape()[1]))
+    return HiddenWeight(w);
   return packed(w);
 }
 
