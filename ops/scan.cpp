@@ -147,11 +147,10 @@ void scan_block(const Plan& p, bool backwards, std::int64_t i0, std::int64_t i1,
 // time (chunks scanned in parallel from zero, then each chunk's carry-in added through the running product of
 // its coefficients).
 template <class T, class RowAt>
-void run_scan(const Plan& p, bool backwards, const T* init, RowAt&& row_at, T* y) {
+void run_scan(const Plan& p, bool backwards, bool chunked, const T* init, RowAt&& row_at, T* y) {
   const std::int64_t T_ = p.T, B = p.B, H = p.H;
   if (T_ == 0 || B == 0 || H == 0) return;
-  const std::int64_t chunks =
-      p.mode == ScanMode::chunked ? std::min<std::int64_t>(T_, 4 * std::max(1, num_threads())) : 1;
+  const std::int64_t chunks = chunked ? std::min<std::int64_t>(T_, 4 * std::max(1, num_threads())) : 1;
   if (chunks <= 1) {
     const std::int64_t grain = std::max<std::int64_t>(1, detail::kElementwiseGrain / std::max<std::int64_t>(1, T_ * H));
     detail::parallel_for(
@@ -222,6 +221,50 @@ void zero_pass_rows(const Plan& p, T* y) {
       if (p.kind(t, b) == kPass) std::fill(y + (t * p.B + b) * p.H, y + (t * p.B + b + 1) * p.H, T(0));
 }
 
+// ---- what both scans' backwards share ----------------------------------------------------------------------
+
+// The state the row at forward position i read: the row processed before it, or h0 at the first position and
+// after rows past the end (a reversed row starts from h0 at its own last step); null = the zero state.
+template <class T>
+const T* state_read(const Plan& p, std::int64_t i, std::int64_t b, const T* y, const T* h0) {
+  if (i == 0) return h0 ? h0 + b * p.H : nullptr;
+  const std::int64_t tp = p.time_of(i - 1, false);
+  if (p.kind(tp, b) == kPass) return h0 ? h0 + b * p.H : nullptr;
+  return y + (tp * p.B + b) * p.H;
+}
+
+// The adjoint into D, run the other way: D_t = g_t + c_next ⊙ D_next (next = the row processed after t; by its
+// kind: a step passes c ⊙ D, a restart nothing, a pass D itself), g zero on rows past the end.
+// coef_at(t, b) is row (t, b)'s coefficient.
+template <class T, class CoefAt>
+void run_adjoint(const Plan& p, bool chunked, const T* g, CoefAt&& coef_at, T* D) {
+  auto adjoint_row = [&](std::int64_t j, std::int64_t b) -> Row<T> {
+    const std::int64_t i = p.T - 1 - j;  // forward position
+    const std::int64_t t = p.time_of(i, false);
+    const T* x = p.kind(t, b) == kPass ? nullptr : g + (t * p.B + b) * p.H;
+    if (i + 1 >= p.T) return {kRestart, nullptr, x};
+    const std::int64_t tn = p.time_of(i + 1, false);
+    const Kind kn = p.kind(tn, b);
+    return {kn, kn == kStep ? coef_at(tn, b) : nullptr, x};
+  };
+  run_scan<T>(p, /*backwards=*/true, chunked, nullptr, adjoint_row, D);
+}
+
+// dh0 [B, H] from the adjoint: the first row's c ⊙ D on a step, D on a pass, nothing on a restart.
+template <class T, class CoefAt>
+Tensor initial_state_grad(const Plan& p, const T* D, CoefAt&& coef_at, Dtype dtype) {
+  Tensor dh0 = Tensor::empty({p.B, p.H}, dtype);
+  T* out = dh0.data<T>();
+  const std::int64_t t0 = p.time_of(0, false);
+  for (std::int64_t b = 0; b < p.B; ++b) {
+    const T* d = D + (t0 * p.B + b) * p.H;
+    const Kind k = p.kind(t0, b);
+    const T* c = k == kStep ? coef_at(t0, b) : nullptr;
+    for (std::int64_t h = 0; h < p.H; ++h) out[b * p.H + h] = k == kStep ? c[h] * d[h] : k == kPass ? d[h] : T(0);
+  }
+  return dh0;
+}
+
 // ---- linear_scan's backward ----------------------------------------------------------------------------
 // Adjoint, run the other way: D_t = g_t + c_next ⊙ D_next (next = the row processed after t; by its kind: a step
 // passes c ⊙ D, a restart nothing, a pass D itself), g zero on rows past the end. Then
@@ -232,41 +275,13 @@ void linear_scan_grads(autograd::GradSink& sink, const Plan& p, const Tensor& a,
   const std::int64_t T_ = p.T, B = p.B, H = p.H;
   Tensor D = Tensor::empty(g.shape(), g.dtype());
   const T* pa = a.data<T>();
-  const T* pg = g.data<T>();
   T* pd = D.data<T>();
-  auto adjoint_row = [&](std::int64_t j, std::int64_t b) -> Row<T> {
-    const std::int64_t i = T_ - 1 - j;  // forward position
-    const std::int64_t t = p.time_of(i, false);
-    const T* x = p.kind(t, b) == kPass ? nullptr : pg + (t * B + b) * H;
-    if (i + 1 >= T_) return {kRestart, nullptr, x};
-    const std::int64_t tn = p.time_of(i + 1, false);
-    const Kind kn = p.kind(tn, b);
-    return {kn, kn == kStep ? pa + tn * p.a_st + b * p.a_sb : nullptr, x};
-  };
-  run_scan<T>(p, /*backwards=*/true, nullptr, adjoint_row, pd);
+  auto a_at = [&](std::int64_t t, std::int64_t b) { return pa + t * p.a_st + b * p.a_sb; };
+  run_adjoint<T>(p, p.mode == ScanMode::chunked, g.data<T>(), a_at, pd);
 
   const T* py = y.data<T>();
   const T* ph0 = h0.defined() ? h0.data<T>() : nullptr;
-  // The state step t read: the row processed before it, h0 at the first position or after rows past the end
-  // (a reversed row starts from h0 at its own last step); null = zeros.
-  auto prev_state = [&](std::int64_t i, std::int64_t b) -> const T* {
-    if (i == 0) return ph0 ? ph0 + b * H : nullptr;
-    const std::int64_t tp = p.time_of(i - 1, false);
-    if (p.kind(tp, b) == kPass) return ph0 ? ph0 + b * H : nullptr;
-    return py + (tp * B + b) * H;
-  };
-  if (sink.needs(2)) {
-    Tensor dh0 = Tensor::empty({B, H}, g.dtype());
-    T* out = dh0.data<T>();
-    const std::int64_t t0 = p.time_of(0, false);
-    for (std::int64_t b = 0; b < B; ++b) {
-      const T* d = pd + (t0 * B + b) * H;
-      const Kind k = p.kind(t0, b);
-      const T* c = pa + t0 * p.a_st + b * p.a_sb;
-      for (std::int64_t h = 0; h < H; ++h) out[b * H + h] = k == kStep ? c[h] * d[h] : k == kPass ? d[h] : T(0);
-    }
-    sink.add(2, std::move(dh0));
-  }
+  if (sink.needs(2)) sink.add(2, initial_state_grad<T>(p, pd, a_at, g.dtype()));
   if (sink.needs(0)) {
     Tensor da = Tensor::empty({T_, B, H}, g.dtype());
     T* out = da.data<T>();
@@ -276,7 +291,7 @@ void linear_scan_grads(autograd::GradSink& sink, const Plan& p, const Tensor& a,
                              const std::int64_t t = p.time_of(i, false);
                              for (std::int64_t b = 0; b < B; ++b) {
                                T* o = out + (t * B + b) * H;
-                               const T* prev = prev_state(i, b);
+                               const T* prev = state_read(p, i, b, py, ph0);
                                if (p.kind(t, b) != kStep || prev == nullptr) {
                                  std::fill(o, o + H, T(0));
                                  continue;
@@ -311,7 +326,7 @@ Tensor linear_scan(const Tensor& a, const Tensor& b, const Tensor& h0, const Sca
       const Kind k = p.kind(t, r);
       return {k, pa + t * p.a_st + r * p.a_sb, k == kPass ? nullptr : pb + (t * p.B + r) * p.H};
     };
-    run_scan<T>(p, false, h0.defined() ? h0.data<T>() : nullptr, row_at, y.data<T>());
+    run_scan<T>(p, false, p.mode == ScanMode::chunked, h0.defined() ? h0.data<T>() : nullptr, row_at, y.data<T>());
     zero_pass_rows(p, y.data<T>());
   });
   if (autograd::needs_grad({&a, &b, &h0}))
@@ -373,14 +388,6 @@ void log_linear_scan_grads(autograd::GradSink& sink, const Plan& p, const Tensor
   const T* pla = la.data<T>();
   const T* py = y.data<T>();
   const T* ph0 = h0.defined() ? h0.data<T>() : nullptr;
-  const T* pg = g.data<T>();
-  // The state step t read (log space; null = -inf).
-  auto prev_state = [&](std::int64_t i, std::int64_t b) -> const T* {
-    if (i == 0) return ph0 ? ph0 + b * H : nullptr;
-    const std::int64_t tp = p.time_of(i - 1, false);
-    if (p.kind(tp, b) == kPass) return ph0 ? ph0 + b * H : nullptr;
-    return py + (tp * B + b) * H;
-  };
   // w for every step row (0 where the previous state is -inf; unused elsewhere).
   Tensor w = Tensor::empty(g.shape(), g.dtype());
   T* pw = w.data<T>();
@@ -388,7 +395,7 @@ void log_linear_scan_grads(autograd::GradSink& sink, const Plan& p, const Tensor
     const std::int64_t t = p.time_of(i, false);
     for (std::int64_t b = 0; b < B; ++b) {
       T* wr = pw + (t * B + b) * H;
-      const T* prev = prev_state(i, b);
+      const T* prev = state_read(p, i, b, py, ph0);  // null: log h = -inf
       if (p.kind(t, b) != kStep || prev == nullptr) {
         std::fill(wr, wr + H, T(0));
         continue;
@@ -403,31 +410,10 @@ void log_linear_scan_grads(autograd::GradSink& sink, const Plan& p, const Tensor
   }
   Tensor D = Tensor::empty(g.shape(), g.dtype());
   T* pd = D.data<T>();
-  auto adjoint_row = [&](std::int64_t j, std::int64_t b) -> Row<T> {
-    const std::int64_t i = T_ - 1 - j;
-    const std::int64_t t = p.time_of(i, false);
-    const T* x = p.kind(t, b) == kPass ? nullptr : pg + (t * B + b) * H;
-    if (i + 1 >= T_) return {kRestart, nullptr, x};
-    const std::int64_t tn = p.time_of(i + 1, false);
-    const Kind kn = p.kind(tn, b);
-    return {kn, pw + (tn * B + b) * H, x};
-  };
-  Plan seq = p;
-  seq.mode = ScanMode::sequential;  // the adjoint is small next to the forward's exp/log1p work
-  run_scan<T>(seq, true, nullptr, adjoint_row, pd);
-  if (sink.needs(2)) {
-    Tensor dh0 = Tensor::empty({B, H}, g.dtype());
-    T* out = dh0.data<T>();
-    const std::int64_t t0 = p.time_of(0, false);
-    for (std::int64_t b = 0; b < B; ++b) {
-      const Kind k = p.kind(t0, b);
-      for (std::int64_t h = 0; h < H; ++h) {
-        const std::int64_t e = (t0 * B + b) * H + h;
-        out[b * H + h] = k == kStep ? pw[e] * pd[e] : k == kPass ? pd[e] : T(0);
-      }
-    }
-    sink.add(2, std::move(dh0));
-  }
+  auto w_at = [&](std::int64_t t, std::int64_t b) -> const T* { return pw + (t * B + b) * H; };
+  // Sequential: the adjoint is small next to the forward's exp/log1p work.
+  run_adjoint<T>(p, /*chunked=*/false, g.data<T>(), w_at, pd);
+  if (sink.needs(2)) sink.add(2, initial_state_grad<T>(p, pd, w_at, g.dtype()));
   if (sink.needs(0)) {  // dla = D w (zero where w is)
     Tensor da = Tensor::empty(g.shape(), g.dtype());
     T* out = da.data<T>();
