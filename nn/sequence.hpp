@@ -162,37 +162,34 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, Output
                    : ""));
         }
       }();
-      // What the step returned must be what it was given: a state that broadcast into another shape (an
-      // initial state [H] instead of [B, H]) would otherwise run on silently.
-      detail::zip_tensors(next, state, [&](const Tensor& n, const Tensor& old) {
+      // Each returned tensor against the one the step was given, in one pass; with lengths, rows whose
+      // sequence has ended keep their state.
+      const Tensor m = mask.defined() ? mask[t] : Tensor();
+      detail::zip_tensors(next, state, [&](Tensor& n, const Tensor& old) {
         // An undefined tensor passed through (a cell that tolerates one) would be carried on silently.
         UNROLL_CHECK(n.defined(), ValueError,
                      "run_cell: step t={} of {} returned an undefined state tensor; got an undefined tensor, expected "
                      "a [B, ...] tensor (give an undefined initial state as zeros({{B, H}}), or the step "
                      "initial_state)",
                      t, T);
-        if (!old.defined()) return;
-        UNROLL_CHECK(
-            n.defined() && n.shape() == old.shape(), ShapeError,
-            "run_cell: step t={} of {} changed the state's shape; got {}, expected {} (the shape it was given; "
-            "a state is [B, ...] with B = {})",
-            t, T, n.defined() ? fmt::format("{}", n.shape()) : std::string("undefined"), old.shape(), B);
-        UNROLL_CHECK(
-            n.dtype() == old.dtype(), DtypeError,
-            "run_cell: step t={} of {} changed the state's dtype; got {}, expected {} (the dtype it was given)", t, T,
-            n.dtype(), old.dtype());
+        if (old.defined()) {  // a state that broadcast into another shape would otherwise run on silently
+          UNROLL_CHECK(n.shape() == old.shape(), ShapeError,
+                       "run_cell: step t={} of {} changed the state's shape; got {}, expected {} (the shape it was "
+                       "given; a state is [B, ...] with B = {})",
+                       t, T, n.shape(), old.shape(), B);
+          UNROLL_CHECK(
+              n.dtype() == old.dtype(), DtypeError,
+              "run_cell: step t={} of {} changed the state's dtype; got {}, expected {} (the dtype it was given)", t, T,
+              n.dtype(), old.dtype());
+        }
+        if (!m.defined()) return;
+        UNROLL_CHECK(n.dim() >= 1 && n.shape()[0] == B, ShapeError,
+                     "run_cell: with lengths, every state tensor must be [B, ...]; got {}, expected [{}, ...]",
+                     n.shape(), B);
+        Shape s = n.shape();
+        for (int k = 1; k < s.dim(); ++k) s[k] = 1;
+        n = where(m.view_as_shape(s), n, old.defined() ? old : zeros_like(n));  // undefined initial state = zeros
       });
-      if (mask.defined()) {  // rows whose sequence has ended keep their state
-        const Tensor m = mask[t];
-        detail::zip_tensors(next, state, [&](Tensor& n, const Tensor& old) {
-          UNROLL_CHECK(n.defined() && n.dim() >= 1 && n.shape()[0] == B, ShapeError,
-                       "run_cell: with lengths, every state tensor must be [B, ...]; got {}, expected [{}, ...]",
-                       n.defined() ? fmt::format("{}", n.shape()) : std::string("undefined"), B);
-          Shape s = n.shape();
-          for (int k = 1; k < s.dim(); ++k) s[k] = 1;
-          n = where(m.view_as_shape(s), n, old.defined() ? old : zeros_like(n));  // undefined initial state = zeros
-        });
-      }
       state = std::move(next);
       outs[static_cast<std::size_t>(t)] = output_of(state);
     }
