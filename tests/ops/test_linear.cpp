@@ -4,13 +4,10 @@
 
 #include <unroll/unroll.hpp>
 
-using namespace unroll;
+#include "../support/fixtures.hpp"
 
-namespace {
-Tensor leaf(Shape s, Generator& gen, double scale = 0.5) {
-  return randn(s, Dtype::float64, gen, 0.0, scale).requires_grad_();
-}
-}  // namespace
+using namespace unroll;
+using test_support::random_leaf;
 
 TEST_SUITE("ops/linear") {
   TEST_CASE("linear: values, float64 gradcheck (2-D and 3-D input, with and without bias)") {
@@ -22,8 +19,8 @@ TEST_SUITE("ops/linear") {
     CHECK(linear(x, w).to_vector() == std::vector<double>{-2, 4, -2, 13});
     for (bool bias : {true, false})
       for (Shape xs : {Shape({4, 3}), Shape({2, 3, 3}), Shape({1, 3})}) {
-        std::vector<Tensor> in = {leaf(xs, gen), leaf({5, 3}, gen)};
-        if (bias) in.push_back(leaf({5}, gen));
+        std::vector<Tensor> in = {random_leaf(xs, gen), random_leaf({5, 3}, gen)};
+        if (bias) in.push_back(random_leaf({5}, gen));
         auto r = autograd::gradcheck(
             "linear", [&](const std::vector<Tensor>& p) { return linear(p[0], p[1], bias ? p[2] : Tensor()); }, in);
         CHECK_MESSAGE(r.ok, r.message);

@@ -6,13 +6,10 @@
 
 #include <unroll/unroll.hpp>
 
-using namespace unroll;
+#include "../support/fixtures.hpp"
 
-namespace {
-Tensor leaf(Shape s, Generator& gen, double scale = 0.5) {
-  return randn(s, Dtype::float64, gen, 0.0, scale).requires_grad_();
-}
-}  // namespace
+using namespace unroll;
+using test_support::random_leaf;
 
 TEST_SUITE("ops/norm") {
   TEST_CASE("layer_norm: values, float64 gradcheck over one and two trailing dims") {
@@ -24,7 +21,7 @@ TEST_SUITE("ops/norm") {
     Generator gen(2);
     for (int dims : {1, 2}) {
       Shape ps = dims == 1 ? Shape({5}) : Shape({3, 5});
-      std::vector<Tensor> in = {leaf({2, 3, 5}, gen, 1.0), leaf(ps, gen), leaf(ps, gen)};
+      std::vector<Tensor> in = {random_leaf({2, 3, 5}, gen, 1.0), random_leaf(ps, gen), random_leaf(ps, gen)};
       auto r = autograd::gradcheck(
           "layer_norm", [&](const std::vector<Tensor>& p) { return layer_norm(p[0], dims, p[1], p[2]); }, in);
       CHECK_MESSAGE(r.ok, r.message);

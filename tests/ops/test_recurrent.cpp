@@ -14,11 +14,9 @@
 #include "../support/fixtures.hpp"
 
 using namespace unroll;
+using test_support::random_leaf;
 
 namespace {
-Tensor leaf(Shape s, Generator& gen, double scale = 0.5) {
-  return randn(s, Dtype::float64, gen, 0.0, scale).requires_grad_();
-}
 
 // The cells composed from primitive ops: the reference the fused steps must match.
 Tensor rnn_composed(const Tensor& gx, const Tensor& h, const Tensor& w, const Tensor& b, RnnActivation act) {
@@ -71,16 +69,17 @@ TEST_SUITE("ops/recurrent") {
         CAPTURE(masked);
         const Tensor m = masked ? mask : Tensor();
         for (RnnActivation act : {RnnActivation::tanh, RnnActivation::relu}) {
-          std::vector<Tensor> in = {leaf({B, H}, gen), leaf({B, H}, gen), leaf({H, H}, gen)};
-          if (bias) in.push_back(leaf({H}, gen));
+          std::vector<Tensor> in = {random_leaf({B, H}, gen), random_leaf({B, H}, gen), random_leaf({H, H}, gen)};
+          if (bias) in.push_back(random_leaf({H}, gen));
           auto r = autograd::gradcheck(
               "rnn_step", [&](const std::vector<Tensor>& p) { return rnn_step(p[0], p[1], p[2], opt(p, 3), act, m); },
               in);
           CHECK_MESSAGE(r.ok, r.message);
         }
         {
-          std::vector<Tensor> in = {leaf({B, 4 * H}, gen), leaf({B, H}, gen), leaf({B, H}, gen), leaf({4 * H, H}, gen)};
-          if (bias) in.push_back(leaf({4 * H}, gen));
+          std::vector<Tensor> in = {random_leaf({B, 4 * H}, gen), random_leaf({B, H}, gen), random_leaf({B, H}, gen),
+                                    random_leaf({4 * H, H}, gen)};
+          if (bias) in.push_back(random_leaf({4 * H}, gen));
           for (int out : {0, 1}) {
             auto r = autograd::gradcheck(
                 "lstm_step",
@@ -93,8 +92,9 @@ TEST_SUITE("ops/recurrent") {
           }
         }
         {
-          std::vector<Tensor> in = {leaf({B, 3 * H}, gen), leaf({B, H}, gen), leaf({3 * H, H}, gen)};
-          if (bias) in.push_back(leaf({3 * H}, gen));
+          std::vector<Tensor> in = {random_leaf({B, 3 * H}, gen), random_leaf({B, H}, gen),
+                                    random_leaf({3 * H, H}, gen)};
+          if (bias) in.push_back(random_leaf({3 * H}, gen));
           auto r = autograd::gradcheck(
               "gru_step", [&](const std::vector<Tensor>& p) { return gru_step(p[0], p[1], p[2], opt(p, 3), m); }, in);
           CHECK_MESSAGE(r.ok, r.message);
@@ -107,7 +107,8 @@ TEST_SUITE("ops/recurrent") {
     const std::int64_t B = 5, H = 6;
     const Tensor w_out = randn({B, H}, Dtype::float64, gen);
     for (RnnActivation act : {RnnActivation::tanh, RnnActivation::relu}) {
-      std::vector<Tensor> in = {leaf({B, H}, gen), leaf({B, H}, gen), leaf({H, H}, gen), leaf({H}, gen)};
+      std::vector<Tensor> in = {random_leaf({B, H}, gen), random_leaf({B, H}, gen), random_leaf({H, H}, gen),
+                                random_leaf({H}, gen)};
       auto fused = [&](const std::vector<Tensor>& p) { return rnn_step(p[0], p[1], p[2], p[3], act); };
       auto comp = [&](const std::vector<Tensor>& p) { return rnn_composed(p[0], p[1], p[2], p[3], act); };
       check_close(fused(in), comp(in));
@@ -115,8 +116,8 @@ TEST_SUITE("ops/recurrent") {
       for (std::size_t i = 0; i < in.size(); ++i) check_close(gf[i], gc[i]);
     }
     {
-      std::vector<Tensor> in = {leaf({B, 4 * H}, gen), leaf({B, H}, gen), leaf({B, H}, gen), leaf({4 * H, H}, gen),
-                                leaf({4 * H}, gen)};
+      std::vector<Tensor> in = {random_leaf({B, 4 * H}, gen), random_leaf({B, H}, gen), random_leaf({B, H}, gen),
+                                random_leaf({4 * H, H}, gen), random_leaf({4 * H}, gen)};
       auto fused = [&](const std::vector<Tensor>& p) {
         auto [h, c] = lstm_step(p[0], p[1], p[2], p[3], p[4]);
         return h * 0.7 + c;
@@ -130,7 +131,8 @@ TEST_SUITE("ops/recurrent") {
       for (std::size_t i = 0; i < in.size(); ++i) check_close(gf[i], gc[i]);
     }
     {
-      std::vector<Tensor> in = {leaf({B, 3 * H}, gen), leaf({B, H}, gen), leaf({3 * H, H}, gen), leaf({3 * H}, gen)};
+      std::vector<Tensor> in = {random_leaf({B, 3 * H}, gen), random_leaf({B, H}, gen), random_leaf({3 * H, H}, gen),
+                                random_leaf({3 * H}, gen)};
       auto fused = [&](const std::vector<Tensor>& p) { return gru_step(p[0], p[1], p[2], p[3]); };
       auto comp = [&](const std::vector<Tensor>& p) { return gru_composed(p[0], p[1], p[2], p[3]); };
       check_close(fused(in), comp(in));
@@ -162,12 +164,14 @@ TEST_SUITE("ops/recurrent") {
         auto weight = [](const Tensor& w, bool packed) {
           return packed ? detail::HiddenWeight::packed(w) : detail::HiddenWeight(w);
         };
-        std::vector<Tensor> rnn_in = {leaf({B, H}, gen), leaf({B, H}, gen), leaf({H, H}, gen)};
-        std::vector<Tensor> lstm_in = {leaf({B, 4 * H}, gen), leaf({B, H}, gen), leaf({B, H}, gen),
-                                       leaf({4 * H, H}, gen)};
-        std::vector<Tensor> gru_in = {leaf({B, 3 * H}, gen), leaf({B, H}, gen), leaf({3 * H, H}, gen)};
+        std::vector<Tensor> rnn_in = {random_leaf({B, H}, gen), random_leaf({B, H}, gen), random_leaf({H, H}, gen)};
+        std::vector<Tensor> lstm_in = {random_leaf({B, 4 * H}, gen), random_leaf({B, H}, gen), random_leaf({B, H}, gen),
+                                       random_leaf({4 * H, H}, gen)};
+        std::vector<Tensor> gru_in = {random_leaf({B, 3 * H}, gen), random_leaf({B, H}, gen),
+                                      random_leaf({3 * H, H}, gen)};
         if (bias)
-          rnn_in.push_back(leaf({H}, gen)), lstm_in.push_back(leaf({4 * H}, gen)), gru_in.push_back(leaf({3 * H}, gen));
+          rnn_in.push_back(random_leaf({H}, gen)), lstm_in.push_back(random_leaf({4 * H}, gen)),
+              gru_in.push_back(random_leaf({3 * H}, gen));
         same([&](const std::vector<Tensor>& p,
                  bool pk) { return detail::rnn_step(p[0], p[1], weight(p[2], pk), opt(p, 3), RnnActivation::tanh, m); },
              rnn_in);
@@ -194,7 +198,8 @@ TEST_SUITE("ops/recurrent") {
                                      RnnActivation::tanh),
                     ShapeError);
 
-    Tensor gx = leaf({6, 12}, gen), h = leaf({6, 3}, gen), c = leaf({6, 3}, gen), w = leaf({12, 3}, gen);
+    Tensor gx = random_leaf({6, 12}, gen), h = random_leaf({6, 3}, gen), c = random_leaf({6, 3}, gen),
+           w = random_leaf({12, 3}, gen);
     auto packed_without_grad = [&] {
       autograd::NoGradGuard off;
       return detail::HiddenWeight::packed(w);
@@ -225,7 +230,8 @@ TEST_SUITE("ops/recurrent") {
 
   TEST_CASE("a masked row holds its state and passes its gradient straight through") {
     Generator gen(6);
-    Tensor gx = leaf({2, 8}, gen), h = leaf({2, 2}, gen), c = leaf({2, 2}, gen), w = leaf({8, 2}, gen);
+    Tensor gx = random_leaf({2, 8}, gen), h = random_leaf({2, 2}, gen), c = random_leaf({2, 2}, gen),
+           w = random_leaf({8, 2}, gen);
     auto [h2, c2] = lstm_step(gx, h, c, w, {}, tensor({1, 0}, {2}, Dtype::float64));
     auto hv = h.to_vector(), h2v = h2.to_vector(), cv = c.to_vector(), c2v = c2.to_vector();
     CHECK(h2v[2] == hv[2]);
@@ -278,8 +284,8 @@ TEST_SUITE("ops/recurrent") {
           CAPTURE(reverse);
           const std::int64_t G = lstm ? 4 : 1;
           const Tensor m = masked ? mask : Tensor();
-          std::vector<Tensor> in = {leaf({T, B, G * H}, gen), leaf({B, H}, gen), leaf({G * H, H}, gen),
-                                    leaf({G * H}, gen)};
+          std::vector<Tensor> in = {random_leaf({T, B, G * H}, gen), random_leaf({B, H}, gen),
+                                    random_leaf({G * H, H}, gen), random_leaf({G * H}, gen)};
           auto run = [&](bool one_gemm) {
             return [&, one_gemm](const std::vector<Tensor>& p) {
               return run_steps(p[0], p[1], p[2], p[3], lstm, one_gemm, m, reverse);
@@ -295,7 +301,8 @@ TEST_SUITE("ops/recurrent") {
           CHECK_MESSAGE(r.ok, r.message);
         }
     {  // T = 1 (only the initial-state product) and no initial state (a zero h0: that product is skipped)
-      std::vector<Tensor> in = {leaf({1, B, 4 * H}, gen), leaf({B, H}, gen), leaf({4 * H, H}, gen), leaf({4 * H}, gen)};
+      std::vector<Tensor> in = {random_leaf({1, B, 4 * H}, gen), random_leaf({B, H}, gen), random_leaf({4 * H, H}, gen),
+                                random_leaf({4 * H}, gen)};
       const auto per_step =
           grads_of([&](const std::vector<Tensor>& p) { return run_steps(p[0], p[1], p[2], p[3], true, false, {}); }, in,
                    ones({}, Dtype::float64));
@@ -303,7 +310,7 @@ TEST_SUITE("ops/recurrent") {
           grads_of([&](const std::vector<Tensor>& p) { return run_steps(p[0], p[1], p[2], p[3], true, true, {}); }, in,
                    ones({}, Dtype::float64));
       for (std::size_t i = 0; i < in.size(); ++i) check_close(batched[i], per_step[i]);
-      Tensor gx = leaf({T, B, 4 * H}, gen), w = leaf({4 * H, H}, gen);
+      Tensor gx = random_leaf({T, B, 4 * H}, gen), w = random_leaf({4 * H, H}, gen);
       auto history = std::make_shared<detail::HiddenHistory>();
       Tensor xs = detail::with_hidden_weight_grad(gx, w, {}, {}, history);
       Tensor h = zeros({B, H}, Dtype::float64), c = zeros({B, H}, Dtype::float64);
@@ -326,8 +333,8 @@ TEST_SUITE("ops/recurrent") {
       check_close(dw_batched, w.grad());
     }
     // Without the hidden states filled in, backward says so instead of reading garbage.
-    Tensor w = leaf({4 * H, H}, gen);
-    Tensor gx = leaf({T, B, 4 * H}, gen);
+    Tensor w = random_leaf({4 * H, H}, gen);
+    Tensor gx = random_leaf({T, B, 4 * H}, gen);
     Tensor tapped = detail::with_hidden_weight_grad(gx, w, {}, {}, std::make_shared<detail::HiddenHistory>());
     CHECK_THROWS_WITH_AS(
         sum(tapped).backward(),
@@ -361,8 +368,9 @@ TEST_SUITE("ops/recurrent") {
                                          &detail::lstm_step_traits, &detail::gru_step_traits}) {
       CAPTURE(st->op);
       const std::int64_t G = st->gates;
-      Tensor gx = leaf({B, G * H}, gen), h = leaf({B, H}, gen), w = leaf({G * H, H}, gen), b = leaf({G * H}, gen);
-      Tensor c = st->has_cell_state ? leaf({B, H}, gen) : Tensor();
+      Tensor gx = random_leaf({B, G * H}, gen), h = random_leaf({B, H}, gen), w = random_leaf({G * H, H}, gen),
+             b = random_leaf({G * H}, gen);
+      Tensor c = st->has_cell_state ? random_leaf({B, H}, gen) : Tensor();
       detail::StepState s{h, c};
       st->step(gx, s, w, b, {});
       // The same step through the public op.

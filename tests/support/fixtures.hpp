@@ -27,6 +27,11 @@ inline unroll::Tensor to_tensor(const nlohmann::json& j, unroll::Dtype float_dty
   return unroll::tensor(v, shape, float_dtype);
 }
 
+/// A float64 leaf that requires grad, N(0, scale²) from `gen` (the usual gradcheck input).
+inline unroll::Tensor random_leaf(const unroll::Shape& shape, unroll::Generator& gen, double scale = 0.5) {
+  return unroll::randn(shape, unroll::Dtype::float64, gen, 0.0, scale).requires_grad_();
+}
+
 /// Largest |a - b| / (atol + rtol |b|) over all elements (> 1 means outside tolerance); shapes must match.
 inline double tolerance_ratio(const unroll::Tensor& a, const unroll::Tensor& b, double atol, double rtol) {
   if (!(a.shape() == b.shape())) return INFINITY;

@@ -6,18 +6,9 @@
 #include <string>
 
 #include "../../../examples/common/progress.hpp"
+#include "../../support/files.hpp"
 
 using namespace unroll::examples;
-
-namespace {
-std::string contents(std::FILE* f) {
-  std::fflush(f);
-  std::rewind(f);
-  std::string s;
-  for (int c; (c = std::fgetc(f)) != EOF;) s += static_cast<char>(c);
-  return s;
-}
-}  // namespace
 
 TEST_SUITE("examples/common/progress") {
   TEST_CASE("durations and counts in a few characters") {
@@ -45,7 +36,7 @@ TEST_SUITE("examples/common/progress") {
         if (s == 12) p.print_line("validation 2.5");
       }
     }
-    const std::string out = contents(f);
+    const std::string out = test_support::file_contents(f);
     std::fclose(f);
     CHECK(out.find('\r') == std::string::npos);
     CHECK(out.find("step 10/25  loss 0.1000  lr 1e-3  ") == 0);
@@ -64,7 +55,7 @@ TEST_SUITE("examples/common/progress") {
     p.update(4, 0.5);  // the last step is always drawn
     p.print_line("hello");
     p.finish();
-    const std::string out = contents(f);
+    const std::string out = test_support::file_contents(f);
     std::fclose(f);
     CHECK(out.rfind("\r[########################] step 4/4  loss 0.5000", 0) == 0);
     CHECK(out.find("\rhello\x1b[K\n\r[####") != std::string::npos);

@@ -8,17 +8,11 @@
 #include <vector>
 
 #include "../../../examples/common/smoke.hpp"
+#include "../../support/files.hpp"
 
 using namespace unroll::examples;
 
 namespace {
-std::string contents(std::FILE* f) {
-  std::fflush(f);
-  std::rewind(f);
-  std::string s;
-  for (int c; (c = std::fgetc(f)) != EOF;) s += static_cast<char>(c);
-  return s;
-}
 
 struct Flags {
   std::int64_t steps = 1000, hidden = 64;
@@ -93,19 +87,19 @@ TEST_SUITE("examples/common/smoke") {
       std::FILE* f = std::tmpfile();
       REQUIRE(f != nullptr);
       CHECK(check_loss_fell("prog", smoke, fell, kLossHint, f) == 0);
-      CHECK(contents(f).empty());
+      CHECK(test_support::file_contents(f).empty());
       std::fclose(f);
     }
     std::FILE* f = std::tmpfile();
     REQUIRE(f != nullptr);
     CHECK(check_loss_fell("prog", true, flat, kLossHint, f) == 1);
-    CHECK(contents(f) ==
+    CHECK(test_support::file_contents(f) ==
           "prog: the loss did not fall; got 1.9 at the end, expected below 0.8 x 2 (the first step's)\n");
     std::fclose(f);
     f = std::tmpfile();
     REQUIRE(f != nullptr);
     CHECK(check_loss_fell("prog", false, flat, kLossHint, f) == 0);
-    CHECK(contents(f) ==
+    CHECK(test_support::file_contents(f) ==
           "prog: warning: the loss did not fall; got 1.9 at the end, expected below 0.8 x 2 (the first step's); try a "
           "lower --lr or more --steps\n");
     std::fclose(f);
@@ -115,17 +109,17 @@ TEST_SUITE("examples/common/smoke") {
     std::FILE* f = std::tmpfile();
     REQUIRE(f != nullptr);
     CHECK(check_loss_fell("prog", false, false, "got x, expected y", "see the table", f) == 0);
-    CHECK(contents(f) == "prog: warning: the loss did not fall; got x, expected y; see the table\n");
+    CHECK(test_support::file_contents(f) == "prog: warning: the loss did not fall; got x, expected y; see the table\n");
     std::fclose(f);
     f = std::tmpfile();
     REQUIRE(f != nullptr);
     CHECK(check_loss_fell("prog", true, false, "got x, expected y", "see the table", f) == 1);
-    CHECK(contents(f) == "prog: the loss did not fall; got x, expected y\n");
+    CHECK(test_support::file_contents(f) == "prog: the loss did not fall; got x, expected y\n");
     std::fclose(f);
     f = std::tmpfile();
     REQUIRE(f != nullptr);
     CHECK(check_loss_fell("prog", true, true, "got x, expected y", "see the table", f) == 0);
-    CHECK(contents(f).empty());
+    CHECK(test_support::file_contents(f).empty());
     std::fclose(f);
   }
 }
