@@ -28,7 +28,7 @@ if(MODE STREQUAL "smoke")
   expect_run(NAME "own data, custom cell" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --cell custom --window 16
              --batch 4 --steps 80 --out ${WORK}/mine FILES ${WORK}/mine/metrics.csv ${WORK}/mine/loss.svg)
   # The scan cells (two layers: the carried state is one row per layer), on the same text.
-  foreach(cell mingru minlstm)
+  foreach(cell mingru minlstm rglru)
     expect_run(NAME "own data, ${cell}" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --cell ${cell} --layers 2
                --window 16 --batch 4 --steps 80 --lr 0.01 --out ${WORK}/${cell} FILES ${WORK}/${cell}/metrics.csv)
   endforeach()
@@ -49,6 +49,15 @@ elseif(MODE STREQUAL "resume")
              STDOUT "resuming at step 50")
   expect_same_file(NAME "mingru resumed checkpoint equals the uninterrupted one"
                    A ${WORK}/mg_straight/checkpoint.safetensors B ${WORK}/mg_resumed/checkpoint.safetensors)
+  # And with Griffin's blocks, whose carry adds each layer's conv tail.
+  expect_run(NAME "rglru uninterrupted" COMMAND ${EXE} --smoke --cell rglru --layers 2 --steps 60
+             --out ${WORK}/rg_straight)
+  expect_run(NAME "rglru stopped at step 30" COMMAND ${EXE} --smoke --cell rglru --layers 2 --steps 60
+             --out ${WORK}/rg_resumed --stop-at 30 STDOUT "stopped at step 30")
+  expect_run(NAME "rglru resumed" COMMAND ${EXE} --smoke --cell rglru --layers 2 --steps 60 --out ${WORK}/rg_resumed
+             --resume STDOUT "resuming at step 30")
+  expect_same_file(NAME "rglru resumed checkpoint equals the uninterrupted one"
+                   A ${WORK}/rg_straight/checkpoint.safetensors B ${WORK}/rg_resumed/checkpoint.safetensors)
   expect_run(NAME "resume with another model" COMMAND ${EXE} --smoke --out ${WORK}/resumed --resume --hidden 32
              --steps 200 EXIT 2 STDERR "char_lm: --hidden differs from the checkpoint; got 32, expected 64")
   expect_run(NAME "resume a finished run" COMMAND ${EXE} --smoke --out ${WORK}/resumed --resume EXIT 2
@@ -70,7 +79,7 @@ elseif(MODE STREQUAL "errors")
   expect_run(NAME "flag out of range" COMMAND ${EXE} --smoke ${out} --hidden 0 EXIT 2
              STDERR "char_lm: --hidden out of range; got 0, expected 1 <= --hidden <= 8192")
   expect_run(NAME "unknown cell" COMMAND ${EXE} --smoke ${out} --cell lstn EXIT 2
-             STDERR "char_lm: unknown --cell; got 'lstn', expected lstm, gru, rnn, custom, mingru or minlstm")
+             STDERR "char_lm: unknown --cell; got 'lstn', expected one of lstm, gru, rnn, custom, mingru, minlstm, rglru")
   expect_run(NAME "unknown flag" COMMAND ${EXE} --smoke --bogus EXIT 2 STDERR "^char_lm: .*--bogus.*char_lm --help")
   expect_run(NAME "not a number" COMMAND ${EXE} --steps many EXIT 2 STDERR "^char_lm: .*many")
   expect_run(NAME "resume without a checkpoint" COMMAND ${EXE} --smoke ${out} --resume EXIT 2

@@ -23,9 +23,11 @@
 #include <numbers>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <unroll/unroll.hpp>
 
@@ -243,28 +245,73 @@ struct ScanStack : nn::Module {
   }
 };
 
-/// The recurrent state carried between windows: h [L, B, H] (and c for the LSTM); undefined = zeros.
-struct Carry {
-  Tensor h, c;
+// --cell rglru: Griffin's recurrent blocks (nn::RGLRUBlock: gated GELU branch, temporal conv, RG-LRU) in pre-norm
+// residual layers after a projection of the embedding to --hidden: x = proj(e); x = x + block_l(norm_l(x)).
+struct GriffinStack : nn::Module {
+  static constexpr std::int64_t kConvWidth = 4;
+  nn::Linear proj;
+  std::vector<std::unique_ptr<nn::LayerNorm>> norms;
+  std::vector<std::unique_ptr<nn::RGLRUBlock>> blocks;
+  GriffinStack(std::int64_t in, std::int64_t hidden, std::int64_t n) : proj(in, hidden) {
+    register_module("proj", proj);
+    for (std::int64_t l = 0; l < n; ++l) {
+      norms.push_back(std::make_unique<nn::LayerNorm>(std::vector<std::int64_t>{hidden}));
+      blocks.push_back(std::make_unique<nn::RGLRUBlock>(hidden, hidden, 1, kConvWidth));
+      register_module(fmt::format("norm{}", l), *norms.back());
+      register_module(fmt::format("block{}", l), *blocks.back());
+    }
+  }
+  // x [T, B, E]; h [L, B, H] and conv [L (K-1), B, H] (undefined: zeros) -> outputs [T, B, H], the next h and conv.
+  std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor& h, const Tensor& conv) const {
+    Tensor out = proj(x);
+    std::vector<Tensor> hs, convs;
+    for (std::size_t l = 0; l < blocks.size(); ++l) {
+      const auto li = static_cast<std::int64_t>(l);
+      const nn::RGLRUBlock::State in{
+          h.defined() ? h[li] : Tensor(),
+          conv.defined() ? narrow(conv, 0, li * (kConvWidth - 1), kConvWidth - 1) : Tensor()};
+      auto [y, next] = (*blocks[l])((*norms[l])(out), in);
+      out = out + y;
+      hs.push_back(next.h);
+      convs.push_back(next.conv);
+    }
+    return {out, stack(hs, 0), cat(convs, 0)};
+  }
 };
 
-/// The state for the next window, detached: truncated BPTT, the next backward stops here.
-Carry carry_forward(const Carry& next) { return {next.h.detach(), next.c.detach()}; }
+/// The recurrent state carried between windows, by name: "h" [L, B, H] for every cell, "c" for the LSTM, "conv"
+/// for rglru. Every part has the streams (the batch) in dim 1; an absent part is zeros.
+using Carry = std::map<std::string, Tensor>;
 
-/// Streams [begin, begin + size) of a carry (dim 1 of [L, B, H]); undefined stays undefined (zeros).
+/// A part of a carry, undefined (zeros) if absent.
+Tensor part(const Carry& c, const std::string& name) {
+  const auto it = c.find(name);
+  return it == c.end() ? Tensor() : it->second;
+}
+
+/// The state for the next window, detached: truncated BPTT, the next backward stops here.
+Carry carry_forward(const Carry& next) {
+  Carry out;
+  for (const auto& [name, t] : next) out[name] = t.detach();
+  return out;
+}
+
+/// Streams [begin, begin + size) of a carry (dim 1 of every part).
 Carry carry_rows(const Carry& c, std::int64_t begin, std::int64_t size) {
-  const auto rows = [&](const Tensor& t) { return t.defined() ? narrow(t, 1, begin, size) : Tensor(); };
-  return {rows(c.h), rows(c.c)};
+  Carry out;
+  for (const auto& [name, t] : c) out[name] = narrow(t, 1, begin, size);
+  return out;
 }
 
 /// The shards' carries, in batch order, joined back into one along the stream dimension.
-Carry join_carries(const std::vector<Carry>& parts) {
-  std::vector<Tensor> h, c;
-  for (const Carry& p : parts) {
-    h.push_back(p.h);
-    if (p.c.defined()) c.push_back(p.c);
+Carry join_carries(const std::vector<Carry>& shards) {
+  Carry out;
+  for (const auto& [name, first] : shards.front()) {
+    std::vector<Tensor> parts;
+    for (const Carry& s : shards) parts.push_back(s.at(name));
+    out[name] = cat(parts, 1);
   }
-  return {cat(h, 1), c.empty() ? Tensor() : cat(c, 1)};
+  return out;
 }
 
 /// idx [T, B] -> logits [T*B, V], the next carry.
@@ -284,9 +331,19 @@ class CharModel : public nn::Module {
       register_module("rnn", *(mingru = std::make_unique<ScanStack<nn::MinGRU>>(cfg.embed, cfg.hidden, cfg.layers)));
     else if (cfg.cell == "minlstm")
       register_module("rnn", *(minlstm = std::make_unique<ScanStack<nn::MinLSTM>>(cfg.embed, cfg.hidden, cfg.layers)));
+    else if (cfg.cell == "rglru")
+      register_module("rnn", *(rglru = std::make_unique<GriffinStack>(cfg.embed, cfg.hidden, cfg.layers)));
     else
       register_module("rnn", *(custom = std::make_unique<MGUStack>(cfg.embed, cfg.hidden, cfg.layers)));
     register_module("head", head);
+  }
+
+  /// The shape of each part of the carry for B streams (what forward returns and a checkpoint must hold).
+  std::map<std::string, Shape> carry_shapes(std::int64_t B) const {
+    std::map<std::string, Shape> shapes{{"h", Shape({cfg_.layers, B, cfg_.hidden})}};
+    if (lstm) shapes["c"] = Shape({cfg_.layers, B, cfg_.hidden});
+    if (rglru) shapes["conv"] = Shape({cfg_.layers * (GriffinStack::kConvWidth - 1), B, cfg_.hidden});
+    return shapes;
   }
 
   std::pair<Tensor, Carry> forward(const Tensor& idx, const Carry& carry) const {
@@ -294,27 +351,31 @@ class CharModel : public nn::Module {
     const Tensor x = embed(idx);  // [T, B, E]
     Tensor out;
     Carry next;
+    const Tensor h = part(carry, "h");
     if (lstm) {
-      auto r = (*lstm)(x, carry.h, carry.c);
-      out = r.output, next = {r.h_n, r.c_n};
+      auto r = (*lstm)(x, h, part(carry, "c"));
+      out = r.output, next = {{"h", r.h_n}, {"c", r.c_n}};
     } else if (mingru || minlstm) {
-      auto [o, h] = mingru ? mingru->forward(x, carry.h, cfg_.dropout, is_training())
-                           : minlstm->forward(x, carry.h, cfg_.dropout, is_training());
-      out = o, next = {h, {}};
+      auto [o, h_n] = mingru ? mingru->forward(x, h, cfg_.dropout, is_training())
+                             : minlstm->forward(x, h, cfg_.dropout, is_training());
+      out = o, next = {{"h", h_n}};
+    } else if (rglru) {
+      auto [o, h_n, conv_n] = rglru->forward(x, h, part(carry, "conv"));
+      out = o, next = {{"h", h_n}, {"conv", conv_n}};
     } else if (gru || rnn) {
-      auto r = gru ? (*gru)(x, carry.h) : (*rnn)(x, carry.h);
-      out = r.output, next = {r.h_n, {}};
+      auto r = gru ? (*gru)(x, h) : (*rnn)(x, h);
+      out = r.output, next = {{"h", r.h_n}};
     } else {
       out = x;
       std::vector<Tensor> hs;
       for (std::size_t l = 0; l < custom->cells.size(); ++l) {
         if (l > 0) out = dropout(out, cfg_.dropout, is_training());  // between layers, as the library's layers
-        const Tensor h0 = carry.h.defined() ? carry.h[static_cast<std::int64_t>(l)] : zeros({B, cfg_.hidden});
+        const Tensor h0 = h.defined() ? h[static_cast<std::int64_t>(l)] : zeros({B, cfg_.hidden});
         auto r = nn::run_cell(out, h0, *custom->cells[l]);
         out = r.output;
         hs.push_back(r.state);
       }
-      next = {stack(hs, 0), {}};
+      next = {{"h", stack(hs, 0)}};
     }
     out = dropout(out, cfg_.dropout, is_training());
     return {head(reshape(out, {T * B, cfg_.hidden})), next};
@@ -331,6 +392,7 @@ class CharModel : public nn::Module {
   std::unique_ptr<MGUStack> custom;
   std::unique_ptr<ScanStack<nn::MinGRU>> mingru;
   std::unique_ptr<ScanStack<nn::MinLSTM>> minlstm;
+  std::unique_ptr<GriffinStack> rglru;
   nn::Linear head;
 };
 
@@ -418,8 +480,8 @@ std::string sample(CharModel& model, const Vocab& vocab, const std::string& prom
 
 // ---------------------------------------------------------------------------------------------------------
 // Checkpoints: the library's Checkpoint (model, optimizer, schedule, step, RNG), the carried state in its
-// extra_tensors ("carry_h", "carry_c"; absent = zeros), and this program's settings, vocabulary and data
-// fingerprint as metadata strings.
+// extra_tensors ("carry_h", "carry_c", "carry_conv": "carry_" + each part's name; absent = zeros), and this program's
+// settings, vocabulary and data fingerprint as metadata strings.
 
 // The carried state `name` from a checkpoint: undefined if absent (zeros), else it must be float32 `shape`.
 Tensor carried_state(const Checkpoint& ck, const std::string& name, const Shape& shape, const std::string& path) {
@@ -456,10 +518,9 @@ std::string default_checkpoint(const Options& o) {
 void check_options(const Options& o) {
   using examples::check_flag_range;
   const ModelConfig& m = o.model;
-  UNROLL_CHECK(m.cell == "lstm" || m.cell == "gru" || m.cell == "rnn" || m.cell == "custom" || m.cell == "mingru" ||
-                   m.cell == "minlstm",
-               examples::UsageError, "{}: unknown --cell; got '{}', expected lstm, gru, rnn, custom, mingru or minlstm",
-               kProgram, m.cell);
+  static const std::vector<std::string> kCells = {"lstm", "gru", "rnn", "custom", "mingru", "minlstm", "rglru"};
+  UNROLL_CHECK(std::ranges::find(kCells, m.cell) != kCells.end(), examples::UsageError,
+               "{}: unknown --cell; got '{}', expected one of {}", kProgram, m.cell, fmt::join(kCells, ", "));
   check_flag_range<std::int64_t>(kProgram, "--embed", m.embed, 1, 4096);
   check_flag_range<std::int64_t>(kProgram, "--hidden", m.hidden, 1, 8192);
   check_flag_range<std::int64_t>(kProgram, "--layers", m.layers, 1, 16);
@@ -583,9 +644,8 @@ int train_or_sample(Run& run) {
     default_generator().set_state(ck->rng);
     step = ck->step;
     first_loss = parse_double(extra_at(*ck, "char_lm.first_loss", ck_path));
-    const Shape state_shape{m.layers, B, m.hidden};
-    carry.h = carried_state(*ck, "carry_h", state_shape, ck_path);
-    carry.c = carried_state(*ck, "carry_c", state_shape, ck_path);
+    for (const auto& [name, shape] : model.carry_shapes(B))
+      if (Tensor t = carried_state(*ck, "carry_" + name, shape, ck_path); t.defined()) carry[name] = t;
   }
   UNROLL_CHECK(step < o.steps, examples::UsageError,
                "{}: nothing to do; got --steps {} and a checkpoint at step {}, expected --steps above it", kProgram,
@@ -612,8 +672,7 @@ int train_or_sample(Run& run) {
     c.extra["char_lm.vocab"] = vocab.to_text();
     c.extra["char_lm.data_fingerprint"] = fmt::format("{:016x}", data_print);
     c.extra["char_lm.first_loss"] = fmt::format("{}", first_loss);
-    if (carry.h.defined()) c.extra_tensors.insert("carry_h", carry.h);
-    if (carry.c.defined()) c.extra_tensors.insert("carry_c", carry.c);
+    for (const auto& [name, t] : carry) c.extra_tensors.insert("carry_" + name, t);
     save_checkpoint(ck_path, c);
   };
   const auto plot = [&]() {
@@ -741,7 +800,8 @@ int main(int argc, char** argv) {
                    "checkpoint file to write and --resume from [OUT/checkpoint.safetensors]");
     app.add_option("--cell", m.cell,
                    "lstm | gru | rnn | custom (a minimal gated unit written in the example) | mingru | minlstm "
-                   "(nn::MinGRU / nn::MinLSTM: one scan per layer)")
+                   "(nn::MinGRU / nn::MinLSTM: one scan per layer) | rglru (Griffin's recurrent blocks, "
+                   "nn::RGLRUBlock, in pre-norm residual layers)")
         ->capture_default_str();
     app.add_option("--embed", m.embed, "embedding size")->capture_default_str();
     app.add_option("--hidden", m.hidden, "hidden size")->capture_default_str();
