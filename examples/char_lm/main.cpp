@@ -73,7 +73,7 @@ struct Options {
   std::int64_t steps = 1500;
   std::int64_t eval_every = 250, eval_chars = 60000, checkpoint_every = 250, log_every = 50;
   std::int64_t stop_at = 0;  ///< 0: run to --steps
-  bool resume = false, sample_only = false, smoke = false;
+  bool resume = false, sample_only = false, smoke = false, count_params = false;
   std::string prompt;
   double temperature = 0.8;
   std::int64_t sample_chars = 600;
@@ -602,6 +602,10 @@ int train_or_sample(Run& run) {
   }
   manual_seed(m.seed);
   CharModel model(m, vocab.size());
+  if (o.count_params) {  // for sizing models to a parameter budget (examples/compare_cells)
+    fmt::print("{}\n", model.num_parameters());
+    return 0;
+  }
   if (o.sample_only) {
     model.load_state_dict(ck->model);
     Generator gen(m.seed ^ 0x5a3c9e17u);
@@ -823,6 +827,7 @@ int main(int argc, char** argv) {
     app.add_flag("--resume", o.resume, "continue from the checkpoint to --steps, exactly as if never stopped");
     app.add_option("--stop-at", o.stop_at, "stop at this step with a checkpoint, as if interrupted (0: don't)");
     app.add_flag("--sample-only", o.sample_only, "no training: sample from the checkpoint and exit");
+    app.add_flag("--count-params", o.count_params, "print the model's number of parameters and exit");
     app.add_option("--prompt", o.prompt, "text the samples continue (default: start of a line)");
     app.add_option("--temperature", o.temperature, "sampling temperature (0: always the likeliest character)")
         ->capture_default_str();
