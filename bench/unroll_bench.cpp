@@ -141,26 +141,45 @@ bench::Prepared step_gemm(bench::Args& args) {
 // lstm_lm: one training step of a character language model, the workload a user actually runs.
 // Embedding(96, H) -> LSTM(H, H, L) -> Linear(H, 96), cross-entropy over all T*B positions, backward,
 // Adam(1e-3), zero_grad. Default initialisation (as PyTorch); input [T, B]; zero initial state each step.
+// --cell mingru|minlstm: the same step with L layers of nn::MinGRU / nn::MinLSTM (plain mode) in place of the LSTM.
 bench::Prepared lstm_lm(bench::Args& args) {
   const int B = args.get_int("batch", 32, 1);
   const int T = args.get_int("seq", 64, 1);
   const int H = args.get_int("hidden", 128, 1);
   const int L = args.get_int("layers", 1, 1);
+  const std::string cell = args.get_str("cell", "lstm");
+  if (cell != "lstm" && cell != "mingru" && cell != "minlstm")
+    throw bench::UsageError("flag --cell expects lstm, mingru or minlstm, got '" + cell + "'");
   constexpr int kVocab = 96;
   constexpr double kLr = 1e-3;
   unroll::manual_seed(kSeed);
   struct Model : unroll::nn::Module {
     unroll::nn::Embedding embed;
-    unroll::nn::LSTM lstm;
+    std::unique_ptr<unroll::nn::LSTM> lstm;
+    std::vector<std::unique_ptr<unroll::nn::MinGRU>> mingru;
+    std::vector<std::unique_ptr<unroll::nn::MinLSTM>> minlstm;
     unroll::nn::Linear head;
-    Model(int H, int L)
-        : embed(kVocab, H), lstm({.input_size = H, .hidden_size = H, .num_layers = L}), head(H, kVocab) {
+    Model(int H, int L, const std::string& cell) : embed(kVocab, H), head(H, kVocab) {
       register_module("embed", embed);
-      register_module("lstm", lstm);
+      if (cell == "lstm") {
+        lstm = std::make_unique<unroll::nn::LSTM>(
+            unroll::nn::RecurrentOptions{.input_size = H, .hidden_size = H, .num_layers = L});
+        register_module("lstm", *lstm);
+      }
+      for (int l = 0; l < L && cell == "mingru"; ++l)
+        register_module(std::to_string(l), *mingru.emplace_back(std::make_unique<unroll::nn::MinGRU>(H, H)));
+      for (int l = 0; l < L && cell == "minlstm"; ++l)
+        register_module(std::to_string(l), *minlstm.emplace_back(std::make_unique<unroll::nn::MinLSTM>(H, H)));
       register_module("head", head);
     }
+    unroll::Tensor rnn(unroll::Tensor x) const {
+      if (lstm) return (*lstm)(x).output;
+      for (const auto& m : mingru) x = (*m)(x);
+      for (const auto& m : minlstm) x = (*m)(x);
+      return x;
+    }
   };
-  auto model = std::make_shared<Model>(H, L);
+  auto model = std::make_shared<Model>(H, L, cell);
   auto adam = std::make_shared<unroll::optim::Adam>(model->parameters(), unroll::optim::AdamOptions{.lr = kLr});
   unroll::Generator gen(kSeed);
   const unroll::Tensor tokens = unroll::randint({T, B}, 0, kVocab, gen);
@@ -169,8 +188,8 @@ bench::Prepared lstm_lm(bench::Args& args) {
   // tokens [T, b], targets [T * b] (time-major, as the batch's) -> mean cross-entropy
   auto loss_of = [model, H](const unroll::Tensor& tok, const unroll::Tensor& tgt) {
     const std::int64_t rows = tok.size(0) * tok.size(1);
-    unroll::Tensor x = model->embed(tok);        // [T, b, H]
-    unroll::Tensor out = model->lstm(x).output;  // [T, b, H]
+    unroll::Tensor x = model->embed(tok);  // [T, b, H]
+    unroll::Tensor out = model->rnn(x);    // [T, b, H]
     return unroll::cross_entropy(model->head(unroll::reshape(out, {rows, H})), tgt);
   };
   auto step = [model, adam, tokens, targets, T, B, shards, loss_of] {
@@ -189,8 +208,8 @@ bench::Prepared lstm_lm(bench::Args& args) {
     adam->step();
     adam->zero_grad();
   };
-  nlohmann::json config = {{"batch", B},      {"seq", T},  {"hidden", H},         {"layers", L},     {"embed", H},
-                           {"vocab", kVocab}, {"lr", kLr}, {"optimizer", "adam"}, {"shards", shards}};
+  nlohmann::json config = {{"batch", B}, {"seq", T},        {"hidden", H}, {"layers", L},         {"cell", cell},
+                           {"embed", H}, {"vocab", kVocab}, {"lr", kLr},   {"optimizer", "adam"}, {"shards", shards}};
   return {config, static_cast<double>(B) * T, step};
 }
 
@@ -374,7 +393,7 @@ const std::vector<bench::Workload> kWorkloads = {
      step_gemm},
     {"lstm_lm",
      "char LM training step: Embedding(96,H), LSTM(H,H,L), Linear(H,96), cross-entropy, Adam "
-     "[--batch 32 --seq 64 --hidden 128 --layers 1 --shards <threads>]",
+     "[--batch 32 --seq 64 --hidden 128 --layers 1 --cell lstm|mingru|minlstm --shards <threads>]",
      lstm_lm},
     {"stream", "memory bandwidth: triad a = b + 3c over n floats, x10 [--n 16777216]", stream},
     {"scan",

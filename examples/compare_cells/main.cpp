@@ -231,7 +231,7 @@ Result train(const Runner& runner, const std::string& cell, std::int64_t hidden,
 
 std::string markdown_table(const std::vector<Result>& results, const Options& o, std::int64_t target) {
   std::string s = fmt::format(
-      "Budget: {} parameters (a {}-layer {} of {}); {} steps of {} windows of {} characters, Adam lr {}.\n\n", target,
+      "Budget: {} parameters (a {}-layer {} of {}); {} steps of {} streams x {} characters, Adam lr {}.\n\n", target,
       o.layers, o.budget_cell, o.budget_hidden, o.steps, o.batch, o.window, o.lr);
   s += "| cell | hidden | parameters | val bits/char (final) | best | tokens/s | train time (s) | peak RSS (MiB) |\n";
   s += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
