@@ -26,8 +26,8 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
 
 void check_sizes(const char* where, std::int64_t input_size, std::int64_t hidden_size, std::int64_t heads) {
   UNROLL_CHECK(input_size >= 1 && hidden_size >= 1 && heads >= 1, ValueError,
-               "{}: sizes must be positive; got input_size={} hidden_size={} heads={}", where, input_size,
-               hidden_size, heads);
+               "{}: sizes must be positive; got input_size={} hidden_size={} heads={}", where, input_size, hidden_size,
+               heads);
   UNROLL_CHECK(hidden_size % heads == 0, ValueError,
                "{}: hidden_size must be divisible by heads; got hidden_size={} and heads={}", where, hidden_size,
                heads);
@@ -191,9 +191,9 @@ MLSTM::Projections MLSTM::project(const Tensor& x) const {
 MLSTMState MLSTM::step_from(const Projections& p, const MLSTMState& s) const {
   const std::int64_t B = p.q.shape()[0], H = hidden_size_, D = H / heads_, BH = B * heads_;
   const Tensor log_f_m = p.log_f + s.m;
-  const Tensor m = maximum(log_f_m, p.i);                   // [B, heads]
-  const Tensor i = exp(p.i - m), f = exp(log_f_m - m);     // i', f' ≤ 1
-  const Tensor q = split_heads(p.q, heads_), k = split_heads(p.k, heads_);  // [B, heads, D]
+  const Tensor m = maximum(log_f_m, p.i);                                      // [B, heads]
+  const Tensor i = exp(p.i - m), f = exp(log_f_m - m);                         // i', f' ≤ 1
+  const Tensor q = split_heads(p.q, heads_), k = split_heads(p.k, heads_);     // [B, heads, D]
   const Tensor vk = unsqueeze(split_heads(p.v, heads_), 3) * unsqueeze(k, 2);  // v kᵀ: [B, heads, D, D]
   const Tensor C = reshape(f, {B, heads_, 1, 1}) * s.C + reshape(i, {B, heads_, 1, 1}) * vk;
   const Tensor n = unsqueeze(f, 2) * s.n + unsqueeze(i, 2) * k;
@@ -222,7 +222,7 @@ SequenceOutput<MLSTMState> MLSTM::forward(const Tensor& x, const MLSTMState& sta
   const std::int64_t H = hidden_size_, NH = heads_;
   const Tensor packed = cat({all.q, all.k, all.v, all.o, all.i, all.log_f}, 2);  // [T, B, 4H + 2 heads]
   return run_cell(packed, std::move(start), [&](const Tensor& p_t, const MLSTMState& s) {
-    const Projections p{narrow(p_t, 1, 0, H),     narrow(p_t, 1, H, H),          narrow(p_t, 1, 2 * H, H),
+    const Projections p{narrow(p_t, 1, 0, H),     narrow(p_t, 1, H, H),      narrow(p_t, 1, 2 * H, H),
                         narrow(p_t, 1, 3 * H, H), narrow(p_t, 1, 4 * H, NH), narrow(p_t, 1, 4 * H + NH, NH)};
     return step_from(p, s);
   });
@@ -254,12 +254,13 @@ SequenceOutput<MLSTMState> MLSTM::parallel(const Tensor& x, const MLSTMState& s)
   const auto gates_first = [&](const Tensor& t) { return reshape(permute(t, {1, 2, 0}), {BH, T}); };
   const Tensor Q = heads_first(p.q), K = heads_first(p.k), V = heads_first(p.v);
   const Tensor F = cumsum(gates_first(p.log_f), 1), ig = gates_first(p.i);  // [BH, T]
-  const Tensor a = s.m.defined() ? F + reshape(s.m, {BH, 1}) : F;             // m_0 = 0 without a state
-  std::vector<double> upper(static_cast<std::size_t>(T * T), 0.0);           // s > t: not yet written
+  const Tensor a = s.m.defined() ? F + reshape(s.m, {BH, 1}) : F;           // m_0 = 0 without a state
+  std::vector<double> upper(static_cast<std::size_t>(T * T), 0.0);          // s > t: not yet written
   for (std::int64_t t = 0; t < T; ++t)
     for (std::int64_t j = t + 1; j < T; ++j) upper[static_cast<std::size_t>(t * T + j)] = 1.0;
   const Tensor future = tensor(upper, {T, T}, dt);
-  const Tensor log_d = masked_fill(unsqueeze(F, 2) - unsqueeze(F - ig, 1), future, -std::numeric_limits<double>::infinity());
+  const Tensor log_d =
+      masked_fill(unsqueeze(F, 2) - unsqueeze(F - ig, 1), future, -std::numeric_limits<double>::infinity());
   const Tensor log_w = cat({unsqueeze(a, 2), log_d}, 2);  // [BH, T, 1 + T]: column 0 is the initial state
   const Tensor m = max(log_w, 2, true);                   // [BH, T, 1]
   const Tensor w = exp(log_w - m);
@@ -277,9 +278,9 @@ SequenceOutput<MLSTMState> MLSTM::parallel(const Tensor& x, const MLSTMState& s)
   const Tensor h_tilde = num / maximum(abs(nq), exp(neg(m)));
   const Tensor out = p.o * reshape(permute(reshape(h_tilde, {B, NH, T, D}), {2, 0, 1, 3}), {T, B, H});
 
-  const Tensor w_last = narrow(w, 1, T - 1, 1);                         // [BH, 1, 1 + T]
+  const Tensor w_last = narrow(w, 1, T - 1, 1);                              // [BH, 1, 1 + T]
   const Tensor wT0 = narrow(w_last, 2, 0, 1), wT = narrow(w_last, 2, 1, T);  // [BH, 1, 1], [BH, 1, T]
-  Tensor C = matmul(transpose(V * reshape(wT, {BH, T, 1}), 1, 2), K);  // Σ_s D'_Ts v_s k_sᵀ: [BH, D, D]
+  Tensor C = matmul(transpose(V * reshape(wT, {BH, T, 1}), 1, 2), K);        // Σ_s D'_Ts v_s k_sᵀ: [BH, D, D]
   Tensor n = reshape(matmul(wT, K), {BH, D, 1});
   if (s.C.defined()) {
     C = C + wT0 * C0;

@@ -44,6 +44,14 @@ struct MLSTMState {
   auto tensors() const { return std::tie(h, C, n, m); }
 };
 
+/// A cell's `step` and `initial_state` as one run_cell step (operator() of the cells runs a whole sequence).
+template <class Cell, class State>
+struct CellStepOf {
+  const Cell* cell;
+  State operator()(const Tensor& x_t, const State& state) const { return cell->step(x_t, state); }
+  State initial_state(std::int64_t batch, Dtype dtype) const { return cell->initial_state(batch, dtype); }
+};
+
 /// sLSTM with `heads` heads of D = hidden_size / heads units. Per step (gate order i, f, z, o, as the official
 /// code), with r_g the gate g's block of R h_{t-1}:
 ///   ĩ, f̃, z̃, õ = W_g x_t + b_g + r_g;  log f = logsigmoid(f̃);  m_t = max(log f + m_{t-1}, ĩ)
@@ -63,7 +71,8 @@ class SLSTM : public Module {
   }
   /// One step: x_t [B, I], state (each [B, H], defined) -> the next state. A run_cell step.
   SLSTMState step(const Tensor& x_t, const SLSTMState& state) const;
-  SLSTMState operator()(const Tensor& x_t, const SLSTMState& state) const { return step(x_t, state); }
+  /// The cell as a run_cell step that also gives its initial_state: run_cell(x, SLSTMState{}, cell.as_step()).
+  CellStepOf<SLSTM, SLSTMState> as_step() const { return {this}; }
   /// Zeros, each [batch, H].
   SLSTMState initial_state(std::int64_t batch, Dtype dtype) const;
   void reset_parameters();
@@ -98,8 +107,8 @@ enum class MLSTMForm {
 ///   igate, fgate                    input_size -> heads:       weight [heads, I], bias [heads]
 class MLSTM : public Module {
  public:
-  MLSTM(std::int64_t input_size, std::int64_t hidden_size, std::int64_t heads = 1,
-        MLSTMForm form = MLSTMForm::parallel, Dtype dtype = Dtype::float32);
+  MLSTM(std::int64_t input_size, std::int64_t hidden_size, std::int64_t heads = 1, MLSTMForm form = MLSTMForm::parallel,
+        Dtype dtype = Dtype::float32);
 
   /// x [T, B, I], state (C, n, m all undefined: zeros; h is not read) -> {every h_t [T, B, H], the final state},
   /// in the form given (default: the one chosen at construction).
@@ -112,7 +121,8 @@ class MLSTM : public Module {
   }
   /// One step: x_t [B, I], state (C, n, m defined) -> the next state, its h the step's output. A run_cell step.
   MLSTMState step(const Tensor& x_t, const MLSTMState& state) const;
-  MLSTMState operator()(const Tensor& x_t, const MLSTMState& state) const { return step(x_t, state); }
+  /// The cell as a run_cell step that also gives its initial_state: run_cell(x, MLSTMState{}, cell.as_step()).
+  CellStepOf<MLSTM, MLSTMState> as_step() const { return {this}; }
   /// Zeros: h [batch, H], C [batch, heads, D, D], n [batch, heads, D], m [batch, heads].
   MLSTMState initial_state(std::int64_t batch, Dtype dtype) const;
 
