@@ -65,6 +65,7 @@ Tensor split_heads(const Tensor& t, std::int64_t heads) {
 // sLSTM
 
 SLSTM::SLSTM(std::int64_t input_size, std::int64_t hidden_size, std::int64_t heads, Dtype dtype)
+    // The sizes are checked before the first member is built, so a bad heads is this message, not Linear's.
     : igate((check_sizes("SLSTM", input_size, hidden_size, heads), input_size), hidden_size, true, dtype),
       fgate(input_size, hidden_size, true, dtype),
       zgate(input_size, hidden_size, true, dtype),
@@ -212,10 +213,10 @@ SequenceOutput<MLSTMState> MLSTM::forward(const Tensor& x, const MLSTMState& sta
   check_input("MLSTM", x, input_size_);
   const std::int64_t B = x.shape()[1];
   const bool given = state.C.defined() || state.n.defined() || state.m.defined();
-  if (given) check_state(state, B, x.dtype(), false);
+  if (given) check_state(state, B, x.dtype(), state.h.defined());  // h is not read, but a given one must fit
   if (form == MLSTMForm::parallel) return parallel(x, given ? state : MLSTMState{});
   MLSTMState start = given ? state : initial_state(B, x.dtype());
-  if (!start.h.defined() || !(start.h.shape() == Shape{B, hidden_size_})) start.h = zeros({B, hidden_size_}, x.dtype());
+  if (!start.h.defined()) start.h = zeros({B, hidden_size_}, x.dtype());  // run_cell needs every tensor defined
   // Every step's projections from one GEMM each over all T·B rows, packed along the last dim so that run_cell
   // hands the step one slice per time step.
   const Projections all = project(x);

@@ -7,8 +7,8 @@
 //
 // sLSTM: scalar memory with memory mixing: the gates see h_{t-1} through a recurrent matrix R that is
 // block-diagonal per head. The recurrence is not linear in the state, so it runs step by step on run_cell
-// (nn/sequence.hpp): `SLSTM::step` is a custom cell, and `forward` is run_cell over it after one GEMM per gate
-// for the inputs of every step.
+// (nn/sequence.hpp): `SLSTM::step` is a custom cell (`run_cell(x, state, cell.as_step())`), and `forward` is
+// run_cell over the same step after one GEMM per gate for the inputs of every step.
 //
 // mLSTM: a matrix memory C [B, heads, D, D] per head, written with the outer product v kᵀ and read with q; no
 // memory mixing, so all T steps can also be computed at once. Two forms, equal to round-off (tested):
@@ -36,8 +36,9 @@ struct SLSTMState {
 };
 
 /// mLSTM state: h [B, H] the last output (carried only so that run_cell can emit it; the step does not read it,
-/// and it may be undefined in an initial state), C [B, heads, D, D] the matrix memory, n [B, heads, D] the
-/// normaliser, m [B, heads] the stabiliser.
+/// and it may be undefined in a state given to forward), C [B, heads, D, D] the matrix memory, n [B, heads, D] the
+/// normaliser, m [B, heads] the stabiliser. A state given to run_cell with as_step() needs h too: run_cell
+/// replaces a state with any undefined tensor by initial_state.
 struct MLSTMState {
   Tensor h, C, n, m;
   auto tensors() { return std::tie(h, C, n, m); }

@@ -292,6 +292,8 @@ TEST_SUITE("nn/xlstm") {
                          "MLSTM: state.C must be [2, 2, 2, 2]; got [2, 2, 2]", ShapeError);
     CHECK_THROWS_WITH_AS(m(zeros({5, 2, 3}), {Tensor(), zeros({2, 2, 2, 2}), zeros({2, 2, 2}), zeros({2, 1})}),
                          "MLSTM: state.m must be [2, 2]; got [2, 1]", ShapeError);
+    CHECK_THROWS_WITH_AS(m(zeros({5, 2, 3}), {zeros({2, 3}), zeros({2, 2, 2, 2}), zeros({2, 2, 2}), zeros({2, 2})}),
+                         "MLSTM: state.h must be [2, 4]; got [2, 3]", ShapeError);
     CHECK_THROWS_WITH_AS(m.step(zeros({2, 3}), {Tensor(), zeros({2, 2, 2, 2}), zeros({2, 2, 2}), zeros({2, 2})}),
                          "MLSTM: state.h must be [2, 4]; got undefined", ShapeError);
     // Inside run_cell, the step's message with the step named.
