@@ -52,7 +52,7 @@ template <class... S>
 struct is_tensor_tie_t<std::tuple<S&...>>
     : std::bool_constant<(std::is_same_v<std::remove_const_t<S>, Tensor> && ...)> {};
 template <class S>
-concept is_tensor_tie = is_tensor_tie_t<S>::value;
+concept TensorTie = is_tensor_tie_t<S>::value;
 template <>
 struct is_cell_state<Tensor> : std::true_type {};
 template <class A, class B>
@@ -67,15 +67,15 @@ struct is_cell_state<std::vector<S, A>> : is_cell_state<S> {};
 // members, so a cell can name its state's parts (state.c, state.m) instead of std::get<2>.
 template <class S>
 concept NamedCellState = requires(S& s, const S& cs) {
-  { s.tensors() } -> is_tensor_tie;
-  { cs.tensors() } -> is_tensor_tie;
+  { s.tensors() } -> TensorTie;
+  { cs.tensors() } -> TensorTie;
 };
-template <class S>
-  requires NamedCellState<S>
+template <NamedCellState S>
 struct is_cell_state<S> : std::true_type {};
 }  // namespace detail
 
-/// What run_cell carries from step to step: a Tensor, or a pair/tuple/array/vector of them (nested allowed).
+/// What run_cell carries from step to step: a Tensor, or a pair/tuple/array/vector of them (nested allowed), or a
+/// named struct whose tensors() returns std::tie of its Tensor members.
 template <class S>
 concept CellState = detail::is_cell_state<std::remove_cvref_t<S>>::value;
 /// A step run_cell can call: State(const Tensor& x_t, const State& s), returning the state it is given.
@@ -97,9 +97,9 @@ void for_each_tensor(S& s, F&& f) {
     auto ts = s.tensors();
     for_each_tensor(ts, f);
   } else if constexpr (requires {
-                       s.begin();
-                       s.end();
-                     })
+                         s.begin();
+                         s.end();
+                       })
     for (auto& t : s) for_each_tensor(t, f);
   else
     std::apply([&](auto&... ts) { (for_each_tensor(ts, f), ...); }, s);
@@ -114,9 +114,9 @@ void zip_tensors(S& a, const S& b, F&& f) {
     [&]<std::size_t... I>(std::index_sequence<I...>) { (zip_tensors(std::get<I>(ta), std::get<I>(tb), f), ...); }
     (std::make_index_sequence<std::tuple_size_v<decltype(ta)>>{});
   } else if constexpr (requires {
-                       a.begin();
-                       a.end();
-                     }) {
+                         a.begin();
+                         a.end();
+                       }) {
     UNROLL_CHECK(std::size(a) == std::size(b), ValueError,
                  "run_cell: the step changed the number of state tensors; got {}, expected {}", std::size(a),
                  std::size(b));
