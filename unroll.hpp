@@ -28,6 +28,7 @@
 #include "nn/scan_cells.hpp"
 #include "nn/sequence.hpp"
 #include "nn/serialize.hpp"
+#include "nn/xlstm.hpp"
 #include "ops/conv.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/index.hpp"

@@ -1,7 +1,8 @@
 #pragma once
 // The custom-cell path: run any user-written cell over a sequence. A cell is anything callable as
 // `state = step(x_t, state)`; the state is a Tensor or a std::pair/std::tuple/std::array/std::vector of
-// Tensors (LSTM-like cells carry (h, c)). Backpropagation through time is the tape of this loop.
+// Tensors (LSTM-like cells carry (h, c)), or a named struct whose `tensors()` returns std::tie of its
+// Tensor members (nn::SLSTMState in nn/xlstm.hpp). Backpropagation through time is the tape of this loop.
 //
 //   auto [out, h] = nn::run_cell(x, h0, [&](const Tensor& x_t, const Tensor& h) { return cell(x_t, h); });
 //
@@ -45,6 +46,13 @@ struct SequenceOutput {
 namespace detail {
 template <class S>
 struct is_cell_state : std::false_type {};
+template <class S>
+struct is_tensor_tie_t : std::false_type {};
+template <class... S>
+struct is_tensor_tie_t<std::tuple<S&...>>
+    : std::bool_constant<(std::is_same_v<std::remove_const_t<S>, Tensor> && ...)> {};
+template <class S>
+concept TensorTie = is_tensor_tie_t<S>::value;
 template <>
 struct is_cell_state<Tensor> : std::true_type {};
 template <class A, class B>
@@ -55,9 +63,19 @@ template <class S, std::size_t N>
 struct is_cell_state<std::array<S, N>> : is_cell_state<S> {};
 template <class S, class A>
 struct is_cell_state<std::vector<S, A>> : is_cell_state<S> {};
+// A named state struct opts in with `tensors()` (and its const overload) returning std::tie of its Tensor
+// members, so a cell can name its state's parts (state.c, state.m) instead of std::get<2>.
+template <class S>
+concept NamedCellState = requires(S& s, const S& cs) {
+  { s.tensors() } -> TensorTie;
+  { cs.tensors() } -> TensorTie;
+};
+template <NamedCellState S>
+struct is_cell_state<S> : std::true_type {};
 }  // namespace detail
 
-/// What run_cell carries from step to step: a Tensor, or a pair/tuple/array/vector of them (nested allowed).
+/// What run_cell carries from step to step: a Tensor, or a pair/tuple/array/vector of them (nested allowed), or a
+/// named struct whose tensors() returns std::tie of its Tensor members.
 template <class S>
 concept CellState = detail::is_cell_state<std::remove_cvref_t<S>>::value;
 /// A step run_cell can call: State(const Tensor& x_t, const State& s), returning the state it is given.
@@ -75,10 +93,13 @@ template <class S, class F>
 void for_each_tensor(S& s, F&& f) {
   if constexpr (std::is_same_v<std::remove_const_t<S>, Tensor>)
     f(s);
-  else if constexpr (requires {
-                       s.begin();
-                       s.end();
-                     })
+  else if constexpr (NamedCellState<std::remove_const_t<S>>) {
+    auto ts = s.tensors();
+    for_each_tensor(ts, f);
+  } else if constexpr (requires {
+                         s.begin();
+                         s.end();
+                       })
     for (auto& t : s) for_each_tensor(t, f);
   else
     std::apply([&](auto&... ts) { (for_each_tensor(ts, f), ...); }, s);
@@ -87,10 +108,15 @@ template <class S, class F>
 void zip_tensors(S& a, const S& b, F&& f) {
   if constexpr (std::is_same_v<S, Tensor>)
     f(a, b);
-  else if constexpr (requires {
-                       a.begin();
-                       a.end();
-                     }) {
+  else if constexpr (NamedCellState<S>) {
+    auto ta = a.tensors();
+    const auto tb = b.tensors();
+    [&]<std::size_t... I>(std::index_sequence<I...>) { (zip_tensors(std::get<I>(ta), std::get<I>(tb), f), ...); }
+    (std::make_index_sequence<std::tuple_size_v<decltype(ta)>>{});
+  } else if constexpr (requires {
+                         a.begin();
+                         a.end();
+                       }) {
     UNROLL_CHECK(std::size(a) == std::size(b), ValueError,
                  "run_cell: the step changed the number of state tensors; got {}, expected {}", std::size(a),
                  std::size(b));
