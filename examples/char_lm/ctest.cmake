@@ -28,7 +28,7 @@ if(MODE STREQUAL "smoke")
   expect_run(NAME "own data, custom cell" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --cell custom --window 16
              --batch 4 --steps 80 --out ${WORK}/mine FILES ${WORK}/mine/metrics.csv ${WORK}/mine/loss.svg)
   # The scan cells (two layers: the carried state is one row per layer), on the same text.
-  foreach(cell mingru minlstm rglru)
+  foreach(cell mingru minlstm rglru slstm mlstm)
     expect_run(NAME "own data, ${cell}" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --cell ${cell} --layers 2
                --window 16 --batch 4 --steps 80 --lr 0.01 --out ${WORK}/${cell} FILES ${WORK}/${cell}/metrics.csv)
   endforeach()
@@ -58,6 +58,15 @@ elseif(MODE STREQUAL "resume")
              --resume STDOUT "resuming at step 30")
   expect_same_file(NAME "rglru resumed checkpoint equals the uninterrupted one"
                    A ${WORK}/rg_straight/checkpoint.safetensors B ${WORK}/rg_resumed/checkpoint.safetensors)
+  # And with mLSTM, whose carry holds each layer's matrix memory [L, B, heads, D, D].
+  expect_run(NAME "mlstm uninterrupted" COMMAND ${EXE} --smoke --cell mlstm --layers 2 --steps 60
+             --out ${WORK}/ml_straight)
+  expect_run(NAME "mlstm stopped at step 30" COMMAND ${EXE} --smoke --cell mlstm --layers 2 --steps 60
+             --out ${WORK}/ml_resumed --stop-at 30 STDOUT "stopped at step 30")
+  expect_run(NAME "mlstm resumed" COMMAND ${EXE} --smoke --cell mlstm --layers 2 --steps 60 --out ${WORK}/ml_resumed
+             --resume STDOUT "resuming at step 30")
+  expect_same_file(NAME "mlstm resumed checkpoint equals the uninterrupted one"
+                   A ${WORK}/ml_straight/checkpoint.safetensors B ${WORK}/ml_resumed/checkpoint.safetensors)
   expect_run(NAME "resume with another model" COMMAND ${EXE} --smoke --out ${WORK}/resumed --resume --hidden 32
              --steps 200 EXIT 2 STDERR "char_lm: --hidden differs from the checkpoint; got 32, expected 64")
   expect_run(NAME "resume a finished run" COMMAND ${EXE} --smoke --out ${WORK}/resumed --resume EXIT 2
@@ -79,7 +88,9 @@ elseif(MODE STREQUAL "errors")
   expect_run(NAME "flag out of range" COMMAND ${EXE} --smoke ${out} --hidden 0 EXIT 2
              STDERR "char_lm: --hidden out of range; got 0, expected 1 <= --hidden <= 8192")
   expect_run(NAME "unknown cell" COMMAND ${EXE} --smoke ${out} --cell lstn EXIT 2
-             STDERR "char_lm: unknown --cell; got 'lstn', expected one of lstm, gru, rnn, custom, mingru, minlstm, rglru")
+             STDERR "char_lm: unknown --cell; got 'lstn', expected one of lstm, gru, rnn, custom, mingru, minlstm, rglru, slstm, mlstm")
+  expect_run(NAME "xLSTM heads" COMMAND ${EXE} --smoke ${out} --cell slstm --hidden 30 EXIT 2
+             STDERR "char_lm: --hidden must be a multiple of 4 for --cell slstm \\(4 heads\\); got 30")
   expect_run(NAME "unknown flag" COMMAND ${EXE} --smoke --bogus EXIT 2 STDERR "^char_lm: .*--bogus.*char_lm --help")
   expect_run(NAME "not a number" COMMAND ${EXE} --steps many EXIT 2 STDERR "^char_lm: .*many")
   expect_run(NAME "resume without a checkpoint" COMMAND ${EXE} --smoke ${out} --resume EXIT 2

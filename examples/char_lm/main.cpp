@@ -24,6 +24,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -279,8 +280,53 @@ struct GriffinStack : nn::Module {
   }
 };
 
+template <class Cell, class State>
+struct XlstmStack;
+using SLSTMStack = XlstmStack<nn::SLSTM, nn::SLSTMState>;
+using MLSTMStack = XlstmStack<nn::MLSTM, nn::MLSTMState>;
+
+/// The names of an xLSTM state's parts in the carry, in the order of its tensors(): (h, c, n, m) for sLSTM and
+/// (h, C, n, m) for mLSTM, whose "c" is the matrix memory.
+constexpr std::array<const char*, 4> kXlstmParts = {"h", "c", "n", "m"};
+
+// --cell slstm | mlstm: xLSTM's cells (nn::SLSTM; nn::MLSTM in its parallel form), kHeads heads each, stacked as
+// ScanStack with dropout between layers, registered as "0", "1", ...
+template <class Cell, class State>
+struct XlstmStack : nn::Module {
+  static constexpr std::int64_t kHeads = 4;
+  std::vector<std::unique_ptr<Cell>> layers;
+  XlstmStack(std::int64_t in, std::int64_t hidden, std::int64_t n) {
+    for (std::int64_t l = 0; l < n; ++l) {
+      layers.push_back(std::make_unique<Cell>(l == 0 ? in : hidden, hidden, kHeads));
+      register_module(fmt::format("{}", l), *layers.back());
+    }
+  }
+  // x [T, B, E]; parts[i] = every layer's state part kXlstmParts[i] stacked [L, B, ...] (undefined: zeros) ->
+  // the last layer's outputs [T, B, H] and the stacked next parts.
+  std::pair<Tensor, std::array<Tensor, 4>> forward(Tensor x, const std::array<Tensor, 4>& parts, double dropout_p,
+                                                   bool training) const {
+    std::array<std::vector<Tensor>, 4> next;
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      if (l > 0) x = dropout(x, dropout_p, training);  // between layers, as the library's layers
+      State in;
+      std::size_t i = 0;
+      std::apply(
+          [&](auto&... t) { ((t = parts[i].defined() ? parts[i][static_cast<std::int64_t>(l)] : Tensor(), ++i), ...); },
+          in.tensors());
+      auto r = (*layers[l])(x, in);
+      x = r.output;
+      i = 0;
+      std::apply([&](const auto&... t) { (next[i++].push_back(t), ...); }, std::as_const(r.state).tensors());
+    }
+    std::array<Tensor, 4> out;
+    for (std::size_t i = 0; i < 4; ++i) out[i] = stack(next[i], 0);
+    return {x, out};
+  }
+};
+
 /// The recurrent state carried between windows, by name: "h" [L, B, H] for every cell, "c" for the LSTM, "conv"
-/// for rglru. Every part has the streams (the batch) in dim 1; an absent part is zeros.
+/// for rglru, kXlstmParts for slstm and mlstm. Every part has the streams (the batch) in dim 1; an absent part is
+/// zeros.
 using Carry = std::map<std::string, Tensor>;
 
 /// A part of a carry, undefined (zeros) if absent.
@@ -333,6 +379,10 @@ class CharModel : public nn::Module {
       register_module("rnn", *(minlstm = std::make_unique<ScanStack<nn::MinLSTM>>(cfg.embed, cfg.hidden, cfg.layers)));
     else if (cfg.cell == "rglru")
       register_module("rnn", *(rglru = std::make_unique<GriffinStack>(cfg.embed, cfg.hidden, cfg.layers)));
+    else if (cfg.cell == "slstm")
+      register_module("rnn", *(slstm = std::make_unique<SLSTMStack>(cfg.embed, cfg.hidden, cfg.layers)));
+    else if (cfg.cell == "mlstm")
+      register_module("rnn", *(mlstm = std::make_unique<MLSTMStack>(cfg.embed, cfg.hidden, cfg.layers)));
     else
       register_module("rnn", *(custom = std::make_unique<MGUStack>(cfg.embed, cfg.hidden, cfg.layers)));
     register_module("head", head);
@@ -343,6 +393,14 @@ class CharModel : public nn::Module {
     std::map<std::string, Shape> shapes{{"h", Shape({cfg_.layers, B, cfg_.hidden})}};
     if (lstm) shapes["c"] = Shape({cfg_.layers, B, cfg_.hidden});
     if (rglru) shapes["conv"] = Shape({cfg_.layers * (GriffinStack::kConvWidth - 1), B, cfg_.hidden});
+    if (slstm)
+      for (const char* name : {"c", "n", "m"}) shapes[name] = Shape({cfg_.layers, B, cfg_.hidden});
+    if (mlstm) {
+      const std::int64_t heads = MLSTMStack::kHeads, D = cfg_.hidden / heads;
+      shapes["c"] = Shape({cfg_.layers, B, heads, D, D});
+      shapes["n"] = Shape({cfg_.layers, B, heads, D});
+      shapes["m"] = Shape({cfg_.layers, B, heads});
+    }
     return shapes;
   }
 
@@ -362,6 +420,13 @@ class CharModel : public nn::Module {
     } else if (rglru) {
       auto [o, h_n, conv_n] = rglru->forward(x, h, part(carry, "conv"));
       out = o, next = {{"h", h_n}, {"conv", conv_n}};
+    } else if (slstm || mlstm) {
+      std::array<Tensor, 4> parts;
+      for (std::size_t i = 0; i < parts.size(); ++i) parts[i] = part(carry, kXlstmParts[i]);
+      auto [o, next_parts] = slstm ? slstm->forward(x, parts, cfg_.dropout, is_training())
+                                   : mlstm->forward(x, parts, cfg_.dropout, is_training());
+      out = o;
+      for (std::size_t i = 0; i < parts.size(); ++i) next[kXlstmParts[i]] = next_parts[i];
     } else if (gru || rnn) {
       auto r = gru ? (*gru)(x, h) : (*rnn)(x, h);
       out = r.output, next = {{"h", r.h_n}};
@@ -393,6 +458,8 @@ class CharModel : public nn::Module {
   std::unique_ptr<ScanStack<nn::MinGRU>> mingru;
   std::unique_ptr<ScanStack<nn::MinLSTM>> minlstm;
   std::unique_ptr<GriffinStack> rglru;
+  std::unique_ptr<SLSTMStack> slstm;
+  std::unique_ptr<MLSTMStack> mlstm;
   nn::Linear head;
 };
 
@@ -518,9 +585,13 @@ std::string default_checkpoint(const Options& o) {
 void check_options(const Options& o) {
   using examples::check_flag_range;
   const ModelConfig& m = o.model;
-  static const std::vector<std::string> kCells = {"lstm", "gru", "rnn", "custom", "mingru", "minlstm", "rglru"};
+  static const std::vector<std::string> kCells = {"lstm",    "gru",   "rnn",   "custom", "mingru",
+                                                  "minlstm", "rglru", "slstm", "mlstm"};
   UNROLL_CHECK(std::ranges::find(kCells, m.cell) != kCells.end(), examples::UsageError,
                "{}: unknown --cell; got '{}', expected one of {}", kProgram, m.cell, fmt::join(kCells, ", "));
+  UNROLL_CHECK((m.cell != "slstm" && m.cell != "mlstm") || m.hidden % SLSTMStack::kHeads == 0, examples::UsageError,
+               "{}: --hidden must be a multiple of {} for --cell {} ({} heads); got {}", kProgram, SLSTMStack::kHeads,
+               m.cell, SLSTMStack::kHeads, m.hidden);
   check_flag_range<std::int64_t>(kProgram, "--embed", m.embed, 1, 4096);
   check_flag_range<std::int64_t>(kProgram, "--hidden", m.hidden, 1, 8192);
   check_flag_range<std::int64_t>(kProgram, "--layers", m.layers, 1, 16);
@@ -805,7 +876,8 @@ int main(int argc, char** argv) {
     app.add_option("--cell", m.cell,
                    "lstm | gru | rnn | custom (a minimal gated unit written in the example) | mingru | minlstm "
                    "(nn::MinGRU / nn::MinLSTM: one scan per layer) | rglru (Griffin's recurrent blocks, "
-                   "nn::RGLRUBlock, in pre-norm residual layers)")
+                   "nn::RGLRUBlock, in pre-norm residual layers) | slstm | mlstm (xLSTM's nn::SLSTM / nn::MLSTM, 4 "
+                   "heads)")
         ->capture_default_str();
     app.add_option("--embed", m.embed, "embedding size")->capture_default_str();
     app.add_option("--hidden", m.hidden, "hidden size")->capture_default_str();

@@ -49,7 +49,7 @@ namespace {
 constexpr const char* kProgram = "compare_cells";
 
 struct Options {
-  std::string cells = "lstm,gru,mingru,minlstm,rglru";
+  std::string cells = "lstm,gru,mingru,minlstm,rglru,slstm,mlstm";
   std::string budget_cell = "lstm";
   std::int64_t budget_hidden = 256;
   std::int64_t layers = 1, embed = 48, window = 64, batch = 64, steps = 1500, eval_every = 250;
@@ -157,19 +157,21 @@ struct Runner {
     return std::stoll(text);
   }
 
-  /// The hidden size whose parameter count is closest to `target` (the count grows with hidden).
+  /// The hidden size whose parameter count is closest to `target` (the count grows with hidden). xLSTM cells run
+  /// 4 heads in char_lm, so their hidden size is a multiple of 4.
   std::int64_t matching_hidden(const std::string& cell, std::int64_t target) const {
-    std::int64_t lo = 1, hi = 8192;
-    while (lo < hi) {  // smallest hidden with count >= target
+    const std::int64_t unit = cell == "slstm" || cell == "mlstm" ? 4 : 1;
+    const auto count = [&](std::int64_t k) { return count_params(cell, k * unit); };
+    std::int64_t lo = 1, hi = 8192 / unit;
+    while (lo < hi) {  // smallest k with count >= target
       const std::int64_t mid = (lo + hi) / 2;
-      if (count_params(cell, mid) >= target)
+      if (count(mid) >= target)
         hi = mid;
       else
         lo = mid + 1;
     }
-    if (lo > 1 && std::llabs(count_params(cell, lo - 1) - target) <= std::llabs(count_params(cell, lo) - target))
-      return lo - 1;
-    return lo;
+    if (lo > 1 && std::llabs(count(lo - 1) - target) <= std::llabs(count(lo) - target)) --lo;
+    return lo * unit;
   }
 };
 
