@@ -11,6 +11,7 @@
 #include "autograd/tape.hpp"
 #include "core/allocator.hpp"
 #include "core/checkpoint.hpp"
+#include "core/denormal.hpp"
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/format.hpp"

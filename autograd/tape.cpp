@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "../core/denormal.hpp"
 #include "../core/kernels.hpp"
 
 namespace unroll::autograd {
@@ -183,6 +184,7 @@ void LeafGrads::clear() {
 }
 
 void Tape::backward(const Tensor& root, const Tensor& seed) {
+  const detail::DenormalScope denormals;  // every backward kernel on this thread, whatever loop it runs
   UNROLL_CHECK(root.defined(), StateError, "backward: tensor is undefined; got an undefined tensor, expected a loss");
   UNROLL_CHECK(root.requires_grad(), StateError,
                "backward: tensor does not require grad; got a tensor of shape {} with no recorded history, expected "

@@ -142,7 +142,13 @@ bench::Prepared step_gemm(bench::Args& args) {
 // Embedding(96, H) -> LSTM(H, H, L) -> Linear(H, 96), cross-entropy over all T*B positions, backward,
 // Adam(1e-3), zero_grad. Default initialisation (as PyTorch); input [T, B]; zero initial state each step.
 // --cell mingru|minlstm: the same step with L layers of nn::MinGRU / nn::MinLSTM (plain mode) in place of the LSTM.
-bench::Prepared lstm_lm(bench::Args& args) {
+// --lr sets Adam's rate, --prelude N runs N untimed steps first, --flush 0 turns off unroll's flushing of subnormals
+// (core/denormal.hpp); `denormal` is this workload diverging (lr 1 after a prelude of 40 steps).
+struct LmDefaults {
+  double lr = 1e-3;
+  int prelude = 0;
+};
+bench::Prepared lm_step(bench::Args& args, LmDefaults defaults) {
   const int B = args.get_int("batch", 32, 1);
   const int T = args.get_int("seq", 64, 1);
   const int H = args.get_int("hidden", 128, 1);
@@ -151,7 +157,10 @@ bench::Prepared lstm_lm(bench::Args& args) {
   if (cell != "lstm" && cell != "mingru" && cell != "minlstm")
     throw bench::UsageError("flag --cell expects lstm, mingru or minlstm, got '" + cell + "'");
   constexpr int kVocab = 96;
-  constexpr double kLr = 1e-3;
+  const double kLr = args.get_double("lr", defaults.lr);
+  const int prelude = args.get_int("prelude", defaults.prelude, 0);
+  const bool flush = args.get_int("flush", 1, 0) != 0;
+  unroll::set_flush_denormal(flush);
   unroll::manual_seed(kSeed);
   struct Model : unroll::nn::Module {
     unroll::nn::Embedding embed;
@@ -208,10 +217,29 @@ bench::Prepared lstm_lm(bench::Args& args) {
     adam->step();
     adam->zero_grad();
   };
-  nlohmann::json config = {{"batch", B}, {"seq", T},        {"hidden", H}, {"layers", L},         {"cell", cell},
-                           {"embed", H}, {"vocab", kVocab}, {"lr", kLr},   {"optimizer", "adam"}, {"shards", shards}};
+  for (int i = 0; i < prelude; ++i) step();
+  double loss_after_prelude = NAN;
+  {
+    unroll::NoGradGuard no_grad;
+    loss_after_prelude = loss_of(tokens, targets).item();
+  }
+  nlohmann::json config = {{"batch", B},
+                           {"seq", T},
+                           {"hidden", H},
+                           {"layers", L},
+                           {"cell", cell},
+                           {"embed", H},
+                           {"vocab", kVocab},
+                           {"lr", kLr},
+                           {"optimizer", "adam"},
+                           {"shards", shards},
+                           {"flush_denormal", flush},
+                           {"prelude", prelude},
+                           {"loss_after_prelude", loss_after_prelude}};
   return {config, static_cast<double>(B) * T, step};
 }
+bench::Prepared lstm_lm(bench::Args& args) { return lm_step(args, {}); }
+bench::Prepared denormal(bench::Args& args) { return lm_step(args, {.lr = 1.0, .prelude = 40}); }
 
 // fastrnn: one layer over T=100, B=64, input 512, hidden 512, forward and backward of the sum of all
 // outputs. nn_lstm / nn_gru: the library layer (input projection for all steps in one GEMM, fused step
@@ -393,8 +421,13 @@ const std::vector<bench::Workload> kWorkloads = {
      step_gemm},
     {"lstm_lm",
      "char LM training step: Embedding(96,H), LSTM(H,H,L), Linear(H,96), cross-entropy, Adam "
-     "[--batch 32 --seq 64 --hidden 128 --layers 1 --cell lstm|mingru|minlstm --shards <threads>]",
+     "[--batch 32 --seq 64 --hidden 128 --layers 1 --cell lstm|mingru|minlstm --lr 1e-3 --prelude 0 --flush 1|0 "
+     "--shards <threads>]",
      lstm_lm},
+    {"denormal",
+     "lstm_lm diverging: Adam lr 1 after 40 untimed steps (saturated gates, subnormal floats) "
+     "[lstm_lm's flags, --flush 1|0 --prelude 40 --lr 1]",
+     denormal},
     {"stream", "memory bandwidth: triad a = b + 3c over n floats, x10 [--n 16777216]", stream},
     {"scan",
      "linear recurrence h_t = a_t h_{t-1} + b_t, forward + backward [--seq 4096 --batch 32 --hidden 512 "

@@ -253,6 +253,7 @@ template <class T>
 void gemm_any(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, T alpha, const T* A, std::int64_t lda,
               const T* B, std::int64_t ldb, T beta, T* C, std::int64_t ldc) {
   if (M == 0 || N == 0) return;
+  const DenormalScope denormals;  // OpenBLAS's kernels run on this thread when BLAS is single-threaded
   if (M <= kSmallGemmRows || M * N * K <= kSmallGemmWork)
     return small_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   constexpr std::int64_t kMax = std::numeric_limits<blasint>::max();  // OpenBLAS takes 32-bit sizes here
@@ -394,6 +395,7 @@ void gemm_packed(std::int64_t M, const T* A, std::int64_t lda, const PackedMatri
                  std::int64_t ld_in, const T* bias, T* C, std::int64_t ldc) {
   constexpr std::int64_t W = PackedMatrix<T>::kPanelWidth, D = PackedMatrix<T>::kDepth;
   const std::int64_t K = B.rows(), N = B.cols(), panels = B.panels();
+  const DenormalScope denormals;
   auto run = [&](std::int64_t p0, std::int64_t p1) {
     std::int64_t k0 = 0;
     do {  // at least once: with K = 0, C = C_in + bias

@@ -63,14 +63,20 @@ int num_threads() {
              : static_cast<int>(tbb::global_control::active_value(tbb::global_control::max_allowed_parallelism));
 }
 
+void set_flush_denormal(bool on) { detail::flush_denormal_on.store(on, std::memory_order_relaxed); }
+bool flush_denormal() { return detail::flush_denormal_on.load(std::memory_order_relaxed); }
+
 namespace detail {
 void parallel_for_impl(std::int64_t n, std::int64_t grain, FunctionRef<void(std::int64_t, std::int64_t)> body) {
   if (serial_depth > 0) {
+    const DenormalScope denormals;
     body(0, n);
     return;
   }
-  tbb::parallel_for(tbb::blocked_range<std::int64_t>(0, n, grain),
-                    [&](const tbb::blocked_range<std::int64_t>& r) { body(r.begin(), r.end()); });
+  tbb::parallel_for(tbb::blocked_range<std::int64_t>(0, n, grain), [&](const tbb::blocked_range<std::int64_t>& r) {
+    const DenormalScope denormals;
+    body(r.begin(), r.end());
+  });
 }
 
 SerialRegion::SerialRegion() { ++serial_depth; }
@@ -80,6 +86,7 @@ bool in_serial_region() { return serial_depth > 0; }
 void parallel_tasks(std::int64_t n, FunctionRef<void(std::int64_t)> task) {
   if (n <= 0) return;
   if (n == 1) {
+    const DenormalScope denormals;
     task(0);
     return;
   }
@@ -88,6 +95,7 @@ void parallel_tasks(std::int64_t n, FunctionRef<void(std::int64_t)> task) {
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(n));
   auto run = [&](std::int64_t i) {
     SerialRegion serial;
+    const DenormalScope denormals;
     try {
       task(i);
     } catch (...) {

@@ -8,6 +8,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "denormal.hpp"
+
 namespace unroll {
 
 /// Uses n threads for TBB loops and BLAS calls (n <= 0: all available cores). Default: all cores.
@@ -62,10 +64,14 @@ bool in_serial_region();
 void parallel_tasks(std::int64_t n, FunctionRef<void(std::int64_t)> task);
 
 /// Calls body(begin, end) over [0, n) in chunks of at least `grain`, in parallel when n > grain.
+/// Every chunk runs inside a DenormalScope (core/denormal.hpp), on the caller's thread or a worker's.
 template <class F>
 inline void parallel_for(std::int64_t n, std::int64_t grain, F&& body) {
   if (n <= grain) {
-    if (n > 0) body(std::int64_t{0}, n);
+    if (n > 0) {
+      const DenormalScope denormals;
+      body(std::int64_t{0}, n);
+    }
     return;
   }
   parallel_for_impl(n, grain, FunctionRef<void(std::int64_t, std::int64_t)>(body));

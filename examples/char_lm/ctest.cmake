@@ -89,6 +89,9 @@ elseif(MODE STREQUAL "errors")
              STDERR "char_lm: --hidden out of range; got 0, expected 1 <= --hidden <= 8192")
   expect_run(NAME "unknown cell" COMMAND ${EXE} --smoke ${out} --cell lstn EXIT 2
              STDERR "char_lm: unknown --cell; got 'lstn', expected one of lstm, gru, rnn, custom, mingru, minlstm, rglru, slstm, mlstm")
+  # A run that diverges stops with exit code 3 and says what to change (its last good checkpoint stays).
+  expect_run(NAME "diverging run" COMMAND ${EXE} --smoke ${out} --lr 10 --clip 1e9 EXIT 3
+             STDERR "^char_lm: training diverged at step [0-9]+; got loss .*; try a smaller --lr \\(now 10\\) or a tighter --clip \\(now 1000000000\\)\n$")
   expect_run(NAME "xLSTM heads" COMMAND ${EXE} --smoke ${out} --cell slstm --hidden 30 EXIT 2
              STDERR "char_lm: --hidden must be a multiple of 4 for --cell slstm \\(4 heads\\); got 30")
   expect_run(NAME "unknown flag" COMMAND ${EXE} --smoke --bogus EXIT 2 STDERR "^char_lm: .*--bogus.*char_lm --help")

@@ -777,6 +777,12 @@ int train_or_sample(Run& run) {
   const std::vector<Tensor> params = model.parameters();
   std::vector<Carry> shard_next(static_cast<std::size_t>(m.shards));
   double interval_loss = 0, smooth = NAN, train_seconds = 0;
+  // Worse than a uniform guess over the vocabulary for three logged intervals in a row: diverged.
+  examples::DivergenceWatch divergence(
+      {.program = kProgram,
+       .ceiling = std::log(static_cast<double>(vocab.size())),
+       .patience = 3,
+       .hint = fmt::format("try a smaller --lr (now {}) or a tighter --clip (now {})", m.lr, m.clip)});
   std::int64_t interval_steps = 0;
   double last_val = NAN;
   using Clock = std::chrono::steady_clock;
@@ -805,9 +811,7 @@ int train_or_sample(Run& run) {
     ++step;
     train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
 
-    UNROLL_CHECK(std::isfinite(l), examples::UsageError,
-                 "{}: training diverged at step {}; got loss {}, expected a finite loss (try a smaller --lr)", kProgram,
-                 step, l);
+    if (!std::isfinite(l)) divergence.check(step, l);  // at once: the parameters are garbage from here on
     if (std::isnan(first_loss)) first_loss = l;
     smooth = std::isnan(smooth) ? l : 0.95 * smooth + 0.05 * l;
     interval_loss += l, ++interval_steps;
@@ -827,6 +831,8 @@ int train_or_sample(Run& run) {
                                         fmt::formatted_size("{}", o.steps), *val,
                                         examples::printable(s.substr(0, 60))));
       }
+      // Before this interval's checkpoint: a diverged run stops with the last good checkpoint on disk.
+      divergence.check(step, interval_loss / static_cast<double>(interval_steps));
       metrics.row({static_cast<double>(step), interval_loss / static_cast<double>(interval_steps), val,
                    static_cast<double>(interval_steps * T * B) / train_seconds, opt.lr()});
       interval_loss = 0, interval_steps = 0, train_seconds = 0;

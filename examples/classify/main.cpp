@@ -395,9 +395,11 @@ int run(const Options& o) {
     opt.zero_grad();
     schedule.step();
     const double l = loss.item();
-    UNROLL_CHECK(std::isfinite(l), examples::UsageError,
-                 "{}: training diverged at step {}; got loss {}, expected a finite loss (try a smaller --lr)", kProgram,
-                 step, l);
+    UNROLL_CHECK(
+        std::isfinite(l), examples::DivergedError,
+        "{}: training diverged at step {}; got loss {}, expected a finite loss; try a smaller --lr (now {}) or a "
+        "tighter --clip (now {})",
+        kProgram, step, l, o.lr, o.clip);
     smooth = std::isnan(smooth) ? l : 0.95 * smooth + 0.05 * l;
     interval_loss += l, ++interval_steps;
     progress.update(step, smooth, fmt::format("lr {:.2e}", opt.lr()));

@@ -26,6 +26,9 @@ int guarded_main(std::string_view program, const std::function<int()>& body) {
   } catch (const unroll::IoError& e) {
     fmt::print(stderr, "{}\n", e.what());
     return kUsageExitCode;
+  } catch (const DivergedError& e) {
+    fmt::print(stderr, "{}\n", e.what());
+    return kDivergedExitCode;
   } catch (const std::exception& e) {
     fmt::print(stderr, "{}: internal error: {}\n", program, e.what());
     return 1;

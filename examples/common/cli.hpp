@@ -29,7 +29,7 @@ namespace unroll::examples {
 std::optional<int> parse_command_line(CLI::App& app, int argc, char** argv);
 
 /// Runs body() and returns its exit code. UsageError and unroll::IoError (a file that cannot be read or
-/// written) print their message to stderr and give kUsageExitCode; any other exception prints
+/// written) print their message to stderr and give kUsageExitCode; DivergedError gives kDivergedExitCode; any other exception prints
 /// "<program>: internal error: <what>" and gives 1.
 int guarded_main(std::string_view program, const std::function<int()>& body);
 

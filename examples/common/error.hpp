@@ -15,4 +15,15 @@ class UsageError : public unroll::Error {
   using unroll::Error::Error;
 };
 
+/// The exit code for a run that diverged (its loss became non-finite or stayed above a bound): the data and flags
+/// were valid, the training settings were not.
+inline constexpr int kDivergedExitCode = 3;
+
+/// Training diverged. guarded_main prints its one-line message (what happened, what to try) and exits with
+/// kDivergedExitCode.
+class DivergedError : public unroll::Error {
+ public:
+  using unroll::Error::Error;
+};
+
 }  // namespace unroll::examples

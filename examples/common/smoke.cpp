@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "error.hpp"
+
 namespace unroll::examples {
 
 std::string LossFall::detail() const {
@@ -21,6 +23,17 @@ int check_loss_fell(std::string_view program, bool smoke, bool fell, std::string
 
 int check_loss_fell(std::string_view program, bool smoke, const LossFall& loss, std::string_view hint, std::FILE* err) {
   return check_loss_fell(program, smoke, loss.fell(), loss.detail(), hint, err);
+}
+
+void DivergenceWatch::check(std::int64_t step, double loss) {
+  UNROLL_CHECK(std::isfinite(loss), examples::DivergedError,
+               "{}: training diverged at step {}; got loss {}, expected a finite loss; {}", o_.program, step, loss,
+               o_.hint);
+  above_ = loss > o_.ceiling ? above_ + 1 : 0;
+  UNROLL_CHECK(above_ < o_.patience, examples::DivergedError,
+               "{}: training diverged at step {}; got loss {:.4g} for {} checks in a row, expected below {:.4g} (the "
+               "loss of a uniform prediction); {}",
+               o_.program, step, loss, above_, o_.ceiling, o_.hint);
 }
 
 }  // namespace unroll::examples

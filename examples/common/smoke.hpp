@@ -12,6 +12,8 @@
 //   ...
 //   return examples::check_loss_fell("my_example", o.smoke,
 //                                    {.first = first, .last = last, .first_what = "the first step's"});
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -62,5 +64,27 @@ int check_loss_fell(std::string_view program, bool smoke, bool fell, std::string
 /// The same for one loss: check_loss_fell(program, smoke, loss.fell(), loss.detail(), hint, err).
 int check_loss_fell(std::string_view program, bool smoke, const LossFall& loss, std::string_view hint = kLossHint,
                     std::FILE* err = stderr);
+
+/// Watches a run's loss for divergence: a non-finite loss stops it at once; a loss above `ceiling` (e.g. the loss
+/// of predicting uniformly, log V for V classes: a model doing worse than knowing nothing) for `patience` checks
+/// in a row stops it too. Stopping is a DivergedError "<program>: training diverged at step N; <what>; try a
+/// smaller --lr (now X) or a tighter --clip (now Y)", exit code kDivergedExitCode, where a run whose loss merely
+/// fell less than expected only warns (check_loss_fell).
+class DivergenceWatch {
+ public:
+  struct Options {
+    std::string program{};
+    double ceiling = INFINITY;  ///< a loss above this counts against the run
+    int patience = 3;           ///< consecutive checks above the ceiling that stop it
+    std::string hint{};         ///< what to try, e.g. "try a smaller --lr (now 1) or a tighter --clip (now 5)"
+  };
+  explicit DivergenceWatch(Options o) : o_(std::move(o)) {}
+  /// Throws DivergedError if the run diverged; call with each step's (or each logged interval's) loss.
+  void check(std::int64_t step, double loss);
+
+ private:
+  Options o_;
+  int above_ = 0;
+};
 
 }  // namespace unroll::examples

@@ -299,9 +299,10 @@ int run(const Options& o) {
       carry[i] = nn::detach_state(next);
       seconds[i] += std::chrono::duration<double>(Clock::now() - t0).count();
       const double l = loss.item() / std::numbers::ln2;
-      UNROLL_CHECK(std::isfinite(l), examples::UsageError,
-                   "{}: {} diverged at step {}; got loss {}, expected a finite loss (try a smaller --lr)", kProgram,
-                   models[i]->kind(), step, l);
+      UNROLL_CHECK(std::isfinite(l), examples::DivergedError,
+                   "{}: {} diverged at step {}; got loss {}, expected a finite loss; try a smaller --lr (now {}) or a "
+                   "tighter --clip (now {})",
+                   kProgram, models[i]->kind(), step, l, o.lr, o.clip);
       if (std::isnan(first[i])) first[i] = l;
       sum_loss[i] += l;
       shown += l / static_cast<double>(nm);

@@ -2,6 +2,10 @@
 // not unroll checkpoints, and a writer SIGKILLed mid-save (the previous checkpoint must survive whole).
 #include <doctest/doctest.h>
 
+#include <sys/resource.h>
+
+#include <csignal>
+
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -304,8 +308,9 @@ TEST_SUITE("core/checkpoint") {
   TEST_CASE("a writer SIGKILLed at random moments always leaves one complete checkpoint") {
     TempDir dir;
     const std::string path = dir / "ckpt.safetensors";
-    // A few MB per checkpoint, so most of the writer's time is spent inside the write, fsync and rename.
-    constexpr std::int64_t kN = std::int64_t{1} << 20;
+    // A few hundred KB per checkpoint, so most of the writer's time is spent inside the write, fsync and rename,
+    // and 200 kills fit in a few seconds.
+    constexpr std::int64_t kN = std::int64_t{1} << 17;
     const auto make = [](std::int64_t step) {
       Checkpoint c;
       c.model.insert("w", full({kN}, static_cast<double>(step), f32));
@@ -331,7 +336,7 @@ TEST_SUITE("core/checkpoint") {
     save_checkpoint(path, make(0));
     std::int64_t last = 0;
     std::mt19937 delays(20240611);
-    for (int round = 0; round < 5; ++round) {
+    for (int round = 0; round < 200; ++round) {
       CAPTURE(round);
       int saved[2];  // the writer sends a byte after each completed save
       REQUIRE(::pipe(saved) == 0);
@@ -353,7 +358,7 @@ TEST_SUITE("core/checkpoint") {
       // writer a random moment later: it spends most of its time writing, so the kill lands mid-save.
       char byte = 0;
       const bool progressed = ::read(saved[0], &byte, 1) == 1;
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 40)(delays)));
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 12)(delays)));
       ::kill(pid, SIGKILL);
       ::close(saved[0]);
       int status = 0;
@@ -365,5 +370,42 @@ TEST_SUITE("core/checkpoint") {
       CHECK(c.step > last);
       last = c.step;
     }
+  }
+
+  TEST_CASE("a save that runs out of space is an IoError naming the file, and the previous checkpoint is intact") {
+    TempDir dir;
+    const std::string path = dir / "ckpt.safetensors";
+    Checkpoint first;
+    first.model.insert("w", full({16}, 1.0, f32));
+    first.step = 1;
+    save_checkpoint(path, first);
+    Checkpoint big;
+    big.model.insert("w", full({1 << 16}, 2.0, f32));  // 256 KB: over the limit below
+    big.step = 2;
+    // A full disk, simulated: files may not grow past 64 KB. Without SIG_IGN, SIGXFSZ would kill the process; with
+    // it, write() fails with EFBIG, as it does with ENOSPC on a full disk.
+    rlimit saved{};
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &saved) == 0);
+    const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit small = saved;
+    small.rlim_cur = 64 * 1024;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+    std::string message;
+    try {
+      save_checkpoint(path, big);
+    } catch (const IoError& e) {
+      message = e.what();
+    }
+    ::setrlimit(RLIMIT_FSIZE, &saved);
+    std::signal(SIGXFSZ, old_handler);
+    CHECK(message.find(fmt::format("save_checkpoint: cannot write '{}'", path)) == 0);
+    CHECK(message.find("File too large") != std::string::npos);
+    const Checkpoint c = load_checkpoint(path);  // the previous one, whole
+    CHECK(c.step == 1);
+    CHECK(c.model.at("w").numel() == 16);
+    std::size_t leftovers = 0;  // and no temp file left behind
+    for (const auto& entry : fs::directory_iterator(dir.path))
+      leftovers += entry.path().filename() != "ckpt.safetensors";
+    CHECK(leftovers == 0);
   }
 }
