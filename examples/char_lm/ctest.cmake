@@ -11,6 +11,19 @@ include(${CMAKE_CURRENT_LIST_DIR}/../common/expect.cmake)
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
 
+# A two-layer `cell` run of `steps` steps stopped at `stop` and resumed writes the same checkpoint, byte for byte,
+# as the same run never stopped.
+function(check_exact_resume cell steps stop)
+  set(run ${EXE} --smoke --cell ${cell} --layers 2 --steps ${steps})
+  expect_run(NAME "${cell} uninterrupted" COMMAND ${run} --out ${WORK}/${cell}_straight)
+  expect_run(NAME "${cell} stopped at step ${stop}" COMMAND ${run} --out ${WORK}/${cell}_resumed --stop-at ${stop}
+             STDOUT "stopped at step ${stop}")
+  expect_run(NAME "${cell} resumed" COMMAND ${run} --out ${WORK}/${cell}_resumed --resume
+             STDOUT "resuming at step ${stop}")
+  expect_same_file(NAME "${cell} resumed checkpoint equals the uninterrupted one"
+                   A ${WORK}/${cell}_straight/checkpoint.safetensors B ${WORK}/${cell}_resumed/checkpoint.safetensors)
+endfunction()
+
 if(MODE STREQUAL "smoke")
   set(run "${WORK}/run")
   expect_run(NAME "smoke run" COMMAND ${EXE} --smoke --out ${run}
@@ -41,32 +54,11 @@ elseif(MODE STREQUAL "resume")
   expect_run(NAME "resumed run" COMMAND ${EXE} --smoke --out ${WORK}/resumed --resume STDOUT "resuming at step 50")
   expect_same_file(NAME "resumed checkpoint equals the uninterrupted one"
                    A ${WORK}/straight/checkpoint.safetensors B ${WORK}/resumed/checkpoint.safetensors)
-  # The same with a two-layer MinGRU stack, whose carried state is each layer's last scan output.
-  expect_run(NAME "mingru uninterrupted" COMMAND ${EXE} --smoke --cell mingru --layers 2 --out ${WORK}/mg_straight)
-  expect_run(NAME "mingru stopped at step 50" COMMAND ${EXE} --smoke --cell mingru --layers 2 --out ${WORK}/mg_resumed
-             --stop-at 50 STDOUT "stopped at step 50")
-  expect_run(NAME "mingru resumed" COMMAND ${EXE} --smoke --cell mingru --layers 2 --out ${WORK}/mg_resumed --resume
-             STDOUT "resuming at step 50")
-  expect_same_file(NAME "mingru resumed checkpoint equals the uninterrupted one"
-                   A ${WORK}/mg_straight/checkpoint.safetensors B ${WORK}/mg_resumed/checkpoint.safetensors)
-  # And with Griffin's blocks, whose carry adds each layer's conv tail.
-  expect_run(NAME "rglru uninterrupted" COMMAND ${EXE} --smoke --cell rglru --layers 2 --steps 60
-             --out ${WORK}/rg_straight)
-  expect_run(NAME "rglru stopped at step 30" COMMAND ${EXE} --smoke --cell rglru --layers 2 --steps 60
-             --out ${WORK}/rg_resumed --stop-at 30 STDOUT "stopped at step 30")
-  expect_run(NAME "rglru resumed" COMMAND ${EXE} --smoke --cell rglru --layers 2 --steps 60 --out ${WORK}/rg_resumed
-             --resume STDOUT "resuming at step 30")
-  expect_same_file(NAME "rglru resumed checkpoint equals the uninterrupted one"
-                   A ${WORK}/rg_straight/checkpoint.safetensors B ${WORK}/rg_resumed/checkpoint.safetensors)
-  # And with mLSTM, whose carry holds each layer's matrix memory [L, B, heads, D, D].
-  expect_run(NAME "mlstm uninterrupted" COMMAND ${EXE} --smoke --cell mlstm --layers 2 --steps 60
-             --out ${WORK}/ml_straight)
-  expect_run(NAME "mlstm stopped at step 30" COMMAND ${EXE} --smoke --cell mlstm --layers 2 --steps 60
-             --out ${WORK}/ml_resumed --stop-at 30 STDOUT "stopped at step 30")
-  expect_run(NAME "mlstm resumed" COMMAND ${EXE} --smoke --cell mlstm --layers 2 --steps 60 --out ${WORK}/ml_resumed
-             --resume STDOUT "resuming at step 30")
-  expect_same_file(NAME "mlstm resumed checkpoint equals the uninterrupted one"
-                   A ${WORK}/ml_straight/checkpoint.safetensors B ${WORK}/ml_resumed/checkpoint.safetensors)
+  # The same with two-layer stacks of the other carried states: MinGRU (each layer's last scan output), Griffin's
+  # blocks (plus each layer's conv tail), mLSTM (each layer's matrix memory [L, B, heads, D, D]).
+  check_exact_resume(mingru 120 50)
+  check_exact_resume(rglru 60 30)
+  check_exact_resume(mlstm 60 30)
   expect_run(NAME "resume with another model" COMMAND ${EXE} --smoke --out ${WORK}/resumed --resume --hidden 32
              --steps 200 EXIT 2 STDERR "char_lm: --hidden differs from the checkpoint; got 32, expected 64")
   expect_run(NAME "resume a finished run" COMMAND ${EXE} --smoke --out ${WORK}/resumed --resume EXIT 2
