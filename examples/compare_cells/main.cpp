@@ -7,7 +7,7 @@
 // Each model trains in its own char_lm process, so its peak resident memory (getrusage's ru_maxrss of that child)
 // is its own and one model's allocations cannot slow the next.
 //
-//   compare_cells                                   # lstm gru mingru minlstm rglru slstm mlstm, ~ 20 minutes
+//   compare_cells                                   # lstm gru mingru minlstm rglru slstm mlstm, ~2 hours
 //   compare_cells --cells lstm,mingru --steps 500   # a subset
 //   compare_cells --smoke                           # what CI runs: seconds
 #include <fcntl.h>
