@@ -220,6 +220,7 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
       for (std::uint32_t s = n.out_begin; s < n.out_begin + n.out_count; ++s) reached |= grads_[s].defined();
       if (reached) {
         GradSink sink(*this, static_cast<std::uint32_t>(i));
+        detail::OpScope op_scope(n.name);  // a gradient too large for memory names the op it belongs to
         n.run(n.closure, sink);
       }
       release_node(n);  // frees what the node saved as soon as it is done: peak memory stays at the forward's

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <new>
 
+#include <sys/sysinfo.h>
+
 namespace unroll {
 namespace detail {
 
@@ -46,9 +48,15 @@ void unref(CacheHome* h) {
   if (h->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete h;
 }
 
+// Null when the block cannot be had (see storage_allocate).
 Storage* system_allocate(std::size_t bytes) {
+  static const std::size_t limit = [] {
+    const MemoryLimits m = memory_limits();
+    return m.ram_bytes == 0 ? SIZE_MAX : m.ram_bytes + m.swap_bytes;  // 0: unknown, leave it to malloc
+  }();
+  if (bytes > limit) return nullptr;
   void* p = std::aligned_alloc(kAlign, bytes);
-  if (p == nullptr) throw std::bad_alloc();
+  if (p == nullptr) return nullptr;
   system_bytes.fetch_add(bytes, std::memory_order_relaxed);
   auto* s = static_cast<Storage*>(p);
   s->capacity = bytes - Storage::kHeaderBytes;
@@ -136,6 +144,7 @@ Storage* storage_allocate_slow(std::size_t nbytes) {
   const int c = size_class_of(total);
   if (cache_destroyed) {  // no cache any more: a plain block, released with free()
     Storage* s = system_allocate((total + kAlign - 1) / kAlign * kAlign);
+    if (s == nullptr) return nullptr;
     s->size_class = kNumClasses;  // "uncached"
     s->refs.store(1, std::memory_order_relaxed);
     return s;
@@ -146,6 +155,12 @@ Storage* storage_allocate_slow(std::size_t nbytes) {
     if (k.lists.head[c] != nullptr) return storage_allocate(nbytes);  // the fast path now finds one
   }
   Storage* s = system_allocate(c < kNumClasses ? class_bytes(c) : (total + kAlign - 1) / kAlign * kAlign);
+  if (s == nullptr) {
+    // The cached blocks of this thread may be what stands in the way: give them back and try once more.
+    k.free_lists();
+    s = system_allocate(c < kNumClasses ? class_bytes(c) : (total + kAlign - 1) / kAlign * kAlign);
+    if (s == nullptr) return nullptr;
+  }
   s->size_class = c;
   if (c < kNumClasses) {
     s->home = k.lists.home;
@@ -198,5 +213,15 @@ AllocatorStats allocator_stats() {
   return {k.lists.cached_bytes, k.lists.hits, k.misses, detail::system_bytes.load(std::memory_order_relaxed)};
 }
 void empty_cache() { detail::cache().clear(); }
+
+MemoryLimits memory_limits() {
+  static const MemoryLimits limits = [] {
+    struct sysinfo info {};
+    if (sysinfo(&info) != 0) return MemoryLimits{};
+    const auto unit = static_cast<std::size_t>(info.mem_unit);
+    return MemoryLimits{.ram_bytes = info.totalram * unit, .swap_bytes = info.totalswap * unit};
+  }();
+  return limits;
+}
 
 }  // namespace unroll

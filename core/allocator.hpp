@@ -59,7 +59,9 @@ extern constinit thread_local FreeLists* tls_free_lists;
 Storage* storage_allocate_slow(std::size_t nbytes);
 void storage_release_slow(Storage* s);
 
-/// A block with room for `nbytes` of data and one reference. Contents are uninitialised.
+/// A block with room for `nbytes` of data and one reference, or null when it does not fit in memory (the system
+/// refused it, or it is larger than RAM and swap together: with Linux's overcommit such a request could be granted
+/// and the process killed when the pages are touched). Contents are uninitialised.
 inline Storage* storage_allocate(std::size_t nbytes) {
   if (FreeLists* f = tls_free_lists) {
     const int c = size_class_of(nbytes + Storage::kHeaderBytes);
@@ -100,6 +102,12 @@ struct AllocatorStats {
   std::size_t system_bytes = 0;  ///< all threads: bytes obtained from the system and not yet given back
 };
 AllocatorStats allocator_stats();
+/// This machine's RAM and swap in bytes (read once): no tensor larger than their sum is attempted.
+struct MemoryLimits {
+  std::size_t ram_bytes = 0;
+  std::size_t swap_bytes = 0;
+};
+MemoryLimits memory_limits();
 /// Returns every cached block of the calling thread to the system.
 void empty_cache();
 

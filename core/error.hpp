@@ -44,8 +44,35 @@ class IoError : public Error {
  public:
   using Error::Error;
 };
+/// A tensor that does not fit in this machine's memory (the system refused it, or it is larger than RAM and
+/// swap together). Its message names the op, the bytes asked for, the shape and the dtype.
+class MemoryError : public Error {
+ public:
+  using Error::Error;
+};
 
 namespace detail {
+/// The op running on this thread, outermost first (null outside ops): errors raised below an op that cannot know
+/// its name (a tensor allocation, a shape too large to count) use it to say where they come from.
+inline constinit thread_local const char* tls_op_name = nullptr;
+
+/// Names the op for its lifetime, unless an enclosing op already did (linear calling matmul stays "linear":
+/// the name the user wrote). Two thread-local stores: cheap enough for every op.
+class OpScope {
+ public:
+  explicit OpScope(const char* name) : outer_(tls_op_name) {
+    if (outer_ == nullptr) tls_op_name = name;
+  }
+  ~OpScope() { tls_op_name = outer_; }
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+ private:
+  const char* outer_;
+};
+/// The name errors should start with: the running op, else `fallback`.
+inline const char* op_name_or(const char* fallback) { return tls_op_name != nullptr ? tls_op_name : fallback; }
+
 template <class E, class... Args>
 [[noreturn]] [[gnu::cold]] void throw_error(fmt::format_string<Args...> format, Args&&... args) {
   throw E(fmt::format(format, std::forward<Args>(args)...));
@@ -68,6 +95,8 @@ template <class E, class... Args>
     throw StateError(context + e.what());
   } catch (const IoError& e) {
     throw IoError(context + e.what());
+  } catch (const MemoryError& e) {
+    throw MemoryError(context + e.what());
   } catch (const Error& e) {
     throw Error(context + e.what());
   }

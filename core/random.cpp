@@ -70,6 +70,7 @@ Generator& default_generator() {
 void manual_seed(std::uint64_t seed) { default_generator().manual_seed(seed); }
 
 Tensor uniform(const Shape& shape, double low, double high, Dtype dtype, Generator& gen) {
+  detail::OpScope op_scope("uniform");
   UNROLL_CHECK(low <= high, ValueError, "uniform: empty range; got low={} and high={}, expected low <= high", low,
                high);
   if (low == high) return full(shape, low, dtype);
@@ -78,6 +79,7 @@ Tensor uniform(const Shape& shape, double low, double high, Dtype dtype, Generat
 }
 Tensor rand(const Shape& shape, Dtype dtype, Generator& gen) { return uniform(shape, 0.0, 1.0, dtype, gen); }
 Tensor randn(const Shape& shape, Dtype dtype, Generator& gen, double mean, double std) {
+  detail::OpScope op_scope("randn");
   UNROLL_CHECK(std >= 0, ValueError, "randn: negative standard deviation; got {}, expected >= 0", std);
   return fill_with(shape, dtype, [&] { return mean + std * gen.normal(); });
 }

@@ -75,8 +75,8 @@ class Shape {
     for (std::size_t i = 0; i < n; ++i) {
       UNROLL_CHECK(s[i] >= 0, ShapeError, "Shape: negative size; got {} at dim {}, expected >= 0", s[i], i);
       UNROLL_CHECK(!__builtin_mul_overflow(count, s[i], &count) && count <= kMaxNumel, ShapeError,
-                   "Shape: too many elements; got sizes [{}], expected at most 2^48 elements",
-                   fmt::join(s, s + n, ", "));
+                   "{}: too many elements; got sizes [{}], expected at most 2^48 elements",
+                   detail::op_name_or("Shape"), fmt::join(s, s + n, ", "));
       sizes_[i] = s[i];
     }
     rank_ = static_cast<int>(n);

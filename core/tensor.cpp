@@ -32,12 +32,27 @@ Tensor Tensor::view_as_shape(const Shape& shape) const {
   return detail::view_range(*this, 0, shape);
 }
 
+namespace detail {
+void throw_out_of_memory(const Shape& shape, Dtype dtype) {
+  const double bytes = static_cast<double>(shape.numel()) * static_cast<double>(dtype_size(dtype));
+  const MemoryLimits m = memory_limits();
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  throw_error<MemoryError>(
+      "{}: out of memory; got a request for {:.0f} bytes ({:.2f} GiB, a {} tensor of shape {}), expected at most "
+      "what this machine has ({:.2f} GiB of RAM, {:.2f} GiB of swap, less what is in use)",
+      op_name_or("Tensor::empty"), bytes, bytes / kGiB, dtype, shape, static_cast<double>(m.ram_bytes) / kGiB,
+      static_cast<double>(m.swap_bytes) / kGiB);
+}
+}  // namespace detail
+
 Tensor full(const Shape& shape, double value, Dtype dtype) {
+  detail::OpScope op_scope("full");
   Tensor t = Tensor::empty(shape, dtype);
   dispatch(dtype, [&]<class T>(T*) { std::fill_n(static_cast<T*>(t.raw()), t.numel(), static_cast<T>(value)); });
   return t;
 }
 Tensor zeros(const Shape& shape, Dtype dtype) {
+  detail::OpScope op_scope("zeros");
   Tensor t = Tensor::empty(shape, dtype);
   std::memset(t.raw(), 0, static_cast<std::size_t>(t.numel()) * dtype_size(dtype));
   return t;
@@ -72,6 +87,7 @@ Tensor index_tensor(std::initializer_list<std::int64_t> values) {
                       Shape{static_cast<std::int64_t>(values.size())});
 }
 Tensor arange(std::int64_t n, Dtype dtype) {
+  detail::OpScope op_scope("arange");
   UNROLL_CHECK(n >= 0, ValueError, "arange: negative length; got {}, expected >= 0", n);
   Tensor t = Tensor::empty(Shape{n}, dtype);
   dispatch(dtype, [&]<class T>(T*) {

@@ -25,6 +25,8 @@ void release(LeafMeta*);
 // Engine-only access (ops and autograd; not user API), defined below the class.
 Tensor view_range(const Tensor& t, std::int64_t element_offset, const Shape& shape);
 void set_tape_ref(Tensor& t, std::uint64_t key, std::uint32_t slot);
+/// The MemoryError of a tensor whose storage could not be allocated (tensor.cpp).
+[[noreturn]] [[gnu::cold]] void throw_out_of_memory(const Shape& shape, Dtype dtype);
 }  // namespace detail
 
 class Tensor {
@@ -76,9 +78,12 @@ class Tensor {
   }
 
   /// A new tensor with uninitialised contents (use zeros() when the contents matter).
+  /// Uninitialised storage; MemoryError (naming the running op, see detail::OpScope) if it does not fit.
   static Tensor empty(const Shape& shape, Dtype dtype = Dtype::float32) {
-    return Tensor(detail::storage_allocate(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype)), 0, shape,
-                  dtype);
+    detail::Storage* s = detail::storage_allocate(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype));
+    if (s == nullptr) [[unlikely]]
+      detail::throw_out_of_memory(shape, dtype);
+    return Tensor(s, 0, shape, dtype);
   }
 
   bool defined() const { return storage_ != nullptr; }

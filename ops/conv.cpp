@@ -36,6 +36,7 @@ void check_dtype(const char* name, const Tensor& x, const Tensor& p) {
 // y[t] = bias + sum_k w[:, k] x[t - (K-1) + k];  dx[s] = sum_k w[:, k] g[s + K-1 - k],
 // dw[:, k] = sum_{t, b} g[t] x[t - (K-1) + k], db = sum_{t, b} g[t]   (per channel; x = 0 before t = 0)
 Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  detail::OpScope op_scope("conv1d");
   detail::check_floating("conv1d", x);
   UNROLL_CHECK(x.dim() == 3, ShapeError, "conv1d: input must be [T, B, C]; got {}, expected 3 dims", x.shape());
   const std::int64_t steps = x.shape()[0], C = x.shape()[2], M = x.shape()[1] * C;

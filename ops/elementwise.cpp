@@ -132,6 +132,7 @@ Tensor binary_kernel(const Tensor& a, const Tensor& b, const Shape& out_shape) {
 
 template <BinOp op>
 Tensor binary_forward(const char* where, const Tensor& a, const Tensor& b) {
+  detail::OpScope op_scope(where);
   detail::check_floating_same(where, a, b);
   const Shape out_shape = a.shape() == b.shape() ? a.shape() : broadcast_shapes(where, a.shape(), b.shape());
   return binary_kernel<op>(a, b, out_shape);
@@ -151,6 +152,7 @@ enum class Save { input, output };
 
 template <Save save, class Fwd, class Bwd>
 Tensor unary(const char* name, const Tensor& x, Fwd fwd, Bwd bwd) {
+  detail::OpScope op_scope(name);
   check_floating(name, x);
   Tensor y = map(x, fwd);
   if (autograd::needs_grad({&x})) {
@@ -248,6 +250,7 @@ Tensor logaddexp(const Tensor& a, const Tensor& b) {
 namespace {
 template <class F>
 Tensor scalar_op(const char* name, const Tensor& x, double dydx, F f) {
+  detail::OpScope op_scope(name);
   check_floating(name, x);
   Tensor y = map(x, f);
   if (autograd::needs_grad({&x}))
@@ -463,6 +466,7 @@ Tensor zeros_scalar(Dtype d) { return zeros(Shape{}, d); }
 
 // y = c ? a : b;  da = sum_to(c ? g : 0), db = sum_to(c ? 0 : g)
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  detail::OpScope op_scope("where");
   detail::check_floating_same("where", a, b);
   UNROLL_CHECK(cond.defined(), StateError, "where: condition is undefined; got an undefined tensor, expected a tensor");
   const Shape ab = broadcast_shapes("where", a.shape(), b.shape());
@@ -484,6 +488,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 
 // y = m ? v : x;  dx = m ? 0 : g
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
+  detail::OpScope op_scope("masked_fill");
   check_floating("masked_fill", x);
   UNROLL_CHECK(mask.defined(), StateError,
                "masked_fill: mask is undefined; got an undefined tensor, expected a tensor");
@@ -503,6 +508,7 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
 
 // y = x m / (1 - p), m ~ Bernoulli(1 - p);  dx = g m / (1 - p)
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
+  detail::OpScope op_scope("dropout");
   check_floating("dropout", x);
   UNROLL_CHECK(p >= 0 && p <= 1, ValueError, "dropout: probability out of range; got p={}, expected in [0, 1]", p);
   if (!training || p == 0) return x;
@@ -518,6 +524,7 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
 
 // y = convert(x);  dx = convert(g) back
 Tensor to(const Tensor& x, Dtype dtype) {
+  detail::OpScope op_scope("to");
   UNROLL_CHECK(x.defined(), StateError, "to: tensor is undefined; got an undefined tensor, expected a tensor");
   if (x.dtype() == dtype) return x;
   Tensor out = convert(x, dtype);

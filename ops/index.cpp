@@ -50,6 +50,7 @@ void scatter_add_rows(Tensor& dx, const Tensor& g, const std::int64_t* idx, std:
 
 // y[.., j, ..] = x[.., idx[j], ..];  dx[.., idx[j], ..] += g[.., j, ..]
 Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& idx) {
+  detail::OpScope op_scope("index_select");
   UNROLL_CHECK(x.defined(), StateError,
                "index_select: tensor is undefined; got an undefined tensor, expected a tensor");
   UNROLL_CHECK(x.dim() > 0, ShapeError, "index_select: cannot index a 0-d tensor; got {}, expected at least 1 dim",
@@ -73,6 +74,7 @@ Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& idx) {
 
 // y[k, :] = W[idx[k], :];  dW[idx[k], :] += g[k, :] (except padding_idx)
 Tensor embedding(const Tensor& weight, const Tensor& idx, std::optional<std::int64_t> padding_idx) {
+  detail::OpScope op_scope("embedding");
   UNROLL_CHECK(weight.defined(), StateError,
                "embedding: weight is undefined; got an undefined tensor, expected [V, D]");
   UNROLL_CHECK(weight.dim() == 2, ShapeError, "embedding: weight must be 2-D; got {}, expected [V, D]", weight.shape());

@@ -45,6 +45,7 @@ void gemm_t(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, co
 
 // y = x W^T + b;  dx = g W,  dW = g^T x,  db = sum_rows(g)
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  detail::OpScope op_scope("linear");
   detail::check_floating_same("linear", x, weight);
   UNROLL_CHECK(weight.dim() == 2, ShapeError, "linear: weight must be 2-D [out, in]; got weight={}, expected 2 dims",
                weight.shape());

@@ -82,6 +82,7 @@ Tensor nll_loss(const Tensor& logp, const Tensor& target, Reduction reduction, s
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction, std::int64_t ignore_index) {
+  detail::OpScope op_scope("cross_entropy");
   check_class_targets("cross_entropy", logits, target, ignore_index);
   return nll_loss(log_softmax(logits, 1), target, reduction, ignore_index);
 }

@@ -30,6 +30,7 @@ void gemm_batched(bool ta, bool tb, std::int64_t batch, std::int64_t M, std::int
 
 // y = a b;  da = g b^T,  db = a^T g
 Tensor matmul(const Tensor& a, const Tensor& b) {
+  detail::OpScope op_scope("matmul");
   detail::check_floating_same("matmul", a, b);
   const bool ok_rank = (a.dim() == 2 && b.dim() == 2) || (a.dim() == 3 && (b.dim() == 2 || b.dim() == 3));
   UNROLL_CHECK(ok_rank, ShapeError,

@@ -9,6 +9,7 @@
 namespace unroll {
 
 Tensor layer_norm(const Tensor& x, int norm_dims, const Tensor& weight, const Tensor& bias, double eps) {
+  detail::OpScope op_scope("layer_norm");
   constexpr const char* where = "layer_norm";
   detail::check_floating(where, x);
   UNROLL_CHECK(norm_dims >= 1 && norm_dims <= x.dim(), ShapeError,

@@ -84,6 +84,7 @@ std::vector<int> reduce_dims(const char* where, const Tensor& x, const std::vect
 }
 
 Tensor sum_or_mean(const char* name, const Tensor& x, const std::vector<int>& dims, bool keepdim, bool is_mean) {
+  detail::OpScope op_scope(name);
   check_floating(name, x);
   Tensor r = x;
   std::int64_t count = 1;
@@ -266,6 +267,7 @@ Tensor softmax_kernel(const Tensor& x, int d) {
 
 template <bool log>
 Tensor softmax_op(const char* name, const Tensor& x, std::int64_t dim) {
+  detail::OpScope op_scope(name);
   check_floating(name, x);
   const int d = wrap_dim(name, dim, std::max(x.dim(), 1));
   Tensor xv = x.dim() == 0 ? x.view_as_shape(Shape{1}) : x;

@@ -313,6 +313,7 @@ void linear_scan_grads(autograd::GradSink& sink, const Plan& p, const Tensor& a,
 
 // h_t = a_t h_{t-1} + b_t.  Backward: D_t = g_t + a_{t+1} D_{t+1};  da_t = D_t h_{t-1};  db_t = D_t;  dh0 = a_0 D_0
 Tensor linear_scan(const Tensor& a, const Tensor& b, const Tensor& h0, const ScanOptions& options) {
+  detail::OpScope op_scope("linear_scan");
   constexpr const char* where = "linear_scan";
   auto plan = std::make_shared<Plan>(make_plan(where, a, b, h0, options));
   const Plan& p = *plan;
@@ -435,6 +436,7 @@ void log_linear_scan_grads(autograd::GradSink& sink, const Plan& p, const Tensor
 
 // log h_t = logaddexp(log_a_t + log h_{t-1}, log_b_t).  Backward: see log_linear_scan_grads.
 Tensor log_linear_scan(const Tensor& log_a, const Tensor& log_b, const Tensor& log_h0, const ScanOptions& options) {
+  detail::OpScope op_scope("log_linear_scan");
   constexpr const char* where = "log_linear_scan";
   auto plan = std::make_shared<Plan>(make_plan(where, log_a, log_b, log_h0, options));
   const Plan& p = *plan;

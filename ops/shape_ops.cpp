@@ -259,6 +259,7 @@ namespace {
 // Concatenates xs along `dim` of out_shape, where each x contributes x.numel() / outer contiguous
 // elements per outer index (outer = product of out dims before dim). This covers cat and stack.
 Tensor join(const char* name, std::span<const Tensor> xs, int dim, const Shape& out_shape) {
+  detail::OpScope op_scope(name);
   Tensor out = Tensor::empty(out_shape, xs[0].dtype());
   const std::int64_t outer = out_shape.numel(0, dim);
   std::vector<std::int64_t> block(xs.size());

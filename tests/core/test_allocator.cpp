@@ -86,3 +86,52 @@ TEST_SUITE("core/allocator") {
     }
   }
 }
+
+TEST_SUITE("core/allocator limits") {
+  // A tensor larger than the machine is a MemoryError naming the op, the bytes, the shape and the dtype; it is
+  // refused before malloc (with overcommit, malloc could grant it and the process would die touching the pages).
+  TEST_CASE("a product larger than memory is a MemoryError naming the op and the size") {
+    const Tensor a = zeros({1 << 20, 1});
+    const Tensor b = zeros({1, 1 << 20});
+    CHECK_THROWS_WITH_AS(matmul(a, b),
+                         doctest::Contains("matmul: out of memory; got a request for 4398046511104 bytes (4096.00 GiB, "
+                                           "a float32 tensor of shape [1048576, 1048576])"),
+                         MemoryError);
+    CHECK_THROWS_WITH_AS(add(a, b), doctest::Contains("add: out of memory; got a request for 4398046511104 bytes"),
+                         MemoryError);
+    // linear calls matmul inside: the error names the op the caller wrote.
+    CHECK_THROWS_WITH_AS(linear(a, zeros({1 << 20, 1}, Dtype::float32), Tensor()),
+                         doctest::Contains("linear: out of memory"), MemoryError);
+    CHECK_THROWS_WITH_AS(zeros({1 << 20, 1 << 20}, Dtype::float64),
+                         doctest::Contains("zeros: out of memory; got a request for 8796093022208 bytes"), MemoryError);
+    CHECK_THROWS_AS(Tensor::empty({std::int64_t{1} << 45}), MemoryError);
+  }
+
+  TEST_CASE("the message states what the machine has, and the allocator works on afterwards") {
+    const MemoryLimits m = memory_limits();
+    CHECK(m.ram_bytes > 0);
+    try {
+      Tensor::empty({std::int64_t{1} << 44}, Dtype::float64);
+      FAIL("expected a MemoryError");
+    } catch (const MemoryError& e) {
+      CHECK(std::string(e.what()).starts_with("Tensor::empty: out of memory;"));
+      CHECK(std::string(e.what()).find("GiB of RAM") != std::string::npos);
+    }
+    Tensor ok = ones({1000});
+    CHECK(sum(ok).item() == 1000.0);
+  }
+
+  TEST_CASE("a shape whose element count overflows is a ShapeError naming the op") {
+    CHECK_THROWS_WITH_AS(Tensor::empty({std::int64_t{1} << 40, std::int64_t{1} << 40}),
+                         "Shape: too many elements; got sizes [1099511627776, 1099511627776], expected at most 2^48 "
+                         "elements",
+                         ShapeError);
+    CHECK_THROWS_WITH_AS(Tensor::empty({std::int64_t{1} << 62, 4}), doctest::Contains("Shape: too many elements"),
+                         ShapeError);
+    // Broadcasting [2^24, 1] against [1, 2^24 + 1] asks for more than 2^48 elements: the op says so.
+    const Tensor a = Tensor::empty({std::int64_t{1} << 24, 1});
+    const Tensor b = Tensor::empty({1, (std::int64_t{1} << 24) + 1});
+    CHECK_THROWS_WITH_AS(add(a, b), doctest::Contains("add: too many elements; got sizes [16777216, 16777217]"),
+                         ShapeError);
+  }
+}
