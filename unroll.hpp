@@ -6,6 +6,7 @@
 //   for (int t = 0; t < T; ++t) h = unroll::tanh(unroll::matmul(x[t], W) + unroll::matmul(h, U) + b);
 //   unroll::sum(h).backward();          // backpropagation through time: the tape of the loop, replayed
 //   W.grad();                           // accumulated gradient
+#include "autograd/anomaly.hpp"
 #include "autograd/gradcheck.hpp"
 #include "autograd/shard.hpp"
 #include "autograd/tape.hpp"

@@ -222,6 +222,8 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
         GradSink sink(*this, static_cast<std::uint32_t>(i));
         detail::OpScope op_scope(n.name);  // a gradient too large for memory names the op it belongs to
         n.run(n.closure, sink);
+        if (detail::anomaly_checks()) [[unlikely]]
+          check_input_grads(n);
       }
       release_node(n);  // frees what the node saved as soon as it is done: peak memory stays at the forward's
     }
@@ -250,10 +252,25 @@ void Tape::input_meta_error(const Node& n, std::size_t i) const {
   throw StateError(fmt::format("backward: input {} of '{}' has no gradient record", i, n.name));  // unreachable
 }
 
+void Tape::check_input_grads(const Node& n) const {
+  for (std::uint32_t k = 0; k < n.in_count; ++k) {
+    const InputRef& in = inputs_[n.in_begin + k];
+    if (!in.needs) continue;
+    const Tensor* g = in.leaf == nullptr ? &grads_[in.slot]
+                      : leaf_grads_      ? leaf_grads_->find(*in.leaf)
+                                         : &in.leaf->grad;
+    if (g != nullptr) detail::check_gradient(n.name, k, *g);
+  }
+}
+
 void GradSink::add_rows_product(std::size_t i, const Tensor& p, const Tensor& q) {
   const Tape::Node& n = tape_.nodes_[node_];
   const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
   if (!in.needs) return;
+  if (detail::anomaly_checks()) [[unlikely]] {  // the product may be deferred: check its factors now
+    detail::check_gradient(n.name, i, p, "rows product factor");
+    detail::check_gradient(n.name, i, q, "rows product factor");
+  }
   const auto [shape, dtype] = tape_.input_meta(n, i);
   UNROLL_CHECK(
       p.dim() >= 1 && q.dim() >= 1 && detail::rows_of(p) == detail::rows_of(q) && shape->dim() == 2 &&

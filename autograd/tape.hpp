@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../core/tensor.hpp"
+#include "anomaly.hpp"
 #include "deferred_rows.hpp"
 
 namespace unroll::autograd {
@@ -59,6 +60,11 @@ class LeafGrads {
   void apply();
   /// Drops every held gradient.
   void clear();
+  /// The held gradient of `leaf`, or null if none arrived (unlike slot(), adds nothing).
+  const Tensor* find(const detail::LeafMeta& leaf) const {
+    auto it = index_.find(&leaf);
+    return it == index_.end() ? nullptr : &grads_[it->second];
+  }
 
  private:
   std::vector<detail::LeafMeta*> leaves_;  ///< retained
@@ -180,6 +186,8 @@ class Tape {
   }
   void grow(std::size_t n_inputs, std::size_t n_outputs);
   void release_node(Node& n);
+  // Anomaly detection: NonFiniteError if a gradient of n's inputs holds a nan or an infinity after n ran.
+  void check_input_grads(const Node& n) const;
   // Releases nodes [from, size()) and empties the tape (nodes below `from` are already released).
   void clear_from(std::size_t from);
   // The non-template rest of record() (capacity already reserved: cannot throw).
@@ -249,6 +257,8 @@ inline const Tensor& GradSink::grad_output(std::size_t k) {
 template <class F>
 void Tape::record(const char* name, std::span<Tensor* const> outputs, std::span<const Tensor* const> inputs, F&& fn) {
   using Fn = std::decay_t<F>;
+  if (detail::anomaly_checks()) [[unlikely]]
+    detail::check_outputs(name, outputs);
   reserve_for(inputs.size(), outputs.size());  // after this nothing below can throw but the closure's copy
   void* mem = arena_alloc(sizeof(Fn), alignof(Fn));
   Fn* closure = new (mem) Fn(std::forward<F>(fn));

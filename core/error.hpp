@@ -44,6 +44,11 @@ class IoError : public Error {
  public:
   using Error::Error;
 };
+/// A nan or an infinity where anomaly detection (autograd::DetectAnomaly) or a caller asked for finite values.
+class NonFiniteError : public Error {
+ public:
+  using Error::Error;
+};
 /// A tensor that does not fit in this machine's memory (the system refused it, or it is larger than RAM and
 /// swap together). Its message names the op, the bytes asked for, the shape and the dtype.
 class MemoryError : public Error {
@@ -97,6 +102,8 @@ template <class E, class... Args>
     throw IoError(context + e.what());
   } catch (const MemoryError& e) {
     throw MemoryError(context + e.what());
+  } catch (const NonFiniteError& e) {
+    throw NonFiniteError(context + e.what());
   } catch (const Error& e) {
     throw Error(context + e.what());
   }

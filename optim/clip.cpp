@@ -52,7 +52,8 @@ double grad_norm(const Tensor& g, double p) {
 }
 }  // namespace
 
-double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type) {
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type,
+                       bool error_if_nonfinite) {
   UNROLL_CHECK(max_norm >= 0, ValueError, "clip_grad_norm_: invalid max_norm; got {}, expected max_norm >= 0",
                max_norm);
   UNROLL_CHECK(norm_type > 0, ValueError,
@@ -60,8 +61,13 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
   // As PyTorch: the norm of the per-gradient norms (the same value as the norm of all elements at once).
   check_params("clip_grad_norm_", params);
   std::vector<double> norms;
-  for (const Tensor& p : params)
-    if (p.leaf() != nullptr && p.leaf()->grad.defined()) norms.push_back(grad_norm(p.leaf()->grad, norm_type));
+  std::size_t first_bad = params.size();  // the first parameter whose gradient's norm is not finite
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const Tensor& p = params[i];
+    if (p.leaf() == nullptr || !p.leaf()->grad.defined()) continue;
+    norms.push_back(grad_norm(p.leaf()->grad, norm_type));
+    if (!std::isfinite(norms.back()) && first_bad == params.size()) first_bad = i;
+  }
   if (norms.empty()) return 0.0;
   double total = 0;
   if (std::isinf(norm_type)) {
@@ -69,6 +75,18 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
       if (!(v <= total)) total = v;
   } else {
     total = grad_norm(tensor(norms, Shape{static_cast<std::int64_t>(norms.size())}, Dtype::float64), norm_type);
+  }
+  if (error_if_nonfinite && !std::isfinite(total)) {
+    if (first_bad < params.size())
+      ::unroll::detail::throw_error<NonFiniteError>(
+          "clip_grad_norm_: the total norm of order {} of the gradients is non-finite, so they cannot be clipped; "
+          "got {} (parameter {}'s gradient, of shape {}, has norm {}), expected a finite norm (find the op with "
+          "autograd::DetectAnomaly, or pass error_if_nonfinite = false)",
+          norm_type, total, first_bad, params[first_bad].shape(), grad_norm(params[first_bad].leaf()->grad, norm_type));
+    ::unroll::detail::throw_error<NonFiniteError>(
+        "clip_grad_norm_: the total norm of order {} of the gradients is non-finite, so they cannot be clipped; got "
+        "{} (every gradient's own norm is finite: their total overflows), expected a finite norm",
+        norm_type, total);
   }
   const double coef = max_norm / (total + 1e-6);
   if (!(coef < 1)) return total;  // PyTorch multiplies by the clamped coefficient, 1: a no-op

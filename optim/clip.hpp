@@ -13,8 +13,10 @@ namespace unroll::optim {
 /// Scales all gradients by max_norm / (total + 1e-6) when that is < 1, where total is the norm_type-norm
 /// of all gradients taken as one vector (norm_type > 0, or INFINITY for the largest magnitude). Returns
 /// total (before clipping; 0 when no parameter has a gradient). ValueError unless max_norm >= 0 and
-/// norm_type > 0.
-double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0);
+/// norm_type > 0. With error_if_nonfinite (PyTorch's flag), a nan or infinite total is a NonFiniteError naming
+/// the first parameter whose gradient is not finite, and no gradient is touched.
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0,
+                       bool error_if_nonfinite = false);
 /// Clamps every gradient element to [-clip_value, clip_value]. ValueError unless clip_value >= 0.
 void clip_grad_value_(const std::vector<Tensor>& params, double clip_value);
 
