@@ -30,9 +30,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (row.size() != table.columns.size()) fuzz::fail("read_csv: a row's length differs from the header's");
 
   // Resume at the middle row's step (or keep everything when there is no row).
-  const double keep = table.rows.empty() || !table.rows[table.rows.size() / 2][0]
-                          ? INFINITY
-                          : *table.rows[table.rows.size() / 2][0];
+  const double keep =
+      table.rows.empty() || !table.rows[table.rows.size() / 2][0] ? INFINITY : *table.rows[table.rows.size() / 2][0];
   std::vector<std::vector<CsvCell>> kept;
   for (const auto& row : table.rows)
     if (row[0] && *row[0] <= keep) kept.push_back(row);

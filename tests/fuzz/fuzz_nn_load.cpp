@@ -45,10 +45,10 @@ void check_load(nn::Module& model, const std::string& path, bool strict) {
   std::size_t i = 0, matched = 0;
   for (const auto& [name, t] : model.state_dict()) {
     const Tensor* src = file.tensors.find(name);
-    const bool missing = std::find(result.missing_keys.begin(), result.missing_keys.end(), name) !=
-                         result.missing_keys.end();
+    const bool missing =
+        std::find(result.missing_keys.begin(), result.missing_keys.end(), name) != result.missing_keys.end();
     if (missing != (src == nullptr)) fuzz::fail(fmt::format("{}: missing_keys is wrong about '{}'", where, name));
-    const std::string expected = src == nullptr                 ? before[i].second
+    const std::string expected = src == nullptr              ? before[i].second
                                  : src->dtype() == t.dtype() ? bytes_of(*src)
                                                              : bytes_of(convert(*src, t.dtype()));
     if (bytes_of(t) != expected) fuzz::fail(fmt::format("{}: '{}' does not hold the file's values", where, name));

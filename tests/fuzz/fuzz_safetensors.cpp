@@ -11,7 +11,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string& path = file.write(data, size);
   unroll::SafetensorsFile loaded;
   if (!unroll::fuzz::expect_ok_or<unroll::IoError>("load_safetensors", path,
-                                                    [&] { loaded = unroll::load_safetensors(path); }))
+                                                   [&] { loaded = unroll::load_safetensors(path); }))
     return 0;
   // Accepted: the tensors are the buffer back to back (every byte of the file is header or data), fresh and
   // contiguous.
@@ -21,6 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       unroll::fuzz::fail(fmt::format("load_safetensors: tensor '{}' is undefined or a view", name));
     bytes += static_cast<std::uint64_t>(t.numel()) * unroll::dtype_size(t.dtype());
   }
-  if (bytes + 8 > size) unroll::fuzz::fail(fmt::format("load_safetensors: {} bytes of tensors from a file of {}", bytes, size));
+  if (bytes + 8 > size)
+    unroll::fuzz::fail(fmt::format("load_safetensors: {} bytes of tensors from a file of {}", bytes, size));
   return 0;
 }

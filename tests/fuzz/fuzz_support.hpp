@@ -7,10 +7,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cxxabi.h>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cxxabi.h>
 #include <exception>
 #include <filesystem>
 #include <memory>
@@ -32,8 +32,8 @@ namespace unroll::fuzz {
 /// The readable name of an exception's dynamic type ("std::length_error").
 inline std::string type_name(const std::exception& e) {
   int status = 0;
-  const std::unique_ptr<char, decltype(&std::free)> name(abi::__cxa_demangle(typeid(e).name(), nullptr, nullptr, &status),
-                                                         &std::free);
+  const std::unique_ptr<char, decltype(&std::free)> name(
+      abi::__cxa_demangle(typeid(e).name(), nullptr, nullptr, &status), &std::free);
   return status == 0 && name ? name.get() : typeid(e).name();
 }
 

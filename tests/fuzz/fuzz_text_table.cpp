@@ -28,8 +28,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
 
   std::string read;
-  const bool readable =
-      fuzz::expect_ok_or<UsageError>("read_data_file", path, [&] { read = examples::read_data_file("fuzz", "--data", path); });
+  const bool readable = fuzz::expect_ok_or<UsageError>(
+      "read_data_file", path, [&] { read = examples::read_data_file("fuzz", "--data", path); });
   if (readable && read != bytes) fuzz::fail("read_data_file: the bytes differ from the file's");
   if (!readable && size != 0) fuzz::fail("read_data_file: refused a non-empty regular file");
 
@@ -46,9 +46,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (row.size() != table.columns.size()) fuzz::fail("read_text_table: a row's width differs from the header's");
 
   examples::Series series;
-  if (!fuzz::expect_ok_or<UsageError>("read_series", path, [&] {
-        series = examples::read_series("fuzz", "--data", path, table.columns.back());
-      }))
+  if (!fuzz::expect_ok_or<UsageError>(
+          "read_series", path, [&] { series = examples::read_series("fuzz", "--data", path, table.columns.back()); }))
     return 0;
   if (series.values.size() != table.rows.size() || series.labels.size() != table.rows.size())
     fuzz::fail("read_series: not one value and one label per row");
