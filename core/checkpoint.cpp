@@ -2,6 +2,7 @@
 
 #include <bit>
 #include <charconv>
+#include <cmath>
 #include <iterator>
 #include <string_view>
 
@@ -111,11 +112,17 @@ Checkpoint load_checkpoint(const std::string& path) {
   expect(rng_spare, "rng.spare_normal", Dtype::float64, Shape{});
   expect(rng_has_spare, "rng.has_spare", Dtype::int64, Shape{});
   for (std::size_t i = 0; i < 4; ++i) c.rng.s[i] = std::bit_cast<std::uint64_t>(rng_s->data<std::int64_t>()[i]);
+  // A state no Generator can be in would resume a run that silently draws garbage: all-zero xoshiro words are
+  // a fixed point (every draw is 0), and Box-Muller's kept value is always finite.
+  check(c.rng.s != decltype(c.rng.s){}, path,
+        "tensor 'rng.s' is not a generator state; got all zeros, expected at least one non-zero word");
   c.rng.spare_normal = *rng_spare->data<double>();
   const std::int64_t has_spare = *rng_has_spare->data<std::int64_t>();
   check(has_spare == 0 || has_spare == 1, path, "tensor 'rng.has_spare' is not a flag; got {}, expected 0 or 1",
         has_spare);
   c.rng.has_spare = has_spare == 1;
+  check(!c.rng.has_spare || std::isfinite(c.rng.spare_normal), path,
+        "tensor 'rng.spare_normal' is not a normal draw; got {}, expected a finite number", c.rng.spare_normal);
   return c;
 }
 

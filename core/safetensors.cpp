@@ -218,9 +218,17 @@ class Reader {
   std::vector<Entry> parse_header(const std::string& text, std::map<std::string, std::string>& metadata) {
     // nlohmann keeps the last of two equal keys; the parser callback sees every key, so duplicates (at any
     // depth) are caught instead of silently dropping a tensor.
+    // The nesting depth is bounded too: a header nests three deep ({"name": {"shape": [...]}}), and nlohmann's
+    // dump() (the JSON quoted in error messages) recurses, so a file of 100,000 '[' would overflow the stack.
+    // At a container's start nlohmann passes the number of containers around it (0 for the header object).
+    constexpr int kMaxDepth = 16;
     std::vector<std::set<std::string>> open_objects;
     std::string duplicate;
-    const Json::parser_callback_t on_event = [&](int, Json::parse_event_t event, Json& parsed) {
+    const Json::parser_callback_t on_event = [&](int depth, Json::parse_event_t event, Json& parsed) {
+      if (event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start)
+        check(depth < kMaxDepth,
+              "header nests too deeply; got more than {} levels of objects and arrays, expected at most {}", kMaxDepth,
+              kMaxDepth);
       switch (event) {
         case Json::parse_event_t::object_start:
           open_objects.emplace_back();
@@ -240,7 +248,7 @@ class Reader {
     Json header;
     try {
       header = Json::parse(text, on_event);
-    } catch (const Json::parse_error& e) {
+    } catch (const Json::exception& e) {  // parse_error, and out_of_range for a number such as 1e999
       std::string_view why = e.what();
       if (const auto at = why.find("] "); at != std::string_view::npos) why.remove_prefix(at + 2);
       check(false, "header is not valid JSON; got {}, expected a JSON object", why);
@@ -299,6 +307,10 @@ class Reader {
       const std::uint64_t size = s.get<std::uint64_t>();
       check(!__builtin_mul_overflow(numel, size, &numel) && numel <= static_cast<std::uint64_t>(Shape::kMaxNumel),
             "tensor '{}' has too many elements; got shape {}, expected at most 2^48 elements", name, brief(shape));
+      // Bounded on its own as well: after a 0 the element count stays 0 whatever follows, and a size past 2^63
+      // would turn negative in the Shape (a ShapeError without the file's name).
+      check(size <= static_cast<std::uint64_t>(Shape::kMaxNumel),
+            "tensor '{}' has a size out of range; got shape {}, expected sizes at most 2^48", name, brief(shape));
       sizes.push_back(static_cast<std::int64_t>(size));
     }
     e.shape = Shape(sizes);

@@ -29,8 +29,9 @@ struct SafetensorsFile {
 };
 
 /// A safetensors file -> its tensors and metadata. IoError naming the file and what is wrong for a missing,
-/// truncated or malformed file (bad header length or JSON, unsupported dtype, offsets out of range,
-/// overlapping, gapped or trailing data, size that does not match shape and dtype, duplicate names).
+/// truncated or malformed file (bad header length or JSON, JSON nested more than 16 deep, unsupported dtype,
+/// offsets out of range, overlapping, gapped or trailing data, size that does not match shape and dtype, a
+/// dimension above 2^48, duplicate names).
 SafetensorsFile load_safetensors(const std::string& path);
 
 namespace detail {

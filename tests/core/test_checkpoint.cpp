@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -286,6 +287,18 @@ TEST_SUITE("core/checkpoint") {
     sd = rng_tensors();
     *sd.find("rng.has_spare") = i64({2}, {});
     rejected(sd, tags(), "tensor 'rng.has_spare' is not a flag; got 2, expected 0 or 1");
+    // States no Generator can be in (tests/fuzz/regressions/fuzz_checkpoint): all-zero xoshiro words draw only
+    // zeros, and a kept Box-Muller value is finite.
+    sd = rng_tensors();
+    *sd.find("rng.s") = i64({0, 0, 0, 0}, {4});
+    rejected(sd, tags(), "tensor 'rng.s' is not a generator state; got all zeros, expected at least one non-zero word");
+    sd = rng_tensors();
+    *sd.find("rng.spare_normal") = tensor({NAN}, {}, f64);
+    *sd.find("rng.has_spare") = i64({1}, {});
+    rejected(sd, tags(), "tensor 'rng.spare_normal' is not a normal draw; got nan, expected a finite number");
+    *sd.find("rng.has_spare") = i64({0}, {});  // not kept: its value does not matter
+    save_safetensors(path, sd, tags());
+    CHECK_NOTHROW(load_checkpoint(path));
 
     // Damage the safetensors layer reports with load_checkpoint's name and the file.
     save_checkpoint(path, Checkpoint{});

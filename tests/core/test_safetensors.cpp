@@ -228,6 +228,10 @@ TEST_SUITE("core/safetensors") {
           doctest::Contains(fmt::format("load_safetensors: '{}': header is not valid JSON; got ", path).c_str()),
           IoError);
     }
+    // A number too large for a double is nlohmann's out_of_range, not a parse_error; it escaped as that
+    // (tests/fuzz/regressions/fuzz_safetensors/number-overflow-in-header.safetensors).
+    check_rejected(dir, file_of(R"({"a":1e999})", ""),
+                   "header is not valid JSON; got number overflow parsing '1e999', expected a JSON object");
     check_rejected(dir, file_of("[1, 2]  ", ""), "header is not a JSON object; got array, expected an object");
     check_rejected(dir, file_of("\"a\"", ""), "header is not a JSON object; got string, expected an object");
     // Leading and trailing whitespace is fine: the library pads with spaces.
@@ -282,6 +286,13 @@ TEST_SUITE("core/safetensors") {
     check_rejected(dir,
                    file_of(header_with(R"({"dtype":"F32","shape":[1,1,1,1,1,1,1,1,2],"data_offsets":[0,8]})"), buf),
                    "tensor 'a' has too many dimensions; got 9, expected at most 8");
+    // After a 0 the element count is 0 whatever follows, so each size is bounded on its own; unchecked, a size
+    // past 2^63 became a negative Shape size (tests/fuzz/regressions/fuzz_safetensors).
+    check_rejected(
+        dir, file_of(header_with(R"({"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]})"), ""),
+        "tensor 'a' has a size out of range; got shape [0,18446744073709551615], expected sizes at most 2^48");
+    check_rejected(dir, file_of(header_with(R"({"dtype":"I64","shape":[0,281474976710657],"data_offsets":[0,0]})"), ""),
+                   "tensor 'a' has a size out of range; got shape [0,281474976710657], expected sizes at most 2^48");
     check_rejected(dir, file_of(header_with(R"({"dtype":"F32","shape":[2,2],"data_offsets":[0,8]})"), buf),
                    "tensor 'a' byte size does not match its shape and dtype; got 8 bytes, expected 16 for F32 [2, 2]");
     check_rejected(dir, file_of(header_with(R"({"dtype":"F64","shape":[2],"data_offsets":[0,8]})"), buf),
@@ -324,6 +335,21 @@ TEST_SUITE("core/safetensors") {
     CHECK(f.tensors.begin()->first == "b");
     CHECK(f.tensors.at("a").item() == 2.0);
     CHECK(f.tensors.at("b").item() == 1.0);
+  }
+
+  TEST_CASE("a header nested deeper than any safetensors header is refused before it can overflow the stack") {
+    // 100,000 nested arrays once overflowed the stack in the JSON printer that quotes values in error messages
+    // (tests/fuzz/regressions/fuzz_safetensors).
+    TempDir dir;
+    const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    check_rejected(dir, file_of(header_with(deep), ""),
+                   "header nests too deeply; got more than 16 levels of objects and arrays, expected at most 16");
+    check_rejected(dir, file_of(R"({"__metadata__":{"k":)" + deep + "}}", ""),
+                   "header nests too deeply; got more than 16 levels of objects and arrays, expected at most 16");
+    const std::string ok_depth = std::string(15, '[') + "1" + std::string(15, ']');  // 16 levels with the header
+    check_rejected(
+        dir, file_of(header_with(ok_depth), ""),
+        "tensor 'a' is not an object; got " + ok_depth + ", expected an object with dtype, shape and data_offsets");
   }
 
   TEST_CASE("bad metadata and duplicate names") {
