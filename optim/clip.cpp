@@ -61,12 +61,13 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
   // As PyTorch: the norm of the per-gradient norms (the same value as the norm of all elements at once).
   check_params("clip_grad_norm_", params);
   std::vector<double> norms;
-  std::size_t first_bad = params.size();  // the first parameter whose gradient's norm is not finite
+  std::size_t first_bad = params.size();  // the first parameter whose gradient's norm is not finite, and that norm
+  double first_bad_norm = 0;
   for (std::size_t i = 0; i < params.size(); ++i) {
     const Tensor& p = params[i];
     if (p.leaf() == nullptr || !p.leaf()->grad.defined()) continue;
     norms.push_back(grad_norm(p.leaf()->grad, norm_type));
-    if (!std::isfinite(norms.back()) && first_bad == params.size()) first_bad = i;
+    if (!std::isfinite(norms.back()) && first_bad == params.size()) first_bad = i, first_bad_norm = norms.back();
   }
   if (norms.empty()) return 0.0;
   double total = 0;
@@ -82,7 +83,7 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
           "clip_grad_norm_: the total norm of order {} of the gradients is non-finite, so they cannot be clipped; "
           "got {} (parameter {}'s gradient, of shape {}, has norm {}), expected a finite norm (find the op with "
           "autograd::DetectAnomaly, or pass error_if_nonfinite = false)",
-          norm_type, total, first_bad, params[first_bad].shape(), grad_norm(params[first_bad].leaf()->grad, norm_type));
+          norm_type, total, first_bad, params[first_bad].shape(), first_bad_norm);
     ::unroll::detail::throw_error<NonFiniteError>(
         "clip_grad_norm_: the total norm of order {} of the gradients is non-finite, so they cannot be clipped; got "
         "{} (every gradient's own norm is finite: their total overflows), expected a finite norm",

@@ -374,6 +374,12 @@ int run(const Options& o) {
   std::iota(order.begin(), order.end(), std::size_t{0});
   std::size_t next = order.size();  // start with a shuffle
   double interval_loss = 0, smooth = NAN, first_interval = NAN, last_interval = NAN;
+  // No ceiling here: only a non-finite loss counts as diverged.
+  examples::DivergenceWatch divergence(
+      {.program = kProgram,
+       .ceiling = INFINITY,
+       .patience = 1,
+       .hint = fmt::format("try a smaller --lr (now {}) or a tighter --clip (now {})", o.lr, o.clip)});
   std::int64_t interval_steps = 0;
   Evaluation ev;
   for (std::int64_t step = 1; step <= o.steps; ++step) {
@@ -395,11 +401,7 @@ int run(const Options& o) {
     opt.zero_grad();
     schedule.step();
     const double l = loss.item();
-    UNROLL_CHECK(
-        std::isfinite(l), examples::DivergedError,
-        "{}: training diverged at step {}; got loss {}, expected a finite loss; try a smaller --lr (now {}) or a "
-        "tighter --clip (now {})",
-        kProgram, step, l, o.lr, o.clip);
+    divergence.check(step, l);  // a non-finite loss stops the run
     smooth = std::isnan(smooth) ? l : 0.95 * smooth + 0.05 * l;
     interval_loss += l, ++interval_steps;
     progress.update(step, smooth, fmt::format("lr {:.2e}", opt.lr()));

@@ -312,6 +312,12 @@ int run(Options& o) {
       {.total_steps = o.steps, .first_step = 0, .tokens_per_step = o.batch * w.W, .plain_every = o.log_every});
   const std::vector<Tensor> params = model.parameters();
   double interval_loss = 0, smooth = NAN, first_interval = NAN, last_interval = NAN, last_rmse = NAN;
+  // No ceiling here: only a non-finite loss counts as diverged.
+  examples::DivergenceWatch divergence(
+      {.program = kProgram,
+       .ceiling = INFINITY,
+       .patience = 1,
+       .hint = fmt::format("try a smaller --lr (now {}) or a tighter --clip (now {})", o.lr, o.clip)});
   std::int64_t interval_steps = 0;
   std::vector<std::int64_t> origins(static_cast<std::size_t>(o.batch));
   for (std::int64_t step = 1; step <= o.steps; ++step) {
@@ -324,11 +330,7 @@ int run(Options& o) {
     opt.zero_grad();
     schedule.step();
     const double l = loss.item();
-    UNROLL_CHECK(
-        std::isfinite(l), examples::DivergedError,
-        "{}: training diverged at step {}; got loss {}, expected a finite loss; try a smaller --lr (now {}) or a "
-        "tighter --clip (now {})",
-        kProgram, step, l, o.lr, o.clip);
+    divergence.check(step, l);  // a non-finite loss stops the run
     smooth = std::isnan(smooth) ? l : 0.95 * smooth + 0.05 * l;
     interval_loss += l, ++interval_steps;
     progress.update(step, smooth, fmt::format("lr {:.2e}", opt.lr()));
