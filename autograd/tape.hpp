@@ -127,6 +127,11 @@ class Tape {
   /// The leaves (tensors that require grad, not op outputs) recorded ops have used since the last clear(),
   /// each once, in first-use order.
   std::span<detail::LeafMeta* const> leaves() const { return held_leaves_; }
+  /// The name of the op that recorded `t` on this tape (since its last clear), or null.
+  const char* producer_name(const Tensor& t) const {
+    if (t.tape_key() != key_ || t.slot() >= slots_.size()) return nullptr;
+    return nodes_[slots_[t.slot()].node].name;
+  }
 
   /// Appends a node. Called by ops through record(); `fn` is invoked as fn(GradSink&) during backward.
   template <class F>

@@ -8,12 +8,14 @@ double Tensor::item() const {
   UNROLL_CHECK(defined(), StateError, "item: tensor is undefined; got an undefined tensor, expected one element");
   UNROLL_CHECK(numel() == 1, ShapeError, "item: tensor has more than one element; got shape {}, expected one element",
                shape_);
+  if (detail::tls_value_reads != nullptr && requires_grad()) ++*detail::tls_value_reads;
   return dispatch(dtype_, [&]<class T>(T*) { return static_cast<double>(*static_cast<const T*>(raw())); });
 }
 
 template <class T>
 std::vector<T> Tensor::to_vector() const {
   if (!defined()) return {};
+  if (detail::tls_value_reads != nullptr && requires_grad()) ++*detail::tls_value_reads;
   std::vector<T> out(static_cast<std::size_t>(numel()));
   dispatch(dtype_, [&]<class S>(S*) {
     const auto* p = static_cast<const S*>(raw());

@@ -29,6 +29,12 @@ void set_tape_ref(Tensor& t, std::uint64_t key, std::uint32_t slot);
 [[noreturn]] [[gnu::cold]] void throw_out_of_memory(const Shape& shape, Dtype dtype);
 }  // namespace detail
 
+namespace detail {
+/// While a cell is traced for fusion (ops/trace.hpp): counts item() and to_vector() reads of tensors that
+/// require grad, i.e. a step that branches on its values (a trace records one path). Null otherwise.
+inline constinit thread_local std::int64_t* tls_value_reads = nullptr;
+}  // namespace detail
+
 class Tensor {
  public:
   Tensor() = default;  ///< an undefined tensor: defined() == false

@@ -82,6 +82,12 @@ concept CellState = detail::is_cell_state<std::remove_cvref_t<S>>::value;
 template <class F, class S>
 concept CellStep = CellState<S> && std::invocable<F&, const Tensor&, const S&> &&
     std::convertible_to<std::invoke_result_t<F&, const Tensor&, const S&>, S>;
+/// A step that runs a whole sequence itself (nn::FusedStep, nn::Fused): run_cell asks it for a session over
+/// x [T, B, ...] and calls `session(t, state)` for each step t instead of `step(x[t], state)`.
+template <class F, class S>
+concept SequenceStep = requires(const std::remove_cvref_t<F>& f, const Tensor& x, std::int64_t t, const S& s) {
+  { f.template begin_sequence<S>(x)(t, s) } -> std::convertible_to<S>;
+};
 /// A step that can make its own initial state (used when run_cell is given an undefined one).
 template <class F, class S>
 concept HasInitialState = requires(const F& f, std::int64_t batch, Dtype dtype) {
@@ -173,12 +179,18 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, Output
     const bool undefined_start = detail::any_undefined(state);
     if constexpr (HasInitialState<std::remove_cvref_t<Step>, State>)
       if (undefined_start) state = step.initial_state(B, x.dtype());
+    auto session = [&] {
+      if constexpr (SequenceStep<Step, State>)
+        return step.template begin_sequence<State>(x);
+      else
+        return [&step, &x](std::int64_t t, const State& s) -> State { return step(x[t], s); };
+    }();
     std::vector<Tensor> outs(static_cast<std::size_t>(T));
     for (std::int64_t i = 0; i < T; ++i) {
       const std::int64_t t = opt.reverse ? T - 1 - i : i;
       State next = [&]() -> State {
         try {
-          return step(x[t], state);
+          return session(t, state);
         } catch (const Error&) {  // the step's own message, with where it happened
           const bool hint = i == 0 && detail::any_undefined(state);
           unroll::detail::rethrow_with_context(fmt::format(

@@ -9,6 +9,7 @@
 #include "broadcast.hpp"
 #include "fast_math.hpp"
 #include "kernels.hpp"
+#include "trace.hpp"
 
 namespace unroll {
 namespace detail {
@@ -184,6 +185,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
       if (sink.needs(0)) sink.add(0, detail::sum_to(g, sink.input_shape(0)));
       if (sink.needs(1)) sink.add(1, detail::sum_to(g, sink.input_shape(1)));
     });
+  detail::trace_hook(detail::TraceOp::add, {&a, &b}, out);
   return out;
 }
 
@@ -196,6 +198,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
       if (sink.needs(0)) sink.add(0, detail::sum_to(g, sink.input_shape(0)));
       if (sink.needs(1)) sink.add(1, mul(detail::sum_to(g, sink.input_shape(1)), -1.0));
     });
+  detail::trace_hook(detail::TraceOp::sub, {&a, &b}, out);
   return out;
 }
 
@@ -212,6 +215,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
       if (sink.needs(1)) sink.add(1, detail::sum_to(times(g, a), sink.input_shape(1)));
     });
   }
+  detail::trace_hook(detail::TraceOp::mul, {&a, &b}, out);
   return out;
 }
 
@@ -225,6 +229,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
       if (sink.needs(1)) sink.add(1, detail::sum_to(mul(times(g_over_b, y), -1.0), sink.input_shape(1)));
       if (sink.needs(0)) sink.add(0, detail::sum_to(std::move(g_over_b), sink.input_shape(0)));
     });
+  detail::trace_hook(detail::TraceOp::div, {&a, &b}, out);
   return out;
 }
 
@@ -263,64 +268,88 @@ Tensor scalar_op(const char* name, const Tensor& x, double dydx, F f) {
 }  // namespace
 
 Tensor add(const Tensor& x, double s) {
-  return scalar_op("add", x, 1.0, [s](auto v) { return v + static_cast<decltype(v)>(s); });
+  Tensor y = scalar_op("add", x, 1.0, [s](auto v) { return v + static_cast<decltype(v)>(s); });
+  detail::trace_hook(detail::TraceOp::add_s, {&x}, y, s);
+  return y;
 }
 Tensor sub(const Tensor& x, double s) {
-  return scalar_op("sub", x, 1.0, [s](auto v) { return v - static_cast<decltype(v)>(s); });
+  Tensor y = scalar_op("sub", x, 1.0, [s](auto v) { return v - static_cast<decltype(v)>(s); });
+  detail::trace_hook(detail::TraceOp::sub_s, {&x}, y, s);
+  return y;
 }
 Tensor rsub(const Tensor& x, double s) {
-  return scalar_op("rsub", x, -1.0, [s](auto v) { return static_cast<decltype(v)>(s) - v; });
+  Tensor y = scalar_op("rsub", x, -1.0, [s](auto v) { return static_cast<decltype(v)>(s) - v; });
+  detail::trace_hook(detail::TraceOp::rsub_s, {&x}, y, s);
+  return y;
 }
 Tensor div(const Tensor& x, double s) {
-  return scalar_op("div", x, 1.0 / s, [s](auto v) { return v / static_cast<decltype(v)>(s); });
+  Tensor y = scalar_op("div", x, 1.0 / s, [s](auto v) { return v / static_cast<decltype(v)>(s); });
+  detail::trace_hook(detail::TraceOp::div_s, {&x}, y, s);
+  return y;
 }
 Tensor mul(const Tensor& x, double s) {
-  return scalar_op("mul", x, s, [s](auto v) { return v * static_cast<decltype(v)>(s); });
+  Tensor y = scalar_op("mul", x, s, [s](auto v) { return v * static_cast<decltype(v)>(s); });
+  detail::trace_hook(detail::TraceOp::mul_s, {&x}, y, s);
+  return y;
 }
 // y = s / x;  dx = -g s / x^2 = -g y / x
 Tensor rdiv(const Tensor& x, double s) {
-  return unary<Save::input>(
+  Tensor y = unary<Save::input>(
       "rdiv", x, [s](auto v) { return static_cast<decltype(v)>(s) / v; },
       [s](auto v, auto g) { return -g * static_cast<decltype(v)>(s) / (v * v); });
+  detail::trace_hook(detail::TraceOp::rdiv_s, {&x}, y, s);
+  return y;
 }
 
 // y = -x;  dx = -g
 Tensor neg(const Tensor& x) {
-  return scalar_op("neg", x, -1.0, [](auto v) { return -v; });
+  Tensor y = scalar_op("neg", x, -1.0, [](auto v) { return -v; });
+  detail::trace_hook(detail::TraceOp::neg, {&x}, y);
+  return y;
 }
 // y = e^x;  dx = g y
 Tensor exp(const Tensor& x) {
-  return unary<Save::output>(
+  Tensor y = unary<Save::output>(
       "exp", x, [](auto v) { return std::exp(v); }, [](auto y, auto g) { return g * y; });
+  detail::trace_hook(detail::TraceOp::exp, {&x}, y);
+  return y;
 }
 // y = ln x;  dx = g / x
 Tensor log(const Tensor& x) {
-  return unary<Save::input>(
+  Tensor y = unary<Save::input>(
       "log", x, [](auto v) { return std::log(v); }, [](auto v, auto g) { return g / v; });
+  detail::trace_hook(detail::TraceOp::log, {&x}, y);
+  return y;
 }
 // y = sqrt x;  dx = g / (2 y)
 Tensor sqrt(const Tensor& x) {
-  return unary<Save::output>(
+  Tensor y = unary<Save::output>(
       "sqrt", x, [](auto v) { return std::sqrt(v); }, [](auto y, auto g) { return g / (y + y); });
+  detail::trace_hook(detail::TraceOp::sqrt, {&x}, y);
+  return y;
 }
 // y = |x|;  dx = g sign(x)
 Tensor abs(const Tensor& x) {
-  return unary<Save::input>(
+  Tensor y = unary<Save::input>(
       "abs", x, [](auto v) { return std::abs(v); },
       [](auto v, auto g) { return v > 0 ? g : (v < 0 ? -g : decltype(g)(0)); });
+  detail::trace_hook(detail::TraceOp::abs, {&x}, y);
+  return y;
 }
 // y = x^e;  dx = g e x^(e-1)
 Tensor pow(const Tensor& x, double e) {
-  return unary<Save::input>(
+  Tensor y = unary<Save::input>(
       "pow", x, [e](auto v) { return static_cast<decltype(v)>(std::pow(v, static_cast<decltype(v)>(e))); },
       [e](auto v, auto g) {
         using T = decltype(v);
         return e == 0.0 ? T(0) : static_cast<T>(g * static_cast<T>(e) * std::pow(v, static_cast<T>(e - 1)));
       });
+  detail::trace_hook(detail::TraceOp::pow_s, {&x}, y, e);
+  return y;
 }
 // y = tanh x;  dx = g (1 - y^2)
 Tensor tanh(const Tensor& x) {
-  return unary<Save::output>(
+  Tensor y = unary<Save::output>(
       "tanh", x,
       [](auto v) {
         if constexpr (std::is_same_v<decltype(v), float>)
@@ -329,10 +358,12 @@ Tensor tanh(const Tensor& x) {
           return std::tanh(v);
       },
       [](auto y, auto g) { return g * (1 - y * y); });
+  detail::trace_hook(detail::TraceOp::tanh, {&x}, y);
+  return y;
 }
 // y = 1 / (1 + e^-x);  dx = g y (1 - y)
 Tensor sigmoid(const Tensor& x) {
-  return unary<Save::output>(
+  Tensor y = unary<Save::output>(
       "sigmoid", x,
       [](auto v) {
         if constexpr (std::is_same_v<decltype(v), float>)
@@ -341,16 +372,20 @@ Tensor sigmoid(const Tensor& x) {
           return 1.0 / (1.0 + std::exp(-v));
       },
       [](auto y, auto g) { return g * y * (1 - y); });
+  detail::trace_hook(detail::TraceOp::sigmoid, {&x}, y);
+  return y;
 }
 // y = max(x, 0);  dx = g [y > 0]
 Tensor relu(const Tensor& x) {
-  return unary<Save::output>(
+  Tensor y = unary<Save::output>(
       "relu", x, [](auto v) { return v > 0 ? v : decltype(v)(0); },
       [](auto y, auto g) { return y > 0 ? g : decltype(g)(0); });
+  detail::trace_hook(detail::TraceOp::relu, {&x}, y);
+  return y;
 }
 // y = log(1 + e^(bx)) / b (x where bx > t);  dx = g sigmoid(bx) (g where bx > t)
 Tensor softplus(const Tensor& x, double beta, double threshold) {
-  return unary<Save::input>(
+  Tensor y = unary<Save::input>(
       "softplus", x,
       [beta, threshold](auto v) {
         using T = decltype(v);
@@ -364,26 +399,32 @@ Tensor softplus(const Tensor& x, double beta, double threshold) {
         const T z = std::exp(bx);
         return g * z / (z + T(1));
       });
+  detail::trace_hook(detail::TraceOp::softplus, {&x}, y, beta, threshold);
+  return y;
 }
 // y = min(x, 0) - log1p(e^-|x|) = -softplus(-x);  dx = g sigmoid(-x) = g / (1 + e^x)
 Tensor logsigmoid(const Tensor& x) {
-  return unary<Save::input>(
+  Tensor y = unary<Save::input>(
       "logsigmoid", x,
       [](auto v) {
         using T = decltype(v);
         return std::min(v, T(0)) - std::log1p(std::exp(-std::abs(v)));
       },
       [](auto v, auto g) { return g / (decltype(v)(1) + std::exp(v)); });
+  detail::trace_hook(detail::TraceOp::logsigmoid, {&x}, y);
+  return y;
 }
 // y = x s, s = sigmoid(x);  dx = g s (1 + x (1 - s))
 Tensor silu(const Tensor& x) {
-  return unary<Save::input>(
+  Tensor y = unary<Save::input>(
       "silu", x, [](auto v) { return v / (decltype(v)(1) + std::exp(-v)); },
       [](auto v, auto g) {
         using T = decltype(v);
         const T s = T(1) / (T(1) + std::exp(-v));
         return g * s * (T(1) + v * (T(1) - s));
       });
+  detail::trace_hook(detail::TraceOp::silu, {&x}, y);
+  return y;
 }
 
 namespace {                                             // gelu's constants

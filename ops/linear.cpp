@@ -4,6 +4,7 @@
 #include "../autograd/tape.hpp"
 #include "../core/blas.hpp"
 #include "elementwise.hpp"
+#include "trace.hpp"
 
 namespace unroll {
 
@@ -93,6 +94,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                        }
                      });
   }
+  detail::trace_hook(detail::TraceOp::linear, {&x, &weight, &bias}, y);
   return y;
 }
 

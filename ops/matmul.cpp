@@ -3,6 +3,7 @@
 #include "../autograd/tape.hpp"
 #include "../core/blas.hpp"
 #include "elementwise.hpp"
+#include "trace.hpp"
 
 namespace unroll {
 namespace {
@@ -74,6 +75,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
           }
         });
   }
+  if (a.dim() == 2 && b.dim() == 2) detail::trace_hook(detail::TraceOp::matmul, {&a, &b}, out);
   return out;
 }
 

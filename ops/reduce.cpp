@@ -10,6 +10,7 @@
 #include "elementwise.hpp"
 #include "fast_math.hpp"
 #include "kernels.hpp"
+#include "trace.hpp"
 
 namespace unroll {
 
@@ -110,12 +111,20 @@ Tensor sum_or_mean(const char* name, const Tensor& x, const std::vector<int>& di
 
 Tensor sum(const Tensor& x) { return sum(x, {}, false); }
 Tensor sum(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
-  return sum_or_mean("sum", x, reduce_dims("sum", x, dims), keepdim, false);
+  const std::vector<int> d = reduce_dims("sum", x, dims);
+  Tensor y = sum_or_mean("sum", x, d, keepdim, false);
+  if (keepdim && x.dim() >= 1 && d == std::vector<int>{x.dim() - 1})  // over the features: fusable
+    detail::trace_hook(detail::TraceOp::sum_last, {&x}, y);
+  return y;
 }
 Tensor mean(const Tensor& x) { return mean(x, {}, false); }
 Tensor mean(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
   // Averaging zero elements gives nan (0 / 0), as in PyTorch.
-  return sum_or_mean("mean", x, reduce_dims("mean", x, dims), keepdim, true);
+  const std::vector<int> d = reduce_dims("mean", x, dims);
+  Tensor y = sum_or_mean("mean", x, d, keepdim, true);
+  if (keepdim && x.dim() >= 1 && d == std::vector<int>{x.dim() - 1})  // over the features: fusable
+    detail::trace_hook(detail::TraceOp::mean_last, {&x}, y);
+  return y;
 }
 
 namespace {

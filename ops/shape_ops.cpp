@@ -7,6 +7,7 @@
 #include "../autograd/tape.hpp"
 #include "../core/kernels.hpp"
 #include "kernels.hpp"
+#include "trace.hpp"
 
 namespace unroll {
 namespace {
@@ -194,7 +195,9 @@ Tensor transpose(const Tensor& x, std::int64_t dim0, std::int64_t dim1) {
   std::vector<std::int64_t> dims(static_cast<std::size_t>(x.dim()));
   std::iota(dims.begin(), dims.end(), 0);
   std::swap(dims[static_cast<std::size_t>(a)], dims[static_cast<std::size_t>(b)]);
-  return permute(x, dims);
+  Tensor y = permute(x, dims);
+  if (x.dim() == 2 && a != b) detail::trace_hook(detail::TraceOp::transpose, {&x}, y);
+  return y;
 }
 
 Tensor narrow(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_t length) {
@@ -204,7 +207,9 @@ Tensor narrow(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_
   UNROLL_CHECK(start >= 0 && length >= 0 && start <= size && length <= size - start, IndexError,
                "narrow: range out of bounds; got start={} length={} on dim {} of {}, expected start + length <= {}",
                start, length, d, x.shape(), size);
-  return strided_slice("narrow", x, d, start, length, 1, false);
+  Tensor y = strided_slice("narrow", x, d, start, length, 1, false);
+  if (d == x.dim() - 1) detail::trace_hook(detail::TraceOp::narrow, {&x}, y, 0, 0, start, length);  // features
+  return y;
 }
 
 Tensor slice(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_t end, std::int64_t step) {
@@ -327,7 +332,13 @@ Tensor cat(std::span<const Tensor> xs, std::int64_t dim) {
                  first, d);
     out_shape[d] += s[d];
   }
-  return join("cat", xs, d, out_shape);
+  Tensor y = join("cat", xs, d, out_shape);
+  if (detail::tls_tracer != nullptr && d == first.dim() - 1) {  // along the features: fusable
+    std::vector<const Tensor*> in;
+    for (const Tensor& x : xs) in.push_back(&x);
+    detail::trace_record(detail::TraceOp::cat, in, y, 0, 0, 0, 0);
+  }
+  return y;
 }
 Tensor cat(std::initializer_list<Tensor> xs, std::int64_t dim) {
   return cat(std::span<const Tensor>(xs.begin(), xs.size()), dim);

@@ -1,0 +1,692 @@
+#include "fused_step.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "../autograd/tape.hpp"
+#include "../core/blas.hpp"
+#include "elementwise.hpp"
+#include "fast_math.hpp"
+#include "kernels.hpp"
+#include "linear.hpp"
+#include "matmul.hpp"
+#include "reduce.hpp"
+#include "shape_ops.hpp"
+
+namespace unroll::detail {
+
+namespace {
+
+enum Dep : std::uint8_t { kParams = 0, kInput = 1, kState = 2 };
+
+// Where a value's row r is: buffer `buf` (0 = the step's own buffer, k >= 1 = the node's input k - 1) at
+// off + r * ld, or at off for every row when !per_row (a parameter broadcast over the batch).
+struct Loc {
+  int buf = -1;
+  std::int64_t off = 0, ld = 0, w = 0;
+  bool per_row = true;
+  bool defined() const { return buf >= 0; }
+};
+
+struct Instr {
+  TraceOp op;
+  int out;
+  std::vector<int> args;
+  double a = 0, b = 0;
+  int matrix = -1;  // products: the node input holding the weight
+};
+
+struct Stage {
+  bool product;
+  std::size_t begin, end;  // instrs [begin, end)
+};
+
+std::int64_t width_of(const Shape& s) { return s.dim() == 0 ? 1 : s.back(); }
+
+bool is_product(TraceOp op) { return op == TraceOp::linear || op == TraceOp::matmul; }
+
+}  // namespace
+
+class FusedProgram {
+ public:
+  TraceGraph graph;
+  std::vector<std::uint8_t> dep;
+  // The node's inputs, in this order: input-only values (hoisted, [T*B, w]), the state, parameter values.
+  std::vector<int> seq_nodes, state_nodes, param_nodes;
+  std::vector<Instr> instrs;
+  std::vector<Stage> stages;
+  std::vector<Loc> floc, gloc;    // per graph node: its forward value, its gradient
+  std::int64_t arena = 0, garena = 0;  // elements of the step's buffer and of its gradient buffer
+  std::int64_t B = 0;
+
+  std::size_t n_inputs() const { return seq_nodes.size() + state_nodes.size() + param_nodes.size(); }
+  int seq_buf(std::size_t k) const { return 1 + static_cast<int>(k); }
+  int state_buf(std::size_t k) const { return 1 + static_cast<int>(seq_nodes.size() + k); }
+  int param_buf(std::size_t k) const { return 1 + static_cast<int>(seq_nodes.size() + state_nodes.size() + k); }
+};
+
+std::size_t fused_instruction_count(const FusedProgram& program) { return program.instrs.size(); }
+
+CompiledStep compile_step(TraceGraph graph) {
+  auto p = std::make_shared<FusedProgram>();
+  FusedProgram& P = *p;
+  P.graph = std::move(graph);
+  const TraceGraph& g = P.graph;
+  const std::size_t n = g.nodes.size();
+  P.B = g.batch;
+  const std::int64_t B = P.B;
+  P.dep.assign(n, kParams);
+  // A parameter-only value with a row per batch row (a constant [B, n]) cannot be computed over T*B rows.
+  auto batch_rows = [&](int v) {
+    const Shape& s = g.nodes[static_cast<std::size_t>(v)].shape;
+    return s.dim() == 2 && s[0] == B && B > 1;
+  };
+  for (std::size_t i = 0; i < n; ++i) {
+    const TraceNode& node = g.nodes[i];
+    if (node.op == TraceOp::input) {
+      P.dep[i] = node.i0 == 0 ? kInput : kState;
+      continue;
+    }
+    std::uint8_t d = kParams;
+    for (int a : node.args) d = std::max(d, P.dep[static_cast<std::size_t>(a)]);
+    if (is_product(node.op)) {
+      const int w = node.args[1];
+      if (P.dep[static_cast<std::size_t>(w)] != kParams)
+        return {nullptr, fmt::format("'{}' multiplies by a value that changes with the input or the state, not by "
+                                     "a parameter: only products by parameters are fused",
+                                     trace_op_name(node.op))};
+      if (g.nodes[static_cast<std::size_t>(w)].shape.dim() != 2)
+        return {nullptr, fmt::format("'{}' by a weight of shape {}: only 2-D weights are fused", trace_op_name(node.op),
+                                     g.nodes[static_cast<std::size_t>(w)].shape)};
+    }
+    if (node.op == TraceOp::transpose && d != kParams)  // it would mix the rows of a step value
+      return {nullptr, "'transpose' of a value that changes with the input or the state cannot be fused (only "
+                       "transposes of parameters are)"};
+    if (d == kInput)
+      for (int a : node.args)
+        if (P.dep[static_cast<std::size_t>(a)] == kParams && batch_rows(a)) d = kState;
+    P.dep[i] = d;
+  }
+  for (int o : g.outputs)
+    if (P.dep[static_cast<std::size_t>(o)] != kState)
+      return {nullptr, "the step returned a state tensor that does not depend on the state: nothing to fuse"};
+
+  // Node inputs: values the step program reads but does not compute.
+  std::vector<int> role(n, -1);  // 0 seq, 1 state, 2 param
+  for (std::size_t k = 1; k < g.inputs.size(); ++k) {
+    P.state_nodes.push_back(g.inputs[k]);
+    role[static_cast<std::size_t>(g.inputs[k])] = 1;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (P.dep[i] != kState || g.nodes[i].op == TraceOp::input) continue;
+    for (int a : g.nodes[i].args) {
+      const auto ai = static_cast<std::size_t>(a);
+      if (P.dep[ai] == kState || role[ai] >= 0) continue;
+      role[ai] = P.dep[ai] == kInput ? 0 : 2;
+      (P.dep[ai] == kInput ? P.seq_nodes : P.param_nodes).push_back(a);
+    }
+  }
+  P.floc.assign(n, Loc{});
+  P.gloc.assign(n, Loc{});
+  std::int64_t garena = 0;
+  auto grad_block = [&](int v, bool per_row) {
+    const std::int64_t w = width_of(g.nodes[static_cast<std::size_t>(v)].shape);
+    P.gloc[static_cast<std::size_t>(v)] = Loc{0, garena, per_row ? w : 0, w, per_row};
+    garena += per_row ? B * w : w;
+  };
+  for (std::size_t k = 0; k < P.seq_nodes.size(); ++k) {
+    const int v = P.seq_nodes[k];
+    const std::int64_t w = width_of(g.nodes[static_cast<std::size_t>(v)].shape);
+    P.floc[static_cast<std::size_t>(v)] = Loc{P.seq_buf(k), 0, w, w, true};
+    grad_block(v, true);
+  }
+  for (std::size_t k = 0; k < P.state_nodes.size(); ++k) {
+    const int v = P.state_nodes[k];
+    const std::int64_t w = width_of(g.nodes[static_cast<std::size_t>(v)].shape);
+    P.floc[static_cast<std::size_t>(v)] = Loc{P.state_buf(k), 0, w, w, true};
+    grad_block(v, true);
+  }
+  // Which parameter values are read elementwise (they get a gradient block; a product's weight gets its
+  // gradient from the product's backward instead).
+  std::vector<bool> elementwise_use(n, false);
+  for (std::size_t i = 0; i < n; ++i)
+    if (P.dep[i] == kState && g.nodes[i].op != TraceOp::input)
+      for (std::size_t j = 0; j < g.nodes[i].args.size(); ++j)
+        if (!(is_product(g.nodes[i].op) && j == 1)) elementwise_use[static_cast<std::size_t>(g.nodes[i].args[j])] = true;
+  for (std::size_t k = 0; k < P.param_nodes.size(); ++k) {
+    const int v = P.param_nodes[k];
+    const auto vi = static_cast<std::size_t>(v);
+    const bool per_row = batch_rows(v);
+    const std::int64_t w = width_of(g.nodes[vi].shape);
+    P.floc[vi] = Loc{P.param_buf(k), 0, per_row ? w : 0, w, per_row};
+    if (elementwise_use[vi]) grad_block(v, per_row);
+  }
+  // The step program, in trace order: each product is a stage of its own, runs of elementwise ops between
+  // them one stage each.
+  std::int64_t arena = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const TraceNode& node = g.nodes[i];
+    if (P.dep[i] != kState || node.op == TraceOp::input) continue;
+    const std::int64_t w = width_of(node.shape);
+    if (node.op == TraceOp::narrow) {  // a view: the same rows at a column offset, and so is its gradient
+      const Loc& base = P.floc[static_cast<std::size_t>(node.args[0])];
+      P.floc[i] = Loc{base.buf, base.off + node.i0, base.ld, node.i1, base.per_row};
+      const Loc& gbase = P.gloc[static_cast<std::size_t>(node.args[0])];
+      P.gloc[i] = Loc{gbase.buf, gbase.off + node.i0, gbase.ld, node.i1, gbase.per_row};
+      continue;
+    }
+    const bool per_row = node.shape.dim() == 2 && (node.shape[0] == B);
+    if (!per_row)  // a state-dependent value must have a row per batch row; cannot happen for [B, n] states
+      return {nullptr, fmt::format("'{}' gives a value of shape {} that depends on the state but has no batch "
+                                   "rows: it is not fused",
+                                   trace_op_name(node.op), node.shape)};
+    P.floc[i] = Loc{0, arena, w, w, true};
+    arena += B * w;
+    grad_block(static_cast<int>(i), true);
+    Instr ins{.op = node.op, .out = static_cast<int>(i), .args = node.args, .a = node.a, .b = node.b, .matrix = -1};
+    if (is_product(node.op)) {
+      const auto it = std::find(P.param_nodes.begin(), P.param_nodes.end(), node.args[1]);
+      ins.matrix = static_cast<int>(P.state_nodes.size() + P.seq_nodes.size()) +
+                   static_cast<int>(it - P.param_nodes.begin());
+      P.stages.push_back({true, P.instrs.size(), P.instrs.size() + 1});
+    } else if (P.stages.empty() || P.stages.back().product) {
+      P.stages.push_back({false, P.instrs.size(), P.instrs.size() + 1});
+    } else {
+      P.stages.back().end = P.instrs.size() + 1;
+    }
+    P.instrs.push_back(std::move(ins));
+  }
+  P.arena = arena;
+  P.garena = garena;
+  return {std::move(p), {}};
+}
+
+namespace {
+
+// ---- elementwise row kernels ------------------------------------------------------------------------
+// Same formulas as the unfused ops (float32 activations through ops/fast_math.hpp), so fused and unfused
+// agree to round-off.
+template <class T>
+T sigmoid_of(T v) {
+  if constexpr (std::is_same_v<T, float>)
+    return sigmoid_approx(v);
+  else
+    return T(1) / (T(1) + std::exp(-v));
+}
+template <class T>
+T tanh_of(T v) {
+  if constexpr (std::is_same_v<T, float>)
+    return tanh_approx(v);
+  else
+    return std::tanh(v);
+}
+
+template <class T, class F>
+void unary_row(T* __restrict y, const T* __restrict x, std::int64_t w, F f) {
+  for (std::int64_t j = 0; j < w; ++j) y[j] = f(x[j]);
+}
+// y = f(a, b) where a or b may be one value broadcast over the row (width 1).
+template <class T, class F>
+void binary_row(T* __restrict y, const T* a, std::int64_t wa, const T* b, std::int64_t wb, std::int64_t w, F f) {
+  if (wa == w && wb == w)
+    for (std::int64_t j = 0; j < w; ++j) y[j] = f(a[j], b[j]);
+  else if (wb == w)
+    for (std::int64_t j = 0; j < w; ++j) y[j] = f(a[0], b[j]);
+  else if (wa == w)
+    for (std::int64_t j = 0; j < w; ++j) y[j] = f(a[j], b[0]);
+  else
+    for (std::int64_t j = 0; j < w; ++j) y[j] = f(a[0], b[0]);
+}
+// gx (+)= term(j) over the row; a width-1 gx (broadcast in the forward) takes the row's sum.
+template <class T, class F>
+void accumulate_row(T* gx, std::int64_t wx, std::int64_t w, F term) {
+  if (wx == w) {
+    for (std::int64_t j = 0; j < w; ++j) gx[j] += term(j);
+  } else {
+    T s = 0;
+    for (std::int64_t j = 0; j < w; ++j) s += term(j);
+    gx[0] += s;
+  }
+}
+
+template <class T>
+struct RowView {
+  const FusedProgram& P;
+  T* const* fbase;  // forward buffers
+  T* const* gbase;  // gradient buffers (backward only)
+  std::int64_t r;
+  T* at(const Loc& l, T* const* base) const { return base[l.buf] + l.off + (l.per_row ? r * l.ld : 0); }
+  T* f(int v) const { return at(P.floc[static_cast<std::size_t>(v)], fbase); }
+  T* g(int v) const { return at(P.gloc[static_cast<std::size_t>(v)], gbase); }
+  std::int64_t w(int v) const { return P.floc[static_cast<std::size_t>(v)].w; }
+  bool has_g(int v) const { return P.gloc[static_cast<std::size_t>(v)].defined(); }
+};
+
+template <class T>
+void forward_row(const Instr& in, const RowView<T>& rv) {
+  T* y = rv.f(in.out);
+  const std::int64_t w = rv.w(in.out);
+  const T* a = in.args.empty() ? nullptr : rv.f(in.args[0]);
+  const T s = static_cast<T>(in.a);
+  switch (in.op) {
+    case TraceOp::add: return binary_row(y, a, rv.w(in.args[0]), rv.f(in.args[1]), rv.w(in.args[1]), w, [](T p, T q) { return p + q; });
+    case TraceOp::sub: return binary_row(y, a, rv.w(in.args[0]), rv.f(in.args[1]), rv.w(in.args[1]), w, [](T p, T q) { return p - q; });
+    case TraceOp::mul: return binary_row(y, a, rv.w(in.args[0]), rv.f(in.args[1]), rv.w(in.args[1]), w, [](T p, T q) { return p * q; });
+    case TraceOp::div: return binary_row(y, a, rv.w(in.args[0]), rv.f(in.args[1]), rv.w(in.args[1]), w, [](T p, T q) { return p / q; });
+    case TraceOp::add_s: return unary_row(y, a, w, [s](T v) { return v + s; });
+    case TraceOp::sub_s: return unary_row(y, a, w, [s](T v) { return v - s; });
+    case TraceOp::rsub_s: return unary_row(y, a, w, [s](T v) { return s - v; });
+    case TraceOp::mul_s: return unary_row(y, a, w, [s](T v) { return v * s; });
+    case TraceOp::div_s: return unary_row(y, a, w, [s](T v) { return v / s; });
+    case TraceOp::rdiv_s: return unary_row(y, a, w, [s](T v) { return s / v; });
+    case TraceOp::neg: return unary_row(y, a, w, [](T v) { return -v; });
+    case TraceOp::pow_s: return unary_row(y, a, w, [s](T v) { return static_cast<T>(std::pow(v, s)); });
+    case TraceOp::exp: return unary_row(y, a, w, [](T v) { return std::exp(v); });
+    case TraceOp::log: return unary_row(y, a, w, [](T v) { return std::log(v); });
+    case TraceOp::sqrt: return unary_row(y, a, w, [](T v) { return std::sqrt(v); });
+    case TraceOp::abs: return unary_row(y, a, w, [](T v) { return std::abs(v); });
+    case TraceOp::tanh: return unary_row(y, a, w, [](T v) { return tanh_of(v); });
+    case TraceOp::sigmoid: return unary_row(y, a, w, [](T v) { return sigmoid_of(v); });
+    case TraceOp::relu: return unary_row(y, a, w, [](T v) { return v > 0 ? v : T(0); });
+    case TraceOp::logsigmoid:
+      return unary_row(y, a, w, [](T v) { return std::min(v, T(0)) - std::log1p(std::exp(-std::abs(v))); });
+    case TraceOp::silu: return unary_row(y, a, w, [](T v) { return v / (T(1) + std::exp(-v)); });
+    case TraceOp::softplus: {
+      const T beta = static_cast<T>(in.a), threshold = static_cast<T>(in.b);
+      return unary_row(y, a, w, [beta, threshold](T v) {
+        const T bx = v * beta;
+        return bx > threshold ? v : static_cast<T>(std::log1p(std::exp(bx)) / beta);
+      });
+    }
+    case TraceOp::sum_last:
+    case TraceOp::mean_last: {
+      const std::int64_t wa = rv.w(in.args[0]);
+      T acc = 0;
+      for (std::int64_t j = 0; j < wa; ++j) acc += a[j];
+      y[0] = in.op == TraceOp::mean_last ? acc / static_cast<T>(wa) : acc;
+      return;
+    }
+    case TraceOp::cat: {
+      std::int64_t at = 0;
+      for (int v : in.args) {
+        const std::int64_t wv = rv.w(v);
+        std::memcpy(y + at, rv.f(v), static_cast<std::size_t>(wv) * sizeof(T));
+        at += wv;
+      }
+      return;
+    }
+    default: return;  // input, external, narrow (views), products (their own stage)
+  }
+}
+
+template <class T>
+void backward_row(const Instr& in, const RowView<T>& rv) {
+  const T* gy = rv.g(in.out);
+  const T* y = rv.f(in.out);
+  const std::int64_t w = rv.w(in.out);
+  const int ia = in.args.empty() ? -1 : in.args[0];
+  const int ib = in.args.size() > 1 ? in.args[1] : -1;
+  const T* a = ia >= 0 ? rv.f(ia) : nullptr;
+  const T s = static_cast<T>(in.a);
+  // Operand values by output column (a width-1 operand is broadcast).
+  const std::int64_t sa = ia >= 0 && rv.w(ia) == w ? 1 : 0;
+  const T* b = ib >= 0 ? rv.f(ib) : nullptr;
+  const std::int64_t sb = ib >= 0 && rv.w(ib) == w ? 1 : 0;
+  auto ga = [&](auto term) {
+    if (rv.has_g(ia)) accumulate_row(rv.g(ia), rv.w(ia), w, term);
+  };
+  auto gb = [&](auto term) {
+    if (rv.has_g(ib)) accumulate_row(rv.g(ib), rv.w(ib), w, term);
+  };
+  switch (in.op) {
+    case TraceOp::add: ga([&](std::int64_t j) { return gy[j]; }); gb([&](std::int64_t j) { return gy[j]; }); return;
+    case TraceOp::sub: ga([&](std::int64_t j) { return gy[j]; }); gb([&](std::int64_t j) { return -gy[j]; }); return;
+    case TraceOp::mul:
+      ga([&](std::int64_t j) { return gy[j] * b[j * sb]; });
+      gb([&](std::int64_t j) { return gy[j] * a[j * sa]; });
+      return;
+    case TraceOp::div:
+      ga([&](std::int64_t j) { return gy[j] / b[j * sb]; });
+      gb([&](std::int64_t j) { return -(gy[j] / b[j * sb] * y[j]); });
+      return;
+    case TraceOp::add_s:
+    case TraceOp::sub_s: return ga([&](std::int64_t j) { return gy[j]; });
+    case TraceOp::rsub_s: return ga([&](std::int64_t j) { return -gy[j]; });
+    case TraceOp::neg: return ga([&](std::int64_t j) { return -gy[j]; });
+    case TraceOp::mul_s: return ga([&](std::int64_t j) { return gy[j] * s; });
+    case TraceOp::div_s: {
+      const T inv = static_cast<T>(1.0 / in.a);  // as div(x, s)'s backward: g times the constant 1/s
+      return ga([&](std::int64_t j) { return gy[j] * inv; });
+    }
+    case TraceOp::rdiv_s: return ga([&](std::int64_t j) { return -gy[j] * s / (a[j] * a[j]); });
+    case TraceOp::pow_s:
+      return ga([&](std::int64_t j) {
+        return in.a == 0.0 ? T(0) : static_cast<T>(gy[j] * s * std::pow(a[j], static_cast<T>(in.a - 1)));
+      });
+    case TraceOp::exp: return ga([&](std::int64_t j) { return gy[j] * y[j]; });
+    case TraceOp::log: return ga([&](std::int64_t j) { return gy[j] / a[j]; });
+    case TraceOp::sqrt: return ga([&](std::int64_t j) { return gy[j] / (y[j] + y[j]); });
+    case TraceOp::abs: return ga([&](std::int64_t j) { return a[j] > 0 ? gy[j] : (a[j] < 0 ? -gy[j] : T(0)); });
+    case TraceOp::tanh: return ga([&](std::int64_t j) { return gy[j] * (1 - y[j] * y[j]); });
+    case TraceOp::sigmoid: return ga([&](std::int64_t j) { return gy[j] * y[j] * (1 - y[j]); });
+    case TraceOp::relu: return ga([&](std::int64_t j) { return y[j] > 0 ? gy[j] : T(0); });
+    case TraceOp::logsigmoid: return ga([&](std::int64_t j) { return gy[j] / (T(1) + std::exp(a[j])); });
+    case TraceOp::silu:
+      return ga([&](std::int64_t j) {
+        const T sg = T(1) / (T(1) + std::exp(-a[j]));
+        return gy[j] * sg * (T(1) + a[j] * (T(1) - sg));
+      });
+    case TraceOp::softplus: {
+      const T beta = static_cast<T>(in.a), threshold = static_cast<T>(in.b);
+      return ga([&](std::int64_t j) {
+        const T bx = a[j] * beta;
+        if (bx > threshold) return gy[j];
+        const T z = std::exp(bx);
+        return gy[j] * z / (z + T(1));
+      });
+    }
+    case TraceOp::sum_last:
+    case TraceOp::mean_last: {
+      if (!rv.has_g(ia)) return;
+      const std::int64_t wa = rv.w(ia);
+      const T d = in.op == TraceOp::mean_last ? gy[0] * static_cast<T>(1.0 / static_cast<double>(wa)) : gy[0];
+      T* g = rv.g(ia);
+      for (std::int64_t j = 0; j < wa; ++j) g[j] += d;
+      return;
+    }
+    case TraceOp::cat: {
+      std::int64_t at = 0;
+      for (int v : in.args) {
+        const std::int64_t wv = rv.w(v);
+        if (rv.has_g(v)) {
+          T* g = rv.g(v);
+          for (std::int64_t j = 0; j < wv; ++j) g[j] += gy[at + j];
+        }
+        at += wv;
+      }
+      return;
+    }
+    default: return;
+  }
+}
+
+}  // namespace
+
+// ---- a sequence ------------------------------------------------------------------------------------------
+
+struct FusedSequence::Data {
+  std::shared_ptr<const FusedProgram> program;
+  std::vector<Tensor> seq;     // [T*B, w] per input-only node input
+  std::vector<Tensor> params;  // per parameter node input, as traced
+  std::int64_t steps = 0;
+};
+
+namespace {
+
+// The op a node stands for, run with ordinary (recorded) ops on its arguments' values.
+Tensor replay(const TraceNode& n, std::span<const Tensor> a) {
+  switch (n.op) {
+    case TraceOp::add: return add(a[0], a[1]);
+    case TraceOp::sub: return sub(a[0], a[1]);
+    case TraceOp::mul: return mul(a[0], a[1]);
+    case TraceOp::div: return div(a[0], a[1]);
+    case TraceOp::add_s: return add(a[0], n.a);
+    case TraceOp::sub_s: return sub(a[0], n.a);
+    case TraceOp::rsub_s: return rsub(a[0], n.a);
+    case TraceOp::mul_s: return mul(a[0], n.a);
+    case TraceOp::div_s: return div(a[0], n.a);
+    case TraceOp::rdiv_s: return rdiv(a[0], n.a);
+    case TraceOp::neg: return neg(a[0]);
+    case TraceOp::pow_s: return pow(a[0], n.a);
+    case TraceOp::exp: return exp(a[0]);
+    case TraceOp::log: return log(a[0]);
+    case TraceOp::sqrt: return sqrt(a[0]);
+    case TraceOp::abs: return abs(a[0]);
+    case TraceOp::tanh: return tanh(a[0]);
+    case TraceOp::sigmoid: return sigmoid(a[0]);
+    case TraceOp::relu: return relu(a[0]);
+    case TraceOp::logsigmoid: return logsigmoid(a[0]);
+    case TraceOp::silu: return silu(a[0]);
+    case TraceOp::softplus: return softplus(a[0], n.a, n.b);
+    case TraceOp::narrow: return narrow(a[0], a[0].dim() - 1, n.i0, n.i1);
+    case TraceOp::cat: return cat(a, -1);
+    case TraceOp::sum_last: return sum(a[0], {-1}, true);
+    case TraceOp::mean_last: return mean(a[0], {-1}, true);
+    case TraceOp::linear: return linear(a[0], a[1]);
+    case TraceOp::matmul: return matmul(a[0], a[1]);
+    case TraceOp::transpose: return transpose(a[0], 0, 1);
+    case TraceOp::input:
+    case TraceOp::external: break;
+  }
+  throw StateError("fused step: internal error, a leaf node replayed");
+}
+
+}  // namespace
+
+FusedSequence::FusedSequence(std::shared_ptr<const FusedProgram> program, const Tensor& x) {
+  const FusedProgram& P = *program;
+  const TraceGraph& g = P.graph;
+  const Shape& x_shape = g.nodes[static_cast<std::size_t>(g.inputs[0])].shape;
+  UNROLL_CHECK(x.dim() == x_shape.dim() + 1 && x.shape().tail(1) == x_shape, ShapeError,
+               "fused step: the input does not match the traced step; got x={}, expected T steps of {}", x.shape(),
+               x_shape);
+  auto data = std::make_shared<Data>();
+  data->steps = x.shape()[0];
+  // Parameter-only and input-only values, in trace order, with ordinary ops: the input ones on all T*B rows.
+  std::vector<Tensor> val(g.nodes.size());
+  std::vector<Tensor> args;
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const TraceNode& node = g.nodes[i];
+    if (P.dep[i] == kState) continue;
+    if (node.op == TraceOp::input) {
+      Shape rows = x_shape;
+      rows[0] = data->steps * x_shape[0];
+      val[i] = reshape(x, std::vector<std::int64_t>(rows.begin(), rows.end()));
+    } else if (node.op == TraceOp::external) {
+      val[i] = g.externals[static_cast<std::size_t>(node.i0)];
+    } else {
+      args.clear();
+      for (int a : node.args) args.push_back(val[static_cast<std::size_t>(a)]);
+      val[i] = replay(node, args);
+    }
+  }
+  for (int v : P.seq_nodes) data->seq.push_back(val[static_cast<std::size_t>(v)]);
+  for (int v : P.param_nodes) data->params.push_back(val[static_cast<std::size_t>(v)]);
+  data->program = std::move(program);
+  data_ = std::move(data);
+}
+
+namespace {
+
+// The step's forward into `arena`; `base` is filled with the buffers (0 = arena, then the node's inputs).
+template <class T>
+void run_forward(const FusedProgram& P, std::vector<T*>& base) {
+  for (const Stage& st : P.stages) {
+    if (st.product) {
+      const Instr& in = P.instrs[st.begin];
+      const Loc& v = P.floc[static_cast<std::size_t>(in.args[0])];
+      const Loc& y = P.floc[static_cast<std::size_t>(in.out)];
+      const Shape& ws = P.graph.nodes[static_cast<std::size_t>(in.args[1])].shape;
+      const T* W = base[static_cast<std::size_t>(in.matrix) + 1];
+      const bool linear_op = in.op == TraceOp::linear;  // x Wᵀ, W [n, k]; matmul: x W, W [k, n]
+      const std::int64_t k = v.w, nn = y.w;
+      gemm(false, linear_op, P.B, nn, k, T(1), base[static_cast<std::size_t>(v.buf)] + v.off, v.ld, W, ws[1], T(0),
+           base[0] + y.off, y.ld);
+      continue;
+    }
+    for (std::int64_t r = 0; r < P.B; ++r) {
+      const RowView<T> rv{P, base.data(), nullptr, r};
+      for (std::size_t i = st.begin; i < st.end; ++i) forward_row(P.instrs[i], rv);
+    }
+  }
+}
+
+// A contiguous [B, w] tensor of a value: a view when its rows are contiguous, else a copy.
+template <class T>
+Tensor rows_tensor(const Loc& l, const std::vector<T*>& base, const std::vector<const Tensor*>& owners,
+                   std::int64_t B, std::int64_t element_offset_of_owner) {
+  const Tensor& owner = *owners[static_cast<std::size_t>(l.buf)];
+  if (l.per_row && l.ld == l.w)
+    return view_range(owner, element_offset_of_owner + l.off, {B, l.w});
+  Tensor t = Tensor::empty({B, l.w}, owner.dtype());
+  T* dst = t.data<T>();
+  for (std::int64_t r = 0; r < B; ++r)
+    std::memcpy(dst + r * l.w, base[static_cast<std::size_t>(l.buf)] + l.off + (l.per_row ? r * l.ld : 0),
+                static_cast<std::size_t>(l.w) * sizeof(T));
+  return t;
+}
+
+struct SavedStep {
+  std::shared_ptr<const FusedSequence::Data> data;
+  Tensor arena;
+  std::vector<Tensor> state;
+  std::int64_t t;
+};
+
+template <class T>
+void run_backward(autograd::GradSink& sink, const SavedStep& s) {
+  const FusedSequence::Data& d = *s.data;
+  const FusedProgram& P = *d.program;
+  const std::int64_t B = P.B;
+  const std::size_t n_seq = P.seq_nodes.size(), n_state = P.state_nodes.size();
+  // Forward buffers as in the forward, and the owners of each (for views of their rows).
+  std::vector<T*> base{s.arena.data<T>()};
+  std::vector<const Tensor*> owners{&s.arena};
+  std::vector<std::int64_t> owner_offset{0};
+  for (const Tensor& q : d.seq) {
+    const std::int64_t off = s.t * B * q.shape().back();
+    base.push_back(q.data<T>() + off);
+    owners.push_back(&q);
+    owner_offset.push_back(off);
+  }
+  for (const Tensor& q : s.state) base.push_back(q.data<T>()), owners.push_back(&q), owner_offset.push_back(0);
+  for (const Tensor& q : d.params) base.push_back(q.data<T>()), owners.push_back(&q), owner_offset.push_back(0);
+  Tensor garena = zeros({P.garena}, s.arena.dtype());
+  std::vector<T*> gbase{garena.data<T>()};
+  // The outputs' gradients into their values' gradient rows.
+  const auto& outputs = P.graph.outputs;
+  for (std::size_t k = 0; k < outputs.size(); ++k) {
+    const Tensor& go = sink.grad_output(k);
+    const Loc& l = P.gloc[static_cast<std::size_t>(outputs[k])];
+    const T* pg = go.data<T>();
+    for (std::int64_t r = 0; r < B; ++r) {
+      T* dst = gbase[0] + l.off + r * l.ld;
+      for (std::int64_t j = 0; j < l.w; ++j) dst[j] += pg[r * l.w + j];
+    }
+  }
+  for (std::size_t si = P.stages.size(); si-- > 0;) {
+    const Stage& st = P.stages[si];
+    if (st.product) {
+      const Instr& in = P.instrs[st.begin];
+      const int vi = in.args[0];
+      const Loc& v = P.floc[static_cast<std::size_t>(vi)];
+      const Loc& gv = P.gloc[static_cast<std::size_t>(vi)];
+      const Loc& gy = P.gloc[static_cast<std::size_t>(in.out)];
+      const Shape& ws = P.graph.nodes[static_cast<std::size_t>(in.args[1])].shape;
+      const T* W = base[static_cast<std::size_t>(in.matrix) + 1];
+      const bool linear_op = in.op == TraceOp::linear;
+      const std::int64_t k = v.w, nn = gy.w;
+      if (gv.defined())  // dv += dY W (linear, W [n, k]) or dY Wᵀ (matmul, W [k, n])
+        gemm(false, !linear_op, B, k, nn, T(1), gbase[0] + gy.off, gy.ld, W, ws[1], T(1), gbase[0] + gv.off, gv.ld);
+      const auto wi = static_cast<std::size_t>(in.matrix);
+      if (sink.needs(wi)) {
+        Tensor dy = view_range(garena, gy.off, {B, nn});
+        Tensor x = rows_tensor<T>(v, base, owners, B, owner_offset[static_cast<std::size_t>(v.buf)]);
+        if (linear_op)
+          sink.add_rows_product(wi, dy, x);  // dW [n, k] = dYᵀ x, deferred and batched like linear's
+        else
+          sink.add_rows_product(wi, x, dy);  // dW [k, n] = xᵀ dY
+      }
+      continue;
+    }
+    for (std::int64_t r = 0; r < B; ++r) {
+      const RowView<T> rv{P, base.data(), gbase.data(), r};
+      for (std::size_t i = st.end; i-- > st.begin;) backward_row(P.instrs[i], rv);
+    }
+  }
+  // The inputs' gradients.
+  for (std::size_t k = 0; k < n_seq; ++k) {
+    if (!sink.needs(k)) continue;
+    const Loc& l = P.gloc[static_cast<std::size_t>(P.seq_nodes[k])];
+    bool fresh = false;
+    Tensor& buf = sink.buffer(k, fresh, /*zero_fill=*/true);  // [T*B, w]: this step's rows
+    T* dst = buf.data<T>() + s.t * B * l.w;
+    const T* src = gbase[0] + l.off;
+    for (std::int64_t i = 0; i < B * l.w; ++i) dst[i] += src[i];
+  }
+  for (std::size_t k = 0; k < n_state; ++k) {
+    if (!sink.needs(n_seq + k)) continue;
+    const Loc& l = P.gloc[static_cast<std::size_t>(P.state_nodes[k])];
+    sink.add(n_seq + k, view_range(garena, l.off, s.state[k].shape()));
+  }
+  for (std::size_t k = 0; k < P.param_nodes.size(); ++k) {
+    const std::size_t i = n_seq + n_state + k;
+    const Loc& l = P.gloc[static_cast<std::size_t>(P.param_nodes[k])];
+    if (!l.defined() || !sink.needs(i)) continue;
+    sink.add(i, view_range(garena, l.off, d.params[k].shape()));
+  }
+}
+
+}  // namespace
+
+std::vector<Tensor> FusedSequence::step(std::int64_t t, std::span<const Tensor> state) const {
+  const Data& d = *data_;
+  const FusedProgram& P = *d.program;
+  const TraceGraph& g = P.graph;
+  constexpr const char* where = "fused step";
+  OpScope op_scope(where);
+  UNROLL_CHECK(t >= 0 && t < d.steps, IndexError, "{}: step out of range; got t={}, expected 0 <= t < {}", where, t,
+               d.steps);
+  UNROLL_CHECK(state.size() == P.state_nodes.size(), ValueError,
+               "{}: wrong number of state tensors; got {}, expected {}", where, state.size(), P.state_nodes.size());
+  for (std::size_t k = 0; k < state.size(); ++k) {
+    const Shape& s = g.nodes[static_cast<std::size_t>(P.state_nodes[k])].shape;
+    UNROLL_CHECK(state[k].defined() && state[k].shape() == s && state[k].dtype() == g.dtype, ShapeError,
+                 "{}: state tensor {} does not match the traced step; got {} {}, expected {} {}", where, k,
+                 state[k].defined() ? fmt::format("{}", state[k].shape()) : std::string("undefined"),
+                 state[k].defined() ? fmt::format("{}", state[k].dtype()) : std::string(""), s, g.dtype);
+  }
+  Tensor arena = Tensor::empty({P.arena}, g.dtype);
+  std::vector<Tensor> outs;
+  dispatch_floating(where, g.dtype, [&]<class T>(T*) {
+    std::vector<T*> base{arena.data<T>()};
+    for (const Tensor& q : d.seq) base.push_back(q.data<T>() + t * P.B * q.shape().back());
+    for (const Tensor& q : state) base.push_back(q.data<T>());
+    for (const Tensor& q : d.params) base.push_back(q.data<T>());
+    run_forward<T>(P, base);
+    for (int o : g.outputs) {
+      const Loc& l = P.floc[static_cast<std::size_t>(o)];
+      const Shape& shape = g.nodes[static_cast<std::size_t>(o)].shape;
+      if (l.buf == 0 && l.per_row && l.ld == l.w) {
+        outs.push_back(view_range(arena, l.off, shape));
+      } else {
+        Tensor c = Tensor::empty(shape, g.dtype);
+        for (std::int64_t r = 0; r < P.B; ++r)
+          std::memcpy(c.data<T>() + r * l.w, base[static_cast<std::size_t>(l.buf)] + l.off + r * l.ld,
+                      static_cast<std::size_t>(l.w) * sizeof(T));
+        outs.push_back(std::move(c));
+      }
+    }
+  });
+  std::vector<const Tensor*> inputs;
+  inputs.reserve(P.n_inputs());
+  for (const Tensor& q : d.seq) inputs.push_back(&q);
+  for (const Tensor& q : state) inputs.push_back(&q);
+  for (const Tensor& q : d.params) inputs.push_back(&q);
+  if (!autograd::needs_grad(std::span<const Tensor>(d.seq)) && !autograd::needs_grad(state) &&
+      !autograd::needs_grad(std::span<const Tensor>(d.params)))
+    return outs;
+  std::vector<Tensor*> out_ptrs;
+  for (Tensor& o : outs) out_ptrs.push_back(&o);
+  std::vector<Tensor> saved_state;
+  for (const Tensor& q : state) saved_state.push_back(q.detach());
+  autograd::record(where, std::span<Tensor* const>(out_ptrs), std::span<const Tensor* const>(inputs),
+                   [s = SavedStep{data_, std::move(arena), std::move(saved_state), t}](autograd::GradSink& sink) {
+                     dispatch_floating("fused step", s.arena.dtype(),
+                                       [&]<class T>(T*) { run_backward<T>(sink, s); });
+                   });
+  return outs;
+}
+
+}  // namespace unroll::detail

@@ -1,0 +1,51 @@
+#pragma once
+// Internal: a traced step (ops/trace.hpp) compiled to run as ONE tape node per time step (nn/fuse.hpp is
+// the user's side). The graph's nodes fall into three kinds by what they depend on:
+//   parameters only  computed once per sequence with ordinary ops (a weight's transform, a constant's);
+//   the input only   computed for all T steps at once with ordinary ops on [T*B, ...] rows — the input
+//                    projections become one large GEMM, as in the built-in layers;
+//   the state        the step program: products of step values by parameters (GEMMs on the whole batch),
+//                    and between them every elementwise op, interpreted row by row in one pass (each row's
+//                    values stay in L1 from one op to the next). All its values live in one buffer per
+//                    step, which backward reads; backward is derived from the same program (reverse mode,
+//                    row by row, each op's local derivative as the unfused op computes it) plus the
+//                    products' GEMMs, their weight gradients deferred and batched like linear's.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "trace.hpp"
+
+namespace unroll::detail {
+
+class FusedProgram;
+
+/// A compiled step, or the one-line reason the graph cannot run fused.
+struct CompiledStep {
+  std::shared_ptr<const FusedProgram> program;
+  std::string why_not;
+};
+CompiledStep compile_step(TraceGraph graph);
+
+/// Number of step-program instructions (elementwise ops and products) of a compiled step; for tests.
+std::size_t fused_instruction_count(const FusedProgram& program);
+
+/// One sequence of a compiled step: the values that depend on the parameters only, and those that depend
+/// on the input only (for all steps at once), computed on construction with ordinary recorded ops.
+class FusedSequence {
+ public:
+  /// x [T, B, ...] as traced (x_t [B, ...] at every step).
+  FusedSequence(std::shared_ptr<const FusedProgram> program, const Tensor& x);
+  /// Step t (0 <= t < T) from the state tensors (in trace order): the new state tensors, recorded as one
+  /// tape node when gradients are needed.
+  std::vector<Tensor> step(std::int64_t t, std::span<const Tensor> state) const;
+
+  struct Data;  // ops/fused_step.cpp
+
+ private:
+  std::shared_ptr<const Data> data_;
+};
+
+}  // namespace unroll::detail

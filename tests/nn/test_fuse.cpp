@@ -1,0 +1,349 @@
+// Fused custom cells (nn/fuse.hpp): every cell the issue names — MGU, LSTM, GRU, a layer-normalised LSTM, a
+// peephole LSTM, IndRNN, a matmul-form Elman RNN — gives the same outputs and gradients fused as unfused to
+// float64 round-off (with lengths, in reverse, with batch shards, in float32 to float32 round-off), random cells
+// built from every fusable op agree the same way (a property test), gradcheck passes through fused
+// sequences, and what cannot be fused falls back with a one-line reason.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+#include <map>
+
+#include <unroll/unroll.hpp>
+
+#include "../support/fixtures.hpp"
+
+using namespace unroll;
+
+namespace {
+
+constexpr Dtype f64 = Dtype::float64;
+using Pair = std::pair<Tensor, Tensor>;
+
+// h' = h + f (tanh(W_c [x, f h]) - h), f = sigmoid(W_f [x, h])
+struct MGU : nn::Module {
+  nn::Linear gate, cand;
+  MGU(std::int64_t in, std::int64_t hid, Dtype dt = f64) : gate(in + hid, hid, true, dt), cand(in + hid, hid, true, dt) {
+    register_module("gate", gate);
+    register_module("cand", cand);
+  }
+  Tensor operator()(const Tensor& x, const Tensor& h) const {
+    const Tensor f = sigmoid(gate(cat({x, h}, 1)));
+    return h + f * (tanh(cand(cat({x, f * h}, 1))) - h);
+  }
+};
+
+// PyTorch's LSTM cell from primitives (gates i, f, g, o).
+struct LSTM : nn::Module {
+  Tensor w_ih, w_hh, b_ih, b_hh;
+  LSTM(std::int64_t in, std::int64_t hid, Dtype dt = f64) {
+    w_ih = uniform({4 * hid, in}, -0.5, 0.5, dt);
+    w_hh = uniform({4 * hid, hid}, -0.5, 0.5, dt);
+    b_ih = uniform({4 * hid}, -0.5, 0.5, dt);
+    b_hh = uniform({4 * hid}, -0.5, 0.5, dt);
+    register_parameter("weight_ih", w_ih);
+    register_parameter("weight_hh", w_hh);
+    register_parameter("bias_ih", b_ih);
+    register_parameter("bias_hh", b_hh);
+  }
+  Pair operator()(const Tensor& x, const Pair& s) const {
+    auto g = chunk(linear(x, w_ih, b_ih) + linear(s.first, w_hh, b_hh), 4, 1);
+    Tensor c = sigmoid(g[1]) * s.second + sigmoid(g[0]) * tanh(g[2]);
+    return {sigmoid(g[3]) * tanh(c), c};
+  }
+};
+
+// PyTorch's GRU cell from primitives (gates r, z, n).
+struct GRU : nn::Module {
+  Tensor w_ih, w_hh, b_ih, b_hh;
+  GRU(std::int64_t in, std::int64_t hid, Dtype dt = f64) {
+    w_ih = uniform({3 * hid, in}, -0.5, 0.5, dt);
+    w_hh = uniform({3 * hid, hid}, -0.5, 0.5, dt);
+    b_ih = uniform({3 * hid}, -0.5, 0.5, dt);
+    b_hh = uniform({3 * hid}, -0.5, 0.5, dt);
+    register_parameter("weight_ih", w_ih);
+    register_parameter("weight_hh", w_hh);
+    register_parameter("bias_ih", b_ih);
+    register_parameter("bias_hh", b_hh);
+  }
+  Tensor operator()(const Tensor& x, const Tensor& h) const {
+    auto gi = chunk(linear(x, w_ih, b_ih), 3, 1);
+    auto gh = chunk(linear(h, w_hh, b_hh), 3, 1);
+    Tensor r = sigmoid(gi[0] + gh[0]), z = sigmoid(gi[1] + gh[1]);
+    Tensor n = tanh(gi[2] + r * gh[2]);
+    return (1.0 - z) * n + z * h;
+  }
+};
+
+// Layer norm over the features from mean/var, with a gain and a shift.
+Tensor layer_norm_of(const Tensor& v, const Tensor& gain, const Tensor& shift) {
+  const Tensor d = v - mean(v, {-1}, true);
+  return d / sqrt(mean(d * d, {-1}, true) + 1e-5) * gain + shift;
+}
+
+// Layer-normalised LSTM (Ba et al., 2016): LN on both gate products and on the cell.
+struct LNLSTM : nn::Module {
+  Tensor w_ih, w_hh, bias, g_ih, g_hh, g_c, s_ih, s_hh, s_c;
+  LNLSTM(std::int64_t in, std::int64_t hid, Dtype dt = f64) {
+    w_ih = uniform({4 * hid, in}, -0.5, 0.5, dt);
+    w_hh = uniform({4 * hid, hid}, -0.5, 0.5, dt);
+    bias = uniform({4 * hid}, -0.5, 0.5, dt);
+    g_ih = uniform({4 * hid}, 0.5, 1.5, dt);
+    g_hh = uniform({4 * hid}, 0.5, 1.5, dt);
+    g_c = uniform({hid}, 0.5, 1.5, dt);
+    s_ih = uniform({4 * hid}, -0.1, 0.1, dt);
+    s_hh = uniform({4 * hid}, -0.1, 0.1, dt);
+    s_c = uniform({hid}, -0.1, 0.1, dt);
+    for (auto [name, t] : {std::pair{"w_ih", &w_ih}, {"w_hh", &w_hh}, {"bias", &bias}, {"g_ih", &g_ih}, {"g_hh", &g_hh},
+                           {"g_c", &g_c}, {"s_ih", &s_ih}, {"s_hh", &s_hh}, {"s_c", &s_c}})
+      register_parameter(name, *t);
+  }
+  Pair operator()(const Tensor& x, const Pair& s) const {
+    auto g = chunk(layer_norm_of(linear(x, w_ih), g_ih, s_ih) + layer_norm_of(linear(s.first, w_hh), g_hh, s_hh) + bias,
+                   4, 1);
+    Tensor c = sigmoid(g[1]) * s.second + sigmoid(g[0]) * tanh(g[2]);
+    return {sigmoid(g[3]) * tanh(layer_norm_of(c, g_c, s_c)), c};
+  }
+};
+
+// Peephole LSTM (Gers & Schmidhuber, 2000): the gates also see the cell (diagonal weights).
+struct PeepholeLSTM : nn::Module {
+  Tensor w_ih, w_hh, b, p_i, p_f, p_o;
+  PeepholeLSTM(std::int64_t in, std::int64_t hid, Dtype dt = f64) {
+    w_ih = uniform({4 * hid, in}, -0.5, 0.5, dt);
+    w_hh = uniform({4 * hid, hid}, -0.5, 0.5, dt);
+    b = uniform({4 * hid}, -0.5, 0.5, dt);
+    p_i = uniform({hid}, -0.5, 0.5, dt);
+    p_f = uniform({hid}, -0.5, 0.5, dt);
+    p_o = uniform({hid}, -0.5, 0.5, dt);
+    for (auto [name, t] : {std::pair{"w_ih", &w_ih}, {"w_hh", &w_hh}, {"b", &b}, {"p_i", &p_i}, {"p_f", &p_f},
+                           {"p_o", &p_o}})
+      register_parameter(name, *t);
+  }
+  Pair operator()(const Tensor& x, const Pair& s) const {
+    auto g = split(linear(x, w_ih, b) + matmul(s.first, transpose(w_hh, 0, 1)), w_hh.size(1), 1);
+    const Tensor& c = s.second;
+    Tensor i = sigmoid(g[0] + p_i * c), f = sigmoid(g[1] + p_f * c);
+    Tensor c2 = f * c + i * tanh(g[2]);
+    Tensor o = sigmoid(g[3] + p_o * c2);
+    return {o * tanh(c2), c2};
+  }
+};
+
+// IndRNN (Li et al., 2018): h' = relu(W x + b + u ⊙ h).
+struct IndRNN : nn::Module {
+  nn::Linear input;
+  Tensor u;
+  IndRNN(std::int64_t in, std::int64_t hid, Dtype dt = f64) : input(in, hid, true, dt) {
+    u = uniform({hid}, 0.0, 1.0, dt);
+    register_module("input", input);
+    register_parameter("u", u);
+  }
+  Tensor operator()(const Tensor& x, const Tensor& h) const { return relu(input(x) + u * h); }
+};
+
+// The benchmark's tiny_rnn as a cell: h' = tanh(x W + h U + b), W [I, H], U [H, H] (matmul form).
+struct TinyRNN : nn::Module {
+  Tensor W, U, b;
+  TinyRNN(std::int64_t in, std::int64_t hid, Dtype dt = f64) {
+    W = uniform({in, hid}, -0.5, 0.5, dt);
+    U = uniform({hid, hid}, -0.5, 0.5, dt);
+    b = uniform({hid}, -0.5, 0.5, dt);
+    register_parameter("W", W);
+    register_parameter("U", U);
+    register_parameter("b", b);
+  }
+  Tensor operator()(const Tensor& x, const Tensor& h) const { return tanh(matmul(x, W) + matmul(h, U) + b); }
+};
+
+template <class S>
+std::vector<Tensor> leaves_of(S& s) {
+  std::vector<Tensor> out;
+  nn::detail::for_each_tensor(s, [&](Tensor& t) {
+    t = t.detach().requires_grad_();
+    out.push_back(t);
+  });
+  return out;
+}
+
+// Outputs and every gradient (parameters, x, the initial state) of a loss over the whole sequence.
+template <class Cell, class State>
+std::map<std::string, Tensor> run_and_grads(nn::Fused<Cell>& cell, const Tensor& x0, const State& s0, bool fused,
+                                            const nn::RunOptions& opt = {}) {
+  cell.set_fused(fused);
+  cell.zero_grad();
+  Tensor x = x0.detach().requires_grad_();
+  State s = s0;
+  std::vector<Tensor> start = leaves_of(s);
+  auto r = nn::run_cell(x, s, cell, opt);
+  Generator gen(5);
+  Tensor loss = sum(r.output * uniform(r.output.shape(), -1, 1, r.output.dtype(), gen));
+  nn::detail::for_each_tensor(r.state, [&](const Tensor& t) {
+    loss = loss + sum(t * uniform(t.shape(), -1, 1, t.dtype(), gen));
+  });
+  loss.backward();
+  std::map<std::string, Tensor> out{{"output", r.output.detach()}, {"x.grad", x.grad()}};
+  for (std::size_t k = 0; k < start.size(); ++k) out["state" + std::to_string(k) + ".grad"] = start[k].grad();
+  for (const auto& [name, p] : cell.named_parameters()) out[name + ".grad"] = p.grad();
+  return out;
+}
+
+template <class Cell, class State>
+void check_fused_equals_unfused(nn::Fused<Cell>& cell, const Tensor& x, const State& s0, const nn::RunOptions& opt = {},
+                                double tol = 1e-12) {
+  const auto unfused = run_and_grads(cell, x, s0, false, opt);
+  const auto fused = run_and_grads(cell, x, s0, true, opt);
+  CHECK_MESSAGE(cell.why_not() == "", cell.why_not());
+  for (const auto& [name, want] : unfused) {
+    INFO(name);
+    REQUIRE(fused.at(name).defined() == want.defined());
+    if (want.defined()) CHECK(test_support::tolerance_ratio(fused.at(name), want, tol, tol) <= 1.0);
+  }
+}
+
+Pair zero_pair(std::int64_t B, std::int64_t H, Dtype dt = f64) { return {randn({B, H}, dt), randn({B, H}, dt)}; }
+
+}  // namespace
+
+TEST_SUITE("nn/fuse") {
+  TEST_CASE("the issue's cells: fused equals unfused to float64 round-off, outputs and every gradient") {
+    manual_seed(3);
+    const std::int64_t T = 5, B = 3, I = 4, H = 6;
+    const Tensor x = randn({T, B, I}, f64);
+    SUBCASE("MGU") {
+      nn::Fused<MGU> cell(I, H);
+      check_fused_equals_unfused(cell, x, randn({B, H}, f64));
+    }
+    SUBCASE("LSTM") {
+      nn::Fused<LSTM> cell(I, H);
+      check_fused_equals_unfused(cell, x, zero_pair(B, H));
+    }
+    SUBCASE("GRU") {
+      nn::Fused<GRU> cell(I, H);
+      check_fused_equals_unfused(cell, x, randn({B, H}, f64));
+    }
+    SUBCASE("layer-normalised LSTM") {
+      nn::Fused<LNLSTM> cell(I, H);
+      check_fused_equals_unfused(cell, x, zero_pair(B, H));
+    }
+    SUBCASE("IndRNN") {
+      nn::Fused<IndRNN> cell(I, H);
+      check_fused_equals_unfused(cell, x, randn({B, H}, f64));
+    }
+    SUBCASE("tiny RNN (matmul form), one row") {
+      nn::Fused<TinyRNN> cell(I, H);
+      check_fused_equals_unfused(cell, randn({T, 1, I}, f64), randn({1, H}, f64));
+    }
+  }
+
+  TEST_CASE("a peephole LSTM whose weight is transposed inside the step: the transpose runs once per sequence") {
+    manual_seed(4);
+    nn::Fused<PeepholeLSTM> cell(3, 5);
+    check_fused_equals_unfused(cell, randn({4, 2, 3}, f64), zero_pair(2, 5));
+  }
+
+  TEST_CASE("with lengths, in reverse, and over batch shards") {
+    manual_seed(5);
+    const std::int64_t T = 6, B = 4, I = 3, H = 5;
+    const Tensor x = randn({T, B, I}, f64);
+    nn::Fused<LSTM> cell(I, H);
+    check_fused_equals_unfused(cell, x, zero_pair(B, H), {.lengths = {6, 2, 4, 1}});
+    check_fused_equals_unfused(cell, x, zero_pair(B, H), {.lengths = {3, 6, 1, 5}, .reverse = true});
+    // Shards: each thread traces or reuses the program for its rows; gradients equal the unsharded ones.
+    auto sharded = [&](bool fused) {
+      cell.set_fused(fused);
+      cell.zero_grad();
+      const Pair s0{zeros({B, H}, f64), zeros({B, H}, f64)};
+      autograd::sharded_backward(
+          B,
+          [&](const autograd::Shard& s) {
+            const Pair part{narrow(s0.first, 0, s.begin, s.size()), narrow(s0.second, 0, s.begin, s.size())};
+            return sum(nn::run_cell(narrow(x, 1, s.begin, s.size()), part, cell).output);
+          },
+          {.shards = 2, .sum_loss = true});
+      std::vector<Tensor> g;
+      for (const Tensor& p : cell.parameters()) g.push_back(p.grad());
+      return g;
+    };
+    const auto want = sharded(false), got = sharded(true);
+    for (std::size_t k = 0; k < want.size(); ++k) CHECK(test_support::tolerance_ratio(got[k], want[k], 1e-12, 1e-12) <= 1.0);
+  }
+
+  TEST_CASE("float32: fused equals unfused to float32 round-off") {
+    manual_seed(6);
+    nn::Fused<GRU> cell(4, 8, Dtype::float32);
+    check_fused_equals_unfused(cell, randn({5, 3, 4}), randn({3, 8}), {}, 1e-5);
+  }
+
+  TEST_CASE("gradcheck through a fused sequence") {
+    manual_seed(7);
+    nn::Fused<LNLSTM> cell(2, 3);
+    const Tensor x = randn({4, 2, 2}, f64);
+    std::vector<Tensor> inputs = cell.parameters();
+    inputs.push_back(randn({2, 3}, f64).requires_grad_());
+    auto r = autograd::gradcheck(
+        "fused LN-LSTM",
+        [&](const std::vector<Tensor>& in) {
+          const Pair s0{in.back(), zeros({2, 3}, f64)};
+          return nn::run_cell(x, s0, cell).output;
+        },
+        inputs);
+    CHECK_MESSAGE(r.ok, r.message);
+    CHECK(cell.why_not() == "");
+  }
+
+  TEST_CASE("one tape node per step, and a new shape is traced again") {
+    manual_seed(8);
+    nn::Fused<LSTM> cell(3, 4);
+    auto& tape = autograd::Tape::current();
+    tape.clear();
+    auto r = nn::run_cell(randn({7, 2, 3}, f64), zero_pair(2, 4), cell);
+    // The hoisted input products (a reshape and one linear), the bias add, then 7 step nodes and the stack.
+    const std::size_t nodes = tape.size();
+    CHECK(nodes <= 7 + 6);
+    CHECK(cell.fused_step().traces() == 1);
+    tape.clear();
+    nn::run_cell(randn({7, 2, 3}, f64), zero_pair(2, 4), cell);
+    CHECK(cell.fused_step().traces() == 1);  // the same shapes: the cached program
+    nn::run_cell(randn({7, 5, 3}, f64), zero_pair(5, 4), cell);
+    CHECK(cell.fused_step().traces() == 2);  // another batch size: traced again
+    cell.eval();
+    nn::run_cell(randn({7, 5, 3}, f64), zero_pair(5, 4), cell);
+    CHECK(cell.fused_step().traces() == 3);  // eval mode: traced again (dropout may differ)
+    tape.clear();
+  }
+
+  TEST_CASE("what cannot be fused runs unfused, and why_not() names it") {
+    manual_seed(9);
+    const Tensor x = randn({3, 2, 4}, f64);
+    const Tensor h0 = zeros({2, 4}, f64);
+    Tensor w = uniform({4, 4}, -0.5, 0.5, f64).requires_grad_();
+    auto run = [&](auto&& f) {
+      auto step = nn::fuse(f);
+      const auto fused = nn::run_cell(x, h0, step);
+      step.set_enabled(false);
+      const auto plain = nn::run_cell(x, h0, step);
+      CHECK(test_support::tolerance_ratio(fused.output, plain.output, 1e-14, 1e-14) <= 1.0);
+      step.set_enabled(true);
+      nn::run_cell(x, h0, step);
+      return step.why_not();
+    };
+    CHECK(run([&](const Tensor& xt, const Tensor& h) { return tanh(linear(xt + h, w)); }) == "");
+    std::string why = run([&](const Tensor& xt, const Tensor& h) { return dropout(tanh(linear(xt + h, w)), 0.5, false); });
+    CHECK(why == "");  // dropout outside training is the identity: nothing to refuse
+    manual_seed(1);
+    why = run([&](const Tensor& xt, const Tensor& h) {
+      Generator g(1);
+      return dropout(tanh(linear(xt + h, w)), 0.5, true, g);
+    });
+    CHECK_MESSAGE(why.find("'dropout' cannot be fused") != std::string::npos, why);
+    why = run([&](const Tensor& xt, const Tensor& h) { return clamp(h, 0.0, 0.5) + xt; });
+    CHECK_MESSAGE(why.find("'clamp' cannot be fused") != std::string::npos, why);
+    why = run([&](const Tensor& xt, const Tensor& h) { return sum(h).item() > 0 ? xt + h : xt - h; });
+    CHECK_MESSAGE(why.find("branches on its values") != std::string::npos, why);
+    why = run([&](const Tensor& xt, const Tensor& h) { return tanh(linear(xt, w) * h.detach() + h); });
+    CHECK_MESSAGE(why.find("changed with its inputs") != std::string::npos, why);
+    why = run([&](const Tensor& xt, const Tensor& h) { return matmul(tanh(matmul(h, transpose(h, 0, 1))), h) + xt; });
+    CHECK_MESSAGE(why.find("cannot be fused") != std::string::npos, why);
+  }
+}
