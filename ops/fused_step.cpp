@@ -51,6 +51,7 @@ bool is_product(TraceOp op) { return op == TraceOp::linear || op == TraceOp::mat
 class FusedProgram {
  public:
   TraceGraph graph;
+  std::vector<bool> live;  // the returned state depends on it
   std::vector<std::uint8_t> dep;
   // The node's inputs, in this order: input-only values (hoisted, [T*B, w]), the state, parameter values.
   std::vector<int> seq_nodes, state_nodes, param_nodes;
@@ -76,6 +77,13 @@ CompiledStep compile_step(TraceGraph graph) {
   const std::size_t n = g.nodes.size();
   P.B = g.batch;
   const std::int64_t B = P.B;
+  // Only what the returned state depends on runs (as unfused: an unused value's parameters get no gradient).
+  std::vector<bool> live(n, false);
+  for (int o : g.outputs) live[static_cast<std::size_t>(o)] = true;
+  for (std::size_t i = n; i-- > 0;)
+    if (live[i])
+      for (int a : g.nodes[i].args) live[static_cast<std::size_t>(a)] = true;
+  P.live = live;
   P.dep.assign(n, kParams);
   // A parameter-only value with a row per batch row (a constant [B, n]) cannot be computed over T*B rows.
   auto batch_rows = [&](int v) {
@@ -88,6 +96,7 @@ CompiledStep compile_step(TraceGraph graph) {
       P.dep[i] = node.i0 == 0 ? kInput : kState;
       continue;
     }
+    if (!live[i]) continue;
     std::uint8_t d = kParams;
     for (int a : node.args) d = std::max(d, P.dep[static_cast<std::size_t>(a)]);
     if (is_product(node.op)) {
@@ -119,7 +128,7 @@ CompiledStep compile_step(TraceGraph graph) {
     role[static_cast<std::size_t>(g.inputs[k])] = 1;
   }
   for (std::size_t i = 0; i < n; ++i) {
-    if (P.dep[i] != kState || g.nodes[i].op == TraceOp::input) continue;
+    if (!live[i] || P.dep[i] != kState || g.nodes[i].op == TraceOp::input) continue;
     for (int a : g.nodes[i].args) {
       const auto ai = static_cast<std::size_t>(a);
       if (P.dep[ai] == kState || role[ai] >= 0) continue;
@@ -151,7 +160,7 @@ CompiledStep compile_step(TraceGraph graph) {
   // gradient from the product's backward instead).
   std::vector<bool> elementwise_use(n, false);
   for (std::size_t i = 0; i < n; ++i)
-    if (P.dep[i] == kState && g.nodes[i].op != TraceOp::input)
+    if (live[i] && P.dep[i] == kState && g.nodes[i].op != TraceOp::input)
       for (std::size_t j = 0; j < g.nodes[i].args.size(); ++j)
         if (!(is_product(g.nodes[i].op) && j == 1)) elementwise_use[static_cast<std::size_t>(g.nodes[i].args[j])] = true;
   for (std::size_t k = 0; k < P.param_nodes.size(); ++k) {
@@ -167,7 +176,7 @@ CompiledStep compile_step(TraceGraph graph) {
   std::int64_t arena = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const TraceNode& node = g.nodes[i];
-    if (P.dep[i] != kState || node.op == TraceOp::input) continue;
+    if (!live[i] || P.dep[i] != kState || node.op == TraceOp::input) continue;
     const std::int64_t w = width_of(node.shape);
     if (node.op == TraceOp::narrow) {  // a view: the same rows at a column offset, and so is its gradient
       const Loc& base = P.floc[static_cast<std::size_t>(node.args[0])];
@@ -478,7 +487,7 @@ FusedSequence::FusedSequence(std::shared_ptr<const FusedProgram> program, const 
   std::vector<Tensor> args;
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     const TraceNode& node = g.nodes[i];
-    if (P.dep[i] == kState) continue;
+    if (!P.live[i] || P.dep[i] == kState) continue;
     if (node.op == TraceOp::input) {
       Shape rows = x_shape;
       rows[0] = data->steps * x_shape[0];

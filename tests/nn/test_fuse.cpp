@@ -8,6 +8,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <random>
 
 #include <unroll/unroll.hpp>
 
@@ -156,6 +157,75 @@ struct TinyRNN : nn::Module {
   Tensor operator()(const Tensor& x, const Tensor& h) const { return tanh(matmul(x, W) + matmul(h, U) + b); }
 };
 
+
+// A random cell for the property test: `ops` random operations over a pool of values that starts with the
+// input projection, the state, its projection and a parameter; the new state mixes the last value in.
+struct RandomCell {
+  Tensor Wx, Wh, Wh2, M, bias, p;
+  std::int64_t H;
+  struct Op {
+    int kind, a, b;
+    double s;
+  };
+  std::vector<Op> ops;
+  RandomCell(std::int64_t in, std::int64_t hid, std::uint64_t seed) : H(hid) {
+    Generator g(seed);
+    Wx = uniform({hid, in}, -0.5, 0.5, f64, g).requires_grad_();
+    Wh = uniform({hid, hid}, -0.5, 0.5, f64, g).requires_grad_();
+    Wh2 = uniform({hid, hid}, -0.5, 0.5, f64, g).requires_grad_();
+    M = uniform({hid, hid}, -0.5, 0.5, f64, g).requires_grad_();
+    bias = uniform({hid}, -0.5, 0.5, f64, g).requires_grad_();
+    p = uniform({hid}, -0.5, 0.5, f64, g).requires_grad_();
+    std::mt19937_64 rng(seed);
+    const int n = 6 + static_cast<int>(rng() % 10);
+    for (int i = 0; i < n; ++i) {
+      const int pool = 5 + i;
+      ops.push_back({static_cast<int>(rng() % 26), static_cast<int>(rng() % pool), static_cast<int>(rng() % pool),
+                     0.25 + static_cast<double>(rng() % 100) / 50.0});
+    }
+  }
+  std::vector<Tensor> parameters() const { return {Wx, Wh, Wh2, M, bias, p}; }
+  Tensor operator()(const Tensor& x, const Tensor& h) const {
+    std::vector<Tensor> v{linear(x, Wx), h, linear(h, Wh, bias), tanh(linear(x, Wx) + p), x.size(1) == H ? x : h};
+    for (const Op& o : ops) {
+      const Tensor &a = v[static_cast<std::size_t>(o.a)], &b = v[static_cast<std::size_t>(o.b)];
+      const double s = o.s;
+      const std::int64_t half = H / 2;
+      Tensor r;
+      switch (o.kind) {
+        case 0: r = a + b; break;
+        case 1: r = a - b; break;
+        case 2: r = a * b; break;
+        case 3: r = a / (abs(b) + 1.0); break;
+        case 4: r = a * s; break;
+        case 5: r = s - a; break;
+        case 6: r = a / s; break;
+        case 7: r = s / (abs(a) + 1.0); break;
+        case 8: r = tanh(a); break;
+        case 9: r = sigmoid(a); break;
+        case 10: r = relu(a); break;
+        case 11: r = silu(a); break;
+        case 12: r = softplus(a); break;
+        case 13: r = logsigmoid(a); break;
+        case 14: r = exp(tanh(a)); break;
+        case 15: r = log(sigmoid(a) + 0.5); break;
+        case 16: r = sqrt(a * a + 1.0); break;
+        case 17: r = pow(sigmoid(a) + 0.5, s); break;
+        case 18: r = a - mean(a, {-1}, true); break;
+        case 19: r = a * sum(tanh(b), {-1}, true) / static_cast<double>(H); break;
+        case 20: r = cat({narrow(a, 1, 0, half), narrow(b, 1, half, H - half)}, 1); break;
+        case 21: r = linear(tanh(a), Wh2); break;
+        case 22: r = matmul(sigmoid(a), M); break;
+        case 23: r = a + p; break;
+        case 24: r = -(a - 1.5); break;
+        default: r = chunk(cat({a, b}, 1), 2, 1)[1] + 0.3; break;
+      }
+      v.push_back(r);
+    }
+    return 0.5 * h + 0.5 * tanh(v.back());
+  }
+};
+
 template <class S>
 std::vector<Tensor> leaves_of(S& s) {
   std::vector<Tensor> out;
@@ -201,6 +271,14 @@ void check_fused_equals_unfused(nn::Fused<Cell>& cell, const Tensor& x, const St
   }
 }
 
+// Fixed, non-uniform loss weights (the same for the fused and the unfused run).
+Tensor cos_weights(const Shape& s) {
+  Tensor w = Tensor::empty(s, f64);
+  double* p = w.data<double>();
+  for (std::int64_t i = 0; i < w.numel(); ++i) p[i] = std::cos(0.7 * static_cast<double>(i));
+  return w;
+}
+
 Pair zero_pair(std::int64_t B, std::int64_t H, Dtype dt = f64) { return {randn({B, H}, dt), randn({B, H}, dt)}; }
 
 }  // namespace
@@ -234,6 +312,39 @@ TEST_SUITE("nn/fuse") {
       nn::Fused<TinyRNN> cell(I, H);
       check_fused_equals_unfused(cell, randn({T, 1, I}, f64), randn({1, H}, f64));
     }
+  }
+
+  TEST_CASE("property: random cells of every fusable op, fused equals unfused to float64 round-off") {
+    const std::int64_t T = 4, B = 3, I = 6, H = 6;
+    int fused_cells = 0;
+    for (std::uint64_t seed = 1; seed <= 40; ++seed) {
+      CAPTURE(seed);
+      const RandomCell cell(I, H, seed);
+      Generator g(seed);
+      const Tensor x0 = randn({T, B, I}, f64, g), h00 = randn({B, H}, f64, g);
+      auto grads = [&](bool fused) {
+        auto step = nn::fuse(cell);
+        step.set_enabled(fused);
+        Tensor x = x0.detach().requires_grad_(), h0 = h00.detach().requires_grad_();
+        for (const Tensor& q : cell.parameters()) const_cast<Tensor&>(q).zero_grad();
+        auto r = nn::run_cell(x, h0, step);
+        sum(r.output * cos_weights(r.output.shape())).backward();
+        std::vector<Tensor> out{r.output.detach(), x.grad(), h0.grad()};
+        for (const Tensor& q : cell.parameters()) out.push_back(q.grad());
+        if (fused) {
+          CHECK_MESSAGE(step.why_not() == "", step.why_not());
+          fused_cells += step.why_not().empty() ? 1 : 0;
+        }
+        return out;
+      };
+      const auto want = grads(false), got = grads(true);
+      for (std::size_t k = 0; k < want.size(); ++k) {
+        CAPTURE(k);
+        REQUIRE(got[k].defined() == want[k].defined());
+        if (want[k].defined()) CHECK(test_support::tolerance_ratio(got[k], want[k], 1e-11, 1e-11) <= 1.0);
+      }
+    }
+    CHECK(fused_cells == 40);
   }
 
   TEST_CASE("a peephole LSTM whose weight is transposed inside the step: the transpose runs once per sequence") {
