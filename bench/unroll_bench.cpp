@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "tiny_rnn_loops.hpp"
 
 namespace {
 constexpr std::uint64_t kSeed = 42;
@@ -29,25 +30,77 @@ unroll::Tensor make_param(const unroll::Shape& shape, unroll::Generator& gen) {
 
 // tiny_rnn: h = tanh(x_t W + h U + b) for T steps, loss = sum(h_T), backward. So small that the
 // arithmetic is negligible: the time is the engine's per-op cost (recording, allocation, backward walk).
+// --fused 1 (default): the step written as a cell and run fused by nn::run_cell (one tape node per step);
+// --fused 0: the same ops op by op in a plain loop (five nodes per step), as torch-bench runs them.
+struct TinyCell {
+  unroll::Tensor W, U, b;
+  unroll::Tensor operator()(const unroll::Tensor& x, const unroll::Tensor& h) const {
+    return unroll::tanh(unroll::matmul(x, W) + unroll::matmul(h, U) + b);
+  }
+};
 bench::Prepared tiny_rnn(bench::Args& args) {
   const int B = args.get_int("batch", 1, 1);
   const int I = args.get_int("input", 16, 1);
   const int H = args.get_int("hidden", 32, 1);
   const int T = args.get_int("seq", 200, 1);
+  const bool fused = args.get_int("fused", 1, 0) != 0;
   unroll::Generator gen(kSeed);
   unroll::Tensor W = make_param({I, H}, gen), U = make_param({H, H}, gen), b = make_param({H}, gen);
   const unroll::Tensor x = unroll::rand({T, B, I}, unroll::Dtype::float32, gen);
   const unroll::Tensor h0 = unroll::zeros({B, H});
-  auto step = [W, U, b, x, h0, T]() mutable {
-    unroll::Tensor h = h0;
-    for (int t = 0; t < T; ++t) h = unroll::tanh(unroll::matmul(x[t], W) + unroll::matmul(h, U) + b);
-    unroll::sum(h).backward();
+  auto cell = std::make_shared<TinyCell>(TinyCell{W, U, b});
+  auto step_fn = std::make_shared<unroll::nn::FusedStep<TinyCell>>(*cell);
+  auto step = [W, U, b, x, h0, T, fused, cell, step_fn]() mutable {
+    if (fused) {
+      unroll::sum(unroll::nn::run_cell(x, h0, *step_fn).state).backward();
+    } else {
+      unroll::Tensor h = h0;
+      for (int t = 0; t < T; ++t) h = unroll::tanh(unroll::matmul(x[t], W) + unroll::matmul(h, U) + b);
+      unroll::sum(h).backward();
+    }
     W.zero_grad();
     U.zero_grad();
     b.zero_grad();
   };
-  nlohmann::json config = {{"batch", B}, {"input", I}, {"hidden", H}, {"seq", T}};
+  nlohmann::json config = {{"batch", B}, {"input", I}, {"hidden", H}, {"seq", T}, {"fused", fused}};
   return {config, static_cast<double>(B) * T, step};
+}
+
+// tiny_rnn_loops: tiny_rnn's floor — the same forward and backward (all weight gradients) hand-written as
+// plain loops over arrays, -O3 -march=native -ffast-math (bench/tiny_rnn_loops.cpp), subnormals flushed.
+bench::Prepared tiny_rnn_loops(bench::Args& args) {
+  const int B = args.get_int("batch", 1, 1);
+  const int I = args.get_int("input", 16, 1);
+  const int H = args.get_int("hidden", 32, 1);
+  const int T = args.get_int("seq", 200, 1);
+  unroll::Generator gen(kSeed);
+  struct Buffers {
+    std::vector<float> x, W, U, b, hs, dh, da, dW, dU, db;
+  };
+  auto buf = std::make_shared<Buffers>();
+  auto fill = [&](std::vector<float>& v, std::size_t n, double lo, double hi) {
+    v = unroll::uniform({static_cast<std::int64_t>(n)}, lo, hi, unroll::Dtype::float32, gen).to_vector<float>();
+  };
+  const auto sz = [](long n) { return static_cast<std::size_t>(n); };
+  fill(buf->x, sz(static_cast<long>(T) * B * I), 0.0, 1.0);
+  fill(buf->W, sz(I * H), -0.1, 0.1);
+  fill(buf->U, sz(H * H), -0.1, 0.1);
+  fill(buf->b, sz(H), -0.1, 0.1);
+  buf->hs.assign(sz(static_cast<long>(T + 1) * B * H), 0.0f);
+  buf->dh.assign(sz(B * H), 0.0f);
+  buf->da.assign(sz(B * H), 0.0f);
+  buf->dW.assign(sz(I * H), 0.0f);
+  buf->dU.assign(sz(H * H), 0.0f);
+  buf->db.assign(sz(H), 0.0f);
+  auto step = [buf, T, B, I, H] {
+    // Subnormals flushed, as unroll's backward runs (core/denormal.hpp): the gradient through 200 tanh steps
+    // decays into the subnormal range, where x86 arithmetic takes a slow path 10x slower.
+    const unroll::detail::DenormalScope denormals;
+    Buffers& q = *buf;
+    bench_loops::tiny_rnn_step(q.x.data(), q.W.data(), q.U.data(), q.b.data(), q.hs.data(), q.dh.data(), q.da.data(),
+                               q.dW.data(), q.dU.data(), q.db.data(), T, B, I, H);
+  };
+  return {{{"batch", B}, {"input", I}, {"hidden", H}, {"seq", T}}, static_cast<double>(B) * T, step};
 }
 
 // elementwise: y = tanh(a + b) on n floats, no autograd; run at --threads 1 and 2 to see where splitting
@@ -314,6 +367,27 @@ bench::Prepared scan(bench::Args& args) {
           step};
 }
 
+// The cells fastrnn's cell_lstm / cell_gru compose from primitive ops (PyTorch's formulas and gate orders).
+struct ComposedLSTM {
+  unroll::Tensor w_ih, w_hh, b_ih, b_hh;
+  std::pair<unroll::Tensor, unroll::Tensor> operator()(const unroll::Tensor& x,
+                                                       const std::pair<unroll::Tensor, unroll::Tensor>& s) const {
+    auto g = unroll::chunk(unroll::linear(x, w_ih, b_ih) + unroll::linear(s.first, w_hh, b_hh), 4, 1);  // i, f, g, o
+    unroll::Tensor c = unroll::sigmoid(g[1]) * s.second + unroll::sigmoid(g[0]) * unroll::tanh(g[2]);
+    return {unroll::sigmoid(g[3]) * unroll::tanh(c), c};
+  }
+};
+struct ComposedGRU {
+  unroll::Tensor w_ih, w_hh, b_ih, b_hh;
+  unroll::Tensor operator()(const unroll::Tensor& x, const unroll::Tensor& h) const {
+    auto gi = unroll::chunk(unroll::linear(x, w_ih, b_ih), 3, 1);  // r, z, n
+    auto gh = unroll::chunk(unroll::linear(h, w_hh, b_hh), 3, 1);
+    unroll::Tensor r = unroll::sigmoid(gi[0] + gh[0]), z = unroll::sigmoid(gi[1] + gh[1]);
+    unroll::Tensor n = unroll::tanh(gi[2] + r * gh[2]);
+    return (1.0 - z) * n + z * h;
+  }
+};
+
 bench::Prepared fastrnn(bench::Args& args) {
   using unroll::Tensor;
   const int T = args.get_int("seq", 100, 1);
@@ -323,6 +397,7 @@ bench::Prepared fastrnn(bench::Args& args) {
   const std::string variant = args.get_str("variant", "nn_lstm");
   const bool is_lstm = variant == "nn_lstm" || variant == "cell_lstm";
   const bool is_min = variant == "mingru" || variant == "minlstm";
+  const bool fused = args.get_int("fused", 1, 0) != 0;  // cell_lstm / cell_gru only
   if (!is_lstm && !is_min && variant != "nn_gru" && variant != "cell_gru")
     throw bench::UsageError("flag --variant expects nn_lstm, cell_lstm, cell_gru, nn_gru, mingru or minlstm, got '" +
                             variant + "'");
@@ -366,24 +441,23 @@ bench::Prepared fastrnn(bench::Args& args) {
     };
     auto p = std::make_shared<std::vector<Tensor>>(
         std::vector<Tensor>{param({G, I}), param({G, H}), param({G}), param({G})});
-    forward_sum = [p, is_lstm](const Tensor& xs, const Tensor& h0s, const Tensor& c0s) {
-      const Tensor &w_ih = (*p)[0], &w_hh = (*p)[1], &b_ih = (*p)[2], &b_hh = (*p)[3];
+    auto lstm = std::make_shared<ComposedLSTM>(ComposedLSTM{(*p)[0], (*p)[1], (*p)[2], (*p)[3]});
+    auto gru = std::make_shared<ComposedGRU>(ComposedGRU{(*p)[0], (*p)[1], (*p)[2], (*p)[3]});
+    auto fused_lstm = std::make_shared<unroll::nn::FusedStep<ComposedLSTM>>(*lstm);
+    auto fused_gru = std::make_shared<unroll::nn::FusedStep<ComposedGRU>>(*gru);
+    forward_sum = [=](const Tensor& xs, const Tensor& h0s, const Tensor& c0s) {
+      if (fused)  // the same cells, one tape node per step (nn/fuse.hpp)
+        return is_lstm ? unroll::sum(unroll::nn::run_cell(xs, std::pair{h0s, c0s}, *fused_lstm).output)
+                       : unroll::sum(unroll::nn::run_cell(xs, h0s, *fused_gru).output);
       const std::int64_t steps = xs.size(0);
-      Tensor h = h0s, c = c0s;
+      std::pair<Tensor, Tensor> s{h0s, c0s};
       std::vector<Tensor> outs(static_cast<std::size_t>(steps));
       for (std::int64_t t = 0; t < steps; ++t) {
-        if (is_lstm) {  // gates (i, f, g, o)
-          auto g = unroll::chunk(unroll::linear(xs[t], w_ih, b_ih) + unroll::linear(h, w_hh, b_hh), 4, 1);
-          c = unroll::sigmoid(g[1]) * c + unroll::sigmoid(g[0]) * unroll::tanh(g[2]);
-          h = unroll::sigmoid(g[3]) * unroll::tanh(c);
-        } else {  // gates (r, z, n)
-          auto gi = unroll::chunk(unroll::linear(xs[t], w_ih, b_ih), 3, 1);
-          auto gh = unroll::chunk(unroll::linear(h, w_hh, b_hh), 3, 1);
-          Tensor r = unroll::sigmoid(gi[0] + gh[0]), z = unroll::sigmoid(gi[1] + gh[1]);
-          Tensor n = unroll::tanh(gi[2] + r * gh[2]);
-          h = (1.0 - z) * n + z * h;
-        }
-        outs[static_cast<std::size_t>(t)] = h;
+        if (is_lstm)
+          s = (*lstm)(xs[t], s);
+        else
+          s.first = (*gru)(xs[t], s.first);
+        outs[static_cast<std::size_t>(t)] = s.first;
       }
       return unroll::sum(unroll::stack(outs, 0));
     };
@@ -408,11 +482,15 @@ bench::Prepared fastrnn(bench::Args& args) {
   };
   nlohmann::json config = {{"seq", T},    {"batch", B},         {"input", I},      {"hidden", H},
                            {"layers", 1}, {"variant", variant}, {"shards", shards}};
+  if (variant == "cell_lstm" || variant == "cell_gru") config["fused"] = fused;
   return {config, static_cast<double>(B) * T, step};
 }
 
 const std::vector<bench::Workload> kWorkloads = {
-    {"tiny_rnn", "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200]", tiny_rnn},
+    {"tiny_rnn", "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200 --fused 1|0]",
+     tiny_rnn},
+    {"tiny_rnn_loops", "tiny_rnn's floor: plain C++ loops, -O3 -march=native -ffast-math [same flags as tiny_rnn]",
+     tiny_rnn_loops},
     {"elementwise", "tanh(a + b) on n floats, x100, no autograd [--n 65536 --grain G]", elementwise},
     {"matmul", "[m,k] x [k,n] product, x100, no autograd [--m 1 --n 32 --k 32 --small-work W --small-rows R]", matmul},
     {"step_gemm",
@@ -435,7 +513,7 @@ const std::vector<bench::Workload> kWorkloads = {
      scan},
     {"fastrnn",
      "one recurrent layer, forward + backward of sum(outputs) "
-     "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru|mingru|minlstm "
+     "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru|mingru|minlstm --fused 1|0 "
      "--shards <threads>]",
      fastrnn},
 };

@@ -85,9 +85,10 @@ class FusedStep {
     State operator()(std::int64_t t, const State& state) {
       if (!decided_ && !nn::detail::any_undefined(state)) decide(state);
       if (!sequence_) return (*owner_.cell_)(x_[t], state);
-      std::vector<Tensor> flat;
-      nn::detail::for_each_tensor(state, [&](const Tensor& s) { flat.push_back(s); });
-      std::vector<Tensor> outs = sequence_->step(t, flat);
+      flat_.clear();
+      nn::detail::for_each_tensor(state, [&](const Tensor& s) { flat_.push_back(s); });
+      std::vector<Tensor> outs = sequence_->step(t, flat_);
+      flat_.clear();
       State next = state;
       std::size_t k = 0;
       nn::detail::for_each_tensor(next, [&](Tensor& s) { s = std::move(outs[k++]); });
@@ -122,6 +123,7 @@ class FusedStep {
     Tensor x_;
     bool decided_ = false;
     std::optional<unroll::detail::FusedSequence> sequence_;
+    std::vector<Tensor> flat_;  // the state's tensors, reused from step to step
   };
 
   /// What nn::run_cell calls: a session over x [T, B, ...].

@@ -1,6 +1,7 @@
 #include "fused_step.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -58,7 +59,9 @@ class FusedProgram {
   std::vector<Instr> instrs;
   std::vector<Stage> stages;
   std::vector<Loc> floc, gloc;    // per graph node: its forward value, its gradient
-  std::int64_t arena = 0, garena = 0;  // elements of the step's buffer and of its gradient buffer
+  // Elements of the step's saved buffer, of its scratch buffer (values backward does not read: buffer
+  // n_inputs() + 1, reused by every step) and of its gradient buffer.
+  std::int64_t arena = 0, scratch = 0, garena = 0;
   std::int64_t B = 0;
 
   std::size_t n_inputs() const { return seq_nodes.size() + state_nodes.size() + param_nodes.size(); }
@@ -171,9 +174,34 @@ CompiledStep compile_step(TraceGraph graph) {
     P.floc[vi] = Loc{P.param_buf(k), 0, per_row ? w : 0, w, per_row};
     if (elementwise_use[vi]) grad_block(v, per_row);
   }
+  // What backward reads is kept (in the step's buffer, saved with its node); every other value lives in a
+  // scratch buffer reused from step to step — so a fused step keeps what the unfused ops would have saved,
+  // not every intermediate. The returned state is kept (it is the next step's input anyway).
+  std::vector<bool> kept(n, false);
+  for (int o : g.outputs) kept[static_cast<std::size_t>(o)] = true;
+  for (std::size_t i = 0; i < n; ++i) {
+    const TraceNode& node = g.nodes[i];
+    if (!live[i] || P.dep[i] != kState || node.op == TraceOp::input) continue;
+    auto keep = [&](int v) { kept[static_cast<std::size_t>(v)] = true; };
+    switch (node.op) {
+      case TraceOp::mul: keep(node.args[0]), keep(node.args[1]); break;
+      case TraceOp::div: keep(node.args[1]), keep(static_cast<int>(i)); break;
+      case TraceOp::exp: case TraceOp::sqrt: case TraceOp::tanh: case TraceOp::sigmoid: case TraceOp::relu:
+        keep(static_cast<int>(i));
+        break;
+      case TraceOp::log: case TraceOp::abs: case TraceOp::pow_s: case TraceOp::rdiv_s: case TraceOp::logsigmoid:
+      case TraceOp::silu: case TraceOp::softplus: case TraceOp::linear: case TraceOp::matmul:
+        keep(node.args[0]);
+        break;
+      default: break;
+    }
+  }
+  for (std::size_t i = n; i-- > 0;)  // a kept view keeps what it views
+    if (kept[i] && g.nodes[i].op == TraceOp::narrow) kept[static_cast<std::size_t>(g.nodes[i].args[0])] = true;
+  const int scratch_buf = 1 + static_cast<int>(P.n_inputs());
   // The step program, in trace order: each product is a stage of its own, runs of elementwise ops between
   // them one stage each.
-  std::int64_t arena = 0;
+  std::int64_t arena = 0, scratch = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const TraceNode& node = g.nodes[i];
     if (!live[i] || P.dep[i] != kState || node.op == TraceOp::input) continue;
@@ -190,8 +218,9 @@ CompiledStep compile_step(TraceGraph graph) {
       return {nullptr, fmt::format("'{}' gives a value of shape {} that depends on the state but has no batch "
                                    "rows: it is not fused",
                                    trace_op_name(node.op), node.shape)};
-    P.floc[i] = Loc{0, arena, w, w, true};
-    arena += B * w;
+    std::int64_t& used = kept[i] ? arena : scratch;
+    P.floc[i] = Loc{kept[i] ? 0 : scratch_buf, used, w, w, true};
+    used += B * w;
     grad_block(static_cast<int>(i), true);
     Instr ins{.op = node.op, .out = static_cast<int>(i), .args = node.args, .a = node.a, .b = node.b, .matrix = -1};
     if (is_product(node.op)) {
@@ -207,6 +236,7 @@ CompiledStep compile_step(TraceGraph graph) {
     P.instrs.push_back(std::move(ins));
   }
   P.arena = arena;
+  P.scratch = scratch;
   P.garena = garena;
   return {std::move(p), {}};
 }
@@ -265,11 +295,13 @@ struct RowView {
   T* const* fbase;  // forward buffers
   T* const* gbase;  // gradient buffers (backward only)
   std::int64_t r;
-  T* at(const Loc& l, T* const* base) const { return base[l.buf] + l.off + (l.per_row ? r * l.ld : 0); }
-  T* f(int v) const { return at(P.floc[static_cast<std::size_t>(v)], fbase); }
-  T* g(int v) const { return at(P.gloc[static_cast<std::size_t>(v)], gbase); }
-  std::int64_t w(int v) const { return P.floc[static_cast<std::size_t>(v)].w; }
-  bool has_g(int v) const { return P.gloc[static_cast<std::size_t>(v)].defined(); }
+  [[gnu::always_inline]] T* at(const Loc& l, T* const* base) const {
+    return base[l.buf] + l.off + (l.per_row ? r * l.ld : 0);
+  }
+  [[gnu::always_inline]] T* f(int v) const { return at(P.floc[static_cast<std::size_t>(v)], fbase); }
+  [[gnu::always_inline]] T* g(int v) const { return at(P.gloc[static_cast<std::size_t>(v)], gbase); }
+  [[gnu::always_inline]] std::int64_t w(int v) const { return P.floc[static_cast<std::size_t>(v)].w; }
+  [[gnu::always_inline]] bool has_g(int v) const { return P.gloc[static_cast<std::size_t>(v)].defined(); }
 };
 
 template <class T>
@@ -422,12 +454,60 @@ void backward_row(const Instr& in, const RowView<T>& rv) {
 
 }  // namespace
 
+// ---- products ---------------------------------------------------------------------------------------
+
+// Batches up to this many rows multiply as row updates (below), not through gemm: for a step of one or a few
+// rows, a product is a matrix-vector product, and a plain loop over the weight's rows runs it at the speed
+// of reading the weight, where a GEMM call's dispatch and packing cost more than the arithmetic.
+constexpr std::int64_t kSmallProductRows = 8;
+bool small_products(std::int64_t B) { return B <= kSmallProductRows; }
+
+// C [M, N] (+)= A [M, K] · Bm [K, N], row by row: C's row += A[r, k] · Bm's row k (vectorised over N). The
+// row is accumulated in a block of registers, two sets for even and odd k (halving the chain of dependent
+// FMAs), and stored once: accumulating in memory would make every k wait on the previous k's store.
+template <class T>
+void row_product(std::int64_t M, std::int64_t N, std::int64_t K, const T* A, std::int64_t lda, const T* Bm,
+                 std::int64_t ldb, T* C, std::int64_t ldc, bool accumulate) {
+  constexpr std::int64_t JB = 128 / sizeof(T);  // columns per block: 32 floats, 16 doubles
+  for (std::int64_t r = 0; r < M; ++r) {
+    T* c = C + r * ldc;
+    const T* a = A + r * lda;
+    std::int64_t j0 = 0;
+    for (; j0 + JB <= N; j0 += JB) {
+      T even[JB], odd[JB];
+      for (std::int64_t j = 0; j < JB; ++j) even[j] = accumulate ? c[j0 + j] : T(0), odd[j] = T(0);
+      std::int64_t k = 0;
+      for (; k + 2 <= K; k += 2) {
+        const T v0 = a[k], v1 = a[k + 1];
+        const T* b0 = Bm + k * ldb + j0;
+        const T* b1 = b0 + ldb;
+        for (std::int64_t j = 0; j < JB; ++j) even[j] += v0 * b0[j];
+        for (std::int64_t j = 0; j < JB; ++j) odd[j] += v1 * b1[j];
+      }
+      if (k < K)
+        for (std::int64_t j = 0; j < JB; ++j) even[j] += a[k] * Bm[k * ldb + j0 + j];
+      for (std::int64_t j = 0; j < JB; ++j) c[j0 + j] = even[j] + odd[j];
+    }
+    if (j0 < N) {  // the last columns, in memory
+      if (!accumulate) std::fill(c + j0, c + N, T(0));
+      for (std::int64_t k = 0; k < K; ++k) {
+        const T v = a[k];
+        const T* b = Bm + k * ldb;
+        for (std::int64_t j = j0; j < N; ++j) c[j] += v * b[j];
+      }
+    }
+  }
+}
+
 // ---- a sequence ------------------------------------------------------------------------------------------
 
 struct FusedSequence::Data {
   std::shared_ptr<const FusedProgram> program;
   std::vector<Tensor> seq;     // [T*B, w] per input-only node input
   std::vector<Tensor> params;  // per parameter node input, as traced
+  // Per parameter node input that is a product's weight, for small batches: the weight transposed
+  // (contiguous, no gradient), so that both the forward and the backward product run as row updates.
+  std::vector<Tensor> transposed;
   std::int64_t steps = 0;
 };
 
@@ -502,30 +582,86 @@ FusedSequence::FusedSequence(std::shared_ptr<const FusedProgram> program, const 
   }
   for (int v : P.seq_nodes) data->seq.push_back(val[static_cast<std::size_t>(v)]);
   for (int v : P.param_nodes) data->params.push_back(val[static_cast<std::size_t>(v)]);
+  data->transposed.resize(data->params.size());
+  if (small_products(P.B)) {
+    NoGradGuard no_grad;
+    for (const Instr& in : P.instrs)
+      if (in.matrix >= 0) {
+        const auto k = static_cast<std::size_t>(in.matrix) - P.seq_nodes.size() - P.state_nodes.size();
+        if (!data->transposed[k].defined()) data->transposed[k] = copy_of(transpose(data->params[k], 0, 1));
+      }
+  }
   data->program = std::move(program);
   data_ = std::move(data);
 }
 
 namespace {
 
-// The step's forward into `arena`; `base` is filled with the buffers (0 = arena, then the node's inputs).
+// The buffers a step reads, by index as in Loc::buf: 0 the step's own (forward values or gradients), then the
+// node's inputs (this step's rows of the input-only values, the state, the parameter values); and per node
+// input, a product weight's transposed copy. Per thread and reused: a step allocates no arrays of pointers.
 template <class T>
-void run_forward(const FusedProgram& P, std::vector<T*>& base) {
+struct Frame {
+  std::vector<T*> base;
+  std::vector<const T*> transposed;
+  std::vector<const Tensor*> owners;         // the tensor behind each buffer (for views of its rows)
+  std::vector<std::int64_t> owner_offset;    // where this step's rows start in it
+  std::vector<T> scratch;                    // the forward's values that backward does not read
+  void fill(const FusedSequence::Data& d, const Tensor& own, std::span<const Tensor> state, std::int64_t t,
+            bool forward) {
+    const std::int64_t B = d.program->B;
+    base.clear(), owners.clear(), owner_offset.clear(), transposed.clear();
+    auto add = [&](const Tensor& q, std::int64_t off) {
+      base.push_back(q.data<T>() + off);
+      owners.push_back(&q);
+      owner_offset.push_back(off);
+    };
+    add(own, 0);
+    for (const Tensor& q : d.seq) add(q, t * B * q.shape().back());
+    for (const Tensor& q : state) add(q, 0);
+    for (const Tensor& q : d.params) add(q, 0);
+    if (forward) scratch.resize(static_cast<std::size_t>(d.program->scratch));
+    base.push_back(forward ? scratch.data() : nullptr);  // backward reads no scratch value
+    owners.push_back(nullptr);
+    owner_offset.push_back(0);
+    transposed.assign(d.seq.size() + state.size(), nullptr);
+    for (const Tensor& q : d.transposed) transposed.push_back(q.defined() ? q.data<T>() : nullptr);
+  }
+};
+template <class T>
+Frame<T>& forward_frame() {
+  thread_local Frame<T> f;
+  return f;
+}
+template <class T>
+Frame<T>& backward_frame() {
+  thread_local Frame<T> f;
+  return f;
+}
+
+// The step's forward: every stage in order into buffer 0.
+template <class T>
+void run_forward(const FusedProgram& P, const Frame<T>& f) {
+  T* const* base = f.base.data();
   for (const Stage& st : P.stages) {
     if (st.product) {
       const Instr& in = P.instrs[st.begin];
       const Loc& v = P.floc[static_cast<std::size_t>(in.args[0])];
       const Loc& y = P.floc[static_cast<std::size_t>(in.out)];
-      const Shape& ws = P.graph.nodes[static_cast<std::size_t>(in.args[1])].shape;
-      const T* W = base[static_cast<std::size_t>(in.matrix) + 1];
+      const auto wi = static_cast<std::size_t>(in.matrix);
+      const T* W = base[wi + 1];
+      const std::int64_t ldw = P.graph.nodes[static_cast<std::size_t>(in.args[1])].shape[1];
       const bool linear_op = in.op == TraceOp::linear;  // x Wᵀ, W [n, k]; matmul: x W, W [k, n]
-      const std::int64_t k = v.w, nn = y.w;
-      gemm(false, linear_op, P.B, nn, k, T(1), base[static_cast<std::size_t>(v.buf)] + v.off, v.ld, W, ws[1], T(0),
-           base[0] + y.off, y.ld);
+      const std::int64_t k = v.w, n = y.w;
+      const T* x = base[static_cast<std::size_t>(v.buf)] + v.off;
+      if (small_products(P.B))  // as row updates: x Wᵀ through Wᵀ's copy [k, n]
+        row_product(P.B, n, k, x, v.ld, linear_op ? f.transposed[wi] : W, n, base[static_cast<std::size_t>(y.buf)] + y.off, y.ld, false);
+      else
+        gemm(false, linear_op, P.B, n, k, T(1), x, v.ld, W, ldw, T(0), base[static_cast<std::size_t>(y.buf)] + y.off, y.ld);
       continue;
     }
     for (std::int64_t r = 0; r < P.B; ++r) {
-      const RowView<T> rv{P, base.data(), nullptr, r};
+      const RowView<T> rv{P, base, nullptr, r};
       for (std::size_t i = st.begin; i < st.end; ++i) forward_row(P.instrs[i], rv);
     }
   }
@@ -533,24 +669,28 @@ void run_forward(const FusedProgram& P, std::vector<T*>& base) {
 
 // A contiguous [B, w] tensor of a value: a view when its rows are contiguous, else a copy.
 template <class T>
-Tensor rows_tensor(const Loc& l, const std::vector<T*>& base, const std::vector<const Tensor*>& owners,
-                   std::int64_t B, std::int64_t element_offset_of_owner) {
-  const Tensor& owner = *owners[static_cast<std::size_t>(l.buf)];
-  if (l.per_row && l.ld == l.w)
-    return view_range(owner, element_offset_of_owner + l.off, {B, l.w});
-  Tensor t = Tensor::empty({B, l.w}, owner.dtype());
+Tensor rows_tensor(const Loc& l, const Frame<T>& f, std::int64_t B) {
+  const auto b = static_cast<std::size_t>(l.buf);
+  if (l.per_row && l.ld == l.w) return view_range(*f.owners[b], f.owner_offset[b] + l.off, {B, l.w});
+  Tensor t = Tensor::empty({B, l.w}, f.owners[b]->dtype());
   T* dst = t.data<T>();
   for (std::int64_t r = 0; r < B; ++r)
-    std::memcpy(dst + r * l.w, base[static_cast<std::size_t>(l.buf)] + l.off + (l.per_row ? r * l.ld : 0),
-                static_cast<std::size_t>(l.w) * sizeof(T));
+    std::memcpy(dst + r * l.w, f.base[b] + l.off + (l.per_row ? r * l.ld : 0), static_cast<std::size_t>(l.w) * sizeof(T));
   return t;
 }
 
+// What a step's backward keeps: its buffer of forward values and the state it read (up to four tensors
+// inline: the closure then needs no heap block of its own).
 struct SavedStep {
   std::shared_ptr<const FusedSequence::Data> data;
   Tensor arena;
-  std::vector<Tensor> state;
+  std::array<Tensor, 4> state_inline;
+  std::vector<Tensor> state_heap;
   std::int64_t t;
+  std::span<const Tensor> state() const {
+    return state_heap.empty() ? std::span<const Tensor>(state_inline.data(), data->program->state_nodes.size())
+                              : std::span<const Tensor>(state_heap);
+  }
 };
 
 template <class T>
@@ -559,29 +699,21 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
   const FusedProgram& P = *d.program;
   const std::int64_t B = P.B;
   const std::size_t n_seq = P.seq_nodes.size(), n_state = P.state_nodes.size();
-  // Forward buffers as in the forward, and the owners of each (for views of their rows).
-  std::vector<T*> base{s.arena.data<T>()};
-  std::vector<const Tensor*> owners{&s.arena};
-  std::vector<std::int64_t> owner_offset{0};
-  for (const Tensor& q : d.seq) {
-    const std::int64_t off = s.t * B * q.shape().back();
-    base.push_back(q.data<T>() + off);
-    owners.push_back(&q);
-    owner_offset.push_back(off);
-  }
-  for (const Tensor& q : s.state) base.push_back(q.data<T>()), owners.push_back(&q), owner_offset.push_back(0);
-  for (const Tensor& q : d.params) base.push_back(q.data<T>()), owners.push_back(&q), owner_offset.push_back(0);
+  const std::span<const Tensor> state = s.state();
+  Frame<T>& f = backward_frame<T>();
+  f.fill(d, s.arena, state, s.t, /*forward=*/false);
+  T* const* base = f.base.data();
   Tensor garena = zeros({P.garena}, s.arena.dtype());
-  std::vector<T*> gbase{garena.data<T>()};
+  T* const gbase[1] = {garena.data<T>()};
   // The outputs' gradients into their values' gradient rows.
   const auto& outputs = P.graph.outputs;
   for (std::size_t k = 0; k < outputs.size(); ++k) {
-    const Tensor& go = sink.grad_output(k);
+    const T* pg = sink.grad_output(k).template data<T>();
     const Loc& l = P.gloc[static_cast<std::size_t>(outputs[k])];
-    const T* pg = go.data<T>();
     for (std::int64_t r = 0; r < B; ++r) {
-      T* dst = gbase[0] + l.off + r * l.ld;
-      for (std::int64_t j = 0; j < l.w; ++j) dst[j] += pg[r * l.w + j];
+      T* __restrict dst = gbase[0] + l.off + r * l.ld;
+      const T* __restrict src = pg + r * l.w;
+      for (std::int64_t j = 0; j < l.w; ++j) dst[j] += src[j];
     }
   }
   for (std::size_t si = P.stages.size(); si-- > 0;) {
@@ -592,25 +724,31 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
       const Loc& v = P.floc[static_cast<std::size_t>(vi)];
       const Loc& gv = P.gloc[static_cast<std::size_t>(vi)];
       const Loc& gy = P.gloc[static_cast<std::size_t>(in.out)];
-      const Shape& ws = P.graph.nodes[static_cast<std::size_t>(in.args[1])].shape;
-      const T* W = base[static_cast<std::size_t>(in.matrix) + 1];
-      const bool linear_op = in.op == TraceOp::linear;
-      const std::int64_t k = v.w, nn = gy.w;
-      if (gv.defined())  // dv += dY W (linear, W [n, k]) or dY Wᵀ (matmul, W [k, n])
-        gemm(false, !linear_op, B, k, nn, T(1), gbase[0] + gy.off, gy.ld, W, ws[1], T(1), gbase[0] + gv.off, gv.ld);
       const auto wi = static_cast<std::size_t>(in.matrix);
-      if (sink.needs(wi)) {
-        Tensor dy = view_range(garena, gy.off, {B, nn});
-        Tensor x = rows_tensor<T>(v, base, owners, B, owner_offset[static_cast<std::size_t>(v.buf)]);
-        if (linear_op)
-          sink.add_rows_product(wi, dy, x);  // dW [n, k] = dYᵀ x, deferred and batched like linear's
+      const T* W = base[wi + 1];
+      const std::int64_t ldw = P.graph.nodes[static_cast<std::size_t>(in.args[1])].shape[1];
+      const bool linear_op = in.op == TraceOp::linear;
+      const std::int64_t k = v.w, n = gy.w;
+      const T* dy = gbase[0] + gy.off;
+      if (gv.defined()) {  // dv += dY W (linear, W [n, k]) or dY Wᵀ (matmul, W [k, n]: Wᵀ's copy [n, k])
+        T* dv = gbase[0] + gv.off;
+        if (small_products(B))
+          row_product(B, k, n, dy, gy.ld, linear_op ? W : f.transposed[wi], k, dv, gv.ld, true);
         else
-          sink.add_rows_product(wi, x, dy);  // dW [k, n] = xᵀ dY
+          gemm(false, !linear_op, B, k, n, T(1), dy, gy.ld, W, ldw, T(1), dv, gv.ld);
+      }
+      if (sink.needs(wi)) {
+        Tensor dyt = view_range(garena, gy.off, {B, n});
+        Tensor x = rows_tensor<T>(v, f, B);
+        if (linear_op)
+          sink.add_rows_product(wi, dyt, x);  // dW [n, k] = dYᵀ x, deferred and batched like linear's
+        else
+          sink.add_rows_product(wi, x, dyt);  // dW [k, n] = xᵀ dY
       }
       continue;
     }
     for (std::int64_t r = 0; r < B; ++r) {
-      const RowView<T> rv{P, base.data(), gbase.data(), r};
+      const RowView<T> rv{P, base, gbase, r};
       for (std::size_t i = st.end; i-- > st.begin;) backward_row(P.instrs[i], rv);
     }
   }
@@ -620,14 +758,14 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
     const Loc& l = P.gloc[static_cast<std::size_t>(P.seq_nodes[k])];
     bool fresh = false;
     Tensor& buf = sink.buffer(k, fresh, /*zero_fill=*/true);  // [T*B, w]: this step's rows
-    T* dst = buf.data<T>() + s.t * B * l.w;
-    const T* src = gbase[0] + l.off;
+    T* __restrict dst = buf.data<T>() + s.t * B * l.w;
+    const T* __restrict src = gbase[0] + l.off;
     for (std::int64_t i = 0; i < B * l.w; ++i) dst[i] += src[i];
   }
   for (std::size_t k = 0; k < n_state; ++k) {
     if (!sink.needs(n_seq + k)) continue;
     const Loc& l = P.gloc[static_cast<std::size_t>(P.state_nodes[k])];
-    sink.add(n_seq + k, view_range(garena, l.off, s.state[k].shape()));
+    sink.add(n_seq + k, view_range(garena, l.off, state[k].shape()));
   }
   for (std::size_t k = 0; k < P.param_nodes.size(); ++k) {
     const std::size_t i = n_seq + n_state + k;
@@ -658,42 +796,43 @@ std::vector<Tensor> FusedSequence::step(std::int64_t t, std::span<const Tensor> 
   }
   Tensor arena = Tensor::empty({P.arena}, g.dtype);
   std::vector<Tensor> outs;
+  outs.reserve(g.outputs.size());
   dispatch_floating(where, g.dtype, [&]<class T>(T*) {
-    std::vector<T*> base{arena.data<T>()};
-    for (const Tensor& q : d.seq) base.push_back(q.data<T>() + t * P.B * q.shape().back());
-    for (const Tensor& q : state) base.push_back(q.data<T>());
-    for (const Tensor& q : d.params) base.push_back(q.data<T>());
-    run_forward<T>(P, base);
+    Frame<T>& f = forward_frame<T>();
+    f.fill(d, arena, state, t, /*forward=*/true);
+    run_forward<T>(P, f);
     for (int o : g.outputs) {
       const Loc& l = P.floc[static_cast<std::size_t>(o)];
       const Shape& shape = g.nodes[static_cast<std::size_t>(o)].shape;
-      if (l.buf == 0 && l.per_row && l.ld == l.w) {
+      if (l.buf == 0 && l.per_row && l.ld == l.w) {  // the value's own block: the output is a view of it
         outs.push_back(view_range(arena, l.off, shape));
       } else {
         Tensor c = Tensor::empty(shape, g.dtype);
         for (std::int64_t r = 0; r < P.B; ++r)
-          std::memcpy(c.data<T>() + r * l.w, base[static_cast<std::size_t>(l.buf)] + l.off + r * l.ld,
+          std::memcpy(c.data<T>() + r * l.w, f.base[static_cast<std::size_t>(l.buf)] + l.off + r * l.ld,
                       static_cast<std::size_t>(l.w) * sizeof(T));
         outs.push_back(std::move(c));
       }
     }
   });
-  std::vector<const Tensor*> inputs;
-  inputs.reserve(P.n_inputs());
-  for (const Tensor& q : d.seq) inputs.push_back(&q);
-  for (const Tensor& q : state) inputs.push_back(&q);
-  for (const Tensor& q : d.params) inputs.push_back(&q);
   if (!autograd::needs_grad(std::span<const Tensor>(d.seq)) && !autograd::needs_grad(state) &&
       !autograd::needs_grad(std::span<const Tensor>(d.params)))
     return outs;
-  std::vector<Tensor*> out_ptrs;
+  thread_local std::vector<const Tensor*> inputs;
+  thread_local std::vector<Tensor*> out_ptrs;
+  inputs.clear(), out_ptrs.clear();
+  for (const Tensor& q : d.seq) inputs.push_back(&q);
+  for (const Tensor& q : state) inputs.push_back(&q);
+  for (const Tensor& q : d.params) inputs.push_back(&q);
   for (Tensor& o : outs) out_ptrs.push_back(&o);
-  std::vector<Tensor> saved_state;
-  for (const Tensor& q : state) saved_state.push_back(q.detach());
+  SavedStep saved{data_, std::move(arena), {}, {}, t};
+  if (state.size() <= saved.state_inline.size())
+    for (std::size_t k = 0; k < state.size(); ++k) saved.state_inline[k] = state[k].detach();
+  else
+    for (const Tensor& q : state) saved.state_heap.push_back(q.detach());
   autograd::record(where, std::span<Tensor* const>(out_ptrs), std::span<const Tensor* const>(inputs),
-                   [s = SavedStep{data_, std::move(arena), std::move(saved_state), t}](autograd::GradSink& sink) {
-                     dispatch_floating("fused step", s.arena.dtype(),
-                                       [&]<class T>(T*) { run_backward<T>(sink, s); });
+                   [s = std::move(saved)](autograd::GradSink& sink) {
+                     dispatch_floating("fused step", s.arena.dtype(), [&]<class T>(T*) { run_backward<T>(sink, s); });
                    });
   return outs;
 }
