@@ -115,6 +115,9 @@ CompiledStep compile_step(TraceGraph graph) {
     if (node.op == TraceOp::transpose && d != kParams)  // it would mix the rows of a step value
       return {nullptr, "'transpose' of a value that changes with the input or the state cannot be fused (only "
                        "transposes of parameters are)"};
+    // A slice of an input-only value is read in place by the step (a view of its rows), not hoisted as a copy
+    // of every step's slice: the input projection's gate blocks cost nothing.
+    if (node.op == TraceOp::narrow && d == kInput) d = kState;
     if (d == kInput)
       for (int a : node.args)
         if (P.dep[static_cast<std::size_t>(a)] == kParams && batch_rows(a)) d = kState;
@@ -565,6 +568,21 @@ FusedSequence::FusedSequence(std::shared_ptr<const FusedProgram> program, const 
   // Parameter-only and input-only values, in trace order, with ordinary ops: the input ones on all T*B rows.
   std::vector<Tensor> val(g.nodes.size());
   std::vector<Tensor> args;
+  // A hoisted linear whose only use is adding a bias vector (how the trace records linear(x, W, b)) runs as
+  // linear(x, W, b): bias_of[product] = the add node.
+  std::vector<int> uses(g.nodes.size(), 0), bias_of(g.nodes.size(), -1);
+  for (std::size_t i = 0; i < g.nodes.size(); ++i)
+    if (P.live[i])
+      for (int a : g.nodes[i].args) ++uses[static_cast<std::size_t>(a)];
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const TraceNode& node = g.nodes[i];
+    if (!P.live[i] || P.dep[i] == kState || node.op != TraceOp::add) continue;
+    const auto pi = static_cast<std::size_t>(node.args[0]);
+    const TraceNode& bias = g.nodes[static_cast<std::size_t>(node.args[1])];
+    if (g.nodes[pi].op == TraceOp::linear && uses[pi] == 1 && P.dep[static_cast<std::size_t>(node.args[1])] == kParams &&
+        bias.shape.dim() == 1 && bias.shape[0] == g.nodes[pi].shape.back())
+      bias_of[pi] = static_cast<int>(i);
+  }
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     const TraceNode& node = g.nodes[i];
     if (!P.live[i] || P.dep[i] == kState) continue;
@@ -574,6 +592,12 @@ FusedSequence::FusedSequence(std::shared_ptr<const FusedProgram> program, const 
       val[i] = reshape(x, std::vector<std::int64_t>(rows.begin(), rows.end()));
     } else if (node.op == TraceOp::external) {
       val[i] = g.externals[static_cast<std::size_t>(node.i0)];
+    } else if (bias_of[i] >= 0) {  // x Wᵀ + b as one linear (one output, not two): see below
+      continue;
+    } else if (node.op == TraceOp::add && node.args.size() == 2 && bias_of[static_cast<std::size_t>(node.args[0])] == static_cast<int>(i)) {
+      const TraceNode& product = g.nodes[static_cast<std::size_t>(node.args[0])];
+      val[i] = linear(val[static_cast<std::size_t>(product.args[0])], val[static_cast<std::size_t>(product.args[1])],
+                      val[static_cast<std::size_t>(node.args[1])]);
     } else {
       args.clear();
       for (int a : node.args) args.push_back(val[static_cast<std::size_t>(a)]);
