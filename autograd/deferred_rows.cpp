@@ -7,11 +7,11 @@
 #include "tape.hpp"
 
 namespace unroll::detail {
-void rows_product(const Tensor& p, const Tensor& q, bool accumulate, Tensor& c) {
-  const std::int64_t rows = rows_of(p), a = p.shape().back(), b = q.shape().back();
+void rows_product(const Tensor& p, const Tensor& q, bool accumulate, Tensor& c, std::int64_t c_offset) {
+  const std::int64_t rows = rows_of(p), a = p.shape().back(), b = q.shape().back(), ldc = c.shape().back();
   dispatch_floating("backward", c.dtype(), [&]<class T>(T*) {
     gemm(true, false, a, b, rows, T(1), static_cast<const T*>(p.raw()), a, static_cast<const T*>(q.raw()), b,
-         accumulate ? T(1) : T(0), static_cast<T*>(c.raw()), b);
+         accumulate ? T(1) : T(0), static_cast<T*>(c.raw()) + c_offset, ldc);
   });
 }
 
@@ -41,8 +41,8 @@ bool DeferredRows::wanted(std::int64_t rows, std::size_t bytes) {
   return rows <= kDeferRows && bytes > 0 && bytes <= kDeferredBytesLimit;
 }
 
-void DeferredRows::add(LeafMeta& leaf, const Tensor& p, const Tensor& q, LeafGrads* collect) {
-  const std::int64_t m = rows_of(p), a = p.shape().back(), b = q.shape().back();
+void DeferredRows::add(LeafMeta& leaf, const Tensor& p, const Tensor& q, LeafGrads* collect, std::int64_t q_offset) {
+  const std::int64_t m = rows_of(p), a = p.shape().back(), qb = q.shape().back(), b = leaf.shape[1];
   const std::size_t elem = dtype_size(p.dtype()), row_bytes = static_cast<std::size_t>(a + b) * elem;
   // Room for this many rows fits the memory bound (>= m: wanted() checked that m rows fit).
   const std::int64_t fit = std::min(kChunkRows, static_cast<std::int64_t>(kDeferredBytesLimit / row_bytes));
@@ -76,7 +76,16 @@ void DeferredRows::add(LeafMeta& leaf, const Tensor& p, const Tensor& q, LeafGra
     }
   }
   std::memcpy(static_cast<char*>(d->p.raw()) + d->rows * a * elem, p.raw(), static_cast<std::size_t>(m * a) * elem);
-  std::memcpy(static_cast<char*>(d->q.raw()) + d->rows * b * elem, q.raw(), static_cast<std::size_t>(m * b) * elem);
+  char* qrows = static_cast<char*>(d->q.raw()) + d->rows * b * elem;
+  if (qb == b) {
+    std::memcpy(qrows, q.raw(), static_cast<std::size_t>(m * b) * elem);
+  } else {  // a column block of the leaf: its columns, zeros around them
+    std::memset(qrows, 0, static_cast<std::size_t>(m * b) * elem);
+    for (std::int64_t r = 0; r < m; ++r)
+      std::memcpy(qrows + (r * b + q_offset) * static_cast<std::int64_t>(elem),
+                  static_cast<const char*>(q.raw()) + r * qb * static_cast<std::int64_t>(elem),
+                  static_cast<std::size_t>(qb) * elem);
+  }
   d->rows += m;
 }
 

@@ -33,8 +33,9 @@ class DeferredRows {
   /// Whether a leaf's product over `rows` rows of `bytes` (p and q together) is worth deferring.
   static bool wanted(std::int64_t rows, std::size_t bytes);
   /// Appends p [m, a] and q [m, b] (contiguous, the leaf's dtype, wanted()) to the leaf's rows; a full
-  /// buffer's product runs first.
-  void add(detail::LeafMeta& leaf, const Tensor& p, const Tensor& q, LeafGrads* collect);
+  /// buffer's product runs first. With q_offset > 0 or q narrower than the leaf, q holds columns
+  /// [q_offset, q_offset + b) of the leaf's [a, width] rows (the rest of each stored row is zero).
+  void add(detail::LeafMeta& leaf, const Tensor& p, const Tensor& q, LeafGrads* collect, std::int64_t q_offset = 0);
   /// Runs every leaf's rows (one GEMM each into its gradient), then drops the buffers.
   void flush(LeafGrads* collect);
   /// Drops every buffer without running it (a cleared tape, a failed backward).
@@ -56,8 +57,9 @@ class DeferredRows {
 
 /// Rows of a tensor read as a matrix [leading dims folded, last dim].
 inline std::int64_t rows_of(const Tensor& t) { return t.shape().numel(0, t.dim() - 1); }
-/// C [a, b] = pᵀq (+ C when accumulating), p [rows, a] and q [rows, b] contiguous.
-void rows_product(const Tensor& p, const Tensor& q, bool accumulate, Tensor& c);
+/// C [a, b] = pᵀq (+ C when accumulating), p [rows, a] and q [rows, b] contiguous. With c_offset, or C wider
+/// than q, the product goes to columns [c_offset, c_offset + b) of C.
+void rows_product(const Tensor& p, const Tensor& q, bool accumulate, Tensor& c, std::int64_t c_offset = 0);
 /// Makes a gradient buffer safe to write into: never through storage someone else holds (it is copied
 /// first); an undefined one becomes a new buffer, zeros if asked. True when that new buffer is
 /// uninitialised (the caller must write it, e.g. beta = 0).

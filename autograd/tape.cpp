@@ -263,7 +263,7 @@ void Tape::check_input_grads(const Node& n) const {
   }
 }
 
-void GradSink::add_rows_product(std::size_t i, const Tensor& p, const Tensor& q) {
+void GradSink::add_rows_product(std::size_t i, const Tensor& p, const Tensor& q, std::int64_t q_offset) {
   const Tape::Node& n = tape_.nodes_[node_];
   const Tape::InputRef& in = tape_.inputs_[n.in_begin + i];
   if (!in.needs) return;
@@ -272,23 +272,25 @@ void GradSink::add_rows_product(std::size_t i, const Tensor& p, const Tensor& q)
     detail::check_gradient(n.name, i, q, "rows product factor");
   }
   const auto [shape, dtype] = tape_.input_meta(n, i);
-  UNROLL_CHECK(
-      p.dim() >= 1 && q.dim() >= 1 && detail::rows_of(p) == detail::rows_of(q) && shape->dim() == 2 &&
-          p.shape().back() == (*shape)[0] && q.shape().back() == (*shape)[1],
-      ShapeError,
-      "backward: rows product for input {} of '{}' has the wrong shape; got p={} and q={}, expected p^T q of shape {}",
-      i, n.name, p.shape(), q.shape(), *shape);
+  UNROLL_CHECK(p.dim() >= 1 && q.dim() >= 1 && detail::rows_of(p) == detail::rows_of(q) && shape->dim() == 2 &&
+                   p.shape().back() == (*shape)[0] && q_offset >= 0 && q.shape().back() + q_offset <= (*shape)[1],
+               ShapeError,
+               "backward: rows product for input {} of '{}' has the wrong shape; got p={} and q={} at column {}, "
+               "expected p^T q within {}",
+               i, n.name, p.shape(), q.shape(), q_offset, *shape);
   UNROLL_CHECK(p.dtype() == dtype && q.dtype() == dtype, DtypeError,
                "backward: rows product for input {} of '{}' has the wrong dtype; got {} and {}, expected {}", i, n.name,
                p.dtype(), q.dtype(), dtype);
-  const std::size_t bytes = static_cast<std::size_t>(p.numel() + q.numel()) * dtype_size(dtype);
+  const bool block = q.shape().back() != (*shape)[1];
+  const std::size_t bytes =
+      static_cast<std::size_t>(p.numel() + detail::rows_of(q) * (*shape)[1]) * dtype_size(dtype);
   if (in.leaf && detail::DeferredRows::wanted(detail::rows_of(p), bytes)) {
-    tape_.deferred_.add(*in.leaf, p, q, tape_.leaf_grads_);
+    tape_.deferred_.add(*in.leaf, p, q, tape_.leaf_grads_, q_offset);
     return;
   }
   bool fresh = false;
-  Tensor& dst = buffer(i, fresh);
-  detail::rows_product(p, q, !fresh, dst);
+  Tensor& dst = buffer(i, fresh, /*zero_fill=*/block);  // a column block: the other columns must read zero
+  detail::rows_product(p, q, !fresh, dst, q_offset);
 }
 
 const Shape& GradSink::input_shape(std::size_t i) const { return *tape_.input_meta(tape_.nodes_[node_], i).first; }

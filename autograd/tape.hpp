@@ -89,8 +89,10 @@ class GradSink {
   /// Adds p^T q to input i's gradient: p [M, a], q [M, b], input i [a, b] — a weight's gradient summed over
   /// M rows (linear's dW = dY^T X). p and q may have more dims: their leading dims are the rows. For a
   /// leaf with few rows the rows are copied aside and the product is done later together with that leaf's
-  /// other deferred rows, in one large GEMM (autograd/deferred_rows.hpp).
-  void add_rows_product(std::size_t i, const Tensor& p, const Tensor& q);
+  /// other deferred rows, in one large GEMM (autograd/deferred_rows.hpp). With q_offset, or q narrower than
+  /// the input, q [M, k] gives columns [q_offset, q_offset + k) of the gradient (a product by a column block
+  /// of a weight).
+  void add_rows_product(std::size_t i, const Tensor& p, const Tensor& q, std::int64_t q_offset = 0);
 
  private:
   friend class Tape;

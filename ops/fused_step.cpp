@@ -35,7 +35,9 @@ struct Instr {
   int out;
   std::vector<int> args;
   double a = 0, b = 0;
-  int matrix = -1;  // products: the node input holding the weight
+  int matrix = -1;          // products: the node input holding the weight
+  std::int64_t w_off = 0;   // linear by a column block of it: the block's first column
+  std::int64_t w_ld = 0;    // the weight's row length
 };
 
 struct Stage {
@@ -52,7 +54,8 @@ bool is_product(TraceOp op) { return op == TraceOp::linear || op == TraceOp::mat
 class FusedProgram {
  public:
   TraceGraph graph;
-  std::vector<bool> live;  // the returned state depends on it
+  std::vector<bool> live;      // the returned state depends on it
+  std::vector<bool> replayed;  // computed per sequence with ordinary ops (a step input depends on it)
   std::vector<std::uint8_t> dep;
   // The node's inputs, in this order: input-only values (hoisted, [T*B, w]), the state, parameter values.
   std::vector<int> seq_nodes, state_nodes, param_nodes;
@@ -72,10 +75,134 @@ class FusedProgram {
 
 std::size_t fused_instruction_count(const FusedProgram& program) { return program.instrs.size(); }
 
+namespace {
+
+// What each node depends on, before any rewriting (the input kInput, a state kState, else kParams).
+std::vector<std::uint8_t> plain_deps(const TraceGraph& g) {
+  std::vector<std::uint8_t> dep(g.nodes.size(), kParams);
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const TraceNode& node = g.nodes[i];
+    if (node.op == TraceOp::input) {
+      dep[i] = node.i0 == 0 ? kInput : kState;
+      continue;
+    }
+    for (int a : node.args) dep[i] = std::max(dep[i], dep[static_cast<std::size_t>(a)]);
+  }
+  return dep;
+}
+
+// linear(cat([x-part, h-part]), W) -> linear(x-part, W[:, :k]) + linear(h-part, W[:, k:]): a cell that
+// multiplies the concatenation of its input and its state (the minimal gated unit, many gated cells) then
+// has its input half hoisted into one GEMM over all steps like any input projection. The column slices of
+// W are parameter-only values, computed once per sequence.
+TraceGraph split_products_of_cat(TraceGraph g) {
+  const std::vector<std::uint8_t> dep = plain_deps(g);
+  auto mixed = [&](const TraceNode& node) {
+    if (node.op != TraceOp::linear) return false;
+    const TraceNode& c = g.nodes[static_cast<std::size_t>(node.args[0])];
+    if (c.op != TraceOp::cat) return false;
+    bool input = false, state = false;
+    for (int a : c.args) input |= dep[static_cast<std::size_t>(a)] == kInput, state |= dep[static_cast<std::size_t>(a)] == kState;
+    return input && state;
+  };
+  if (std::none_of(g.nodes.begin(), g.nodes.end(), mixed)) return g;
+  TraceGraph out;
+  out.externals = g.externals;
+  out.batch = g.batch;
+  out.dtype = g.dtype;
+  std::vector<int> remap(g.nodes.size(), -1);
+  auto push = [&](TraceNode n) {
+    out.nodes.push_back(std::move(n));
+    return static_cast<int>(out.nodes.size()) - 1;
+  };
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    TraceNode node = g.nodes[i];
+    for (int& a : node.args) a = remap[static_cast<std::size_t>(a)];
+    if (!mixed(g.nodes[i])) {
+      remap[i] = push(std::move(node));
+      continue;
+    }
+    const TraceNode& c = g.nodes[static_cast<std::size_t>(g.nodes[i].args[0])];
+    const int w = node.args[1];
+    const std::int64_t n = node.shape.back();
+    std::int64_t off = 0;
+    int sum = -1;
+    for (int part : c.args) {
+      const std::int64_t k = g.nodes[static_cast<std::size_t>(part)].shape.back();
+      const int slice = push(TraceNode{.op = TraceOp::narrow, .args = {w}, .a = 0, .b = 0, .i0 = off, .i1 = k,
+                                       .shape = Shape({n, k})});
+      const int product = push(TraceNode{.op = TraceOp::linear, .args = {remap[static_cast<std::size_t>(part)], slice},
+                                         .a = 0, .b = 0, .i0 = 0, .i1 = 0, .shape = node.shape});
+      sum = sum < 0 ? product
+                    : push(TraceNode{.op = TraceOp::add, .args = {sum, product}, .a = 0, .b = 0, .i0 = 0, .i1 = 0,
+                                     .shape = node.shape});
+      off += k;
+    }
+    remap[i] = sum;
+  }
+  for (int v : g.inputs) out.inputs.push_back(remap[static_cast<std::size_t>(v)]);
+  for (int v : g.outputs) out.outputs.push_back(remap[static_cast<std::size_t>(v)]);
+  return out;
+}
+
+// (a + b) + c -> (a + c) + b when a depends on the input only, b on the state and c on parameters only (a
+// bias after a split product): a + c is then hoisted with the input projection, one pass less per step.
+TraceGraph hoist_bias_adds(TraceGraph g) {
+  const std::vector<std::uint8_t> dep = plain_deps(g);
+  const std::size_t n = g.nodes.size();
+  std::vector<int> uses(n, 0), user(n, -1);
+  for (std::size_t i = 0; i < n; ++i)
+    for (int a : g.nodes[i].args) ++uses[static_cast<std::size_t>(a)], user[static_cast<std::size_t>(a)] = static_cast<int>(i);
+  for (int o : g.outputs) uses[static_cast<std::size_t>(o)] += 2;  // a returned value keeps its own node
+  auto is_add = [&](std::size_t i) { return g.nodes[i].op == TraceOp::add && g.nodes[i].args.size() == 2; };
+  // inner[u] = v: the add u = a + b is rewritten with v = u + c folded in.
+  std::vector<int> folded(n, -1);
+  for (std::size_t u = 0; u < n; ++u) {
+    if (!is_add(u) || uses[u] != 1) continue;
+    const auto v = static_cast<std::size_t>(user[u]);
+    if (!is_add(v) || g.nodes[v].args[0] != static_cast<int>(u) || g.nodes[v].shape != g.nodes[u].shape) continue;
+    const auto a = static_cast<std::size_t>(g.nodes[u].args[0]), b = static_cast<std::size_t>(g.nodes[u].args[1]);
+    const auto c = static_cast<std::size_t>(g.nodes[v].args[1]);
+    if (dep[a] == kInput && dep[b] == kState && dep[c] == kParams && c < u && g.nodes[a].shape == g.nodes[u].shape)
+      folded[u] = static_cast<int>(v);
+  }
+  if (std::all_of(folded.begin(), folded.end(), [](int f) { return f < 0; })) return g;
+  TraceGraph out;
+  out.externals = g.externals;
+  out.batch = g.batch;
+  out.dtype = g.dtype;
+  std::vector<int> remap(n, -1);
+  auto push = [&](TraceNode node) {
+    out.nodes.push_back(std::move(node));
+    return static_cast<int>(out.nodes.size()) - 1;
+  };
+  for (std::size_t i = 0; i < n; ++i) {
+    if (remap[i] >= 0) continue;  // a folded bias add, already emitted
+    TraceNode node = g.nodes[i];
+    for (int& a : node.args) a = remap[static_cast<std::size_t>(a)];
+    if (folded[i] < 0) {
+      remap[i] = push(std::move(node));
+      continue;
+    }
+    const auto v = static_cast<std::size_t>(folded[i]);
+    const int c = remap[static_cast<std::size_t>(g.nodes[v].args[1])];
+    const int ac = push(TraceNode{.op = TraceOp::add, .args = {node.args[0], c}, .a = 0, .b = 0, .i0 = 0, .i1 = 0,
+                                  .shape = node.shape});
+    remap[i] = push(TraceNode{.op = TraceOp::add, .args = {ac, node.args[1]}, .a = 0, .b = 0, .i0 = 0, .i1 = 0,
+                              .shape = node.shape});
+    remap[v] = remap[i];  // u + c is the rewritten sum itself
+  }
+  for (int v : g.inputs) out.inputs.push_back(remap[static_cast<std::size_t>(v)]);
+  for (int v : g.outputs) out.outputs.push_back(remap[static_cast<std::size_t>(v)]);
+  return out;
+}
+
+}  // namespace
+
 CompiledStep compile_step(TraceGraph graph) {
   auto p = std::make_shared<FusedProgram>();
   FusedProgram& P = *p;
-  P.graph = std::move(graph);
+  P.graph = hoist_bias_adds(split_products_of_cat(std::move(graph)));
   const TraceGraph& g = P.graph;
   const std::size_t n = g.nodes.size();
   P.B = g.batch;
@@ -127,6 +254,16 @@ CompiledStep compile_step(TraceGraph graph) {
     if (P.dep[static_cast<std::size_t>(o)] != kState)
       return {nullptr, "the step returned a state tensor that does not depend on the state: nothing to fuse"};
 
+  // A step's linear by a column block of a parameter matrix (split_products_of_cat) reads the block in place:
+  // the matrix is the node's input, and the block's gradient goes straight to the matrix's deferred rows.
+  auto product_weight = [&](std::size_t i) -> std::pair<int, std::int64_t> {
+    const int w = g.nodes[i].args[1];
+    const TraceNode& wn = g.nodes[static_cast<std::size_t>(w)];
+    if (g.nodes[i].op == TraceOp::linear && wn.op == TraceOp::narrow &&
+        g.nodes[static_cast<std::size_t>(wn.args[0])].shape.dim() == 2)
+      return {wn.args[0], wn.i0};
+    return {w, 0};
+  };
   // Node inputs: values the step program reads but does not compute.
   std::vector<int> role(n, -1);  // 0 seq, 1 state, 2 param
   for (std::size_t k = 1; k < g.inputs.size(); ++k) {
@@ -135,7 +272,9 @@ CompiledStep compile_step(TraceGraph graph) {
   }
   for (std::size_t i = 0; i < n; ++i) {
     if (!live[i] || P.dep[i] != kState || g.nodes[i].op == TraceOp::input) continue;
-    for (int a : g.nodes[i].args) {
+    std::vector<int> reads = g.nodes[i].args;
+    if (is_product(g.nodes[i].op)) reads[1] = product_weight(i).first;
+    for (int a : reads) {
       const auto ai = static_cast<std::size_t>(a);
       if (P.dep[ai] == kState || role[ai] >= 0) continue;
       role[ai] = P.dep[ai] == kInput ? 0 : 2;
@@ -227,9 +366,12 @@ CompiledStep compile_step(TraceGraph graph) {
     grad_block(static_cast<int>(i), true);
     Instr ins{.op = node.op, .out = static_cast<int>(i), .args = node.args, .a = node.a, .b = node.b, .matrix = -1};
     if (is_product(node.op)) {
-      const auto it = std::find(P.param_nodes.begin(), P.param_nodes.end(), node.args[1]);
+      const auto [w, w_off] = product_weight(i);
+      const auto it = std::find(P.param_nodes.begin(), P.param_nodes.end(), w);
       ins.matrix = static_cast<int>(P.state_nodes.size() + P.seq_nodes.size()) +
                    static_cast<int>(it - P.param_nodes.begin());
+      ins.w_off = w_off;
+      ins.w_ld = g.nodes[static_cast<std::size_t>(w)].shape[1];
       P.stages.push_back({true, P.instrs.size(), P.instrs.size() + 1});
     } else if (P.stages.empty() || P.stages.back().product) {
       P.stages.push_back({false, P.instrs.size(), P.instrs.size() + 1});
@@ -238,6 +380,13 @@ CompiledStep compile_step(TraceGraph graph) {
     }
     P.instrs.push_back(std::move(ins));
   }
+  // What a sequence computes with ordinary ops: what the step's inputs are made from.
+  P.replayed.assign(n, false);
+  for (int v : P.seq_nodes) P.replayed[static_cast<std::size_t>(v)] = true;
+  for (int v : P.param_nodes) P.replayed[static_cast<std::size_t>(v)] = true;
+  for (std::size_t i = n; i-- > 0;)
+    if (P.replayed[i])
+      for (int a : g.nodes[i].args) P.replayed[static_cast<std::size_t>(a)] = true;
   P.arena = arena;
   P.scratch = scratch;
   P.garena = garena;
@@ -386,13 +535,24 @@ void backward_row(const Instr& in, const RowView<T>& rv) {
   switch (in.op) {
     case TraceOp::add: ga([&](std::int64_t j) { return gy[j]; }); gb([&](std::int64_t j) { return gy[j]; }); return;
     case TraceOp::sub: ga([&](std::int64_t j) { return gy[j]; }); gb([&](std::int64_t j) { return -gy[j]; }); return;
+    // Operands as wide as the result index with j (a loop that vectorises); broadcast ones with a stride.
     case TraceOp::mul:
-      ga([&](std::int64_t j) { return gy[j] * b[j * sb]; });
-      gb([&](std::int64_t j) { return gy[j] * a[j * sa]; });
+      if (sa == 1 && sb == 1) {
+        ga([&](std::int64_t j) { return gy[j] * b[j]; });
+        gb([&](std::int64_t j) { return gy[j] * a[j]; });
+      } else {
+        ga([&](std::int64_t j) { return gy[j] * b[j * sb]; });
+        gb([&](std::int64_t j) { return gy[j] * a[j * sa]; });
+      }
       return;
     case TraceOp::div:
-      ga([&](std::int64_t j) { return gy[j] / b[j * sb]; });
-      gb([&](std::int64_t j) { return -(gy[j] / b[j * sb] * y[j]); });
+      if (sb == 1) {
+        ga([&](std::int64_t j) { return gy[j] / b[j]; });
+        gb([&](std::int64_t j) { return -(gy[j] / b[j] * y[j]); });
+      } else {
+        ga([&](std::int64_t j) { return gy[j] / b[0]; });
+        gb([&](std::int64_t j) { return -(gy[j] / b[0] * y[j]); });
+      }
       return;
     case TraceOp::add_s:
     case TraceOp::sub_s: return ga([&](std::int64_t j) { return gy[j]; });
@@ -574,9 +734,10 @@ FusedSequence::FusedSequence(std::shared_ptr<const FusedProgram> program, const 
   for (std::size_t i = 0; i < g.nodes.size(); ++i)
     if (P.live[i])
       for (int a : g.nodes[i].args) ++uses[static_cast<std::size_t>(a)];
+  for (int v : P.seq_nodes) ++uses[static_cast<std::size_t>(v)];  // read by the step too
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     const TraceNode& node = g.nodes[i];
-    if (!P.live[i] || P.dep[i] == kState || node.op != TraceOp::add) continue;
+    if (!P.replayed[i] || node.op != TraceOp::add) continue;
     const auto pi = static_cast<std::size_t>(node.args[0]);
     const TraceNode& bias = g.nodes[static_cast<std::size_t>(node.args[1])];
     if (g.nodes[pi].op == TraceOp::linear && uses[pi] == 1 && P.dep[static_cast<std::size_t>(node.args[1])] == kParams &&
@@ -585,7 +746,7 @@ FusedSequence::FusedSequence(std::shared_ptr<const FusedProgram> program, const 
   }
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     const TraceNode& node = g.nodes[i];
-    if (!P.live[i] || P.dep[i] == kState) continue;
+    if (!P.replayed[i]) continue;
     if (node.op == TraceOp::input) {
       Shape rows = x_shape;
       rows[0] = data->steps * x_shape[0];
@@ -673,15 +834,15 @@ void run_forward(const FusedProgram& P, const Frame<T>& f) {
       const Loc& v = P.floc[static_cast<std::size_t>(in.args[0])];
       const Loc& y = P.floc[static_cast<std::size_t>(in.out)];
       const auto wi = static_cast<std::size_t>(in.matrix);
-      const T* W = base[wi + 1];
-      const std::int64_t ldw = P.graph.nodes[static_cast<std::size_t>(in.args[1])].shape[1];
+      const T* W = base[wi + 1] + in.w_off;  // a linear's column block starts w_off columns in
       const bool linear_op = in.op == TraceOp::linear;  // x Wᵀ, W [n, k]; matmul: x W, W [k, n]
       const std::int64_t k = v.w, n = y.w;
       const T* x = base[static_cast<std::size_t>(v.buf)] + v.off;
-      if (small_products(P.B))  // as row updates: x Wᵀ through Wᵀ's copy [k, n]
-        row_product(P.B, n, k, x, v.ld, linear_op ? f.transposed[wi] : W, n, base[static_cast<std::size_t>(y.buf)] + y.off, y.ld, false);
+      T* out = base[static_cast<std::size_t>(y.buf)] + y.off;
+      if (small_products(P.B))  // as row updates: x Wᵀ through Wᵀ's copy, whose rows w_off.. are the block's
+        row_product(P.B, n, k, x, v.ld, linear_op ? f.transposed[wi] + in.w_off * n : W, n, out, y.ld, false);
       else
-        gemm(false, linear_op, P.B, n, k, T(1), x, v.ld, W, ldw, T(0), base[static_cast<std::size_t>(y.buf)] + y.off, y.ld);
+        gemm(false, linear_op, P.B, n, k, T(1), x, v.ld, W, in.w_ld, T(0), out, y.ld);
       continue;
     }
     for (std::int64_t r = 0; r < P.B; ++r) {
@@ -727,7 +888,13 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
   Frame<T>& f = backward_frame<T>();
   f.fill(d, s.arena, state, s.t, /*forward=*/false);
   T* const* base = f.base.data();
-  Tensor garena = zeros({P.garena}, s.arena.dtype());
+  // The gradients of the step's values: a per-thread buffer, zeroed while still in cache from the last step
+  // (a fresh one per step would be cleared in memory: a pass over it every step).
+  thread_local Tensor scratch_grads;
+  if (!scratch_grads.defined() || scratch_grads.numel() < P.garena || scratch_grads.dtype() != s.arena.dtype())
+    scratch_grads = Tensor::empty({std::max<std::int64_t>(P.garena, 1)}, s.arena.dtype());
+  const Tensor& garena = scratch_grads;
+  std::memset(garena.raw(), 0, static_cast<std::size_t>(P.garena) * sizeof(T));
   T* const gbase[1] = {garena.data<T>()};
   // The outputs' gradients into their values' gradient rows.
   const auto& outputs = P.graph.outputs;
@@ -749,23 +916,22 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
       const Loc& gv = P.gloc[static_cast<std::size_t>(vi)];
       const Loc& gy = P.gloc[static_cast<std::size_t>(in.out)];
       const auto wi = static_cast<std::size_t>(in.matrix);
-      const T* W = base[wi + 1];
-      const std::int64_t ldw = P.graph.nodes[static_cast<std::size_t>(in.args[1])].shape[1];
+      const T* W = base[wi + 1] + in.w_off;
       const bool linear_op = in.op == TraceOp::linear;
       const std::int64_t k = v.w, n = gy.w;
       const T* dy = gbase[0] + gy.off;
       if (gv.defined()) {  // dv += dY W (linear, W [n, k]) or dY Wᵀ (matmul, W [k, n]: Wᵀ's copy [n, k])
         T* dv = gbase[0] + gv.off;
         if (small_products(B))
-          row_product(B, k, n, dy, gy.ld, linear_op ? W : f.transposed[wi], k, dv, gv.ld, true);
+          row_product(B, k, n, dy, gy.ld, linear_op ? W : f.transposed[wi], linear_op ? in.w_ld : k, dv, gv.ld, true);
         else
-          gemm(false, !linear_op, B, k, n, T(1), dy, gy.ld, W, ldw, T(1), dv, gv.ld);
+          gemm(false, !linear_op, B, k, n, T(1), dy, gy.ld, W, in.w_ld, T(1), dv, gv.ld);
       }
       if (sink.needs(wi)) {
         Tensor dyt = view_range(garena, gy.off, {B, n});
         Tensor x = rows_tensor<T>(v, f, B);
-        if (linear_op)
-          sink.add_rows_product(wi, dyt, x);  // dW [n, k] = dYᵀ x, deferred and batched like linear's
+        if (linear_op)  // dW [n, k] = dYᵀ x (into the block's columns), deferred and batched like linear's
+          sink.add_rows_product(wi, dyt, x, in.w_off);
         else
           sink.add_rows_product(wi, x, dyt);  // dW [k, n] = xᵀ dY
       }
@@ -789,13 +955,13 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
   for (std::size_t k = 0; k < n_state; ++k) {
     if (!sink.needs(n_seq + k)) continue;
     const Loc& l = P.gloc[static_cast<std::size_t>(P.state_nodes[k])];
-    sink.add(n_seq + k, view_range(garena, l.off, state[k].shape()));
+    sink.add(n_seq + k, copy_of(view_range(garena, l.off, state[k].shape())));  // the buffer is reused
   }
   for (std::size_t k = 0; k < P.param_nodes.size(); ++k) {
     const std::size_t i = n_seq + n_state + k;
     const Loc& l = P.gloc[static_cast<std::size_t>(P.param_nodes[k])];
     if (!l.defined() || !sink.needs(i)) continue;
-    sink.add(i, view_range(garena, l.off, d.params[k].shape()));
+    sink.add(i, copy_of(view_range(garena, l.off, d.params[k].shape())));
   }
 }
 

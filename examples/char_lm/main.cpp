@@ -75,6 +75,7 @@ struct Options {
   std::int64_t eval_every = 250, eval_chars = 60000, checkpoint_every = 250, log_every = 50;
   std::int64_t stop_at = 0;  ///< 0: run to --steps
   bool resume = false, sample_only = false, smoke = false, count_params = false;
+  bool no_fuse = false;  ///< --cell custom: run the cell op by op instead of fused
   std::string prompt;
   double temperature = 0.8;
   std::int64_t sample_chars = 600;
@@ -212,12 +213,13 @@ struct MGUCell : nn::Module {
   }
 };
 
-// A stack of custom cells, registered as "0", "1", ... like PyTorch's ModuleList.
+// A stack of custom cells, registered as "0", "1", ... like PyTorch's ModuleList. Each is an nn::Fused<MGUCell>:
+// the same module (parameters, checkpoint) whose steps run as one tape node each (--no-fuse: op by op).
 struct MGUStack : nn::Module {
-  std::vector<std::unique_ptr<MGUCell>> cells;
+  std::vector<std::unique_ptr<nn::Fused<MGUCell>>> cells;
   MGUStack(std::int64_t in, std::int64_t hidden, std::int64_t layers) {
     for (std::int64_t l = 0; l < layers; ++l) {
-      cells.push_back(std::make_unique<MGUCell>(l == 0 ? in : hidden, hidden));
+      cells.push_back(std::make_unique<nn::Fused<MGUCell>>(l == 0 ? in : hidden, hidden));
       register_module(fmt::format("{}", l), *cells.back());
     }
   }
@@ -673,6 +675,8 @@ int train_or_sample(Run& run) {
   }
   manual_seed(m.seed);
   CharModel model(m, vocab.size());
+  if (model.custom)
+    for (auto& cell : model.custom->cells) cell->set_fused(!o.no_fuse);
   if (o.count_params) {  // for sizing models to a parameter budget (examples/compare_cells)
     fmt::print("{}\n", model.num_parameters());
     return 0;
@@ -913,6 +917,8 @@ int main(int argc, char** argv) {
     app.add_option("--threads", o.threads, "threads for BLAS and TBB (0: all cores)")->capture_default_str();
     app.add_option("--shards", m.shards, "batch shards trained in parallel, <= --batch (0: one per thread)")
         ->capture_default_str();
+    app.add_flag("--no-fuse", o.no_fuse,
+                 "--cell custom: run the custom cell op by op, not fused into one tape node per step (nn/fuse.hpp)");
     app.add_flag("--smoke", o.smoke, "a tiny run of a few seconds (what CI runs); fails unless the loss falls");
     if (auto code = examples::parse_command_line(app, argc, argv)) return *code;
     run.app = &app;
