@@ -70,6 +70,7 @@ struct Options {
   std::uint64_t seed = 1;
   int threads = 1;  ///< these matrices are small: more threads only add synchronisation
   bool smoke = false;
+  bool no_fuse = false;  ///< run the MGU op by op instead of fused (nn/fuse.hpp)
 };
 
 /// Recurrent parameters of a cell with `gates` weight blocks on [x, h] (and 1 or 2 biases per block).
@@ -88,16 +89,19 @@ std::int64_t matching_hidden(std::int64_t target, std::int64_t gates, std::int64
 
 class CharModel : public nn::Module {
  public:
-  CharModel(const std::string& kind, std::int64_t vocab, std::int64_t embed, std::int64_t hidden)
+  CharModel(const std::string& kind, std::int64_t vocab, std::int64_t embed, std::int64_t hidden, bool fuse)
       : kind_(kind), hidden_(hidden), emb(vocab, embed), head(hidden, vocab) {
     register_module("embed", emb);
     const nn::RecurrentOptions ro{.input_size = embed, .hidden_size = hidden};
-    if (kind == "mgu")
-      register_module("rnn", *(mgu = std::make_unique<MGUCell>(embed, hidden)));
-    else if (kind == "lstm")
+    if (kind == "mgu") {
+      // nn::Fused<MGUCell> is an MGUCell (same parameters and state dict) whose steps run as one tape node each.
+      register_module("rnn", *(mgu = std::make_unique<nn::Fused<MGUCell>>(embed, hidden)));
+      mgu->set_fused(fuse);
+    } else if (kind == "lstm") {
       register_module("rnn", *(lstm = std::make_unique<nn::LSTM>(ro)));
-    else
+    } else {
       register_module("rnn", *(gru = std::make_unique<nn::GRU>(ro)));
+    }
     register_module("head", head);
   }
 
@@ -130,7 +134,7 @@ class CharModel : public nn::Module {
 
  public:
   nn::Embedding emb;
-  std::unique_ptr<MGUCell> mgu;
+  std::unique_ptr<nn::Fused<MGUCell>> mgu;
   std::unique_ptr<nn::LSTM> lstm;
   std::unique_ptr<nn::GRU> gru;
   nn::Linear head;
@@ -260,7 +264,7 @@ int run(const Options& o) {
              static_cast<double>(corpus.bytes) / 1e6, corpus.vocab, corpus.train.size(), corpus.val.size());
   for (const auto& [kind, hidden] : kinds) {
     manual_seed(o.seed);
-    models.push_back(std::make_unique<CharModel>(kind, corpus.vocab, o.embed, hidden));
+    models.push_back(std::make_unique<CharModel>(kind, corpus.vocab, o.embed, hidden, !o.no_fuse));
     opts.push_back(std::make_unique<optim::Adam>(models.back()->parameters(), optim::AdamOptions{.lr = o.lr}));
     schedules.push_back(std::make_unique<optim::CosineAnnealingLR>(*opts.back(), o.steps, o.lr / 10));
     fmt::print("{}: {:<4} hidden {:>4}: {:>7} recurrent parameters, {:>7} in all\n", kProgram, kind, hidden,
@@ -391,6 +395,7 @@ int main(int argc, char** argv) {
     app.add_option("--threads", o.threads,
                    "threads for BLAS and TBB (0: all cores; 1 is fastest for these small matrices)")
         ->capture_default_str();
+    app.add_flag("--no-fuse", o.no_fuse, "run the MGU op by op, not fused into one tape node per step (nn/fuse.hpp)");
     app.add_flag("--smoke", o.smoke, "a run of a few seconds (what CI runs); fails unless every model's loss falls");
     if (auto code = examples::parse_command_line(app, argc, argv)) return *code;
     if (o.smoke) {  // tiny defaults; flags given explicitly still win
