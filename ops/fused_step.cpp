@@ -31,13 +31,15 @@ struct Loc {
 };
 
 struct Instr {
-  TraceOp op;
-  int out;
+  TraceOp op = TraceOp::input;
+  int out = -1;
   std::vector<int> args;
   double a = 0, b = 0;
   int matrix = -1;          // products: the node input holding the weight
   std::int64_t w_off = 0;   // linear by a column block of it: the block's first column
   std::int64_t w_ld = 0;    // the weight's row length
+  bool weight_rows = true;  // adds its weight-gradient rows (false: a split product whose owner adds them)
+  std::vector<int> row_parts;  // a split product's owner: the values whose rows [x_t, h] are W's gradient rows
 };
 
 struct Stage {
@@ -76,6 +78,9 @@ class FusedProgram {
 std::size_t fused_instruction_count(const FusedProgram& program) { return program.instrs.size(); }
 
 namespace {
+
+// Marks split_products_of_cat leaves on the nodes it makes (TraceNode::a of a linear, b of a narrow).
+constexpr double kWeightRowsOwner = 1, kNoWeightRows = 2, kDetachedSlice = 1;
 
 // What each node depends on, before any rewriting (the input kInput, a state kState, else kParams).
 std::vector<std::uint8_t> plain_deps(const TraceGraph& g) {
@@ -125,14 +130,30 @@ TraceGraph split_products_of_cat(TraceGraph g) {
     const TraceNode& c = g.nodes[static_cast<std::size_t>(g.nodes[i].args[0])];
     const int w = node.args[1];
     const std::int64_t n = node.shape.back();
+    // W's gradient is computed as unsplit: ONE set of deferred rows [x_t, h] per step, emitted by the last
+    // state block's product (kWeightRowsOwner, i0 = the cat node, whose parts it reads); the input blocks
+    // multiply a detached slice (narrow's b = 1), the other state blocks add no weight rows. Without the
+    // cat's parts all input- or state-dependent (a constant part), each block's rows go separately.
+    bool whole_rows = true;
+    int last_state = -1;
+    for (int part : c.args) {
+      const std::uint8_t d = dep[static_cast<std::size_t>(part)];
+      whole_rows &= d != kParams;
+      if (d == kState) last_state = part;
+    }
     std::int64_t off = 0;
     int sum = -1;
     for (int part : c.args) {
       const std::int64_t k = g.nodes[static_cast<std::size_t>(part)].shape.back();
-      const int slice = push(TraceNode{.op = TraceOp::narrow, .args = {w}, .a = 0, .b = 0, .i0 = off, .i1 = k,
+      const bool input_block = dep[static_cast<std::size_t>(part)] != kState;
+      const int slice = push(TraceNode{.op = TraceOp::narrow, .args = {w}, .a = 0,
+                                       .b = whole_rows && input_block ? kDetachedSlice : 0.0, .i0 = off, .i1 = k,
                                        .shape = Shape({n, k})});
+      const double rows = !whole_rows ? 0.0 : part == last_state ? kWeightRowsOwner : kNoWeightRows;
       const int product = push(TraceNode{.op = TraceOp::linear, .args = {remap[static_cast<std::size_t>(part)], slice},
-                                         .a = 0, .b = 0, .i0 = 0, .i1 = 0, .shape = node.shape});
+                                         .a = input_block ? 0.0 : rows, .b = 0,
+                                         .i0 = rows == kWeightRowsOwner ? remap[static_cast<std::size_t>(g.nodes[i].args[0])] : 0,
+                                         .i1 = 0, .shape = node.shape});
       sum = sum < 0 ? product
                     : push(TraceNode{.op = TraceOp::add, .args = {sum, product}, .a = 0, .b = 0, .i0 = 0, .i1 = 0,
                                      .shape = node.shape});
@@ -270,10 +291,21 @@ CompiledStep compile_step(TraceGraph graph) {
     P.state_nodes.push_back(g.inputs[k]);
     role[static_cast<std::size_t>(g.inputs[k])] = 1;
   }
+  // The parts a split product's owner reads for its weight rows only (no gradient flows to them through it).
+  auto row_parts = [&](std::size_t i) -> std::vector<int> {
+    if (g.nodes[i].op != TraceOp::linear || g.nodes[i].a != kWeightRowsOwner) return {};
+    return g.nodes[static_cast<std::size_t>(g.nodes[i].i0)].args;
+  };
+  std::vector<bool> read_for_rows_only(n, false), read_otherwise(n, false);
   for (std::size_t i = 0; i < n; ++i) {
     if (!live[i] || P.dep[i] != kState || g.nodes[i].op == TraceOp::input) continue;
     std::vector<int> reads = g.nodes[i].args;
     if (is_product(g.nodes[i].op)) reads[1] = product_weight(i).first;
+    for (int a : reads) read_otherwise[static_cast<std::size_t>(a)] = true;
+    for (int a : row_parts(i)) {
+      read_for_rows_only[static_cast<std::size_t>(a)] = true;
+      reads.push_back(a);
+    }
     for (int a : reads) {
       const auto ai = static_cast<std::size_t>(a);
       if (P.dep[ai] == kState || role[ai] >= 0) continue;
@@ -293,7 +325,7 @@ CompiledStep compile_step(TraceGraph graph) {
     const int v = P.seq_nodes[k];
     const std::int64_t w = width_of(g.nodes[static_cast<std::size_t>(v)].shape);
     P.floc[static_cast<std::size_t>(v)] = Loc{P.seq_buf(k), 0, w, w, true};
-    grad_block(v, true);
+    if (read_otherwise[static_cast<std::size_t>(v)]) grad_block(v, true);  // not for weight rows alone
   }
   for (std::size_t k = 0; k < P.state_nodes.size(); ++k) {
     const int v = P.state_nodes[k];
@@ -338,6 +370,9 @@ CompiledStep compile_step(TraceGraph graph) {
       default: break;
     }
   }
+  for (std::size_t i = 0; i < n; ++i)
+    if (live[i] && P.dep[i] == kState)
+      for (int a : row_parts(i)) kept[static_cast<std::size_t>(a)] = true;  // read by backward for the weight rows
   for (std::size_t i = n; i-- > 0;)  // a kept view keeps what it views
     if (kept[i] && g.nodes[i].op == TraceOp::narrow) kept[static_cast<std::size_t>(g.nodes[i].args[0])] = true;
   const int scratch_buf = 1 + static_cast<int>(P.n_inputs());
@@ -364,7 +399,8 @@ CompiledStep compile_step(TraceGraph graph) {
     P.floc[i] = Loc{kept[i] ? 0 : scratch_buf, used, w, w, true};
     used += B * w;
     grad_block(static_cast<int>(i), true);
-    Instr ins{.op = node.op, .out = static_cast<int>(i), .args = node.args, .a = node.a, .b = node.b, .matrix = -1};
+    Instr ins;
+    ins.op = node.op, ins.out = static_cast<int>(i), ins.args = node.args, ins.a = node.a, ins.b = node.b;
     if (is_product(node.op)) {
       const auto [w, w_off] = product_weight(i);
       const auto it = std::find(P.param_nodes.begin(), P.param_nodes.end(), w);
@@ -372,6 +408,8 @@ CompiledStep compile_step(TraceGraph graph) {
                    static_cast<int>(it - P.param_nodes.begin());
       ins.w_off = w_off;
       ins.w_ld = g.nodes[static_cast<std::size_t>(w)].shape[1];
+      ins.weight_rows = node.a != kNoWeightRows;
+      ins.row_parts = row_parts(i);
       P.stages.push_back({true, P.instrs.size(), P.instrs.size() + 1});
     } else if (P.stages.empty() || P.stages.back().product) {
       P.stages.push_back({false, P.instrs.size(), P.instrs.size() + 1});
@@ -701,7 +739,8 @@ Tensor replay(const TraceNode& n, std::span<const Tensor> a) {
     case TraceOp::logsigmoid: return logsigmoid(a[0]);
     case TraceOp::silu: return silu(a[0]);
     case TraceOp::softplus: return softplus(a[0], n.a, n.b);
-    case TraceOp::narrow: return narrow(a[0], a[0].dim() - 1, n.i0, n.i1);
+    case TraceOp::narrow:  // a detached slice: its gradient comes from the step's whole weight rows instead
+      return narrow(n.b == kDetachedSlice ? a[0].detach() : a[0], a[0].dim() - 1, n.i0, n.i1);
     case TraceOp::cat: return cat(a, -1);
     case TraceOp::sum_last: return sum(a[0], {-1}, true);
     case TraceOp::mean_last: return mean(a[0], {-1}, true);
@@ -927,13 +966,25 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
         else
           gemm(false, !linear_op, B, k, n, T(1), dy, gy.ld, W, in.w_ld, T(1), dv, gv.ld);
       }
-      if (sink.needs(wi)) {
+      if (in.weight_rows && sink.needs(wi)) {
         Tensor dyt = view_range(garena, gy.off, {B, n});
-        Tensor x = rows_tensor<T>(v, f, B);
-        if (linear_op)  // dW [n, k] = dYᵀ x (into the block's columns), deferred and batched like linear's
-          sink.add_rows_product(wi, dyt, x, in.w_off);
-        else
-          sink.add_rows_product(wi, x, dyt);  // dW [k, n] = xᵀ dY
+        if (!in.row_parts.empty()) {  // a split product's owner: the whole rows [x_t, h], as the unsplit linear
+          Tensor q = Tensor::empty({B, in.w_ld}, garena.dtype());
+          T* dst = q.data<T>();
+          std::int64_t at = 0;
+          for (int part : in.row_parts) {
+            const Loc& l = P.floc[static_cast<std::size_t>(part)];
+            for (std::int64_t r = 0; r < B; ++r)
+              std::memcpy(dst + r * in.w_ld + at, f.base[static_cast<std::size_t>(l.buf)] + l.off + r * l.ld,
+                          static_cast<std::size_t>(l.w) * sizeof(T));
+            at += l.w;
+          }
+          sink.add_rows_product(wi, dyt, q);
+        } else if (linear_op) {  // dW [n, k] = dYᵀ x (into the block's columns), deferred and batched like linear's
+          sink.add_rows_product(wi, dyt, rows_tensor<T>(v, f, B), in.w_off);
+        } else {
+          sink.add_rows_product(wi, rows_tensor<T>(v, f, B), dyt);  // dW [k, n] = xᵀ dY
+        }
       }
       continue;
     }
@@ -944,8 +995,8 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
   }
   // The inputs' gradients.
   for (std::size_t k = 0; k < n_seq; ++k) {
-    if (!sink.needs(k)) continue;
     const Loc& l = P.gloc[static_cast<std::size_t>(P.seq_nodes[k])];
+    if (!l.defined() || !sink.needs(k)) continue;  // read for weight rows only: no gradient through the step
     bool fresh = false;
     Tensor& buf = sink.buffer(k, fresh, /*zero_fill=*/true);  // [T*B, w]: this step's rows
     T* __restrict dst = buf.data<T>() + s.t * B * l.w;

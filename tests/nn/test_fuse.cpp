@@ -161,7 +161,7 @@ struct TinyRNN : nn::Module {
 // A random cell for the property test: `ops` random operations over a pool of values that starts with the
 // input projection, the state, its projection and a parameter; the new state mixes the last value in.
 struct RandomCell {
-  Tensor Wx, Wh, Wh2, M, bias, p;
+  Tensor Wx, Wh, Wh2, M, Wc, bias, p;
   std::int64_t H;
   struct Op {
     int kind, a, b;
@@ -174,17 +174,18 @@ struct RandomCell {
     Wh = uniform({hid, hid}, -0.5, 0.5, f64, g).requires_grad_();
     Wh2 = uniform({hid, hid}, -0.5, 0.5, f64, g).requires_grad_();
     M = uniform({hid, hid}, -0.5, 0.5, f64, g).requires_grad_();
+    Wc = uniform({hid, 2 * hid}, -0.5, 0.5, f64, g).requires_grad_();
     bias = uniform({hid}, -0.5, 0.5, f64, g).requires_grad_();
     p = uniform({hid}, -0.5, 0.5, f64, g).requires_grad_();
     std::mt19937_64 rng(seed);
     const int n = 6 + static_cast<int>(rng() % 10);
     for (int i = 0; i < n; ++i) {
       const int pool = 5 + i;
-      ops.push_back({static_cast<int>(rng() % 26), static_cast<int>(rng() % pool), static_cast<int>(rng() % pool),
+      ops.push_back({static_cast<int>(rng() % 27), static_cast<int>(rng() % pool), static_cast<int>(rng() % pool),
                      0.25 + static_cast<double>(rng() % 100) / 50.0});
     }
   }
-  std::vector<Tensor> parameters() const { return {Wx, Wh, Wh2, M, bias, p}; }
+  std::vector<Tensor> parameters() const { return {Wx, Wh, Wh2, M, Wc, bias, p}; }
   Tensor operator()(const Tensor& x, const Tensor& h) const {
     std::vector<Tensor> v{linear(x, Wx), h, linear(h, Wh, bias), tanh(linear(x, Wx) + p), x.size(1) == H ? x : h};
     for (const Op& o : ops) {
@@ -218,6 +219,7 @@ struct RandomCell {
         case 22: r = matmul(sigmoid(a), M); break;
         case 23: r = a + p; break;
         case 24: r = -(a - 1.5); break;
+        case 25: r = linear(cat({a, b}, 1), Wc, bias); break;  // split into blocks when a, b mix input and state
         default: r = chunk(cat({a, b}, 1), 2, 1)[1] + 0.3; break;
       }
       v.push_back(r);

@@ -1,0 +1,40 @@
+#!/bin/sh
+# bench/fused_cells.sh BUILD_DIR [REPS] — the "Fused custom cells" measurements of bench/RESULTS.md: each
+# workload run REPS times (default 3), interleaved so that a noisy neighbour hits all of them alike, one
+# thread; prints the median of the runs' median step times (ms) and of their peak RSS (MB).
+# BUILD_DIR is a build with -DUNROLL_BUILD_BENCH=ON (torch-bench is included when it was built).
+set -eu
+B="${1:?usage: bench/fused_cells.sh BUILD_DIR [REPS]}/bench"
+REPS="${2:-3}"
+OUT=$(mktemp)
+trap 'rm -f "$OUT"' EXIT
+run() {  # label, binary, args...
+  label="$1"; bin="$2"; shift 2
+  [ -x "$B/$bin" ] || return 0
+  "$B/$bin" "$@" --threads 1 | sed "s/^/$label	/" >> "$OUT"
+}
+i=0
+while [ "$i" -lt "$REPS" ]; do
+  run "tiny_rnn fused" unroll-bench --workload tiny_rnn --fused 1 --steps 2000
+  run "tiny_rnn unfused" unroll-bench --workload tiny_rnn --fused 0 --steps 2000
+  run "tiny_rnn plain loops (floor)" unroll-bench --workload tiny_rnn_loops --steps 2000
+  run "tiny_rnn LibTorch" torch-bench --workload tiny_rnn --steps 100
+  for v in lstm gru; do
+    run "fastrnn nn_$v" unroll-bench --workload fastrnn --variant nn_$v --steps 5
+    run "fastrnn cell_$v fused" unroll-bench --workload fastrnn --variant cell_$v --fused 1 --steps 5
+    run "fastrnn cell_$v unfused" unroll-bench --workload fastrnn --variant cell_$v --fused 0 --steps 5
+  done
+  i=$((i + 1))
+done
+python3 - "$OUT" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    label, js = line.rstrip("\n").split("\t", 1)
+    d = json.loads(js)
+    rows.setdefault(label, []).append((d["ms_median"], d["peak_rss_kb"] / 1024))
+print("| workload | ms per step (median of runs) | runs | peak RSS MB |")
+print("|---|---:|---:|---:|")
+for label, r in rows.items():
+    print(f"| {label} | {statistics.median(x for x, _ in r):.4g} | {len(r)} | {statistics.median(m for _, m in r):.0f} |")
+PY
