@@ -426,6 +426,24 @@ TEST_SUITE("nn/fuse") {
     tape.clear();
   }
 
+  TEST_CASE("a Fused cell is the cell: same parameters and state dict, loads the unfused cell's dict") {
+    manual_seed(10);
+    MGU plain(3, 4);
+    nn::Fused<MGU> fused(3, 4);
+    std::vector<std::string> a, b;
+    for (const auto& [name, t] : plain.state_dict()) a.push_back(name);
+    for (const auto& [name, t] : fused.state_dict()) b.push_back(name);
+    CHECK(a == b);
+    fused.load_state_dict(plain.state_dict());
+    const Tensor x = randn({5, 2, 3}, f64), h0 = randn({2, 4}, f64);
+    const Tensor want = nn::run_cell(x, h0, plain).output, got = nn::run_cell(x, h0, fused).output;
+    CHECK(fused.why_not() == "");
+    CHECK(test_support::tolerance_ratio(got, want, 1e-14, 1e-13) <= 1.0);
+    // One step outside run_cell, fused, equals the cell's own step.
+    CHECK(test_support::tolerance_ratio(fused(x[0], h0), plain(x[0], h0), 1e-14, 1e-13) <= 1.0);
+    CHECK(fused.unfused(x[0], h0).to_vector() == plain(x[0], h0).to_vector());  // the same ops: bit for bit
+  }
+
   TEST_CASE("what cannot be fused runs unfused, and why_not() names it") {
     manual_seed(9);
     const Tensor x = randn({3, 2, 4}, f64);
