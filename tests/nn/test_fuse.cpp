@@ -294,6 +294,10 @@ TEST_SUITE("nn/fuse") {
       nn::Fused<MGU> cell(I, H);
       check_fused_equals_unfused(cell, x, randn({B, H}, f64));
     }
+    SUBCASE("MGU with an input wider than its state: linear of [x, h] is split, its input block hoisted") {
+      nn::Fused<MGU> cell(2 * H, H);
+      check_fused_equals_unfused(cell, randn({T, B, 2 * H}, f64), randn({B, H}, f64));
+    }
     SUBCASE("LSTM") {
       nn::Fused<LSTM> cell(I, H);
       check_fused_equals_unfused(cell, x, zero_pair(B, H));
