@@ -49,6 +49,24 @@ struct Stage {
 
 std::int64_t width_of(const Shape& s) { return s.dim() == 0 ? 1 : s.back(); }
 
+// The forward values an op's backward reads (what the unfused op saves): its first and second operand, its
+// result. The step keeps exactly these; backward_row reads nothing else.
+struct BackwardReads {
+  bool a = false, b = false, y = false;
+};
+BackwardReads backward_reads(TraceOp op) {
+  switch (op) {
+    case TraceOp::mul: return {true, true, false};
+    case TraceOp::div: return {false, true, true};
+    case TraceOp::exp: case TraceOp::sqrt: case TraceOp::tanh: case TraceOp::sigmoid: case TraceOp::relu:
+      return {false, false, true};
+    case TraceOp::log: case TraceOp::abs: case TraceOp::pow_s: case TraceOp::rdiv_s: case TraceOp::logsigmoid:
+    case TraceOp::silu: case TraceOp::softplus: case TraceOp::linear: case TraceOp::matmul:
+      return {true, false, false};
+    default: return {};
+  }
+}
+
 bool is_product(TraceOp op) { return op == TraceOp::linear || op == TraceOp::matmul; }
 
 }  // namespace
@@ -363,19 +381,10 @@ CompiledStep compile_step(TraceGraph graph) {
   for (std::size_t i = 0; i < n; ++i) {
     const TraceNode& node = g.nodes[i];
     if (!live[i] || P.dep[i] != kState || node.op == TraceOp::input) continue;
-    auto keep = [&](int v) { kept[static_cast<std::size_t>(v)] = true; };
-    switch (node.op) {
-      case TraceOp::mul: keep(node.args[0]), keep(node.args[1]); break;
-      case TraceOp::div: keep(node.args[1]), keep(static_cast<int>(i)); break;
-      case TraceOp::exp: case TraceOp::sqrt: case TraceOp::tanh: case TraceOp::sigmoid: case TraceOp::relu:
-        keep(static_cast<int>(i));
-        break;
-      case TraceOp::log: case TraceOp::abs: case TraceOp::pow_s: case TraceOp::rdiv_s: case TraceOp::logsigmoid:
-      case TraceOp::silu: case TraceOp::softplus: case TraceOp::linear: case TraceOp::matmul:
-        keep(node.args[0]);
-        break;
-      default: break;
-    }
+    const BackwardReads reads = backward_reads(node.op);
+    if (reads.a) kept[static_cast<std::size_t>(node.args[0])] = true;
+    if (reads.b) kept[static_cast<std::size_t>(node.args[1])] = true;
+    if (reads.y) kept[i] = true;
   }
   for (std::size_t i = 0; i < n; ++i)
     if (live[i] && P.dep[i] == kState)
@@ -561,15 +570,17 @@ void forward_row(const Instr& in, const RowView<T>& rv) {
 template <class T>
 void backward_row(const Instr& in, const RowView<T>& rv) {
   const T* gy = rv.g(in.out);
-  const T* y = rv.f(in.out);
   const std::int64_t w = rv.w(in.out);
   const int ia = in.args.empty() ? -1 : in.args[0];
   const int ib = in.args.size() > 1 ? in.args[1] : -1;
-  const T* a = ia >= 0 ? rv.f(ia) : nullptr;
+  // Only the values backward_reads names are kept: the others are not addressed at all.
+  const BackwardReads reads = backward_reads(in.op);
+  const T* y = reads.y ? rv.f(in.out) : nullptr;
+  const T* a = reads.a ? rv.f(ia) : nullptr;
+  const T* b = reads.b ? rv.f(ib) : nullptr;
   const T s = static_cast<T>(in.a);
   // Operand values by output column (a width-1 operand is broadcast).
   const std::int64_t sa = ia >= 0 && rv.w(ia) == w ? 1 : 0;
-  const T* b = ib >= 0 ? rv.f(ib) : nullptr;
   const std::int64_t sb = ib >= 0 && rv.w(ib) == w ? 1 : 0;
   auto ga = [&](auto term) {
     if (rv.has_g(ia)) accumulate_row(rv.g(ia), rv.w(ia), w, term);
