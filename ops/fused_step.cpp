@@ -93,8 +93,6 @@ class FusedProgram {
   int param_buf(std::size_t k) const { return 1 + static_cast<int>(seq_nodes.size() + state_nodes.size() + k); }
 };
 
-std::size_t fused_instruction_count(const FusedProgram& program) { return program.instrs.size(); }
-
 namespace {
 
 // Marks split_products_of_cat leaves on the nodes it makes (TraceNode::a of a linear, b of a narrow).

@@ -29,9 +29,6 @@ struct CompiledStep {
 };
 CompiledStep compile_step(TraceGraph graph);
 
-/// Number of step-program instructions (elementwise ops and products) of a compiled step; for tests.
-std::size_t fused_instruction_count(const FusedProgram& program);
-
 /// One sequence of a compiled step: the values that depend on the parameters only, and those that depend
 /// on the input only (for all steps at once), computed on construction with ordinary recorded ops.
 class FusedSequence {
