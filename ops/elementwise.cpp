@@ -351,12 +351,7 @@ Tensor pow(const Tensor& x, double e) {
 Tensor tanh(const Tensor& x) {
   Tensor y = unary<Save::output>(
       "tanh", x,
-      [](auto v) {
-        if constexpr (std::is_same_v<decltype(v), float>)
-          return detail::tanh_approx(v);
-        else
-          return std::tanh(v);
-      },
+      [](auto v) { return detail::tanh_of(v); },
       [](auto y, auto g) { return g * (1 - y * y); });
   detail::trace_hook(detail::TraceOp::tanh, {&x}, y);
   return y;
@@ -365,12 +360,7 @@ Tensor tanh(const Tensor& x) {
 Tensor sigmoid(const Tensor& x) {
   Tensor y = unary<Save::output>(
       "sigmoid", x,
-      [](auto v) {
-        if constexpr (std::is_same_v<decltype(v), float>)
-          return detail::sigmoid_approx(v);
-        else
-          return 1.0 / (1.0 + std::exp(-v));
-      },
+      [](auto v) { return detail::sigmoid_of(v); },
       [](auto y, auto g) { return g * y * (1 - y); });
   detail::trace_hook(detail::TraceOp::sigmoid, {&x}, y);
   return y;

@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace unroll::detail {
 
@@ -47,5 +48,21 @@ inline float tanh_approx(float x) {
 
 /// 1 / (1 + e^-x).
 inline float sigmoid_approx(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+
+/// The activations every kernel uses: float32 through the approximations above, float64 through libm.
+template <class T>
+T sigmoid_of(T v) {
+  if constexpr (std::is_same_v<T, float>)
+    return sigmoid_approx(v);
+  else
+    return T(1) / (T(1) + std::exp(-v));
+}
+template <class T>
+T tanh_of(T v) {
+  if constexpr (std::is_same_v<T, float>)
+    return tanh_approx(v);
+  else
+    return std::tanh(v);
+}
 
 }  // namespace unroll::detail

@@ -448,23 +448,8 @@ CompiledStep compile_step(TraceGraph graph) {
 namespace {
 
 // ---- elementwise row kernels ------------------------------------------------------------------------
-// Same formulas as the unfused ops (float32 activations through ops/fast_math.hpp), so fused and unfused
-// agree to round-off.
-template <class T>
-T sigmoid_of(T v) {
-  if constexpr (std::is_same_v<T, float>)
-    return sigmoid_approx(v);
-  else
-    return T(1) / (T(1) + std::exp(-v));
-}
-template <class T>
-T tanh_of(T v) {
-  if constexpr (std::is_same_v<T, float>)
-    return tanh_approx(v);
-  else
-    return std::tanh(v);
-}
-
+// Same formulas as the unfused ops (activations: ops/fast_math.hpp's sigmoid_of, tanh_of), so fused and
+// unfused agree to round-off.
 template <class T, class F>
 void unary_row(T* __restrict y, const T* __restrict x, std::int64_t w, F f) {
   for (std::int64_t j = 0; j < w; ++j) y[j] = f(x[j]);

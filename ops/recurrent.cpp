@@ -66,22 +66,6 @@ HiddenWeight HiddenWeight::packed(const Tensor& w) {
 
 namespace {
 
-// Scalar activations: float32 through the vectorisable approximations of ops/fast_math.hpp.
-template <class T>
-T sigmoid_of(T v) {
-  if constexpr (std::is_same_v<T, float>)
-    return sigmoid_approx(v);
-  else
-    return T(1) / (T(1) + std::exp(-v));
-}
-template <class T>
-T tanh_of(T v) {
-  if constexpr (std::is_same_v<T, float>)
-    return tanh_approx(v);
-  else
-    return std::tanh(v);
-}
-
 // In-place activations over a contiguous run (trailing underscore: in place); separate simple loops
 // (restrict, no branches) vectorise.
 template <class T>
