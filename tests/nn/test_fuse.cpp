@@ -35,41 +35,21 @@ struct MGU : nn::Module {
 };
 
 // PyTorch's LSTM cell from primitives (gates i, f, g, o).
-struct LSTM : nn::Module {
-  Tensor w_ih, w_hh, b_ih, b_hh;
-  LSTM(std::int64_t in, std::int64_t hid, Dtype dt = f64) {
-    w_ih = uniform({4 * hid, in}, -0.5, 0.5, dt);
-    w_hh = uniform({4 * hid, hid}, -0.5, 0.5, dt);
-    b_ih = uniform({4 * hid}, -0.5, 0.5, dt);
-    b_hh = uniform({4 * hid}, -0.5, 0.5, dt);
-    register_parameter("weight_ih", w_ih);
-    register_parameter("weight_hh", w_hh);
-    register_parameter("bias_ih", b_ih);
-    register_parameter("bias_hh", b_hh);
-  }
+struct LSTM : nn::Module, nn::RecurrentWeights {  // the library's parameters, names and init
+  LSTM(std::int64_t in, std::int64_t hid, Dtype dt = f64) { create(*this, "", in, hid, 4, true, dt); }
   Pair operator()(const Tensor& x, const Pair& s) const {
-    auto g = chunk(linear(x, w_ih, b_ih) + linear(s.first, w_hh, b_hh), 4, 1);
+    auto g = chunk(linear(x, weight_ih, bias_ih) + linear(s.first, weight_hh, bias_hh), 4, 1);
     Tensor c = sigmoid(g[1]) * s.second + sigmoid(g[0]) * tanh(g[2]);
     return {sigmoid(g[3]) * tanh(c), c};
   }
 };
 
 // PyTorch's GRU cell from primitives (gates r, z, n).
-struct GRU : nn::Module {
-  Tensor w_ih, w_hh, b_ih, b_hh;
-  GRU(std::int64_t in, std::int64_t hid, Dtype dt = f64) {
-    w_ih = uniform({3 * hid, in}, -0.5, 0.5, dt);
-    w_hh = uniform({3 * hid, hid}, -0.5, 0.5, dt);
-    b_ih = uniform({3 * hid}, -0.5, 0.5, dt);
-    b_hh = uniform({3 * hid}, -0.5, 0.5, dt);
-    register_parameter("weight_ih", w_ih);
-    register_parameter("weight_hh", w_hh);
-    register_parameter("bias_ih", b_ih);
-    register_parameter("bias_hh", b_hh);
-  }
+struct GRU : nn::Module, nn::RecurrentWeights {  // the library's parameters, names and init
+  GRU(std::int64_t in, std::int64_t hid, Dtype dt = f64) { create(*this, "", in, hid, 3, true, dt); }
   Tensor operator()(const Tensor& x, const Tensor& h) const {
-    auto gi = chunk(linear(x, w_ih, b_ih), 3, 1);
-    auto gh = chunk(linear(h, w_hh, b_hh), 3, 1);
+    auto gi = chunk(linear(x, weight_ih, bias_ih), 3, 1);
+    auto gh = chunk(linear(h, weight_hh, bias_hh), 3, 1);
     Tensor r = sigmoid(gi[0] + gh[0]), z = sigmoid(gi[1] + gh[1]);
     Tensor n = tanh(gi[2] + r * gh[2]);
     return (1.0 - z) * n + z * h;
