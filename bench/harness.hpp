@@ -11,7 +11,7 @@
 //
 // Output contract: one JSON object per line on stdout,
 //   {"workload":..., "impl":..., "config":{...}, "ms_median":..., "ms_min":...,
-//    "ms_max":..., "tokens_per_s":..., "peak_rss_kb":...}
+//    "ms_max":..., "tokens_per_s":..., "peak_rss_kb":...[, "extra":{...}]}
 // Usage errors (unknown workload, malformed or unknown flag) go to stderr
 // and exit with code 2.
 #pragma once
@@ -243,7 +243,7 @@ inline double round_to(double v, int digits) {
 // each result immediately even when several runs share one process.
 // Key order is fixed (ordered_json) so lines are easy to eyeball and diff.
 inline void print_result(const std::string& workload, const std::string& impl, const nlohmann::json& config,
-                         const Timing& t, double tokens_per_step) {
+                         const Timing& t, double tokens_per_step, const nlohmann::json& extra = nullptr) {
   nlohmann::ordered_json out;
   out["workload"] = workload;
   out["impl"] = impl;
@@ -255,6 +255,7 @@ inline void print_result(const std::string& workload, const std::string& impl, c
   // JSON has no infinity and nlohmann would print null.
   out["tokens_per_s"] = t.ms_median > 0 ? detail::round_to(tokens_per_step / (t.ms_median / 1000.0), 1) : 0.0;
   out["peak_rss_kb"] = peak_rss_kb();
+  if (!extra.is_null()) out["extra"] = nlohmann::ordered_json(extra);
   std::cout << out.dump() << std::endl;  // endl: flush
 }
 
@@ -269,6 +270,9 @@ struct Prepared {
   nlohmann::json config;   // the workload's own sizes; run_main adds threads/steps/warmup
   double tokens_per_step;  // batch * seq
   std::function<void()> step;
+  // Optional: results of the workload's own that the timing of whole steps cannot show (e.g. the two halves
+  // of a paired step), added to the output line under "extra" after the timed run.
+  std::function<nlohmann::json()> extra = nullptr;
 };
 
 struct Workload {
@@ -321,7 +325,7 @@ inline int run_main(int argc, const char* const* argv, const std::string& impl, 
     config["threads"] = args.threads;
     config["steps"] = args.steps;
     config["warmup"] = args.warmup;
-    print_result(args.workload, impl, config, t, p.tokens_per_step);
+    print_result(args.workload, impl, config, t, p.tokens_per_step, p.extra ? p.extra() : nlohmann::json());
     return 0;
   } catch (const UsageError& e) {
     std::cerr << prog << ": error: " << e.what() << "\n"

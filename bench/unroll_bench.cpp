@@ -7,6 +7,8 @@
 #include <unroll/core/blas.hpp>
 #include <unroll/unroll.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -101,6 +103,46 @@ bench::Prepared tiny_rnn_loops(bench::Args& args) {
                                q.dW.data(), q.dU.data(), q.db.data(), T, B, I, H);
   };
   return {{{"batch", B}, {"input", I}, {"hidden", H}, {"seq", T}}, static_cast<double>(B) * T, step};
+}
+
+// tiny_rnn_paired: tiny_rnn (fused unless --fused 0) and its floor (tiny_rnn_loops) alternately, one of each per
+// timed step, each half timed on its own. On a shared host the speed of the machine moves by 2x between runs
+// a few seconds apart; two halves run within a millisecond of each other see the same machine, so the median
+// of their per-pair ratio is the fused step's distance from the floor that a comparison of separate runs
+// cannot measure. Reports both halves' medians and that ratio under "extra".
+bench::Prepared tiny_rnn_paired(bench::Args& args) {
+  bench::Prepared engine = tiny_rnn(args), floor = tiny_rnn_loops(args);
+  struct Halves {
+    std::vector<double> engine_ms, floor_ms;
+  };
+  auto halves = std::make_shared<Halves>();
+  auto timed = [](const std::function<void()>& f) {
+    const auto start = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  };
+  auto step = [halves, timed, e = engine.step, f = floor.step] {
+    halves->engine_ms.push_back(timed(e));
+    halves->floor_ms.push_back(timed(f));
+  };
+  auto extra = [halves, warmup = static_cast<std::size_t>(args.warmup)] {
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      const std::size_t n = v.size();
+      return n == 0 ? 0.0 : n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    };
+    // The harness's warm-up steps ran first and were recorded here too: leave them out.
+    const std::vector<double> e(halves->engine_ms.begin() + static_cast<std::ptrdiff_t>(warmup), halves->engine_ms.end());
+    const std::vector<double> f(halves->floor_ms.begin() + static_cast<std::ptrdiff_t>(warmup), halves->floor_ms.end());
+    std::vector<double> ratio;
+    for (std::size_t i = 0; i < e.size(); ++i) ratio.push_back(e[i] / f[i]);
+    const auto round4 = [](double v) { return std::round(v * 1e4) / 1e4; };
+    return nlohmann::json{{"engine_ms_median", round4(median(e))},
+                          {"floor_ms_median", round4(median(f))},
+                          {"ratio_median", round4(median(ratio))},
+                          {"pairs", ratio.size()}};
+  };
+  return {engine.config, engine.tokens_per_step, step, extra};
 }
 
 // elementwise: y = tanh(a + b) on n floats, no autograd; run at --threads 1 and 2 to see where splitting
@@ -491,6 +533,9 @@ const std::vector<bench::Workload> kWorkloads = {
      tiny_rnn},
     {"tiny_rnn_loops", "tiny_rnn's floor: plain C++ loops, -O3 -march=native -ffast-math [same flags as tiny_rnn]",
      tiny_rnn_loops},
+    {"tiny_rnn_paired",
+     "tiny_rnn and its floor alternately, each timed: the median per-pair ratio under extra [tiny_rnn's flags]",
+     tiny_rnn_paired},
     {"elementwise", "tanh(a + b) on n floats, x100, no autograd [--n 65536 --grain G]", elementwise},
     {"matmul", "[m,k] x [k,n] product, x100, no autograd [--m 1 --n 32 --k 32 --small-work W --small-rows R]", matmul},
     {"step_gemm",
