@@ -190,7 +190,9 @@ TraceGraph split_products_of_cat(TraceGraph g) {
 }
 
 // (a + b) + c -> (a + c) + b when a depends on the input only, b on the state and c on parameters only (a
-// bias after a split product): a + c is then hoisted with the input projection, one pass less per step.
+// bias after the sum of an input projection and a state product, split or written out): a + c is then
+// hoisted with the input projection (one linear with bias over all steps), one pass less per step and the
+// bias's gradient summed once per sequence instead of once per step.
 TraceGraph hoist_bias_adds(TraceGraph g) {
   const std::vector<std::uint8_t> dep = plain_deps(g);
   const std::size_t n = g.nodes.size();
@@ -207,7 +209,7 @@ TraceGraph hoist_bias_adds(TraceGraph g) {
     if (!is_add(v) || g.nodes[v].args[0] != static_cast<int>(u) || g.nodes[v].shape != g.nodes[u].shape) continue;
     const auto a = static_cast<std::size_t>(g.nodes[u].args[0]), b = static_cast<std::size_t>(g.nodes[u].args[1]);
     const auto c = static_cast<std::size_t>(g.nodes[v].args[1]);
-    if (dep[a] == kInput && dep[b] == kState && dep[c] == kParams && c < u && g.nodes[a].shape == g.nodes[u].shape)
+    if (dep[a] == kInput && dep[b] == kState && dep[c] == kParams && g.nodes[a].shape == g.nodes[u].shape)
       folded[u] = static_cast<int>(v);
   }
   if (std::all_of(folded.begin(), folded.end(), [](int f) { return f < 0; })) return g;
@@ -220,8 +222,18 @@ TraceGraph hoist_bias_adds(TraceGraph g) {
     out.nodes.push_back(std::move(node));
     return static_cast<int>(out.nodes.size()) - 1;
   };
+  // The bias is often first used after the sum it joins (tanh(x W + h U + b) meets b last): a parameter-only
+  // value depends on nothing that changes, so it and its own arguments can be emitted early, before the sum.
+  auto emit_params_only = [&](auto&& self, std::size_t i) -> int {
+    if (remap[i] < 0) {
+      TraceNode node = g.nodes[i];
+      for (int& a : node.args) a = self(self, static_cast<std::size_t>(a));
+      remap[i] = push(std::move(node));
+    }
+    return remap[i];
+  };
   for (std::size_t i = 0; i < n; ++i) {
-    if (remap[i] >= 0) continue;  // a folded bias add, already emitted
+    if (remap[i] >= 0) continue;  // a folded bias add, or a parameter-only value emitted early for one
     TraceNode node = g.nodes[i];
     for (int& a : node.args) a = remap[static_cast<std::size_t>(a)];
     if (folded[i] < 0) {
@@ -229,7 +241,7 @@ TraceGraph hoist_bias_adds(TraceGraph g) {
       continue;
     }
     const auto v = static_cast<std::size_t>(folded[i]);
-    const int c = remap[static_cast<std::size_t>(g.nodes[v].args[1])];
+    const int c = emit_params_only(emit_params_only, static_cast<std::size_t>(g.nodes[v].args[1]));
     const int ac = push(TraceNode{.op = TraceOp::add, .args = {node.args[0], c}, .a = 0, .b = 0, .i0 = 0, .i1 = 0,
                                   .shape = node.shape});
     remap[i] = push(TraceNode{.op = TraceOp::add, .args = {ac, node.args[1]}, .a = 0, .b = 0, .i0 = 0, .i1 = 0,

@@ -410,6 +410,21 @@ TEST_SUITE("nn/fuse") {
     tape.clear();
   }
 
+  TEST_CASE("a bias added after the state's product is hoisted with the input projection") {
+    // tanh(x W + h U + b) meets b only after the sum: (x W + b) runs once over all T*B rows, so the tape holds
+    // x W, + b, one node per step and the stack (x needs no gradient: its reshape is not recorded) — and b's
+    // gradient is one sum over the rows, not T adds. Unhoisted, + b would be part of every step instead.
+    manual_seed(9);
+    nn::Fused<TinyRNN> cell(3, 4);
+    auto& tape = autograd::Tape::current();
+    tape.clear();
+    const std::int64_t T = 6;
+    auto r = nn::run_cell(randn({T, 2, 3}, f64), randn({2, 4}, f64), cell);
+    CHECK(cell.why_not() == "");
+    CHECK(tape.size() == static_cast<std::size_t>(T) + 3);
+    tape.clear();
+  }
+
   TEST_CASE("a Fused cell is the cell: same parameters and state dict, loads the unfused cell's dict") {
     manual_seed(10);
     MGU plain(3, 4);
