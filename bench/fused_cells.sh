@@ -1,7 +1,8 @@
 #!/bin/sh
 # bench/fused_cells.sh BUILD_DIR [REPS] — the "Fused custom cells" measurements of bench/RESULTS.md: each
 # workload run REPS times (default 3), interleaved so that a noisy neighbour hits all of them alike, one
-# thread; prints the median of the runs' median step times (ms) and of their peak RSS (MB).
+# thread; prints the median of the runs' median step times (ms) and of their peak RSS (MB), and for
+# tiny_rnn_paired (the fused step and the floor alternately in one process) the median per-pair ratio.
 # BUILD_DIR is a build with -DUNROLL_BUILD_BENCH=ON (torch-bench is included when it was built).
 set -eu
 B="${1:?usage: bench/fused_cells.sh BUILD_DIR [REPS]}/bench"
@@ -18,6 +19,7 @@ while [ "$i" -lt "$REPS" ]; do
   run "tiny_rnn fused" unroll-bench --workload tiny_rnn --fused 1 --steps 2000
   run "tiny_rnn unfused" unroll-bench --workload tiny_rnn --fused 0 --steps 2000
   run "tiny_rnn plain loops (floor)" unroll-bench --workload tiny_rnn_loops --steps 2000
+  run "tiny_rnn paired" unroll-bench --workload tiny_rnn_paired --steps 2000
   run "tiny_rnn LibTorch" torch-bench --workload tiny_rnn --steps 100
   for v in lstm gru; do
     run "fastrnn nn_$v" unroll-bench --workload fastrnn --variant nn_$v --steps 5
@@ -33,8 +35,17 @@ for line in open(sys.argv[1]):
     label, js = line.rstrip("\n").split("\t", 1)
     d = json.loads(js)
     rows.setdefault(label, []).append((d["ms_median"], d["peak_rss_kb"] / 1024))
+ratios = []
+for line in open(sys.argv[1]):
+    label, js = line.rstrip("\n").split("\t", 1)
+    if label == "tiny_rnn paired":
+        ratios.append(json.loads(js)["extra"]["ratio_median"])
+rows.pop("tiny_rnn paired", None)
 print("| workload | ms per step (median of runs) | runs | peak RSS MB |")
 print("|---|---:|---:|---:|")
 for label, r in rows.items():
     print(f"| {label} | {statistics.median(x for x, _ in r):.4g} | {len(r)} | {statistics.median(m for _, m in r):.0f} |")
+if ratios:
+    print(f"\ntiny_rnn fused / floor, paired in one process: median ratio {statistics.median(ratios):.3g} "
+          f"(runs: {', '.join(f'{x:.3g}' for x in ratios)})")
 PY

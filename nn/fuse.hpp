@@ -87,11 +87,11 @@ class FusedStep {
       if (!sequence_) return (*owner_.cell_)(x_[t], state);
       flat_.clear();
       nn::detail::for_each_tensor(state, [&](const Tensor& s) { flat_.push_back(s); });
-      std::vector<Tensor> outs = sequence_->step(t, flat_);
+      sequence_->step(t, flat_, outs_);
       flat_.clear();
       State next = state;
       std::size_t k = 0;
-      nn::detail::for_each_tensor(next, [&](Tensor& s) { s = std::move(outs[k++]); });
+      nn::detail::for_each_tensor(next, [&](Tensor& s) { s = std::move(outs_[k++]); });
       return next;
     }
 
@@ -123,7 +123,7 @@ class FusedStep {
     Tensor x_;
     bool decided_ = false;
     std::optional<unroll::detail::FusedSequence> sequence_;
-    std::vector<Tensor> flat_;  // the state's tensors, reused from step to step
+    std::vector<Tensor> flat_, outs_;  // the state's tensors in and out, reused from step to step
   };
 
   /// What nn::run_cell calls: a session over x [T, B, ...].

@@ -847,22 +847,28 @@ struct Frame {
   void fill(const FusedSequence::Data& d, const Tensor& own, std::span<const Tensor> state, std::int64_t t,
             bool forward) {
     const std::int64_t B = d.program->B;
-    base.clear(), owners.clear(), owner_offset.clear(), transposed.clear();
-    auto add = [&](const Tensor& q, std::int64_t off) {
-      base.push_back(q.data<T>() + off);
-      owners.push_back(&q);
-      owner_offset.push_back(off);
+    const std::size_t n = 1 + d.seq.size() + state.size() + d.params.size() + 1;
+    base.resize(n), owners.resize(n), owner_offset.resize(n);  // no-ops after the first step
+    std::size_t at = 0;
+    auto add = [&](const Tensor* q, std::int64_t off) {
+      base[at] = q ? q->data<T>() + off : nullptr;
+      owners[at] = q;
+      owner_offset[at++] = off;
     };
-    add(own, 0);
-    for (const Tensor& q : d.seq) add(q, t * B * q.shape().back());
-    for (const Tensor& q : state) add(q, 0);
-    for (const Tensor& q : d.params) add(q, 0);
-    if (forward) scratch.resize(static_cast<std::size_t>(d.program->scratch));
-    base.push_back(forward ? scratch.data() : nullptr);  // backward reads no scratch value
-    owners.push_back(nullptr);
-    owner_offset.push_back(0);
-    transposed.assign(d.seq.size() + state.size(), nullptr);
-    for (const Tensor& q : d.transposed) transposed.push_back(q.defined() ? q.data<T>() : nullptr);
+    add(&own, 0);
+    for (const Tensor& q : d.seq) add(&q, t * B * q.shape().back());
+    for (const Tensor& q : state) add(&q, 0);
+    for (const Tensor& q : d.params) add(&q, 0);
+    add(nullptr, 0);
+    if (forward) {
+      scratch.resize(static_cast<std::size_t>(d.program->scratch));
+      base[at - 1] = scratch.data();  // backward reads no scratch value
+    }
+    const std::size_t lead = d.seq.size() + state.size();
+    transposed.resize(lead + d.transposed.size());
+    std::fill(transposed.begin(), transposed.begin() + static_cast<std::ptrdiff_t>(lead), nullptr);
+    for (std::size_t k = 0; k < d.transposed.size(); ++k)
+      transposed[lead + k] = d.transposed[k].defined() ? d.transposed[k].data<T>() : nullptr;
   }
 };
 template <class T>
@@ -916,12 +922,12 @@ Tensor rows_tensor(const Loc& l, const Frame<T>& f, std::int64_t B) {
   return t;
 }
 
-// What a step's backward keeps: its buffer of forward values and the state it read (up to four tensors
-// inline: the closure then needs no heap block of its own).
+// What a step's backward keeps: its buffer of forward values and the state it read (up to two tensors, h or
+// (h, c), inline: the closure then needs no heap block of its own, and stays small to record and destroy).
 struct SavedStep {
   std::shared_ptr<const FusedSequence::Data> data;
   Tensor arena;
-  std::array<Tensor, 4> state_inline;
+  std::array<Tensor, 2> state_inline;
   std::vector<Tensor> state_heap;
   std::int64_t t;
   std::span<const Tensor> state() const {
@@ -1016,10 +1022,17 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
     const T* __restrict src = gbase[0] + l.off;
     for (std::int64_t i = 0; i < B * l.w; ++i) dst[i] += src[i];
   }
-  for (std::size_t k = 0; k < n_state; ++k) {
+  for (std::size_t k = 0; k < n_state; ++k) {  // into the state's gradient (garena is reused: copied out)
     if (!sink.needs(n_seq + k)) continue;
     const Loc& l = P.gloc[static_cast<std::size_t>(P.state_nodes[k])];
-    sink.add(n_seq + k, copy_of(view_range(garena, l.off, state[k].shape())));  // the buffer is reused
+    bool fresh = false;
+    T* __restrict dst = sink.buffer(n_seq + k, fresh).template data<T>();
+    const T* __restrict src = gbase[0] + l.off;
+    const std::int64_t n = state[k].numel();
+    if (fresh)
+      std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(T));
+    else
+      for (std::int64_t i = 0; i < n; ++i) dst[i] += src[i];
   }
   for (std::size_t k = 0; k < P.param_nodes.size(); ++k) {
     const std::size_t i = n_seq + n_state + k;
@@ -1031,7 +1044,7 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
 
 }  // namespace
 
-std::vector<Tensor> FusedSequence::step(std::int64_t t, std::span<const Tensor> state) const {
+void FusedSequence::step(std::int64_t t, std::span<const Tensor> state, std::vector<Tensor>& outs) const {
   const Data& d = *data_;
   const FusedProgram& P = *d.program;
   const TraceGraph& g = P.graph;
@@ -1049,8 +1062,7 @@ std::vector<Tensor> FusedSequence::step(std::int64_t t, std::span<const Tensor> 
                  state[k].defined() ? fmt::format("{}", state[k].dtype()) : std::string(""), s, g.dtype);
   }
   Tensor arena = Tensor::empty({P.arena}, g.dtype);
-  std::vector<Tensor> outs;
-  outs.reserve(g.outputs.size());
+  outs.clear();
   dispatch_floating(where, g.dtype, [&]<class T>(T*) {
     Frame<T>& f = forward_frame<T>();
     f.fill(d, arena, state, t, /*forward=*/true);
@@ -1071,7 +1083,7 @@ std::vector<Tensor> FusedSequence::step(std::int64_t t, std::span<const Tensor> 
   });
   if (!autograd::needs_grad(std::span<const Tensor>(d.seq)) && !autograd::needs_grad(state) &&
       !autograd::needs_grad(std::span<const Tensor>(d.params)))
-    return outs;
+    return;
   thread_local std::vector<const Tensor*> inputs;
   thread_local std::vector<Tensor*> out_ptrs;
   inputs.clear(), out_ptrs.clear();
@@ -1088,7 +1100,6 @@ std::vector<Tensor> FusedSequence::step(std::int64_t t, std::span<const Tensor> 
                    [s = std::move(saved)](autograd::GradSink& sink) {
                      dispatch_floating("fused step", s.arena.dtype(), [&]<class T>(T*) { run_backward<T>(sink, s); });
                    });
-  return outs;
 }
 
 }  // namespace unroll::detail

@@ -35,9 +35,10 @@ class FusedSequence {
  public:
   /// x [T, B, ...] as traced (x_t [B, ...] at every step).
   FusedSequence(std::shared_ptr<const FusedProgram> program, const Tensor& x);
-  /// Step t (0 <= t < T) from the state tensors (in trace order): the new state tensors, recorded as one
+  /// Step t (0 <= t < T) from the state tensors (in trace order): the new state tensors into `next` (its
+  /// previous contents replaced; reused from step to step, so a step allocates no vector), recorded as one
   /// tape node when gradients are needed.
-  std::vector<Tensor> step(std::int64_t t, std::span<const Tensor> state) const;
+  void step(std::int64_t t, std::span<const Tensor> state, std::vector<Tensor>& next) const;
 
   struct Data;  // ops/fused_step.cpp
 
