@@ -40,6 +40,9 @@ struct Instr {
   std::int64_t w_ld = 0;    // the weight's row length
   bool weight_rows = true;  // adds its weight-gradient rows (false: a split product whose owner adds them)
   std::vector<int> row_parts;  // a split product's owner: the values whose rows [x_t, h] are W's gradient rows
+  // Bit k: backward's gradient for argument k is the first write to that gradient block, so it stores
+  // instead of adding (the block is not zeroed first: see store_first_writes).
+  std::uint32_t store_grad = 0;
 };
 
 struct Stage {
@@ -86,6 +89,10 @@ class FusedProgram {
   // n_inputs() + 1, reused by every step) and of its gradient buffer.
   std::int64_t arena = 0, scratch = 0, garena = 0;
   std::int64_t B = 0;
+  // Backward: whether seeding output k's gradient stores (the first write to its block), and the gradient
+  // blocks that must be zeroed each step (those no write can store into first), as [offset, length).
+  std::vector<bool> seed_stores;
+  std::vector<std::pair<std::int64_t, std::int64_t>> gzero;
 
   std::size_t n_inputs() const { return seq_nodes.size() + state_nodes.size() + param_nodes.size(); }
   int seq_buf(std::size_t k) const { return 1 + static_cast<int>(k); }
@@ -251,6 +258,76 @@ TraceGraph hoist_bias_adds(TraceGraph g) {
   for (int v : g.inputs) out.inputs.push_back(remap[static_cast<std::size_t>(v)]);
   for (int v : g.outputs) out.outputs.push_back(remap[static_cast<std::size_t>(v)]);
   return out;
+}
+
+// Whether backward_row writes the gradient of every argument of an elementwise op, in argument order (its
+// switch below, case for case): only such writes can be a block's first.
+bool backward_writes_args(TraceOp op) {
+  switch (op) {
+    case TraceOp::add: case TraceOp::sub: case TraceOp::mul: case TraceOp::div: case TraceOp::add_s:
+    case TraceOp::sub_s: case TraceOp::rsub_s: case TraceOp::neg: case TraceOp::mul_s: case TraceOp::div_s:
+    case TraceOp::rdiv_s: case TraceOp::pow_s: case TraceOp::exp: case TraceOp::log: case TraceOp::sqrt:
+    case TraceOp::abs: case TraceOp::tanh: case TraceOp::sigmoid: case TraceOp::relu: case TraceOp::logsigmoid:
+    case TraceOp::silu: case TraceOp::softplus: case TraceOp::sum_last: case TraceOp::mean_last: case TraceOp::cat:
+      return true;
+    default: return false;
+  }
+}
+
+// The step's gradient buffer is reused from step to step. Rather than zeroing all of it before every backward
+// (a pass over B * (all the step's widths), as large as the step's elementwise work at B = 64, H = 256), the
+// first write to each gradient block — in backward order: the outputs' seeds, then the stages in reverse —
+// stores, and only blocks that cannot be written that way are zeroed: blocks shared by all rows (a broadcast
+// parameter's), blocks written through a narrow view (a view covers part of a row), blocks nothing writes.
+void store_first_writes(FusedProgram& P) {
+  const TraceGraph& g = P.graph;
+  const std::size_t n = g.nodes.size();
+  std::vector<int> block(n, -1);  // the node owning the gradient block a node's gradient lives in
+  std::vector<bool> viewed(n, false), written(n, false), stored(n, false);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!P.gloc[i].defined()) continue;
+    block[i] = static_cast<int>(i);
+    const TraceNode& node = g.nodes[i];
+    if (node.op == TraceOp::narrow && P.live[i] && P.dep[i] == kState) {  // a view into its source's block
+      const int src = block[static_cast<std::size_t>(node.args[0])];
+      block[i] = src;
+      viewed[static_cast<std::size_t>(src)] = true;
+    }
+  }
+  auto write = [&](int v) {  // the next write, in backward order, to v's gradient: may it store?
+    const auto o = static_cast<std::size_t>(block[static_cast<std::size_t>(v)]);
+    const bool store = !written[o] && o == static_cast<std::size_t>(v) && !viewed[o] && P.gloc[o].per_row;
+    written[o] = true;
+    stored[o] = stored[o] || store;
+    return store;
+  };
+  P.seed_stores.clear();
+  for (int o : g.outputs) P.seed_stores.push_back(write(o));
+  for (std::size_t si = P.stages.size(); si-- > 0;) {
+    const Stage& st = P.stages[si];
+    for (std::size_t i = st.end; i-- > st.begin;) {
+      Instr& in = P.instrs[i];
+      in.store_grad = 0;
+      const std::size_t n_written = st.product ? 1 : (backward_writes_args(in.op) ? in.args.size() : 0);
+      for (std::size_t k = 0; k < n_written; ++k)
+        if (P.gloc[static_cast<std::size_t>(in.args[k])].defined() && write(in.args[k]) && k < 32)
+          in.store_grad |= 1u << k;
+    }
+  }
+  // Undo a store that a later argument bit could not carry (a cat of more than 32 values): zero that block.
+  for (const Instr& in : P.instrs)
+    for (std::size_t k = 32; k < in.args.size(); ++k) stored[static_cast<std::size_t>(block[static_cast<std::size_t>(in.args[k])])] = false;
+  std::vector<std::pair<std::int64_t, std::int64_t>> zero;
+  for (std::size_t o = 0; o < n; ++o)
+    if (block[o] == static_cast<int>(o) && !stored[o])
+      zero.emplace_back(P.gloc[o].off, P.gloc[o].per_row ? P.B * P.gloc[o].w : P.gloc[o].w);
+  std::sort(zero.begin(), zero.end());
+  P.gzero.clear();
+  for (const auto& z : zero)
+    if (!P.gzero.empty() && P.gzero.back().first + P.gzero.back().second == z.first)
+      P.gzero.back().second += z.second;  // adjacent blocks: one memset
+    else
+      P.gzero.push_back(z);
 }
 
 }  // namespace
@@ -454,6 +531,7 @@ CompiledStep compile_step(TraceGraph graph) {
   P.arena = arena;
   P.scratch = scratch;
   P.garena = garena;
+  store_first_writes(P);
   return {std::move(p), {}};
 }
 
@@ -478,15 +556,19 @@ void binary_row(T* __restrict y, const T* a, std::int64_t wa, const T* b, std::i
   else
     for (std::int64_t j = 0; j < w; ++j) y[j] = f(a[0], b[0]);
 }
-// gx (+)= term(j) over the row; a width-1 gx (broadcast in the forward) takes the row's sum.
+// gx += term(j) over the row (gx = term(j) when `store`: the first write to gx); a width-1 gx (broadcast in
+// the forward) takes the row's sum.
 template <class T, class F>
-void accumulate_row(T* gx, std::int64_t wx, std::int64_t w, F term) {
+void accumulate_row(T* gx, std::int64_t wx, std::int64_t w, F term, bool store) {
   if (wx == w) {
-    for (std::int64_t j = 0; j < w; ++j) gx[j] += term(j);
+    if (store)
+      for (std::int64_t j = 0; j < w; ++j) gx[j] = term(j);
+    else
+      for (std::int64_t j = 0; j < w; ++j) gx[j] += term(j);
   } else {
     T s = 0;
     for (std::int64_t j = 0; j < w; ++j) s += term(j);
-    gx[0] += s;
+    gx[0] = store ? s : gx[0] + s;
   }
 }
 
@@ -578,10 +660,10 @@ void backward_row(const Instr& in, const RowView<T>& rv) {
   const std::int64_t sa = ia >= 0 && rv.w(ia) == w ? 1 : 0;
   const std::int64_t sb = ib >= 0 && rv.w(ib) == w ? 1 : 0;
   auto ga = [&](auto term) {
-    if (rv.has_g(ia)) accumulate_row(rv.g(ia), rv.w(ia), w, term);
+    if (rv.has_g(ia)) accumulate_row(rv.g(ia), rv.w(ia), w, term, (in.store_grad & 1u) != 0);
   };
   auto gb = [&](auto term) {
-    if (rv.has_g(ib)) accumulate_row(rv.g(ib), rv.w(ib), w, term);
+    if (rv.has_g(ib)) accumulate_row(rv.g(ib), rv.w(ib), w, term, (in.store_grad & 2u) != 0);
   };
   switch (in.op) {
     case TraceOp::add: ga([&](std::int64_t j) { return gy[j]; }); gb([&](std::int64_t j) { return gy[j]; }); return;
@@ -647,22 +729,29 @@ void backward_row(const Instr& in, const RowView<T>& rv) {
       const std::int64_t wa = rv.w(ia);
       const T d = in.op == TraceOp::mean_last ? gy[0] * static_cast<T>(1.0 / static_cast<double>(wa)) : gy[0];
       T* g = rv.g(ia);
-      for (std::int64_t j = 0; j < wa; ++j) g[j] += d;
+      if (in.store_grad & 1u)
+        for (std::int64_t j = 0; j < wa; ++j) g[j] = d;
+      else
+        for (std::int64_t j = 0; j < wa; ++j) g[j] += d;
       return;
     }
     case TraceOp::cat: {
       std::int64_t at = 0;
-      for (int v : in.args) {
+      for (std::size_t k = 0; k < in.args.size(); ++k) {
+        const int v = in.args[k];
         const std::int64_t wv = rv.w(v);
         if (rv.has_g(v)) {
           T* g = rv.g(v);
-          for (std::int64_t j = 0; j < wv; ++j) g[j] += gy[at + j];
+          if (k < 32 && (in.store_grad >> k & 1u) != 0)
+            std::memcpy(g, gy + at, static_cast<std::size_t>(wv) * sizeof(T));
+          else
+            for (std::int64_t j = 0; j < wv; ++j) g[j] += gy[at + j];
         }
         at += wv;
       }
       return;
     }
-    default: return;
+    default: return;  // keep in step with backward_writes_args
   }
 }
 
@@ -952,8 +1041,8 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
   if (!scratch_grads.defined() || scratch_grads.numel() < P.garena || scratch_grads.dtype() != s.arena.dtype())
     scratch_grads = Tensor::empty({std::max<std::int64_t>(P.garena, 1)}, s.arena.dtype());
   const Tensor& garena = scratch_grads;
-  std::memset(garena.raw(), 0, static_cast<std::size_t>(P.garena) * sizeof(T));
   T* const gbase[1] = {garena.data<T>()};
+  for (const auto& [off, len] : P.gzero) std::memset(gbase[0] + off, 0, static_cast<std::size_t>(len) * sizeof(T));
   // The outputs' gradients into their values' gradient rows.
   const auto& outputs = P.graph.outputs;
   for (std::size_t k = 0; k < outputs.size(); ++k) {
@@ -962,7 +1051,10 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
     for (std::int64_t r = 0; r < B; ++r) {
       T* __restrict dst = gbase[0] + l.off + r * l.ld;
       const T* __restrict src = pg + r * l.w;
-      for (std::int64_t j = 0; j < l.w; ++j) dst[j] += src[j];
+      if (P.seed_stores[k])
+        std::memcpy(dst, src, static_cast<std::size_t>(l.w) * sizeof(T));
+      else
+        for (std::int64_t j = 0; j < l.w; ++j) dst[j] += src[j];
     }
   }
   for (std::size_t si = P.stages.size(); si-- > 0;) {
@@ -980,10 +1072,12 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
       const T* dy = gbase[0] + gy.off;
       if (gv.defined()) {  // dv += dY W (linear, W [n, k]) or dY Wᵀ (matmul, W [k, n]: Wᵀ's copy [n, k])
         T* dv = gbase[0] + gv.off;
+        const bool store = (in.store_grad & 1u) != 0;  // dv = ..., its first write
         if (small_products(B))
-          row_product(B, k, n, dy, gy.ld, linear_op ? W : f.transposed[wi], linear_op ? in.w_ld : k, dv, gv.ld, true);
+          row_product(B, k, n, dy, gy.ld, linear_op ? W : f.transposed[wi], linear_op ? in.w_ld : k, dv, gv.ld,
+                      !store);
         else
-          gemm(false, !linear_op, B, k, n, T(1), dy, gy.ld, W, in.w_ld, T(1), dv, gv.ld);
+          gemm(false, !linear_op, B, k, n, T(1), dy, gy.ld, W, in.w_ld, store ? T(0) : T(1), dv, gv.ld);
       }
       if (in.weight_rows && sink.needs(wi)) {
         Tensor dyt = view_range(garena, gy.off, {B, n});
