@@ -43,6 +43,7 @@ struct Instr {
   // Bit k: backward's gradient for argument k is the first write to that gradient block, so it stores
   // instead of adding (the block is not zeroed first: see store_first_writes).
   std::uint32_t store_grad = 0;
+  int bias = -1;  // products: a parameter vector added to every row of the result (x Wᵀ + b, as linear does)
 };
 
 struct Stage {
@@ -93,6 +94,8 @@ class FusedProgram {
   // blocks that must be zeroed each step (those no write can store into first), as [offset, length).
   std::vector<bool> seed_stores;
   std::vector<std::pair<std::int64_t, std::int64_t>> gzero;
+  // same_as[i] = p: node i (product + bias, folded into the product p) is p's value and gradient.
+  std::vector<int> same_as;
 
   std::size_t n_inputs() const { return seq_nodes.size() + state_nodes.size() + param_nodes.size(); }
   int seq_buf(std::size_t k) const { return 1 + static_cast<int>(k); }
@@ -284,19 +287,23 @@ void store_first_writes(FusedProgram& P) {
   const std::size_t n = g.nodes.size();
   std::vector<int> block(n, -1);  // the node owning the gradient block a node's gradient lives in
   std::vector<bool> viewed(n, false), written(n, false), stored(n, false);
+  std::vector<bool> part(n, false);  // the node's gradient is part of a row of its block (a narrow view)
   for (std::size_t i = 0; i < n; ++i) {
     if (!P.gloc[i].defined()) continue;
     block[i] = static_cast<int>(i);
     const TraceNode& node = g.nodes[i];
-    if (node.op == TraceOp::narrow && P.live[i] && P.dep[i] == kState) {  // a view into its source's block
+    if (P.same_as[i] >= 0) {
+      block[i] = block[static_cast<std::size_t>(P.same_as[i])];
+    } else if (node.op == TraceOp::narrow && P.live[i] && P.dep[i] == kState) {  // a view into its source's block
       const int src = block[static_cast<std::size_t>(node.args[0])];
       block[i] = src;
+      part[i] = true;
       viewed[static_cast<std::size_t>(src)] = true;
     }
   }
   auto write = [&](int v) {  // the next write, in backward order, to v's gradient: may it store?
     const auto o = static_cast<std::size_t>(block[static_cast<std::size_t>(v)]);
-    const bool store = !written[o] && o == static_cast<std::size_t>(v) && !viewed[o] && P.gloc[o].per_row;
+    const bool store = !written[o] && !part[static_cast<std::size_t>(v)] && !viewed[o] && P.gloc[o].per_row;
     written[o] = true;
     stored[o] = stored[o] || store;
     return store;
@@ -476,9 +483,37 @@ CompiledStep compile_step(TraceGraph graph) {
   for (std::size_t i = 0; i < n; ++i)
     if (live[i] && P.dep[i] == kState)
       for (int a : row_parts(i)) kept[static_cast<std::size_t>(a)] = true;  // read by backward for the weight rows
+  // A product whose one use is adding a parameter vector (linear(v, W) + b, as the trace records linear with a
+  // bias; or v W + b) adds it itself, as linear does: its rows start as b, no pass over the result to add it.
+  P.same_as.assign(n, -1);
+  {
+    std::vector<int> uses(n, 0);
+    for (std::size_t i = 0; i < n; ++i)
+      if (live[i])
+        for (int a : g.nodes[i].args) ++uses[static_cast<std::size_t>(a)];
+    for (int o : g.outputs) uses[static_cast<std::size_t>(o)] += 2;  // a returned product keeps its own value
+    for (std::size_t i = 0; i < n; ++i) {
+      const TraceNode& node = g.nodes[i];
+      if (!live[i] || P.dep[i] != kState || node.op != TraceOp::add || node.args.size() != 2) continue;
+      for (int side = 0; side < 2; ++side) {
+        const auto pi = static_cast<std::size_t>(node.args[static_cast<std::size_t>(side)]);
+        const auto ci = static_cast<std::size_t>(node.args[static_cast<std::size_t>(1 - side)]);
+        const Shape& cs = g.nodes[ci].shape;
+        if (is_product(g.nodes[pi].op) && P.dep[pi] == kState && uses[pi] == 1 && P.dep[ci] == kParams &&
+            cs.dim() == 1 && cs[0] == width_of(node.shape) && node.shape == g.nodes[pi].shape) {
+          P.same_as[i] = static_cast<int>(pi);
+          kept[pi] = kept[pi] || kept[i];
+          break;
+        }
+      }
+    }
+  }
   for (std::size_t i = n; i-- > 0;)  // a kept view keeps what it views
     if (kept[i] && g.nodes[i].op == TraceOp::narrow) kept[static_cast<std::size_t>(g.nodes[i].args[0])] = true;
+  for (std::size_t i = n; i-- > 0;)  // and a folded bias add keeps its product (which is its value)
+    if (kept[i] && P.same_as[i] >= 0) kept[static_cast<std::size_t>(P.same_as[i])] = true;
   const int scratch_buf = 1 + static_cast<int>(P.n_inputs());
+  std::vector<int> instr_of(n, -1);
   // The step program, in trace order: each product is a stage of its own, runs of elementwise ops between
   // them one stage each.
   std::int64_t arena = 0, scratch = 0;
@@ -491,6 +526,13 @@ CompiledStep compile_step(TraceGraph graph) {
       P.floc[i] = Loc{base.buf, base.off + node.i0, base.ld, node.i1, base.per_row};
       const Loc& gbase = P.gloc[static_cast<std::size_t>(node.args[0])];
       P.gloc[i] = Loc{gbase.buf, gbase.off + node.i0, gbase.ld, node.i1, gbase.per_row};
+      continue;
+    }
+    if (const int pi = P.same_as[i]; pi >= 0) {  // the product's value, its bias added by the product
+      const int bi = node.args[0] == pi ? node.args[1] : node.args[0];
+      P.floc[i] = P.floc[static_cast<std::size_t>(pi)];
+      P.gloc[i] = P.gloc[static_cast<std::size_t>(pi)];
+      P.instrs[static_cast<std::size_t>(instr_of[static_cast<std::size_t>(pi)])].bias = bi;
       continue;
     }
     const bool per_row = node.shape.dim() == 2 && (node.shape[0] == B);
@@ -519,6 +561,7 @@ CompiledStep compile_step(TraceGraph graph) {
     } else {
       P.stages.back().end = P.instrs.size() + 1;
     }
+    instr_of[i] = static_cast<int>(P.instrs.size());
     P.instrs.push_back(std::move(ins));
   }
   // What a sequence computes with ordinary ops: what the step's inputs are made from.
@@ -986,10 +1029,16 @@ void run_forward(const FusedProgram& P, const Frame<T>& f) {
       const std::int64_t k = v.w, n = y.w;
       const T* x = base[static_cast<std::size_t>(v.buf)] + v.off;
       T* out = base[static_cast<std::size_t>(y.buf)] + y.off;
+      const bool biased = in.bias >= 0;  // each row starts as the bias, the product added to it (as linear)
+      if (biased) {
+        const Loc& bl = P.floc[static_cast<std::size_t>(in.bias)];
+        const T* b = base[static_cast<std::size_t>(bl.buf)] + bl.off;
+        for (std::int64_t r = 0; r < P.B; ++r) std::memcpy(out + r * y.ld, b, static_cast<std::size_t>(n) * sizeof(T));
+      }
       if (small_products(P.B))  // as row updates: x Wᵀ through Wᵀ's copy, whose rows w_off.. are the block's
-        row_product(P.B, n, k, x, v.ld, linear_op ? f.transposed[wi] + in.w_off * n : W, n, out, y.ld, false);
+        row_product(P.B, n, k, x, v.ld, linear_op ? f.transposed[wi] + in.w_off * n : W, n, out, y.ld, biased);
       else
-        gemm(false, linear_op, P.B, n, k, T(1), x, v.ld, W, in.w_ld, T(0), out, y.ld);
+        gemm(false, linear_op, P.B, n, k, T(1), x, v.ld, W, in.w_ld, biased ? T(1) : T(0), out, y.ld);
       continue;
     }
     for (std::int64_t r = 0; r < P.B; ++r) {
@@ -1078,6 +1127,13 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
                       !store);
         else
           gemm(false, !linear_op, B, k, n, T(1), dy, gy.ld, W, in.w_ld, store ? T(0) : T(1), dv, gv.ld);
+      }
+      if (in.bias >= 0 && P.gloc[static_cast<std::size_t>(in.bias)].defined()) {  // db += the rows of dY
+        T* __restrict db = gbase[0] + P.gloc[static_cast<std::size_t>(in.bias)].off;
+        for (std::int64_t r = 0; r < B; ++r) {
+          const T* __restrict d = dy + r * gy.ld;
+          for (std::int64_t j = 0; j < n; ++j) db[j] += d[j];
+        }
       }
       if (in.weight_rows && sink.needs(wi)) {
         Tensor dyt = view_range(garena, gy.off, {B, n});
