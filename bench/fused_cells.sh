@@ -2,7 +2,8 @@
 # bench/fused_cells.sh BUILD_DIR [REPS] — the "Fused custom cells" measurements of bench/RESULTS.md: each
 # workload run REPS times (default 3), interleaved so that a noisy neighbour hits all of them alike, one
 # thread; prints the median of the runs' median step times (ms) and of their peak RSS (MB), and for
-# tiny_rnn_paired (the fused step and the floor alternately in one process) the median per-pair ratio.
+# the paired workloads (tiny_rnn_paired, fastrnn_paired: two variants alternately in one process, which
+# sees through the host's swings) the median of each run's median per-pair ratio.
 # BUILD_DIR is a build with -DUNROLL_BUILD_BENCH=ON (torch-bench is included when it was built).
 set -eu
 B="${1:?usage: bench/fused_cells.sh BUILD_DIR [REPS]}/bench"
@@ -22,6 +23,7 @@ while [ "$i" -lt "$REPS" ]; do
   run "tiny_rnn paired" unroll-bench --workload tiny_rnn_paired --steps 2000
   run "tiny_rnn LibTorch" torch-bench --workload tiny_rnn --steps 100
   for v in lstm gru; do
+    run "fastrnn $v paired" unroll-bench --workload fastrnn_paired --cell $v --steps 5
     run "fastrnn nn_$v" unroll-bench --workload fastrnn --variant nn_$v --steps 5
     run "fastrnn cell_$v fused" unroll-bench --workload fastrnn --variant cell_$v --fused 1 --steps 5
     run "fastrnn cell_$v unfused" unroll-bench --workload fastrnn --variant cell_$v --fused 0 --steps 5
@@ -35,17 +37,21 @@ for line in open(sys.argv[1]):
     label, js = line.rstrip("\n").split("\t", 1)
     d = json.loads(js)
     rows.setdefault(label, []).append((d["ms_median"], d["peak_rss_kb"] / 1024))
-ratios = []
+ratios = {}
 for line in open(sys.argv[1]):
     label, js = line.rstrip("\n").split("\t", 1)
-    if label == "tiny_rnn paired":
-        ratios.append(json.loads(js)["extra"]["ratio_median"])
-rows.pop("tiny_rnn paired", None)
+    if label.endswith(" paired"):
+        ratios.setdefault(label, []).append(json.loads(js)["extra"]["ratio_b_over_a"])
+        rows.pop(label, None)
 print("| workload | ms per step (median of runs) | runs | peak RSS MB |")
 print("|---|---:|---:|---:|")
 for label, r in rows.items():
     print(f"| {label} | {statistics.median(x for x, _ in r):.4g} | {len(r)} | {statistics.median(m for _, m in r):.0f} |")
+what = {"tiny_rnn paired": "tiny_rnn fused / plain loops", "fastrnn lstm paired": "fastrnn cell_lstm fused / nn_lstm",
+        "fastrnn gru paired": "fastrnn cell_gru fused / nn_gru"}
 if ratios:
-    print(f"\ntiny_rnn fused / floor, paired in one process: median ratio {statistics.median(ratios):.3g} "
-          f"(runs: {', '.join(f'{x:.3g}' for x in ratios)})")
+    print("\n| paired in one process (b / a per step) | median ratio | runs |")
+    print("|---|---:|---|")
+for label, r in ratios.items():
+    print(f"| {what.get(label, label)} | {statistics.median(r):.3g} | {', '.join(f'{x:.3g}' for x in r)} |")
 PY

@@ -105,15 +105,13 @@ bench::Prepared tiny_rnn_loops(bench::Args& args) {
   return {{{"batch", B}, {"input", I}, {"hidden", H}, {"seq", T}}, static_cast<double>(B) * T, step};
 }
 
-// tiny_rnn_paired: tiny_rnn (fused unless --fused 0) and its floor (tiny_rnn_loops) alternately, one of each per
-// timed step, each half timed on its own. On a shared host the speed of the machine moves by 2x between runs
-// a few seconds apart; two halves run within a millisecond of each other see the same machine, so the median
-// of their per-pair ratio is the fused step's distance from the floor that a comparison of separate runs
-// cannot measure. Reports both halves' medians and that ratio under "extra".
-bench::Prepared tiny_rnn_paired(bench::Args& args) {
-  bench::Prepared engine = tiny_rnn(args), floor = tiny_rnn_loops(args);
+// Two prepared workloads run alternately, one of each per timed step, each half timed on its own. On a shared
+// host the speed of the machine moves by 2x between runs a few seconds apart; two halves run back to back see
+// the same machine, so the median of their per-pair ratio b / a measures what a comparison of separate runs
+// cannot. Reports both halves' medians and that ratio under "extra" (a_ms_median, b_ms_median, ratio_b_over_a).
+bench::Prepared paired(const bench::Args& args, bench::Prepared a, bench::Prepared b, nlohmann::json config) {
   struct Halves {
-    std::vector<double> engine_ms, floor_ms;
+    std::vector<double> a_ms, b_ms;
   };
   auto halves = std::make_shared<Halves>();
   auto timed = [](const std::function<void()>& f) {
@@ -121,9 +119,9 @@ bench::Prepared tiny_rnn_paired(bench::Args& args) {
     f();
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   };
-  auto step = [halves, timed, e = engine.step, f = floor.step] {
-    halves->engine_ms.push_back(timed(e));
-    halves->floor_ms.push_back(timed(f));
+  auto step = [halves, timed, fa = std::move(a.step), fb = std::move(b.step)] {
+    halves->a_ms.push_back(timed(fa));
+    halves->b_ms.push_back(timed(fb));
   };
   auto extra = [halves, warmup = static_cast<std::size_t>(args.warmup)] {
     auto median = [](std::vector<double> v) {
@@ -132,17 +130,28 @@ bench::Prepared tiny_rnn_paired(bench::Args& args) {
       return n == 0 ? 0.0 : n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
     };
     // The harness's warm-up steps ran first and were recorded here too: leave them out.
-    const std::vector<double> e(halves->engine_ms.begin() + static_cast<std::ptrdiff_t>(warmup), halves->engine_ms.end());
-    const std::vector<double> f(halves->floor_ms.begin() + static_cast<std::ptrdiff_t>(warmup), halves->floor_ms.end());
+    const auto skip = static_cast<std::ptrdiff_t>(std::min(warmup, halves->a_ms.size()));
+    const std::vector<double> ta(halves->a_ms.begin() + skip, halves->a_ms.end());
+    const std::vector<double> tb(halves->b_ms.begin() + skip, halves->b_ms.end());
     std::vector<double> ratio;
-    for (std::size_t i = 0; i < e.size(); ++i) ratio.push_back(e[i] / f[i]);
+    for (std::size_t i = 0; i < ta.size(); ++i) ratio.push_back(tb[i] / ta[i]);
     const auto round4 = [](double v) { return std::round(v * 1e4) / 1e4; };
-    return nlohmann::json{{"engine_ms_median", round4(median(e))},
-                          {"floor_ms_median", round4(median(f))},
-                          {"ratio_median", round4(median(ratio))},
+    return nlohmann::json{{"a_ms_median", round4(median(ta))},
+                          {"b_ms_median", round4(median(tb))},
+                          {"ratio_b_over_a", round4(median(ratio))},
                           {"pairs", ratio.size()}};
   };
-  return {engine.config, engine.tokens_per_step, step, extra};
+  return {std::move(config), a.tokens_per_step + b.tokens_per_step, step, extra};
+}
+
+// tiny_rnn_paired: a = the floor (tiny_rnn_loops), b = tiny_rnn (fused unless --fused 0): ratio_b_over_a is
+// the fused step's distance from the hand-written loops.
+bench::Prepared tiny_rnn_paired(bench::Args& args) {
+  bench::Prepared floor = tiny_rnn_loops(args), engine = tiny_rnn(args);
+  nlohmann::json config = engine.config;
+  config["a"] = "tiny_rnn_loops";
+  config["b"] = "tiny_rnn";
+  return paired(args, std::move(floor), std::move(engine), config);
 }
 
 // elementwise: y = tanh(a + b) on n floats, no autograd; run at --threads 1 and 2 to see where splitting
@@ -528,13 +537,36 @@ bench::Prepared fastrnn(bench::Args& args) {
   return {config, static_cast<double>(B) * T, step};
 }
 
+// fastrnn_paired: a = the built-in layer (nn_lstm or nn_gru, --cell lstm|gru), b = the same cell composed from
+// ops (cell_lstm / cell_gru, fused unless --fused 0), alternately in one process (see paired).
+bench::Prepared fastrnn_paired(bench::Args& args) {
+  const std::string cell = args.get_str("cell", "lstm");
+  if (cell != "lstm" && cell != "gru") throw bench::UsageError("flag --cell expects lstm or gru, got '" + cell + "'");
+  if (args.flags.count("variant")) throw bench::UsageError("fastrnn_paired sets --variant itself: give --cell");
+  auto with_variant = [&](const std::string& variant) {
+    bench::Args v = args;
+    v.flags["variant"] = variant;
+    return v;
+  };
+  bench::Args a_args = with_variant("nn_" + cell), b_args = with_variant("cell_" + cell);
+  bench::Prepared a = fastrnn(a_args), b = fastrnn(b_args);
+  for (const auto& kv : args.flags) args.get_str(kv.first, "");  // fastrnn read them (or rejects them below)
+  for (const std::string& f : b_args.unused_flags())
+    if (f != "--cell") throw bench::UsageError("unknown flag for workload 'fastrnn_paired': " + f);
+  nlohmann::json config = b.config;
+  config["a"] = a_args.flags["variant"];
+  config["b"] = b_args.flags["variant"];
+  return paired(args, std::move(a), std::move(b), config);
+}
+
 const std::vector<bench::Workload> kWorkloads = {
     {"tiny_rnn", "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200 --fused 1|0]",
      tiny_rnn},
     {"tiny_rnn_loops", "tiny_rnn's floor: plain C++ loops, -O3 -march=native -ffast-math [same flags as tiny_rnn]",
      tiny_rnn_loops},
     {"tiny_rnn_paired",
-     "tiny_rnn and its floor alternately, each timed: the median per-pair ratio under extra [tiny_rnn's flags]",
+     "the floor (a) and tiny_rnn (b) alternately, each timed: the median per-pair ratio b/a under extra "
+     "[tiny_rnn's flags]",
      tiny_rnn_paired},
     {"elementwise", "tanh(a + b) on n floats, x100, no autograd [--n 65536 --grain G]", elementwise},
     {"matmul", "[m,k] x [k,n] product, x100, no autograd [--m 1 --n 32 --k 32 --small-work W --small-rows R]", matmul},
@@ -561,6 +593,10 @@ const std::vector<bench::Workload> kWorkloads = {
      "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru|mingru|minlstm --fused 1|0 "
      "--shards <threads>]",
      fastrnn},
+    {"fastrnn_paired",
+     "the built-in layer (a) and the composed cell (b) alternately, each timed: the median per-pair ratio b/a "
+     "under extra [--cell lstm|gru, fastrnn's other flags]",
+     fastrnn_paired},
 };
 }  // namespace
 
