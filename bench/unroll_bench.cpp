@@ -439,6 +439,16 @@ struct ComposedGRU {
   }
 };
 
+// The minimal gated unit of examples/char_lm (--cell custom): f = σ([x, h] W_fᵀ + b_f),
+// h' = h + f ⊙ (tanh([x, f ⊙ h] W_cᵀ + b_c) − h).
+struct ComposedMGU {
+  unroll::Tensor w_f, b_f, w_c, b_c;
+  unroll::Tensor operator()(const unroll::Tensor& x, const unroll::Tensor& h) const {
+    const unroll::Tensor f = unroll::sigmoid(unroll::linear(unroll::cat({x, h}, 1), w_f, b_f));
+    return h + f * (unroll::tanh(unroll::linear(unroll::cat({x, f * h}, 1), w_c, b_c)) - h);
+  }
+};
+
 bench::Prepared fastrnn(bench::Args& args) {
   using unroll::Tensor;
   const int T = args.get_int("seq", 100, 1);
@@ -448,10 +458,13 @@ bench::Prepared fastrnn(bench::Args& args) {
   const std::string variant = args.get_str("variant", "nn_lstm");
   const bool is_lstm = variant == "nn_lstm" || variant == "cell_lstm";
   const bool is_min = variant == "mingru" || variant == "minlstm";
-  const bool fused = args.get_int("fused", 1, 0) != 0;  // cell_lstm / cell_gru only
-  if (!is_lstm && !is_min && variant != "nn_gru" && variant != "cell_gru")
-    throw bench::UsageError("flag --variant expects nn_lstm, cell_lstm, cell_gru, nn_gru, mingru or minlstm, got '" +
-                            variant + "'");
+  const bool fused = args.get_int("fused", 1, 0) != 0;  // cell_lstm / cell_gru / cell_mgu only
+  unroll::detail::kOpsFirstBytes =
+      args.get_int("ops-first-bytes", static_cast<int>(unroll::detail::kOpsFirstBytes), 0);  // fused cells
+  if (!is_lstm && !is_min && variant != "nn_gru" && variant != "cell_gru" && variant != "cell_mgu")
+    throw bench::UsageError(
+        "flag --variant expects nn_lstm, cell_lstm, cell_gru, nn_gru, cell_mgu, mingru or minlstm, got '" + variant +
+        "'");
   unroll::manual_seed(kSeed);
   unroll::Generator gen(kSeed);
   const Tensor x = unroll::randn({T, B, I}, unroll::Dtype::float32, gen);
@@ -484,6 +497,23 @@ bench::Prepared fastrnn(bench::Args& args) {
       return unroll::sum(m->forward(xs, unroll::unsqueeze(h, 0)).output);
     };
     zero_grad = [m] { m->zero_grad(); };
+  } else if (variant == "cell_mgu") {
+    const double k = 1.0 / std::sqrt(static_cast<double>(I + H));
+    auto param = [&](const unroll::Shape& s) {
+      return unroll::uniform(s, -k, k, unroll::Dtype::float32, gen).requires_grad_();
+    };
+    auto mgu = std::make_shared<ComposedMGU>(ComposedMGU{param({H, I + H}), param({H}), param({H, I + H}), param({H})});
+    auto fused_mgu = std::make_shared<unroll::nn::FusedStep<ComposedMGU>>(*mgu);
+    forward_sum = [=](const Tensor& xs, const Tensor& h0s, const Tensor&) {
+      if (fused) return unroll::sum(unroll::nn::run_cell(xs, h0s, *fused_mgu).output);
+      Tensor h = h0s;
+      std::vector<Tensor> outs(static_cast<std::size_t>(xs.size(0)));
+      for (std::int64_t t = 0; t < xs.size(0); ++t) outs[static_cast<std::size_t>(t)] = h = (*mgu)(xs[t], h);
+      return unroll::sum(unroll::stack(outs, 0));
+    };
+    zero_grad = [mgu] {
+      for (Tensor* t : {&mgu->w_f, &mgu->b_f, &mgu->w_c, &mgu->b_c}) t->zero_grad();
+    };
   } else {
     const std::int64_t G = (is_lstm ? 4 : 3) * static_cast<std::int64_t>(H);
     const double k = 1.0 / std::sqrt(static_cast<double>(H));
@@ -533,29 +563,38 @@ bench::Prepared fastrnn(bench::Args& args) {
   };
   nlohmann::json config = {{"seq", T},    {"batch", B},         {"input", I},      {"hidden", H},
                            {"layers", 1}, {"variant", variant}, {"shards", shards}};
-  if (variant == "cell_lstm" || variant == "cell_gru") config["fused"] = fused;
+  if (variant.starts_with("cell_")) config["fused"] = fused;
   return {config, static_cast<double>(B) * T, step};
 }
 
-// fastrnn_paired: a = the built-in layer (nn_lstm or nn_gru, --cell lstm|gru), b = the same cell composed from
-// ops (cell_lstm / cell_gru, fused unless --fused 0), alternately in one process (see paired).
+// fastrnn_paired: b = a cell composed from ops and fused (--cell lstm|gru|mgu), a = the built-in layer
+// (--against builtin, the default for lstm and gru) or the same cell op by op (--against unfused), alternately
+// in one process (see paired).
 bench::Prepared fastrnn_paired(bench::Args& args) {
   const std::string cell = args.get_str("cell", "lstm");
-  if (cell != "lstm" && cell != "gru") throw bench::UsageError("flag --cell expects lstm or gru, got '" + cell + "'");
-  if (args.flags.count("variant")) throw bench::UsageError("fastrnn_paired sets --variant itself: give --cell");
-  auto with_variant = [&](const std::string& variant) {
+  const std::string against = args.get_str("against", cell == "mgu" ? "unfused" : "builtin");
+  if (cell != "lstm" && cell != "gru" && cell != "mgu")
+    throw bench::UsageError("flag --cell expects lstm, gru or mgu, got '" + cell + "'");
+  if (against != "builtin" && against != "unfused")
+    throw bench::UsageError("flag --against expects builtin or unfused, got '" + against + "'");
+  if (cell == "mgu" && against == "builtin") throw bench::UsageError("--cell mgu has no built-in layer: --against unfused");
+  if (args.flags.count("variant") || args.flags.count("fused"))
+    throw bench::UsageError("fastrnn_paired sets --variant and --fused itself: give --cell and --against");
+  auto with = [&](const std::string& variant, int fused) {
     bench::Args v = args;
     v.flags["variant"] = variant;
+    v.flags["fused"] = std::to_string(fused);
     return v;
   };
-  bench::Args a_args = with_variant("nn_" + cell), b_args = with_variant("cell_" + cell);
+  bench::Args a_args = against == "builtin" ? with("nn_" + cell, 1) : with("cell_" + cell, 0),
+              b_args = with("cell_" + cell, 1);
   bench::Prepared a = fastrnn(a_args), b = fastrnn(b_args);
   for (const auto& kv : args.flags) args.get_str(kv.first, "");  // fastrnn read them (or rejects them below)
   for (const std::string& f : b_args.unused_flags())
-    if (f != "--cell") throw bench::UsageError("unknown flag for workload 'fastrnn_paired': " + f);
+    if (f != "--cell" && f != "--against") throw bench::UsageError("unknown flag for workload 'fastrnn_paired': " + f);
   nlohmann::json config = b.config;
-  config["a"] = a_args.flags["variant"];
-  config["b"] = b_args.flags["variant"];
+  config["a"] = a_args.flags["variant"] + (against == "unfused" ? " unfused" : "");
+  config["b"] = b_args.flags["variant"] + " fused";
   return paired(args, std::move(a), std::move(b), config);
 }
 
@@ -590,12 +629,13 @@ const std::vector<bench::Workload> kWorkloads = {
      scan},
     {"fastrnn",
      "one recurrent layer, forward + backward of sum(outputs) "
-     "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru|mingru|minlstm --fused 1|0 "
+     "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru|cell_mgu|mingru|minlstm "
+     "--fused 1|0 "
      "--shards <threads>]",
      fastrnn},
     {"fastrnn_paired",
-     "the built-in layer (a) and the composed cell (b) alternately, each timed: the median per-pair ratio b/a "
-     "under extra [--cell lstm|gru, fastrnn's other flags]",
+     "the built-in layer or the unfused cell (a) and the fused composed cell (b) alternately, each timed: the "
+     "median per-pair ratio b/a under extra [--cell lstm|gru|mgu --against builtin|unfused, fastrnn's size flags]",
      fastrnn_paired},
 };
 }  // namespace

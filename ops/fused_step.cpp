@@ -44,11 +44,17 @@ struct Instr {
   // instead of adding (the block is not zeroed first: see store_first_writes).
   std::uint32_t store_grad = 0;
   int bias = -1;  // products: a parameter vector added to every row of the result (x Wᵀ + b, as linear does)
+  // Its value, operands and gradients are whole contiguous [B, w] blocks of one width (no broadcast): run
+  // ops first, it is one loop over B * w elements.
+  bool flat = false;
 };
 
 struct Stage {
   bool product;
   std::size_t begin, end;  // instrs [begin, end)
+  // Elementwise stages: each op over all rows before the next (small rows: fewer, longer loops), instead of
+  // each row through all ops (wide rows: a row's values stay in L1 from op to op). See kOpsFirstBytes.
+  bool ops_first = false;
 };
 
 std::int64_t width_of(const Shape& s) { return s.dim() == 0 ? 1 : s.back(); }
@@ -337,6 +343,27 @@ void store_first_writes(FusedProgram& P) {
       P.gzero.push_back(z);
 }
 
+void plan_stage_order(FusedProgram& P) {
+  const std::size_t elem = P.graph.dtype == Dtype::float64 ? 8 : 4;
+  auto contiguous = [&](const Loc& l, std::int64_t w) { return !l.defined() || (l.per_row && l.ld == w && l.w == w); };
+  for (Instr& in : P.instrs) {
+    const std::int64_t w = P.floc[static_cast<std::size_t>(in.out)].w;
+    in.flat = !is_product(in.op) && in.op != TraceOp::cat && in.op != TraceOp::sum_last &&
+              in.op != TraceOp::mean_last && contiguous(P.floc[static_cast<std::size_t>(in.out)], w) &&
+              contiguous(P.gloc[static_cast<std::size_t>(in.out)], w);
+    for (int a : in.args)
+      in.flat = in.flat && contiguous(P.floc[static_cast<std::size_t>(a)], w) &&
+                contiguous(P.gloc[static_cast<std::size_t>(a)], w);
+  }
+  for (Stage& st : P.stages) {
+    if (st.product) continue;
+    std::int64_t widest = 0;
+    for (std::size_t i = st.begin; i < st.end; ++i)
+      widest = std::max(widest, P.floc[static_cast<std::size_t>(P.instrs[i].out)].w);
+    st.ops_first = widest * static_cast<std::int64_t>(elem) <= kOpsFirstBytes;
+  }
+}
+
 }  // namespace
 
 CompiledStep compile_step(TraceGraph graph) {
@@ -575,6 +602,7 @@ CompiledStep compile_step(TraceGraph graph) {
   P.scratch = scratch;
   P.garena = garena;
   store_first_writes(P);
+  plan_stage_order(P);
   return {std::move(p), {}};
 }
 
@@ -621,12 +649,13 @@ struct RowView {
   T* const* fbase;  // forward buffers
   T* const* gbase;  // gradient buffers (backward only)
   std::int64_t r;
+  std::int64_t rows = 1;  // B for a flat instruction: all rows as one (see Instr::flat)
   [[gnu::always_inline]] T* at(const Loc& l, T* const* base) const {
     return base[l.buf] + l.off + (l.per_row ? r * l.ld : 0);
   }
   [[gnu::always_inline]] T* f(int v) const { return at(P.floc[static_cast<std::size_t>(v)], fbase); }
   [[gnu::always_inline]] T* g(int v) const { return at(P.gloc[static_cast<std::size_t>(v)], gbase); }
-  [[gnu::always_inline]] std::int64_t w(int v) const { return P.floc[static_cast<std::size_t>(v)].w; }
+  [[gnu::always_inline]] std::int64_t w(int v) const { return P.floc[static_cast<std::size_t>(v)].w * rows; }
   [[gnu::always_inline]] bool has_g(int v) const { return P.gloc[static_cast<std::size_t>(v)].defined(); }
 };
 
@@ -1041,6 +1070,17 @@ void run_forward(const FusedProgram& P, const Frame<T>& f) {
         gemm(false, linear_op, P.B, n, k, T(1), x, v.ld, W, in.w_ld, biased ? T(1) : T(0), out, y.ld);
       continue;
     }
+    if (st.ops_first) {
+      for (std::size_t i = st.begin; i < st.end; ++i) {
+        const Instr& in = P.instrs[i];
+        if (in.flat) {
+          forward_row(in, RowView<T>{P, base, nullptr, 0, P.B});
+          continue;
+        }
+        for (std::int64_t r = 0; r < P.B; ++r) forward_row(in, RowView<T>{P, base, nullptr, r});
+      }
+      continue;
+    }
     for (std::int64_t r = 0; r < P.B; ++r) {
       const RowView<T> rv{P, base, nullptr, r};
       for (std::size_t i = st.begin; i < st.end; ++i) forward_row(P.instrs[i], rv);
@@ -1154,6 +1194,17 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
         } else {
           sink.add_rows_product(wi, rows_tensor<T>(v, f, B), dyt);  // dW [k, n] = xᵀ dY
         }
+      }
+      continue;
+    }
+    if (st.ops_first) {
+      for (std::size_t i = st.end; i-- > st.begin;) {
+        const Instr& in = P.instrs[i];
+        if (in.flat) {
+          backward_row(in, RowView<T>{P, base, gbase, 0, B});
+          continue;
+        }
+        for (std::int64_t r = 0; r < B; ++r) backward_row(in, RowView<T>{P, base, gbase, r});
       }
       continue;
     }

@@ -22,6 +22,12 @@ namespace unroll::detail {
 
 class FusedProgram;
 
+/// Elementwise stages of a step whose values are at most this many bytes wide per row run each op over all
+/// rows before the next (short rows: fewer, longer loops); wider ones take each row through all ops (its
+/// values stay in L1). Read when a step is compiled; a variable so that tests and unroll-bench can set it
+/// (measured: bench/RESULTS.md, "Fused custom cells").
+inline std::int64_t kOpsFirstBytes = 512;
+
 /// A compiled step, or the one-line reason the graph cannot run fused.
 struct CompiledStep {
   std::shared_ptr<const FusedProgram> program;

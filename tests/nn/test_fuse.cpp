@@ -240,17 +240,34 @@ std::map<std::string, Tensor> run_and_grads(nn::Fused<Cell>& cell, const Tensor&
   return out;
 }
 
+// Sets unroll::detail::kOpsFirstBytes (which order a step's elementwise stages run in) for its lifetime.
+struct OpsFirstBytes {
+  std::int64_t saved = unroll::detail::kOpsFirstBytes;
+  explicit OpsFirstBytes(std::int64_t bytes) { unroll::detail::kOpsFirstBytes = bytes; }
+  ~OpsFirstBytes() { unroll::detail::kOpsFirstBytes = saved; }
+  OpsFirstBytes(const OpsFirstBytes&) = delete;
+  OpsFirstBytes& operator=(const OpsFirstBytes&) = delete;
+};
+
 template <class Cell, class State>
 void check_fused_equals_unfused(nn::Fused<Cell>& cell, const Tensor& x, const State& s0, const nn::RunOptions& opt = {},
                                 double tol = 1e-12) {
   const auto unfused = run_and_grads(cell, x, s0, false, opt);
-  const auto fused = run_and_grads(cell, x, s0, true, opt);
-  CHECK_MESSAGE(cell.why_not() == "", cell.why_not());
-  for (const auto& [name, want] : unfused) {
-    INFO(name);
-    REQUIRE(fused.at(name).defined() == want.defined());
-    if (want.defined()) CHECK(test_support::tolerance_ratio(fused.at(name), want, tol, tol) <= 1.0);
+  // Both orders of the step's elementwise stages (each row through all ops; each op over all rows), each
+  // compiled afresh.
+  for (const std::int64_t bytes : {std::int64_t{0}, std::int64_t{1} << 20}) {
+    CAPTURE(bytes);
+    const OpsFirstBytes order(bytes);
+    cell.fused_step().clear();
+    const auto fused = run_and_grads(cell, x, s0, true, opt);
+    CHECK_MESSAGE(cell.why_not() == "", cell.why_not());
+    for (const auto& [name, want] : unfused) {
+      INFO(name);
+      REQUIRE(fused.at(name).defined() == want.defined());
+      if (want.defined()) CHECK(test_support::tolerance_ratio(fused.at(name), want, tol, tol) <= 1.0);
+    }
   }
+  cell.fused_step().clear();  // the next run compiles with the default order
 }
 
 // Fixed, non-uniform loss weights (the same for the fused and the unfused run).
@@ -303,8 +320,11 @@ TEST_SUITE("nn/fuse") {
   TEST_CASE("property: random cells of every fusable op, fused equals unfused to float64 round-off") {
     const std::int64_t T = 4, B = 3, I = 6, H = 6;
     int fused_cells = 0;
+    // Both orders of an elementwise stage: each row through all ops (wide rows), each op over all rows (narrow
+    // rows; flat instructions as one loop over B * w). Seeds alternate between them.
     for (std::uint64_t seed = 1; seed <= 40; ++seed) {
       CAPTURE(seed);
+      const OpsFirstBytes order(seed % 2 == 0 ? 0 : std::int64_t{1} << 20);
       const RandomCell cell(I, H, seed);
       Generator g(seed);
       const Tensor x0 = randn({T, B, I}, f64, g), h00 = randn({B, H}, f64, g);
