@@ -28,6 +28,11 @@ while [ "$i" -lt "$REPS" ]; do
     run "fastrnn cell_$v fused" unroll-bench --workload fastrnn --variant cell_$v --fused 1 --steps 5
     run "fastrnn cell_$v unfused" unroll-bench --workload fastrnn --variant cell_$v --fused 0 --steps 5
   done
+  # char_lm's custom cell (an MGU) at its sizes, and narrower: fused against the same cell op by op
+  for h in 256 32; do
+    run "mgu H=$h paired" unroll-bench --workload fastrnn_paired --cell mgu --seq 64 --batch 64 --input 48 \
+      --hidden $h --steps 20
+  done
   i=$((i + 1))
 done
 python3 - "$OUT" <<'PY'
@@ -48,7 +53,9 @@ print("|---|---:|---:|---:|")
 for label, r in rows.items():
     print(f"| {label} | {statistics.median(x for x, _ in r):.4g} | {len(r)} | {statistics.median(m for _, m in r):.0f} |")
 what = {"tiny_rnn paired": "tiny_rnn fused / plain loops", "fastrnn lstm paired": "fastrnn cell_lstm fused / nn_lstm",
-        "fastrnn gru paired": "fastrnn cell_gru fused / nn_gru"}
+        "fastrnn gru paired": "fastrnn cell_gru fused / nn_gru",
+        "mgu H=256 paired": "MGU (B 64, I 48, H 256, T 64) fused / unfused",
+        "mgu H=32 paired": "MGU (B 64, I 48, H 32, T 64) fused / unfused"}
 if ratios:
     print("\n| paired in one process (b / a per step) | median ratio | runs |")
     print("|---|---:|---|")
