@@ -21,6 +21,7 @@ while [ "$i" -lt "$REPS" ]; do
   run "tiny_rnn unfused" unroll-bench --workload tiny_rnn --fused 0 --steps 2000
   run "tiny_rnn plain loops (floor)" unroll-bench --workload tiny_rnn_loops --steps 2000
   run "tiny_rnn paired" unroll-bench --workload tiny_rnn_paired --steps 2000
+  run "tiny_rnn sized paired" unroll-bench --workload tiny_rnn_paired --sized 1 --steps 2000
   run "tiny_rnn LibTorch" torch-bench --workload tiny_rnn --steps 100
   for v in lstm gru; do
     run "fastrnn $v paired" unroll-bench --workload fastrnn_paired --cell $v --steps 5
@@ -52,7 +53,8 @@ print("| workload | ms per step (median of runs) | runs | peak RSS MB |")
 print("|---|---:|---:|---:|")
 for label, r in rows.items():
     print(f"| {label} | {statistics.median(x for x, _ in r):.4g} | {len(r)} | {statistics.median(m for _, m in r):.0f} |")
-what = {"tiny_rnn paired": "tiny_rnn fused / plain loops", "fastrnn lstm paired": "fastrnn cell_lstm fused / nn_lstm",
+what = {"tiny_rnn paired": "tiny_rnn fused / plain loops",
+        "tiny_rnn sized paired": "tiny_rnn fused / plain loops with the sizes as constants (--sized 1)", "fastrnn lstm paired": "fastrnn cell_lstm fused / nn_lstm",
         "fastrnn gru paired": "fastrnn cell_gru fused / nn_gru",
         "mgu H=256 paired": "MGU (B 64, I 48, H 256, T 64) fused / unfused",
         "mgu H=32 paired": "MGU (B 64, I 48, H 32, T 64) fused / unfused"}

@@ -94,15 +94,23 @@ bench::Prepared tiny_rnn_loops(bench::Args& args) {
   buf->dW.assign(sz(I * H), 0.0f);
   buf->dU.assign(sz(H * H), 0.0f);
   buf->db.assign(sz(H), 0.0f);
-  auto step = [buf, T, B, I, H] {
+  // --sized 1: the same loops with I = 16 and H = 32 compile-time constants (the default sizes only).
+  const bool sized = args.get_int("sized", 0, 0) != 0;
+  if (sized && (I != 16 || H != 32))
+    throw bench::UsageError("--sized 1 is written for the default sizes only (--input 16 --hidden 32)");
+  auto step = [buf, T, B, I, H, sized] {
     // Subnormals flushed, as unroll's backward runs (core/denormal.hpp): the gradient through 200 tanh steps
     // decays into the subnormal range, where x86 arithmetic takes a slow path 10x slower.
     const unroll::detail::DenormalScope denormals;
     Buffers& q = *buf;
-    bench_loops::tiny_rnn_step(q.x.data(), q.W.data(), q.U.data(), q.b.data(), q.hs.data(), q.dh.data(), q.da.data(),
-                               q.dW.data(), q.dU.data(), q.db.data(), T, B, I, H);
+    if (sized)
+      bench_loops::tiny_rnn_step_sized(q.x.data(), q.W.data(), q.U.data(), q.b.data(), q.hs.data(), q.dh.data(),
+                                       q.da.data(), q.dW.data(), q.dU.data(), q.db.data(), T, B, I, H);
+    else
+      bench_loops::tiny_rnn_step(q.x.data(), q.W.data(), q.U.data(), q.b.data(), q.hs.data(), q.dh.data(),
+                                 q.da.data(), q.dW.data(), q.dU.data(), q.db.data(), T, B, I, H);
   };
-  return {{{"batch", B}, {"input", I}, {"hidden", H}, {"seq", T}}, static_cast<double>(B) * T, step};
+  return {{{"batch", B}, {"input", I}, {"hidden", H}, {"seq", T}, {"sized", sized}}, static_cast<double>(B) * T, step};
 }
 
 // Two prepared workloads run alternately, one of each per timed step, each half timed on its own. On a shared
@@ -144,12 +152,12 @@ bench::Prepared paired(const bench::Args& args, bench::Prepared a, bench::Prepar
   return {std::move(config), a.tokens_per_step + b.tokens_per_step, step, extra};
 }
 
-// tiny_rnn_paired: a = the floor (tiny_rnn_loops), b = tiny_rnn (fused unless --fused 0): ratio_b_over_a is
-// the fused step's distance from the hand-written loops.
+// tiny_rnn_paired: a = the floor (tiny_rnn_loops, --sized 1 for its size-specialised form), b = tiny_rnn
+// (fused unless --fused 0): ratio_b_over_a is the fused step's distance from the hand-written loops.
 bench::Prepared tiny_rnn_paired(bench::Args& args) {
   bench::Prepared floor = tiny_rnn_loops(args), engine = tiny_rnn(args);
   nlohmann::json config = engine.config;
-  config["a"] = "tiny_rnn_loops";
+  config["a"] = floor.config.value("sized", false) ? "tiny_rnn_loops sized" : "tiny_rnn_loops";
   config["b"] = "tiny_rnn";
   return paired(args, std::move(floor), std::move(engine), config);
 }
@@ -601,7 +609,9 @@ bench::Prepared fastrnn_paired(bench::Args& args) {
 const std::vector<bench::Workload> kWorkloads = {
     {"tiny_rnn", "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200 --fused 1|0]",
      tiny_rnn},
-    {"tiny_rnn_loops", "tiny_rnn's floor: plain C++ loops, -O3 -march=native -ffast-math [same flags as tiny_rnn]",
+    {"tiny_rnn_loops",
+     "tiny_rnn's floor: plain C++ loops, -O3 -march=native -ffast-math [same flags as tiny_rnn; --sized 1: the "
+     "default sizes as compile-time constants]",
      tiny_rnn_loops},
     {"tiny_rnn_paired",
      "the floor (a) and tiny_rnn (b) alternately, each timed: the median per-pair ratio b/a under extra "
