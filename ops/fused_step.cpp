@@ -329,7 +329,8 @@ void store_first_writes(FusedProgram& P) {
   }
   // Undo a store that a later argument bit could not carry (a cat of more than 32 values): zero that block.
   for (const Instr& in : P.instrs)
-    for (std::size_t k = 32; k < in.args.size(); ++k) stored[static_cast<std::size_t>(block[static_cast<std::size_t>(in.args[k])])] = false;
+    for (std::size_t k = 32; k < in.args.size(); ++k)
+      if (const int o = block[static_cast<std::size_t>(in.args[k])]; o >= 0) stored[static_cast<std::size_t>(o)] = false;
   std::vector<std::pair<std::int64_t, std::int64_t>> zero;
   for (std::size_t o = 0; o < n; ++o)
     if (block[o] == static_cast<int>(o) && !stored[o])

@@ -24,8 +24,9 @@ class FusedProgram;
 
 /// Elementwise stages of a step whose values are at most this many bytes wide per row run each op over all
 /// rows before the next (short rows: fewer, longer loops); wider ones take each row through all ops (its
-/// values stay in L1). Read when a step is compiled; a variable so that tests and unroll-bench can set it
-/// (measured: bench/RESULTS.md, "Fused custom cells").
+/// values stay in L1). Read when a step is compiled (programs already cached keep their order: set it before
+/// the first step, from one thread); a variable so that tests and unroll-bench can set it (measured:
+/// bench/RESULTS.md, "Fused custom cells").
 inline std::int64_t kOpsFirstBytes = 512;
 
 /// A compiled step, or the one-line reason the graph cannot run fused.
@@ -42,8 +43,8 @@ class FusedSequence {
   /// x [T, B, ...] as traced (x_t [B, ...] at every step).
   FusedSequence(std::shared_ptr<const FusedProgram> program, const Tensor& x);
   /// Step t (0 <= t < T) from the state tensors (in trace order): the new state tensors into `next` (its
-  /// previous contents replaced; reused from step to step, so a step allocates no vector), recorded as one
-  /// tape node when gradients are needed.
+  /// previous contents replaced; reused from step to step, so a step allocates no vector; it must not be the
+  /// vector `state` views), recorded as one tape node when gradients are needed.
   void step(std::int64_t t, std::span<const Tensor> state, std::vector<Tensor>& next) const;
 
   struct Data;  // ops/fused_step.cpp

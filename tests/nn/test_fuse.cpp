@@ -315,16 +315,37 @@ TEST_SUITE("nn/fuse") {
       nn::Fused<TinyRNN> cell(I, H);
       check_fused_equals_unfused(cell, randn({T, 1, I}, f64), randn({1, H}, f64));
     }
+    // Above 8 rows a step's products run through gemm (bias-prefilled rows with beta = 1 forward, beta = 0
+    // where backward's first write stores) instead of row updates.
+    const std::int64_t big = 16;
+    const Tensor xb = randn({T, big, I}, f64);
+    SUBCASE("MGU, a batch of 16 (products through gemm)") {
+      nn::Fused<MGU> cell(I, H);
+      check_fused_equals_unfused(cell, xb, randn({big, H}, f64));
+    }
+    SUBCASE("LSTM, a batch of 16 (products through gemm)") {
+      nn::Fused<LSTM> cell(I, H);
+      check_fused_equals_unfused(cell, xb, zero_pair(big, H));
+    }
+    SUBCASE("GRU, a batch of 16 (products through gemm)") {
+      nn::Fused<GRU> cell(I, H);
+      check_fused_equals_unfused(cell, xb, randn({big, H}, f64));
+    }
+    SUBCASE("layer-normalised LSTM, a batch of 16 (products through gemm)") {
+      nn::Fused<LNLSTM> cell(I, H);
+      check_fused_equals_unfused(cell, xb, zero_pair(big, H));
+    }
   }
 
   TEST_CASE("property: random cells of every fusable op, fused equals unfused to float64 round-off") {
-    const std::int64_t T = 4, B = 3, I = 6, H = 6;
+    const std::int64_t T = 4, I = 6, H = 6;
     int fused_cells = 0;
     // Both orders of an elementwise stage: each row through all ops (wide rows), each op over all rows (narrow
     // rows; flat instructions as one loop over B * w). Seeds alternate between them.
     for (std::uint64_t seed = 1; seed <= 40; ++seed) {
       CAPTURE(seed);
       const OpsFirstBytes order(seed % 2 == 0 ? 0 : std::int64_t{1} << 20);
+      const std::int64_t B = seed % 3 == 0 ? 12 : 3;  // every third cell's products through gemm (B > 8)
       const RandomCell cell(I, H, seed);
       Generator g(seed);
       const Tensor x0 = randn({T, B, I}, f64, g), h00 = randn({B, H}, f64, g);
