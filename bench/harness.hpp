@@ -189,6 +189,21 @@ struct Timing {
   std::vector<double> samples_ms;  // in the order they were run
 };
 
+// Wall time of one call of f, in ms.
+inline double time_ms(const std::function<void()>& f) {
+  const auto start = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Median of a sample (0 for an empty one).
+inline double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return (n % 2 == 1) ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 // Runs `warmup` untimed steps (first-touch allocation, thread-pool start-up,
 // caches), then `steps` individually timed ones.  Each step is timed on its
 // own so min/median/max describe the step distribution, not just an average.
@@ -199,19 +214,11 @@ inline Timing run_timed(int warmup, int steps, const std::function<void()>& step
 
   Timing t;
   t.samples_ms.reserve(static_cast<std::size_t>(steps));
-  for (int i = 0; i < steps; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    step();
-    const auto stop = std::chrono::steady_clock::now();
-    t.samples_ms.push_back(std::chrono::duration<double, std::milli>(stop - start).count());
-  }
+  for (int i = 0; i < steps; ++i) t.samples_ms.push_back(time_ms(step));
 
-  std::vector<double> sorted = t.samples_ms;
-  std::sort(sorted.begin(), sorted.end());
-  const std::size_t n = sorted.size();
-  t.ms_min = sorted.front();
-  t.ms_max = sorted.back();
-  t.ms_median = (n % 2 == 1) ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+  t.ms_min = *std::min_element(t.samples_ms.begin(), t.samples_ms.end());
+  t.ms_max = *std::max_element(t.samples_ms.begin(), t.samples_ms.end());
+  t.ms_median = median(t.samples_ms);
   return t;
 }
 

@@ -8,7 +8,6 @@
 #include <unroll/unroll.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -122,31 +121,21 @@ bench::Prepared paired(const bench::Args& args, bench::Prepared a, bench::Prepar
     std::vector<double> a_ms, b_ms;
   };
   auto halves = std::make_shared<Halves>();
-  auto timed = [](const std::function<void()>& f) {
-    const auto start = std::chrono::steady_clock::now();
-    f();
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  };
-  auto step = [halves, timed, fa = std::move(a.step), fb = std::move(b.step)] {
-    halves->a_ms.push_back(timed(fa));
-    halves->b_ms.push_back(timed(fb));
+  auto step = [halves, fa = std::move(a.step), fb = std::move(b.step)] {
+    halves->a_ms.push_back(bench::time_ms(fa));
+    halves->b_ms.push_back(bench::time_ms(fb));
   };
   auto extra = [halves, warmup = static_cast<std::size_t>(args.warmup)] {
-    auto median = [](std::vector<double> v) {
-      std::sort(v.begin(), v.end());
-      const std::size_t n = v.size();
-      return n == 0 ? 0.0 : n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-    };
     // The harness's warm-up steps ran first and were recorded here too: leave them out.
     const auto skip = static_cast<std::ptrdiff_t>(std::min(warmup, halves->a_ms.size()));
     const std::vector<double> ta(halves->a_ms.begin() + skip, halves->a_ms.end());
     const std::vector<double> tb(halves->b_ms.begin() + skip, halves->b_ms.end());
     std::vector<double> ratio;
     for (std::size_t i = 0; i < ta.size(); ++i) ratio.push_back(tb[i] / ta[i]);
-    const auto round4 = [](double v) { return std::round(v * 1e4) / 1e4; };
-    return nlohmann::json{{"a_ms_median", round4(median(ta))},
-                          {"b_ms_median", round4(median(tb))},
-                          {"ratio_b_over_a", round4(median(ratio))},
+    const auto round4 = [](double v) { return bench::detail::round_to(v, 4); };
+    return nlohmann::json{{"a_ms_median", round4(bench::median(ta))},
+                          {"b_ms_median", round4(bench::median(tb))},
+                          {"ratio_b_over_a", round4(bench::median(ratio))},
                           {"pairs", ratio.size()}};
   };
   return {std::move(config), a.tokens_per_step + b.tokens_per_step, step, extra};
