@@ -77,6 +77,8 @@ class GradSink {
  public:
   /// Gradient w.r.t. output k (zeros if none reached an output of a multi-output node).
   const Tensor& grad_output(std::size_t k = 0);
+  /// Gradient w.r.t. output k, or null when none reached it (a multi-output node can then skip its part).
+  const Tensor* grad_output_if(std::size_t k) const;
   /// Whether input i needs a gradient (skip the work when it does not).
   bool needs(std::size_t i) const;
   /// Accumulates g into input i's gradient. g must have input i's shape and dtype (checked).
@@ -258,6 +260,11 @@ inline const Tensor& GradSink::grad_output(std::size_t k) {
   Tensor& g = tape_.grads_[s];
   if (!g.defined()) g = zeros(tape_.slots_[s].shape, tape_.slots_[s].dtype);
   return g;
+}
+
+inline const Tensor* GradSink::grad_output_if(std::size_t k) const {
+  const Tensor& g = tape_.grads_[tape_.nodes_[node_].out_begin + static_cast<std::uint32_t>(k)];
+  return g.defined() ? &g : nullptr;
 }
 
 // ---- template implementation ----

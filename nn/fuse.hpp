@@ -95,6 +95,21 @@ class FusedStep {
       return next;
     }
 
+    /// All T steps as one tape node (FusedSequence::run), the output being each step's first state tensor
+    /// (nn::run_cell's default); nullopt when the cell runs unfused or the state is undefined.
+    std::optional<SequenceOutput<State>> run_all(const State& state, const RunOptions& opt) {
+      if (!decided_ && !nn::detail::any_undefined(state)) decide(state);
+      if (!sequence_) return std::nullopt;
+      flat_.clear();
+      nn::detail::for_each_tensor(state, [&](const Tensor& s) { flat_.push_back(s); });
+      unroll::detail::FusedSequence::Run r = sequence_->run(flat_, 0, opt.reverse, opt.lengths);
+      flat_.clear();
+      SequenceOutput<State> out{std::move(r.output), state};
+      std::size_t k = 0;
+      nn::detail::for_each_tensor(out.state, [&](Tensor& s) { s = std::move(r.state[k++]); });
+      return out;
+    }
+
    private:
     void decide(const State& state) {
       decided_ = true;

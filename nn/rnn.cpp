@@ -12,17 +12,22 @@
 namespace unroll::nn {
 
 namespace detail {
-Tensor length_mask(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B,
-                   Dtype dtype) {
+void check_lengths(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B) {
   UNROLL_CHECK(static_cast<std::int64_t>(lengths.size()) == B, ShapeError,
                "{}: one length per batch row; got {} lengths, expected {}", where, lengths.size(), B);
-  std::vector<double> m(static_cast<std::size_t>(T * B));
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t len = lengths[static_cast<std::size_t>(b)];
     UNROLL_CHECK(len >= 1 && len <= T, ValueError,
                  "{}: sequence length out of range; got lengths[{}]={}, expected 1 <= length <= {}", where, b, len, T);
-    for (std::int64_t t = 0; t < len; ++t) m[static_cast<std::size_t>(t * B + b)] = 1.0;
   }
+}
+
+Tensor length_mask(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B,
+                   Dtype dtype) {
+  check_lengths(where, lengths, T, B);
+  std::vector<double> m(static_cast<std::size_t>(T * B));
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t t = 0; t < lengths[static_cast<std::size_t>(b)]; ++t) m[static_cast<std::size_t>(t * B + b)] = 1.0;
   return tensor(m, {T, B}, dtype);
 }
 }  // namespace detail

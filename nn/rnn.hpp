@@ -109,6 +109,8 @@ class GRU : public RecurrentLayer {
 };
 
 namespace detail {
+/// Checks one length per row, each in [1, T] (errors name `where`).
+void check_lengths(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B);
 /// [T, B] mask (dtype) with 1 where t < lengths[b]; checks 1 <= lengths[b] <= T (`where` names the caller).
 Tensor length_mask(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B,
                    Dtype dtype);

@@ -20,6 +20,7 @@
 #include <array>
 #include <concepts>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -87,6 +88,13 @@ concept CellStep = CellState<S> && std::invocable<F&, const Tensor&, const S&> &
 template <class F, class S>
 concept SequenceStep = requires(const std::remove_cvref_t<F>& f, const Tensor& x, std::int64_t t, const S& s) {
   { f.template begin_sequence<S>(x)(t, s) } -> std::convertible_to<S>;
+};
+/// A sequence step that can also run all steps itself, as one tape node (nn::FusedStep): run_cell's default
+/// output (each step's first state tensor) then comes from `session.run_all(state, options)`; nullopt (a cell
+/// that runs unfused) makes run_cell run the steps one by one.
+template <class F, class S>
+concept WholeSequenceStep = requires(const std::remove_cvref_t<F>& f, const Tensor& x, const S& s, const RunOptions& o) {
+  { f.template begin_sequence<S>(x).run_all(s, o) } -> std::same_as<std::optional<SequenceOutput<S>>>;
 };
 /// A step that can make its own initial state (used when run_cell is given an undefined one).
 template <class F, class S>
@@ -243,9 +251,27 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, Output
   }
 }
 
-/// run_cell with the default output: the state if it is a Tensor, else its first tensor.
+/// run_cell with the default output: the state if it is a Tensor, else its first tensor. A fused cell
+/// (nn/fuse.hpp) runs the whole sequence as one tape node here.
 template <class State, class Step>
 SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, const RunOptions& opt = {}) {
+  if constexpr (WholeSequenceStep<Step, State>) {
+    if (x.defined() && x.dim() >= 2 && x.shape()[0] >= 1) {  // else the loop below reports what is wrong
+      const std::int64_t T = x.shape()[0], B = x.shape()[1];
+      if (!opt.lengths.empty()) detail::check_lengths("run_cell", opt.lengths, T, B);
+      State start = state;
+      if constexpr (HasInitialState<std::remove_cvref_t<Step>, State>)
+        if (detail::any_undefined(start)) start = step.initial_state(B, x.dtype());
+      auto session = step.template begin_sequence<State>(x);
+      std::optional<SequenceOutput<State>> out;
+      try {
+        out = session.run_all(start, opt);
+      } catch (const Error&) {  // tracing runs the cell's first step: name it as the loop would
+        unroll::detail::rethrow_with_context(fmt::format("run_cell: step t={} of {}: ", opt.reverse ? T - 1 : 0, T));
+      }
+      if (out) return std::move(*out);
+    }
+  }
   return run_cell(
       x, std::move(state), std::forward<Step>(step),
       [](const State& s) -> Tensor {

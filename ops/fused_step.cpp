@@ -1006,8 +1006,10 @@ struct Frame {
   std::vector<const Tensor*> owners;         // the tensor behind each buffer (for views of its rows)
   std::vector<std::int64_t> owner_offset;    // where this step's rows start in it
   std::vector<T> scratch;                    // the forward's values that backward does not read
-  void fill(const FusedSequence::Data& d, const Tensor& own, std::span<const Tensor> state, std::int64_t t,
-            bool forward) {
+  // Step t's buffers: its own values at `own_off` in `own`; the state tensors' rows from row `state_row` on
+  // (0 for a state of B rows; i * B in a whole sequence's [T + 1, B, w] states).
+  void fill(const FusedSequence::Data& d, const Tensor& own, std::int64_t own_off, std::span<const Tensor> state,
+            std::int64_t state_row, std::int64_t t, bool forward) {
     const std::int64_t B = d.program->B;
     const std::size_t n = 1 + d.seq.size() + state.size() + d.params.size() + 1;
     base.resize(n), owners.resize(n), owner_offset.resize(n);  // no-ops after the first step
@@ -1017,9 +1019,9 @@ struct Frame {
       owners[at] = q;
       owner_offset[at++] = off;
     };
-    add(&own, 0);
+    add(&own, own_off);
     for (const Tensor& q : d.seq) add(&q, t * B * q.shape().back());
-    for (const Tensor& q : state) add(&q, 0);
+    for (const Tensor& q : state) add(&q, state_row * q.shape().back());
     for (const Tensor& q : d.params) add(&q, 0);
     add(nullptr, 0);
     if (forward) {
@@ -1115,31 +1117,37 @@ struct SavedStep {
   }
 };
 
+// The gradients of a step's values: a per-thread buffer reused from step to step (a fresh one per step would
+// be cleared in memory: a pass over it every step; this one is written while still in cache from the last).
 template <class T>
-void run_backward(autograd::GradSink& sink, const SavedStep& s) {
-  const FusedSequence::Data& d = *s.data;
-  const FusedProgram& P = *d.program;
-  const std::int64_t B = P.B;
-  const std::size_t n_seq = P.seq_nodes.size(), n_state = P.state_nodes.size();
-  const std::span<const Tensor> state = s.state();
-  Frame<T>& f = backward_frame<T>();
-  f.fill(d, s.arena, state, s.t, /*forward=*/false);
-  T* const* base = f.base.data();
-  // The gradients of the step's values: a per-thread buffer, zeroed while still in cache from the last step
-  // (a fresh one per step would be cleared in memory: a pass over it every step).
+const Tensor& step_grads(const FusedProgram& P, Dtype dtype) {
   thread_local Tensor scratch_grads;
-  if (!scratch_grads.defined() || scratch_grads.numel() < P.garena || scratch_grads.dtype() != s.arena.dtype())
-    scratch_grads = Tensor::empty({std::max<std::int64_t>(P.garena, 1)}, s.arena.dtype());
-  const Tensor& garena = scratch_grads;
-  T* const gbase[1] = {garena.data<T>()};
+  if (!scratch_grads.defined() || scratch_grads.numel() < P.garena || scratch_grads.dtype() != dtype)
+    scratch_grads = Tensor::empty({std::max<std::int64_t>(P.garena, 1)}, dtype);
+  return scratch_grads;
+}
+
+// One step's backward, from the gradients of its outputs (seeds[k]: [B, w] rows of output k's gradient, or
+// null when none reached it) into `garena`, the gradients of all its values (read them through P.gloc). The
+// weights' gradient rows go to the sink, deferred and batched like linear's; the caller takes the inputs'.
+template <class T>
+void backward_step(autograd::GradSink& sink, const FusedProgram& P, const Frame<T>& f, const Tensor& garena,
+                   std::span<const T* const> seeds) {
+  const std::int64_t B = P.B;
+  T* const* base = f.base.data();
+  T* const gbase[1] = {const_cast<T*>(garena.data<T>())};
   for (const auto& [off, len] : P.gzero) std::memset(gbase[0] + off, 0, static_cast<std::size_t>(len) * sizeof(T));
   // The outputs' gradients into their values' gradient rows.
   const auto& outputs = P.graph.outputs;
   for (std::size_t k = 0; k < outputs.size(); ++k) {
-    const T* pg = sink.grad_output(k).template data<T>();
+    const T* pg = seeds[k];
     const Loc& l = P.gloc[static_cast<std::size_t>(outputs[k])];
     for (std::int64_t r = 0; r < B; ++r) {
       T* __restrict dst = gbase[0] + l.off + r * l.ld;
+      if (pg == nullptr) {
+        if (P.seed_stores[k]) std::memset(dst, 0, static_cast<std::size_t>(l.w) * sizeof(T));
+        continue;
+      }
       const T* __restrict src = pg + r * l.w;
       if (P.seed_stores[k])
         std::memcpy(dst, src, static_cast<std::size_t>(l.w) * sizeof(T));
@@ -1214,6 +1222,26 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
       for (std::size_t i = st.end; i-- > st.begin;) backward_row(P.instrs[i], rv);
     }
   }
+}
+
+template <class T>
+void run_backward(autograd::GradSink& sink, const SavedStep& s) {
+  const FusedSequence::Data& d = *s.data;
+  const FusedProgram& P = *d.program;
+  const std::int64_t B = P.B;
+  const std::size_t n_seq = P.seq_nodes.size(), n_state = P.state_nodes.size();
+  const std::span<const Tensor> state = s.state();
+  Frame<T>& f = backward_frame<T>();
+  f.fill(d, s.arena, 0, state, 0, s.t, /*forward=*/false);
+  const Tensor& garena = step_grads<T>(P, s.arena.dtype());
+  T* const gbase[1] = {const_cast<T*>(garena.data<T>())};
+  thread_local std::vector<const T*> seeds;
+  seeds.clear();
+  for (std::size_t k = 0; k < P.graph.outputs.size(); ++k) {
+    const Tensor* g = sink.grad_output_if(k);
+    seeds.push_back(g ? g->template data<T>() : nullptr);
+  }
+  backward_step<T>(sink, P, f, garena, seeds);
   // The inputs' gradients.
   for (std::size_t k = 0; k < n_seq; ++k) {
     const Loc& l = P.gloc[static_cast<std::size_t>(P.seq_nodes[k])];
@@ -1244,6 +1272,124 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
   }
 }
 
+
+// What a whole sequence's backward keeps: every step's values, every step's state, the run's options.
+struct SavedSequence {
+  std::shared_ptr<const FusedSequence::Data> data;
+  Tensor arena;                       // [T * P.arena]: loop step i's values from i * P.arena
+  std::vector<Tensor> states;         // per state tensor [T + 1, B, w]: the state before loop step i at i
+  std::vector<std::int64_t> lengths;  // per row (empty: all T)
+  std::size_t output_state;
+  bool reverse;
+};
+
+// Whether row r runs at step t (rows past their length hold their state).
+bool row_runs(std::span<const std::int64_t> lengths, std::int64_t r, std::int64_t t) {
+  return lengths.empty() || t < lengths[static_cast<std::size_t>(r)];
+}
+
+// The steps' backward in reverse loop order. carry[k] is d loss / d (state k after the step): the final
+// state's gradient at first, plus the output's at each step; a step's backward turns it into the gradient of
+// the state before it. A row that holds its state at a step passes its gradient through unchanged.
+template <class T>
+void run_sequence_backward(autograd::GradSink& sink, const SavedSequence& s) {
+  const FusedSequence::Data& d = *s.data;
+  const FusedProgram& P = *d.program;
+  const std::int64_t B = P.B, steps = d.steps;
+  const std::size_t n_seq = P.seq_nodes.size(), n_state = P.state_nodes.size(), n_param = P.param_nodes.size();
+  const Dtype dtype = s.arena.dtype();
+  std::vector<Tensor> carry(n_state), seed_rows(s.lengths.empty() ? 0 : n_state);
+  std::vector<const T*> seeds(n_state);
+  std::vector<std::int64_t> width(n_state);
+  for (std::size_t k = 0; k < n_state; ++k) {
+    const Shape shape = s.states[k].shape().tail(1);
+    width[k] = shape.back();
+    const Tensor* g = sink.grad_output_if(1 + k);
+    carry[k] = g ? copy_of(*g) : zeros(shape, dtype);
+    if (!seed_rows.empty()) seed_rows[k] = Tensor::empty(shape, dtype);
+  }
+  const Tensor* g_out = sink.grad_output_if(0);  // [T, B, w] of state output_state
+  std::vector<T*> seq_grad(n_seq, nullptr);
+  for (std::size_t k = 0; k < n_seq; ++k) {
+    if (!P.gloc[static_cast<std::size_t>(P.seq_nodes[k])].defined() || !sink.needs(k)) continue;
+    bool fresh = false;
+    seq_grad[k] = sink.buffer(k, fresh, /*zero_fill=*/true).template data<T>();
+  }
+  std::vector<Tensor> param_grad(n_param);
+  Frame<T>& f = backward_frame<T>();
+  const Tensor& garena = step_grads<T>(P, dtype);
+  const T* gbase = garena.data<T>();
+  for (std::int64_t i = steps; i-- > 0;) {
+    const std::int64_t t = s.reverse ? steps - 1 - i : i;
+    if (g_out) {  // the output at t is the state after this step (zero, and no gradient, for rows that hold)
+      const std::int64_t w = width[s.output_state];
+      T* __restrict dst = carry[s.output_state].template data<T>();
+      const T* __restrict src = g_out->template data<T>() + t * B * w;
+      for (std::int64_t r = 0; r < B; ++r)
+        if (row_runs(s.lengths, r, t))
+          for (std::int64_t j = r * w; j < (r + 1) * w; ++j) dst[j] += src[j];
+    }
+    for (std::size_t k = 0; k < n_state; ++k) {
+      seeds[k] = carry[k].template data<T>();
+      if (s.lengths.empty()) continue;
+      const std::int64_t w = width[k];
+      T* dst = seed_rows[k].template data<T>();
+      for (std::int64_t r = 0; r < B; ++r)
+        if (row_runs(s.lengths, r, t))
+          std::memcpy(dst + r * w, seeds[k] + r * w, static_cast<std::size_t>(w) * sizeof(T));
+        else
+          std::memset(dst + r * w, 0, static_cast<std::size_t>(w) * sizeof(T));
+      seeds[k] = dst;
+    }
+    f.fill(d, s.arena, i * P.arena, s.states, i * B, t, /*forward=*/false);
+    backward_step<T>(sink, P, f, garena, seeds);
+    for (std::size_t k = 0; k < n_seq; ++k) {  // into rows t of the input-only values' gradients
+      if (!seq_grad[k]) continue;
+      const Loc& l = P.gloc[static_cast<std::size_t>(P.seq_nodes[k])];
+      T* __restrict dst = seq_grad[k] + t * B * l.w;
+      const T* __restrict src = gbase + l.off;
+      for (std::int64_t e = 0; e < B * l.w; ++e) dst[e] += src[e];
+    }
+    for (std::size_t k = 0; k < n_state; ++k) {  // the gradient of the state before this step
+      const Loc& l = P.gloc[static_cast<std::size_t>(P.state_nodes[k])];
+      const std::int64_t w = width[k];
+      T* __restrict dst = carry[k].template data<T>();
+      for (std::int64_t r = 0; r < B; ++r) {
+        const bool runs = row_runs(s.lengths, r, t);
+        for (std::int64_t j = r * w; j < (r + 1) * w; ++j)
+          dst[j] = (l.defined() ? gbase[l.off + j] : T(0)) + (runs ? T(0) : dst[j]);
+      }
+    }
+    for (std::size_t k = 0; k < n_param; ++k) {
+      const Loc& l = P.gloc[static_cast<std::size_t>(P.param_nodes[k])];
+      if (!l.defined() || !sink.needs(n_seq + n_state + k)) continue;
+      const std::int64_t n = d.params[k].numel();
+      if (!param_grad[k].defined()) param_grad[k] = zeros(d.params[k].shape(), dtype);
+      T* __restrict dst = param_grad[k].template data<T>();
+      for (std::int64_t e = 0; e < n; ++e) dst[e] += gbase[l.off + e];
+    }
+  }
+  for (std::size_t k = 0; k < n_state; ++k)
+    if (sink.needs(n_seq + k)) sink.add(n_seq + k, std::move(carry[k]));
+  for (std::size_t k = 0; k < n_param; ++k)
+    if (param_grad[k].defined()) sink.add(n_seq + n_state + k, std::move(param_grad[k]));
+}
+
+}  // namespace
+
+namespace {
+void check_state(const char* where, const FusedProgram& P, std::span<const Tensor> state) {
+  const TraceGraph& g = P.graph;
+  UNROLL_CHECK(state.size() == P.state_nodes.size(), ValueError,
+               "{}: wrong number of state tensors; got {}, expected {}", where, state.size(), P.state_nodes.size());
+  for (std::size_t k = 0; k < state.size(); ++k) {
+    const Shape& s = g.nodes[static_cast<std::size_t>(P.state_nodes[k])].shape;
+    UNROLL_CHECK(state[k].defined() && state[k].shape() == s && state[k].dtype() == g.dtype, ShapeError,
+                 "{}: state tensor {} does not match the traced step; got {} {}, expected {} {}", where, k,
+                 state[k].defined() ? fmt::format("{}", state[k].shape()) : std::string("undefined"),
+                 state[k].defined() ? fmt::format("{}", state[k].dtype()) : std::string(""), s, g.dtype);
+  }
+}
 }  // namespace
 
 void FusedSequence::step(std::int64_t t, std::span<const Tensor> state, std::vector<Tensor>& outs) const {
@@ -1254,20 +1400,12 @@ void FusedSequence::step(std::int64_t t, std::span<const Tensor> state, std::vec
   OpScope op_scope(where);
   UNROLL_CHECK(t >= 0 && t < d.steps, IndexError, "{}: step out of range; got t={}, expected 0 <= t < {}", where, t,
                d.steps);
-  UNROLL_CHECK(state.size() == P.state_nodes.size(), ValueError,
-               "{}: wrong number of state tensors; got {}, expected {}", where, state.size(), P.state_nodes.size());
-  for (std::size_t k = 0; k < state.size(); ++k) {
-    const Shape& s = g.nodes[static_cast<std::size_t>(P.state_nodes[k])].shape;
-    UNROLL_CHECK(state[k].defined() && state[k].shape() == s && state[k].dtype() == g.dtype, ShapeError,
-                 "{}: state tensor {} does not match the traced step; got {} {}, expected {} {}", where, k,
-                 state[k].defined() ? fmt::format("{}", state[k].shape()) : std::string("undefined"),
-                 state[k].defined() ? fmt::format("{}", state[k].dtype()) : std::string(""), s, g.dtype);
-  }
+  check_state(where, P, state);
   Tensor arena = Tensor::empty({P.arena}, g.dtype);
   outs.clear();
   dispatch_floating(where, g.dtype, [&]<class T>(T*) {
     Frame<T>& f = forward_frame<T>();
-    f.fill(d, arena, state, t, /*forward=*/true);
+    f.fill(d, arena, 0, state, 0, t, /*forward=*/true);
     run_forward<T>(P, f);
     for (int o : g.outputs) {
       const Loc& l = P.floc[static_cast<std::size_t>(o)];
@@ -1302,6 +1440,88 @@ void FusedSequence::step(std::int64_t t, std::span<const Tensor> state, std::vec
                    [s = std::move(saved)](autograd::GradSink& sink) {
                      dispatch_floating("fused step", s.arena.dtype(), [&]<class T>(T*) { run_backward<T>(sink, s); });
                    });
+}
+
+FusedSequence::Run FusedSequence::run(std::span<const Tensor> state, std::size_t output_state, bool reverse,
+                                      std::span<const std::int64_t> lengths) const {
+  const Data& d = *data_;
+  const FusedProgram& P = *d.program;
+  const TraceGraph& g = P.graph;
+  constexpr const char* where = "fused sequence";
+  OpScope op_scope(where);
+  check_state(where, P, state);
+  const std::int64_t steps = d.steps, B = P.B;
+  UNROLL_CHECK(output_state < state.size(), IndexError, "{}: output state out of range; got {}, expected < {}", where,
+               output_state, state.size());
+  UNROLL_CHECK(lengths.empty() || static_cast<std::int64_t>(lengths.size()) == B, ShapeError,
+               "{}: one length per batch row; got {} lengths, expected {}", where, lengths.size(), B);
+  for (std::size_t r = 0; r < lengths.size(); ++r)
+    UNROLL_CHECK(lengths[r] >= 1 && lengths[r] <= steps, ValueError,
+                 "{}: sequence length out of range; got lengths[{}]={}, expected 1 <= length <= {}", where, r,
+                 lengths[r], steps);
+  const bool grad = autograd::needs_grad(std::span<const Tensor>(d.seq)) || autograd::needs_grad(state) ||
+                    autograd::needs_grad(std::span<const Tensor>(d.params));
+  // Backward reads every step's values; without it one step's buffer serves them all.
+  Tensor arena = Tensor::empty({std::max<std::int64_t>((grad ? steps : 1) * P.arena, 1)}, g.dtype);
+  std::vector<Tensor> states;  // per state tensor [T + 1, B, w]: the state before loop step i at i
+  for (const Tensor& q : state) {
+    std::vector<std::int64_t> shape{steps + 1};
+    shape.insert(shape.end(), q.shape().begin(), q.shape().end());
+    states.push_back(Tensor::empty(Shape(shape), g.dtype));
+    std::memcpy(states.back().raw(), q.raw(), static_cast<std::size_t>(q.numel()) * dtype_size(g.dtype));
+  }
+  Run out;
+  const Shape& os = state[output_state].shape();
+  std::vector<std::int64_t> out_shape{steps};
+  out_shape.insert(out_shape.end(), os.begin(), os.end());
+  const bool output_is_states = !reverse && lengths.empty();  // then the outputs are states 1..T as they are
+  if (!output_is_states) out.output = Tensor::empty(Shape(out_shape), g.dtype);
+  dispatch_floating(where, g.dtype, [&]<class T>(T*) {
+    Frame<T>& f = forward_frame<T>();
+    for (std::int64_t i = 0; i < steps; ++i) {
+      const std::int64_t t = reverse ? steps - 1 - i : i;
+      f.fill(d, arena, grad ? i * P.arena : 0, states, i * B, t, /*forward=*/true);
+      run_forward<T>(P, f);
+      for (std::size_t k = 0; k < states.size(); ++k) {  // the state after the step
+        const Loc& l = P.floc[static_cast<std::size_t>(g.outputs[k])];
+        const std::int64_t w = l.w;
+        T* before = states[k].template data<T>() + i * B * w;
+        T* after = before + B * w;
+        for (std::int64_t r = 0; r < B; ++r) {
+          const T* src = row_runs(lengths, r, t) ? f.base[static_cast<std::size_t>(l.buf)] + l.off + (l.per_row ? r * l.ld : 0)
+                                                 : before + r * w;
+          std::memcpy(after + r * w, src, static_cast<std::size_t>(w) * sizeof(T));
+        }
+        if (k != output_state || output_is_states) continue;
+        T* o = out.output.template data<T>() + t * B * w;
+        for (std::int64_t r = 0; r < B; ++r)
+          if (row_runs(lengths, r, t))
+            std::memcpy(o + r * w, after + r * w, static_cast<std::size_t>(w) * sizeof(T));
+          else
+            std::memset(o + r * w, 0, static_cast<std::size_t>(w) * sizeof(T));
+      }
+    }
+  });
+  if (output_is_states) out.output = view_range(states[output_state], os.numel(), Shape(out_shape));
+  for (std::size_t k = 0; k < states.size(); ++k)
+    out.state.push_back(view_range(states[k], steps * state[k].numel(), state[k].shape()));
+  if (!grad) return out;
+  thread_local std::vector<const Tensor*> inputs;
+  thread_local std::vector<Tensor*> out_ptrs;
+  inputs.clear(), out_ptrs.clear();
+  for (const Tensor& q : d.seq) inputs.push_back(&q);
+  for (const Tensor& q : state) inputs.push_back(&q);
+  for (const Tensor& q : d.params) inputs.push_back(&q);
+  out_ptrs.push_back(&out.output);
+  for (Tensor& q : out.state) out_ptrs.push_back(&q);
+  SavedSequence saved{data_, std::move(arena), std::move(states),
+                      std::vector<std::int64_t>(lengths.begin(), lengths.end()), output_state, reverse};
+  autograd::record(where, std::span<Tensor* const>(out_ptrs), std::span<const Tensor* const>(inputs),
+                   [s = std::move(saved)](autograd::GradSink& sink) {
+                     dispatch_floating("fused sequence", s.arena.dtype(),
+                                       [&]<class T>(T*) { run_sequence_backward<T>(sink, s); });
+                   });
+  return out;
 }
 
 }  // namespace unroll::detail

@@ -47,6 +47,17 @@ class FusedSequence {
   /// vector `state` views), recorded as one tape node when gradients are needed.
   void step(std::int64_t t, std::span<const Tensor> state, std::vector<Tensor>& next) const;
 
+  struct Run {
+    Tensor output;              ///< [T, B, w]: state tensor `output_state` after every step t (zero past a row's end)
+    std::vector<Tensor> state;  ///< the final state tensors (each row's own last step)
+  };
+  /// All T steps from the state tensors (trace order) as ONE tape node, as nn::run_cell would run step() T
+  /// times: from t = T-1 down when `reverse`; with `lengths` (one per row, 1 <= length <= T; empty: all T),
+  /// a row's state holds from its step `length` on and its outputs there are zero. Backward runs the steps'
+  /// backward in one loop, carrying the state's gradient from step to step in a buffer.
+  Run run(std::span<const Tensor> state, std::size_t output_state, bool reverse,
+          std::span<const std::int64_t> lengths) const;
+
   struct Data;  // ops/fused_step.cpp
 
  private:

@@ -219,15 +219,20 @@ std::vector<Tensor> leaves_of(S& s) {
 }
 
 // Outputs and every gradient (parameters, x, the initial state) of a loss over the whole sequence.
+// How a fused cell's sequence runs: all steps as one tape node (run_cell's default output), or one node per
+// step (what run_cell does when given its own output_of).
+enum class Nodes { whole_sequence, per_step };
+
 template <class Cell, class State>
 std::map<std::string, Tensor> run_and_grads(nn::Fused<Cell>& cell, const Tensor& x0, const State& s0, bool fused,
-                                            const nn::RunOptions& opt = {}) {
+                                            const nn::RunOptions& opt = {}, Nodes nodes = Nodes::whole_sequence) {
   cell.set_fused(fused);
   cell.zero_grad();
   Tensor x = x0.detach().requires_grad_();
   State s = s0;
   std::vector<Tensor> start = leaves_of(s);
-  auto r = nn::run_cell(x, s, cell, opt);
+  auto first = [](const State& st) { return nn::detail::first_tensor(st); };
+  auto r = nodes == Nodes::per_step ? nn::run_cell(x, s, cell, first, opt) : nn::run_cell(x, s, cell, opt);
   Generator gen(5);
   Tensor loss = sum(r.output * uniform(r.output.shape(), -1, 1, r.output.dtype(), gen));
   nn::detail::for_each_tensor(r.state, [&](const Tensor& t) {
@@ -254,19 +259,21 @@ void check_fused_equals_unfused(nn::Fused<Cell>& cell, const Tensor& x, const St
                                 double tol = 1e-12) {
   const auto unfused = run_and_grads(cell, x, s0, false, opt);
   // Both orders of the step's elementwise stages (each row through all ops; each op over all rows), each
-  // compiled afresh.
-  for (const std::int64_t bytes : {std::int64_t{0}, std::int64_t{1} << 20}) {
-    CAPTURE(bytes);
-    const OpsFirstBytes order(bytes);
-    cell.fused_step().clear();
-    const auto fused = run_and_grads(cell, x, s0, true, opt);
-    CHECK_MESSAGE(cell.why_not() == "", cell.why_not());
-    for (const auto& [name, want] : unfused) {
-      INFO(name);
-      REQUIRE(fused.at(name).defined() == want.defined());
-      if (want.defined()) CHECK(test_support::tolerance_ratio(fused.at(name), want, tol, tol) <= 1.0);
+  // compiled afresh; the sequence as one tape node and as one per step.
+  for (const std::int64_t bytes : {std::int64_t{0}, std::int64_t{1} << 20})
+    for (const Nodes nodes : {Nodes::whole_sequence, Nodes::per_step}) {
+      CAPTURE(bytes);
+      CAPTURE(nodes == Nodes::per_step);
+      const OpsFirstBytes order(bytes);
+      cell.fused_step().clear();
+      const auto fused = run_and_grads(cell, x, s0, true, opt, nodes);
+      CHECK_MESSAGE(cell.why_not() == "", cell.why_not());
+      for (const auto& [name, want] : unfused) {
+        INFO(name);
+        REQUIRE(fused.at(name).defined() == want.defined());
+        if (want.defined()) CHECK(test_support::tolerance_ratio(fused.at(name), want, tol, tol) <= 1.0);
+      }
     }
-  }
   cell.fused_step().clear();  // the next run compiles with the default order
 }
 
@@ -441,15 +448,20 @@ TEST_SUITE("nn/fuse") {
 
   TEST_CASE("a bias added after the state's product is hoisted with the input projection") {
     // tanh(x W + h U + b) meets b only after the sum: (x W + b) runs once over all T*B rows, so the tape holds
-    // x W, + b, one node per step and the stack (x needs no gradient: its reshape is not recorded) — and b's
-    // gradient is one sum over the rows, not T adds. Unhoisted, + b would be part of every step instead.
+    // x W, + b and the steps (x needs no gradient: its reshape is not recorded) — and b's gradient is one sum
+    // over the rows, not T adds. Unhoisted, + b would be part of every step instead.
     manual_seed(9);
     nn::Fused<TinyRNN> cell(3, 4);
     auto& tape = autograd::Tape::current();
     tape.clear();
     const std::int64_t T = 6;
-    auto r = nn::run_cell(randn({T, 2, 3}, f64), randn({2, 4}, f64), cell);
+    const Tensor x = randn({T, 2, 3}, f64), h0 = randn({2, 4}, f64);
+    auto r = nn::run_cell(x, h0, cell);  // the steps as one node
     CHECK(cell.why_not() == "");
+    CHECK(tape.size() == 3);
+    tape.clear();
+    // One node per step and the stack of their outputs (run_cell given its own output_of).
+    r = nn::run_cell(x, h0, cell, [](const Tensor& h) { return h; });
     CHECK(tape.size() == static_cast<std::size_t>(T) + 3);
     tape.clear();
   }
