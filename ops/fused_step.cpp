@@ -1034,6 +1034,20 @@ struct Frame {
     for (std::size_t k = 0; k < d.transposed.size(); ++k)
       transposed[lead + k] = d.transposed[k].defined() ? d.transposed[k].data<T>() : nullptr;
   }
+  // The same sequence's step t: moves the step's own buffer and the input and state rows (fill first).
+  void move_to(const FusedSequence::Data& d, std::int64_t own_off, std::int64_t state_row, std::int64_t t) {
+    const std::int64_t B = d.program->B;
+    auto move = [&](std::size_t at, std::int64_t off) {
+      base[at] += off - owner_offset[at];
+      owner_offset[at] = off;
+    };
+    move(0, own_off);
+    std::size_t at = 1;
+    for (const Tensor& q : d.seq) move(at++, t * B * q.shape().back());
+    for (const std::size_t end = at + d.program->state_nodes.size(); at < end; ++at)
+      move(at, state_row * owners[at]->shape().back());
+  }
+
 };
 template <class T>
 Frame<T>& forward_frame() {
@@ -1129,10 +1143,41 @@ const Tensor& step_grads(const FusedProgram& P, Dtype dtype) {
 
 // One step's backward, from the gradients of its outputs (seeds[k]: [B, w] rows of output k's gradient, or
 // null when none reached it) into `garena`, the gradients of all its values (read them through P.gloc). The
-// weights' gradient rows go to the sink, deferred and batched like linear's; the caller takes the inputs'.
+// weights' gradient rows go to the sink, deferred and batched like linear's, or into `collect`; the caller
+// takes the inputs' gradients.
+// A whole sequence's weight-gradient rows, gathered step by step and multiplied once at the end (one GEMM
+// per product instead of T deferred pieces): per product instruction (by index), dY [T*B, n] and the rows
+// of its operand [T*B, k] (of [x_t, h] for a split product's owner).
+struct WeightRows {
+  std::vector<Tensor> dy, x;
+  std::int64_t rows = 0;  // T * B
+  std::int64_t row0 = 0;  // the current step's first row
+};
+
+// The rows of a product's operand, contiguous into dst: the value's B rows, or a split product owner's
+// parts side by side ([x_t, h], as the unsplit linear saw them).
+template <class T>
+void copy_operand_rows(const FusedProgram& P, const Instr& in, const Frame<T>& f, std::int64_t B, T* dst) {
+  if (in.row_parts.empty()) {
+    const Loc& l = P.floc[static_cast<std::size_t>(in.args[0])];
+    for (std::int64_t r = 0; r < B; ++r)
+      std::memcpy(dst + r * l.w, f.base[static_cast<std::size_t>(l.buf)] + l.off + (l.per_row ? r * l.ld : 0),
+                  static_cast<std::size_t>(l.w) * sizeof(T));
+    return;
+  }
+  std::int64_t at = 0;
+  for (int part : in.row_parts) {
+    const Loc& l = P.floc[static_cast<std::size_t>(part)];
+    for (std::int64_t r = 0; r < B; ++r)
+      std::memcpy(dst + r * in.w_ld + at, f.base[static_cast<std::size_t>(l.buf)] + l.off + r * l.ld,
+                  static_cast<std::size_t>(l.w) * sizeof(T));
+    at += l.w;
+  }
+}
+
 template <class T>
 void backward_step(autograd::GradSink& sink, const FusedProgram& P, const Frame<T>& f, const Tensor& garena,
-                   std::span<const T* const> seeds) {
+                   std::span<const T* const> seeds, WeightRows* collect = nullptr) {
   const std::int64_t B = P.B;
   T* const* base = f.base.data();
   T* const gbase[1] = {const_cast<T*>(garena.data<T>())};
@@ -1185,23 +1230,26 @@ void backward_step(autograd::GradSink& sink, const FusedProgram& P, const Frame<
         }
       }
       if (in.weight_rows && sink.needs(wi)) {
-        Tensor dyt = view_range(garena, gy.off, {B, n});
-        if (!in.row_parts.empty()) {  // a split product's owner: the whole rows [x_t, h], as the unsplit linear
-          Tensor q = Tensor::empty({B, in.w_ld}, garena.dtype());
-          T* dst = q.data<T>();
-          std::int64_t at = 0;
-          for (int part : in.row_parts) {
-            const Loc& l = P.floc[static_cast<std::size_t>(part)];
-            for (std::int64_t r = 0; r < B; ++r)
-              std::memcpy(dst + r * in.w_ld + at, f.base[static_cast<std::size_t>(l.buf)] + l.off + r * l.ld,
-                          static_cast<std::size_t>(l.w) * sizeof(T));
-            at += l.w;
+        if (collect) {  // this step's rows of dY and of the operand, multiplied once for the whole sequence
+          const std::size_t ii = st.begin;
+          if (!collect->dy[ii].defined()) {
+            collect->dy[ii] = Tensor::empty({collect->rows, n}, garena.dtype());
+            collect->x[ii] = Tensor::empty({collect->rows, in.row_parts.empty() ? k : in.w_ld}, garena.dtype());
           }
-          sink.add_rows_product(wi, dyt, q);
-        } else if (linear_op) {  // dW [n, k] = dYᵀ x (into the block's columns), deferred and batched like linear's
-          sink.add_rows_product(wi, dyt, rows_tensor<T>(v, f, B), in.w_off);
+          std::memcpy(collect->dy[ii].template data<T>() + collect->row0 * n, dy,
+                      static_cast<std::size_t>(B * n) * sizeof(T));
+          copy_operand_rows<T>(P, in, f, B, collect->x[ii].template data<T>() + collect->row0 * collect->x[ii].shape()[1]);
         } else {
-          sink.add_rows_product(wi, rows_tensor<T>(v, f, B), dyt);  // dW [k, n] = xᵀ dY
+          Tensor dyt = view_range(garena, gy.off, {B, n});
+          if (!in.row_parts.empty()) {  // a split product's owner: the whole rows [x_t, h], as the unsplit linear
+            Tensor q = Tensor::empty({B, in.w_ld}, garena.dtype());
+            copy_operand_rows<T>(P, in, f, B, q.data<T>());
+            sink.add_rows_product(wi, dyt, q);
+          } else if (linear_op) {  // dW [n, k] = dYᵀ x (into the block's columns), deferred and batched like linear's
+            sink.add_rows_product(wi, dyt, rows_tensor<T>(v, f, B), in.w_off);
+          } else {
+            sink.add_rows_product(wi, rows_tensor<T>(v, f, B), dyt);  // dW [k, n] = xᵀ dY
+          }
         }
       }
       continue;
@@ -1310,11 +1358,14 @@ void run_sequence_backward(autograd::GradSink& sink, const SavedSequence& s) {
   }
   const Tensor* g_out = sink.grad_output_if(0);  // [T, B, w] of state output_state
   std::vector<T*> seq_grad(n_seq, nullptr);
+  std::vector<bool> seq_store(n_seq, false);  // a fresh buffer: every step stores its rows (no zeroing first)
   for (std::size_t k = 0; k < n_seq; ++k) {
     if (!P.gloc[static_cast<std::size_t>(P.seq_nodes[k])].defined() || !sink.needs(k)) continue;
     bool fresh = false;
-    seq_grad[k] = sink.buffer(k, fresh, /*zero_fill=*/true).template data<T>();
+    seq_grad[k] = sink.buffer(k, fresh).template data<T>();
+    seq_store[k] = fresh;
   }
+  WeightRows weight_rows{std::vector<Tensor>(P.instrs.size()), std::vector<Tensor>(P.instrs.size()), steps * B, 0};
   std::vector<Tensor> param_grad(n_param);
   Frame<T>& f = backward_frame<T>();
   const Tensor& garena = step_grads<T>(P, dtype);
@@ -1341,14 +1392,21 @@ void run_sequence_backward(autograd::GradSink& sink, const SavedSequence& s) {
           std::memset(dst + r * w, 0, static_cast<std::size_t>(w) * sizeof(T));
       seeds[k] = dst;
     }
-    f.fill(d, s.arena, i * P.arena, s.states, i * B, t, /*forward=*/false);
-    backward_step<T>(sink, P, f, garena, seeds);
+    if (i == steps - 1)
+      f.fill(d, s.arena, i * P.arena, s.states, i * B, t, /*forward=*/false);
+    else
+      f.move_to(d, i * P.arena, i * B, t);
+    weight_rows.row0 = i * B;
+    backward_step<T>(sink, P, f, garena, seeds, &weight_rows);
     for (std::size_t k = 0; k < n_seq; ++k) {  // into rows t of the input-only values' gradients
       if (!seq_grad[k]) continue;
       const Loc& l = P.gloc[static_cast<std::size_t>(P.seq_nodes[k])];
       T* __restrict dst = seq_grad[k] + t * B * l.w;
       const T* __restrict src = gbase + l.off;
-      for (std::int64_t e = 0; e < B * l.w; ++e) dst[e] += src[e];
+      if (seq_store[k])
+        std::memcpy(dst, src, static_cast<std::size_t>(B * l.w) * sizeof(T));
+      else
+        for (std::int64_t e = 0; e < B * l.w; ++e) dst[e] += src[e];
     }
     for (std::size_t k = 0; k < n_state; ++k) {  // the gradient of the state before this step
       const Loc& l = P.gloc[static_cast<std::size_t>(P.state_nodes[k])];
@@ -1368,6 +1426,17 @@ void run_sequence_backward(autograd::GradSink& sink, const SavedSequence& s) {
       T* __restrict dst = param_grad[k].template data<T>();
       for (std::int64_t e = 0; e < n; ++e) dst[e] += gbase[l.off + e];
     }
+  }
+  for (std::size_t ii = 0; ii < P.instrs.size(); ++ii) {  // the weights' gradients, one product each
+    if (!weight_rows.dy[ii].defined()) continue;
+    const Instr& in = P.instrs[ii];
+    const auto wi = static_cast<std::size_t>(in.matrix);
+    if (!in.row_parts.empty())
+      sink.add_rows_product(wi, weight_rows.dy[ii], weight_rows.x[ii]);
+    else if (in.op == TraceOp::linear)  // dW [n, k] = dYᵀ x, into the block's columns
+      sink.add_rows_product(wi, weight_rows.dy[ii], weight_rows.x[ii], in.w_off);
+    else  // dW [k, n] = xᵀ dY
+      sink.add_rows_product(wi, weight_rows.x[ii], weight_rows.dy[ii]);
   }
   for (std::size_t k = 0; k < n_state; ++k)
     if (sink.needs(n_seq + k)) sink.add(n_seq + k, std::move(carry[k]));
@@ -1480,7 +1549,10 @@ FusedSequence::Run FusedSequence::run(std::span<const Tensor> state, std::size_t
     Frame<T>& f = forward_frame<T>();
     for (std::int64_t i = 0; i < steps; ++i) {
       const std::int64_t t = reverse ? steps - 1 - i : i;
-      f.fill(d, arena, grad ? i * P.arena : 0, states, i * B, t, /*forward=*/true);
+      if (i == 0)
+        f.fill(d, arena, 0, states, 0, t, /*forward=*/true);
+      else
+        f.move_to(d, grad ? i * P.arena : 0, i * B, t);
       run_forward<T>(P, f);
       for (std::size_t k = 0; k < states.size(); ++k) {  // the state after the step
         const Loc& l = P.floc[static_cast<std::size_t>(g.outputs[k])];
