@@ -402,6 +402,43 @@ TEST_SUITE("nn/fuse") {
     for (std::size_t k = 0; k < want.size(); ++k) CHECK(test_support::tolerance_ratio(got[k], want[k], 1e-12, 1e-12) <= 1.0);
   }
 
+  TEST_CASE("the sequence as one node: a loss on the outputs only, on the final state only, and without grad") {
+    // The node's backward starts from whichever of its outputs a gradient reached (the other is absent, not
+    // zeros), with lengths and in reverse too; without gradients it runs all steps through one step's buffer.
+    manual_seed(12);
+    const std::int64_t T = 5, B = 3, I = 2, H = 4;
+    const Tensor x = randn({T, B, I}, f64);
+    const Pair s0 = zero_pair(B, H);
+    nn::Fused<LSTM> cell(I, H);
+    for (const nn::RunOptions& opt : {nn::RunOptions{}, nn::RunOptions{.lengths = {2, 5, 3}, .reverse = true}})
+      for (const int loss_on : {0, 1, 2}) {  // outputs, the final h, the final c
+        CAPTURE(loss_on);
+        CAPTURE(opt.reverse);
+        auto grads = [&](bool fused) {
+          cell.set_fused(fused);
+          cell.zero_grad();
+          Tensor xr = x.detach().requires_grad_();
+          auto r = nn::run_cell(xr, s0, cell, opt);
+          const Tensor& y = loss_on == 0 ? r.output : loss_on == 1 ? r.state.first : r.state.second;
+          sum(y * cos_weights(y.shape())).backward();
+          std::vector<Tensor> g{xr.grad()};
+          for (const Tensor& p : cell.parameters()) g.push_back(p.grad());
+          return g;
+        };
+        const auto want = grads(false), got = grads(true);
+        for (std::size_t k = 0; k < want.size(); ++k)
+          CHECK(test_support::tolerance_ratio(got[k], want[k], 1e-12, 1e-12) <= 1.0);
+      }
+    NoGradGuard no_grad;
+    cell.set_fused(false);
+    const auto want = nn::run_cell(x, s0, cell, {.lengths = {2, 5, 3}});
+    cell.set_fused(true);
+    const auto got = nn::run_cell(x, s0, cell, {.lengths = {2, 5, 3}});
+    CHECK(cell.why_not() == "");
+    CHECK(test_support::tolerance_ratio(got.output, want.output, 1e-12, 1e-12) <= 1.0);
+    CHECK(test_support::tolerance_ratio(got.state.second, want.state.second, 1e-12, 1e-12) <= 1.0);
+  }
+
   TEST_CASE("float32: fused equals unfused to float32 round-off") {
     manual_seed(6);
     nn::Fused<GRU> cell(4, 8, Dtype::float32);
