@@ -29,6 +29,12 @@ class FusedProgram;
 /// bench/RESULTS.md, "Fused custom cells").
 inline std::int64_t kOpsFirstBytes = 512;
 
+/// A whole fused sequence's backward (FusedSequence::run) gathers its weight-gradient rows and multiplies them
+/// whenever a product's gathered rows (dY's and the operand's together) reach this many bytes (at least one
+/// step's rows), so that their memory stays bounded however long the sequence is. A variable so that tests
+/// can make it flush every step; read at each backward.
+inline std::int64_t kWeightRowsBytes = std::int64_t{8} << 20;
+
 /// A compiled step, or the one-line reason the graph cannot run fused.
 struct CompiledStep {
   std::shared_ptr<const FusedProgram> program;

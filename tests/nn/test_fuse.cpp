@@ -245,13 +245,15 @@ std::map<std::string, Tensor> run_and_grads(nn::Fused<Cell>& cell, const Tensor&
   return out;
 }
 
-// Sets unroll::detail::kOpsFirstBytes (which order a step's elementwise stages run in) for its lifetime.
-struct OpsFirstBytes {
-  std::int64_t saved = unroll::detail::kOpsFirstBytes;
-  explicit OpsFirstBytes(std::int64_t bytes) { unroll::detail::kOpsFirstBytes = bytes; }
-  ~OpsFirstBytes() { unroll::detail::kOpsFirstBytes = saved; }
-  OpsFirstBytes(const OpsFirstBytes&) = delete;
-  OpsFirstBytes& operator=(const OpsFirstBytes&) = delete;
+// Sets one of the fused step's size knobs (unroll::detail::kOpsFirstBytes: which order a step's elementwise
+// stages run in; kWeightRowsBytes: how many steps' weight-gradient rows a sequence gathers) for its lifetime.
+struct SetBytes {
+  std::int64_t& knob;
+  std::int64_t saved;
+  SetBytes(std::int64_t& k, std::int64_t bytes) : knob(k), saved(k) { knob = bytes; }
+  ~SetBytes() { knob = saved; }
+  SetBytes(const SetBytes&) = delete;
+  SetBytes& operator=(const SetBytes&) = delete;
 };
 
 template <class Cell, class State>
@@ -259,12 +261,14 @@ void check_fused_equals_unfused(nn::Fused<Cell>& cell, const Tensor& x, const St
                                 double tol = 1e-12) {
   const auto unfused = run_and_grads(cell, x, s0, false, opt);
   // Both orders of the step's elementwise stages (each row through all ops; each op over all rows), each
-  // compiled afresh; the sequence as one tape node and as one per step.
+  // compiled afresh; the sequence as one tape node and as one per step. With the first order, a whole
+  // sequence multiplies its weight-gradient rows step by step (the smallest gather), with the second all at once.
   for (const std::int64_t bytes : {std::int64_t{0}, std::int64_t{1} << 20})
     for (const Nodes nodes : {Nodes::whole_sequence, Nodes::per_step}) {
       CAPTURE(bytes);
       CAPTURE(nodes == Nodes::per_step);
-      const OpsFirstBytes order(bytes);
+      const SetBytes order(unroll::detail::kOpsFirstBytes, bytes);
+      const SetBytes gather(unroll::detail::kWeightRowsBytes, bytes == 0 ? 1 : std::int64_t{1} << 30);
       cell.fused_step().clear();
       const auto fused = run_and_grads(cell, x, s0, true, opt, nodes);
       CHECK_MESSAGE(cell.why_not() == "", cell.why_not());
@@ -339,7 +343,7 @@ TEST_SUITE("nn/fuse") {
     // rows; flat instructions as one loop over B * w). Seeds alternate between them.
     for (std::uint64_t seed = 1; seed <= 40; ++seed) {
       CAPTURE(seed);
-      const OpsFirstBytes order(seed % 2 == 0 ? 0 : std::int64_t{1} << 20);
+      const SetBytes order(unroll::detail::kOpsFirstBytes, seed % 2 == 0 ? 0 : std::int64_t{1} << 20);
       const std::int64_t B = seed % 3 == 0 ? 12 : 3;  // every third cell's products through gemm (B > 8)
       const RandomCell cell(I, H, seed);
       Generator g(seed);
