@@ -29,9 +29,25 @@ unroll::Tensor make_param(const unroll::Shape& shape, unroll::Generator& gen) {
   return unroll::uniform(shape, -0.1, 0.1, unroll::Dtype::float32, gen).requires_grad_();
 }
 
+// A fused cell over a sequence by nn::run_cell: all steps as one tape node (its default output), or with
+// --nodes step one node per step (run_cell given its own output_of, the first state tensor).
+bool per_step_nodes(bench::Args& args) {
+  const std::string nodes = args.get_str("nodes", "sequence");
+  if (nodes != "sequence" && nodes != "step")
+    throw bench::UsageError("flag --nodes expects sequence or step, got '" + nodes + "'");
+  return nodes == "step";
+}
+template <class State, class Step>
+unroll::nn::SequenceOutput<State> run_fused(bool per_step, const unroll::Tensor& x, const State& s0, Step& step) {
+  if (per_step)
+    return unroll::nn::run_cell(x, s0, step, [](const State& s) { return unroll::nn::detail::first_tensor(s); });
+  return unroll::nn::run_cell(x, s0, step);
+}
+
 // tiny_rnn: h = tanh(x_t W + h U + b) for T steps, loss = sum(h_T), backward. So small that the
 // arithmetic is negligible: the time is the engine's per-op cost (recording, allocation, backward walk).
-// --fused 1 (default): the step written as a cell and run fused by nn::run_cell (one tape node per step);
+// --fused 1 (default): the step written as a cell and run fused by nn::run_cell (one tape node for the
+// sequence; --nodes step: one per step);
 // --fused 0: the same ops op by op in a plain loop (five nodes per step), as torch-bench runs them.
 struct TinyCell {
   unroll::Tensor W, U, b;
@@ -45,15 +61,16 @@ bench::Prepared tiny_rnn(bench::Args& args) {
   const int H = args.get_int("hidden", 32, 1);
   const int T = args.get_int("seq", 200, 1);
   const bool fused = args.get_int("fused", 1, 0) != 0;
+  const bool per_step = per_step_nodes(args);
   unroll::Generator gen(kSeed);
   unroll::Tensor W = make_param({I, H}, gen), U = make_param({H, H}, gen), b = make_param({H}, gen);
   const unroll::Tensor x = unroll::rand({T, B, I}, unroll::Dtype::float32, gen);
   const unroll::Tensor h0 = unroll::zeros({B, H});
   auto cell = std::make_shared<TinyCell>(TinyCell{W, U, b});
   auto step_fn = std::make_shared<unroll::nn::FusedStep<TinyCell>>(*cell);
-  auto step = [W, U, b, x, h0, T, fused, cell, step_fn]() mutable {
+  auto step = [W, U, b, x, h0, T, fused, per_step, cell, step_fn]() mutable {
     if (fused) {
-      unroll::sum(unroll::nn::run_cell(x, h0, *step_fn).state).backward();
+      unroll::sum(run_fused(per_step, x, h0, *step_fn).state).backward();
     } else {
       unroll::Tensor h = h0;
       for (int t = 0; t < T; ++t) h = unroll::tanh(unroll::matmul(x[t], W) + unroll::matmul(h, U) + b);
@@ -64,6 +81,7 @@ bench::Prepared tiny_rnn(bench::Args& args) {
     b.zero_grad();
   };
   nlohmann::json config = {{"batch", B}, {"input", I}, {"hidden", H}, {"seq", T}, {"fused", fused}};
+  if (fused) config["nodes"] = per_step ? "step" : "sequence";
   return {config, static_cast<double>(B) * T, step};
 }
 
@@ -456,6 +474,7 @@ bench::Prepared fastrnn(bench::Args& args) {
   const bool is_lstm = variant == "nn_lstm" || variant == "cell_lstm";
   const bool is_min = variant == "mingru" || variant == "minlstm";
   const bool fused = args.get_int("fused", 1, 0) != 0;  // cell_lstm / cell_gru / cell_mgu only
+  const bool per_step = per_step_nodes(args);             // the same
   unroll::detail::kOpsFirstBytes =
       args.get_int("ops-first-bytes", static_cast<int>(unroll::detail::kOpsFirstBytes), 0);  // fused cells
   if (!is_lstm && !is_min && variant != "nn_gru" && variant != "cell_gru" && variant != "cell_mgu")
@@ -502,7 +521,7 @@ bench::Prepared fastrnn(bench::Args& args) {
     auto mgu = std::make_shared<ComposedMGU>(ComposedMGU{param({H, I + H}), param({H}), param({H, I + H}), param({H})});
     auto fused_mgu = std::make_shared<unroll::nn::FusedStep<ComposedMGU>>(*mgu);
     forward_sum = [=](const Tensor& xs, const Tensor& h0s, const Tensor&) {
-      if (fused) return unroll::sum(unroll::nn::run_cell(xs, h0s, *fused_mgu).output);
+      if (fused) return unroll::sum(run_fused(per_step, xs, h0s, *fused_mgu).output);
       Tensor h = h0s;
       std::vector<Tensor> outs(static_cast<std::size_t>(xs.size(0)));
       for (std::int64_t t = 0; t < xs.size(0); ++t) outs[static_cast<std::size_t>(t)] = h = (*mgu)(xs[t], h);
@@ -524,9 +543,9 @@ bench::Prepared fastrnn(bench::Args& args) {
     auto fused_lstm = std::make_shared<unroll::nn::FusedStep<ComposedLSTM>>(*lstm);
     auto fused_gru = std::make_shared<unroll::nn::FusedStep<ComposedGRU>>(*gru);
     forward_sum = [=](const Tensor& xs, const Tensor& h0s, const Tensor& c0s) {
-      if (fused)  // the same cells, one tape node per step (nn/fuse.hpp)
-        return is_lstm ? unroll::sum(unroll::nn::run_cell(xs, std::pair{h0s, c0s}, *fused_lstm).output)
-                       : unroll::sum(unroll::nn::run_cell(xs, h0s, *fused_gru).output);
+      if (fused)  // the same cells, fused (nn/fuse.hpp)
+        return is_lstm ? unroll::sum(run_fused(per_step, xs, std::pair{h0s, c0s}, *fused_lstm).output)
+                       : unroll::sum(run_fused(per_step, xs, h0s, *fused_gru).output);
       const std::int64_t steps = xs.size(0);
       std::pair<Tensor, Tensor> s{h0s, c0s};
       std::vector<Tensor> outs(static_cast<std::size_t>(steps));
@@ -561,6 +580,7 @@ bench::Prepared fastrnn(bench::Args& args) {
   nlohmann::json config = {{"seq", T},    {"batch", B},         {"input", I},      {"hidden", H},
                            {"layers", 1}, {"variant", variant}, {"shards", shards}};
   if (variant.starts_with("cell_")) config["fused"] = fused;
+  if (variant.starts_with("cell_") && fused) config["nodes"] = per_step ? "step" : "sequence";
   return {config, static_cast<double>(B) * T, step};
 }
 
