@@ -1145,14 +1145,32 @@ const Tensor& step_grads(const FusedProgram& P, Dtype dtype) {
 // null when none reached it) into `garena`, the gradients of all its values (read them through P.gloc). The
 // weights' gradient rows go to the sink, deferred and batched like linear's, or into `collect`; the caller
 // takes the inputs' gradients.
-// A whole sequence's weight-gradient rows, gathered step by step and multiplied once at the end (one GEMM
-// per product instead of T deferred pieces): per product instruction (by index), dY [T*B, n] and the rows
-// of its operand [T*B, k] (of [x_t, h] for a split product's owner).
+// A whole sequence's weight-gradient rows, gathered step by step and multiplied many steps at a time (a few
+// large GEMMs per product instead of T deferred pieces; kWeightRowsBytes bounds their memory): per product
+// instruction (by index), dY's rows and its operand's (of [x_t, h] for a split product's owner).
 struct WeightRows {
-  std::vector<Tensor> dy, x;
-  std::int64_t rows = 0;  // T * B
-  std::int64_t row0 = 0;  // the current step's first row
+  struct Rows {
+    Tensor dy, x;             // [cap, n], [cap, k]: cap rows fit kWeightRowsBytes (at least one step's)
+    std::int64_t filled = 0;  // rows gathered since the last product
+  };
+  std::vector<Rows> by_instr;
+  std::int64_t rows = 0;  // T * B: the most a sequence gathers
 };
+
+// dW += the gathered rows' product (linear: dYᵀ x into the weight block's columns; matmul: xᵀ dY).
+void flush_weight_rows(autograd::GradSink& sink, const Instr& in, WeightRows::Rows& wr) {
+  if (wr.filled == 0) return;
+  const Tensor dy = view_range(wr.dy, 0, {wr.filled, wr.dy.shape()[1]});
+  const Tensor x = view_range(wr.x, 0, {wr.filled, wr.x.shape()[1]});
+  const auto wi = static_cast<std::size_t>(in.matrix);
+  if (!in.row_parts.empty())
+    sink.add_rows_product(wi, dy, x);
+  else if (in.op == TraceOp::linear)
+    sink.add_rows_product(wi, dy, x, in.w_off);
+  else
+    sink.add_rows_product(wi, x, dy);
+  wr.filled = 0;
+}
 
 // The rows of a product's operand, contiguous into dst: the value's B rows, or a split product owner's
 // parts side by side ([x_t, h], as the unsplit linear saw them).
@@ -1230,15 +1248,19 @@ void backward_step(autograd::GradSink& sink, const FusedProgram& P, const Frame<
         }
       }
       if (in.weight_rows && sink.needs(wi)) {
-        if (collect) {  // this step's rows of dY and of the operand, multiplied once for the whole sequence
-          const std::size_t ii = st.begin;
-          if (!collect->dy[ii].defined()) {
-            collect->dy[ii] = Tensor::empty({collect->rows, n}, garena.dtype());
-            collect->x[ii] = Tensor::empty({collect->rows, in.row_parts.empty() ? k : in.w_ld}, garena.dtype());
+        if (collect) {  // this step's rows of dY and of the operand, multiplied later with other steps'
+          WeightRows::Rows& wr = collect->by_instr[st.begin];
+          const std::int64_t xw = in.row_parts.empty() ? k : in.w_ld;
+          if (!wr.dy.defined()) {
+            const std::int64_t fit = kWeightRowsBytes / ((n + xw) * static_cast<std::int64_t>(sizeof(T))) / B * B;
+            const std::int64_t cap = std::min(collect->rows, std::max(B, fit));
+            wr.dy = Tensor::empty({cap, n}, garena.dtype());
+            wr.x = Tensor::empty({cap, xw}, garena.dtype());
           }
-          std::memcpy(collect->dy[ii].template data<T>() + collect->row0 * n, dy,
-                      static_cast<std::size_t>(B * n) * sizeof(T));
-          copy_operand_rows<T>(P, in, f, B, collect->x[ii].template data<T>() + collect->row0 * collect->x[ii].shape()[1]);
+          if (wr.filled + B > wr.dy.shape()[0]) flush_weight_rows(sink, in, wr);
+          std::memcpy(wr.dy.template data<T>() + wr.filled * n, dy, static_cast<std::size_t>(B * n) * sizeof(T));
+          copy_operand_rows<T>(P, in, f, B, wr.x.template data<T>() + wr.filled * xw);
+          wr.filled += B;
         } else {
           Tensor dyt = view_range(garena, gy.off, {B, n});
           if (!in.row_parts.empty()) {  // a split product's owner: the whole rows [x_t, h], as the unsplit linear
@@ -1365,7 +1387,7 @@ void run_sequence_backward(autograd::GradSink& sink, const SavedSequence& s) {
     seq_grad[k] = sink.buffer(k, fresh).template data<T>();
     seq_store[k] = fresh;
   }
-  WeightRows weight_rows{std::vector<Tensor>(P.instrs.size()), std::vector<Tensor>(P.instrs.size()), steps * B, 0};
+  WeightRows weight_rows{std::vector<WeightRows::Rows>(P.instrs.size()), steps * B};
   std::vector<Tensor> param_grad(n_param);
   Frame<T>& f = backward_frame<T>();
   const Tensor& garena = step_grads<T>(P, dtype);
@@ -1396,7 +1418,6 @@ void run_sequence_backward(autograd::GradSink& sink, const SavedSequence& s) {
       f.fill(d, s.arena, i * P.arena, s.states, i * B, t, /*forward=*/false);
     else
       f.move_to(d, i * P.arena, i * B, t);
-    weight_rows.row0 = i * B;
     backward_step<T>(sink, P, f, garena, seeds, &weight_rows);
     for (std::size_t k = 0; k < n_seq; ++k) {  // into rows t of the input-only values' gradients
       if (!seq_grad[k]) continue;
@@ -1427,17 +1448,7 @@ void run_sequence_backward(autograd::GradSink& sink, const SavedSequence& s) {
       for (std::int64_t e = 0; e < n; ++e) dst[e] += gbase[l.off + e];
     }
   }
-  for (std::size_t ii = 0; ii < P.instrs.size(); ++ii) {  // the weights' gradients, one product each
-    if (!weight_rows.dy[ii].defined()) continue;
-    const Instr& in = P.instrs[ii];
-    const auto wi = static_cast<std::size_t>(in.matrix);
-    if (!in.row_parts.empty())
-      sink.add_rows_product(wi, weight_rows.dy[ii], weight_rows.x[ii]);
-    else if (in.op == TraceOp::linear)  // dW [n, k] = dYᵀ x, into the block's columns
-      sink.add_rows_product(wi, weight_rows.dy[ii], weight_rows.x[ii], in.w_off);
-    else  // dW [k, n] = xᵀ dY
-      sink.add_rows_product(wi, weight_rows.x[ii], weight_rows.dy[ii]);
-  }
+  for (std::size_t ii = 0; ii < P.instrs.size(); ++ii) flush_weight_rows(sink, P.instrs[ii], weight_rows.by_instr[ii]);
   for (std::size_t k = 0; k < n_state; ++k)
     if (sink.needs(n_seq + k)) sink.add(n_seq + k, std::move(carry[k]));
   for (std::size_t k = 0; k < n_param; ++k)
