@@ -1,5 +1,5 @@
 #pragma once
-// Fused custom cells: a cell written from ordinary ops runs as ONE tape node per time step.
+// Fused custom cells: a cell written from ordinary ops runs a whole sequence as ONE tape node.
 //
 //   nn::Fused<MGUCell> cell(input_size, hidden_size);      // an MGUCell (same parameters, same state dict)
 //   auto [out, h] = nn::run_cell(x, h0, cell);              // fused
@@ -8,9 +8,10 @@
 //
 // The first step of each new shape traces the cell once on placeholder tensors (ops/trace.hpp) and compiles
 // it (ops/fused_step.hpp): the values that depend only on the input are computed for all T steps at once
-// (the input projections become one GEMM), the rest runs as one tape node per step — its products by
-// parameters as GEMMs, all its elementwise ops in one pass over the rows, its backward derived from the same
-// program. Programs are cached by the shapes and dtype of x_t and the state (a new batch size or dtype is
+// (the input projections become one GEMM), the rest runs step by step inside ONE tape node for all T steps
+// (nn::run_cell with its default output; given its own output_of, one node per step) — each step's products
+// by parameters as GEMMs, all its elementwise ops in one pass over the rows, its backward derived from the
+// same program. Programs are cached by the shapes and dtype of x_t and the state (a new batch size or dtype is
 // traced again), by train/eval mode, and by the identity of the cell's parameters.
 //
 // What fuses: elementwise ops and activations (add, sub, mul, div and their scalar forms, neg, pow, exp,
@@ -70,7 +71,7 @@ std::string module_key(const Module& m);
 }  // namespace detail
 
 /// A cell's step, fused: callable as the cell is, State(x_t, state), and run by nn::run_cell as one tape
-/// node per step (see the top of this file). Holds the cell by reference: the cell must outlive it.
+/// node for the sequence (see the top of this file). Holds the cell by reference: the cell must outlive it.
 template <class Cell>
 class FusedStep {
  public:

@@ -1,5 +1,5 @@
 #pragma once
-// Internal: a traced step (ops/trace.hpp) compiled to run as ONE tape node per time step (nn/fuse.hpp is
+// Internal: a traced step (ops/trace.hpp) compiled to run as ONE tape node per sequence or per step (nn/fuse.hpp is
 // the user's side). The graph's nodes fall into three kinds by what they depend on:
 //   parameters only  computed once per sequence with ordinary ops (a weight's transform, a constant's);
 //   the input only   computed for all T steps at once with ordinary ops on [T*B, ...] rows — the input

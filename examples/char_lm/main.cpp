@@ -918,7 +918,7 @@ int main(int argc, char** argv) {
     app.add_option("--shards", m.shards, "batch shards trained in parallel, <= --batch (0: one per thread)")
         ->capture_default_str();
     app.add_flag("--no-fuse", o.no_fuse,
-                 "--cell custom: run the custom cell op by op, not fused into one tape node per step (nn/fuse.hpp)");
+                 "--cell custom: run the custom cell op by op, not fused into one tape node per sequence (nn/fuse.hpp)");
     app.add_flag("--smoke", o.smoke, "a tiny run of a few seconds (what CI runs); fails unless the loss falls");
     if (auto code = examples::parse_command_line(app, argc, argv)) return *code;
     run.app = &app;

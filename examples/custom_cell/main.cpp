@@ -395,7 +395,7 @@ int main(int argc, char** argv) {
     app.add_option("--threads", o.threads,
                    "threads for BLAS and TBB (0: all cores; 1 is fastest for these small matrices)")
         ->capture_default_str();
-    app.add_flag("--no-fuse", o.no_fuse, "run the MGU op by op, not fused into one tape node per step (nn/fuse.hpp)");
+    app.add_flag("--no-fuse", o.no_fuse, "run the MGU op by op, not fused into one tape node per sequence (nn/fuse.hpp)");
     app.add_flag("--smoke", o.smoke, "a run of a few seconds (what CI runs); fails unless every model's loss falls");
     if (auto code = examples::parse_command_line(app, argc, argv)) return *code;
     if (o.smoke) {  // tiny defaults; flags given explicitly still win
