@@ -1047,7 +1047,6 @@ struct Frame {
     for (const std::size_t end = at + d.program->state_nodes.size(); at < end; ++at)
       move(at, state_row * owners[at]->shape().back());
   }
-
 };
 template <class T>
 Frame<T>& forward_frame() {
@@ -1141,10 +1140,6 @@ const Tensor& step_grads(const FusedProgram& P, Dtype dtype) {
   return scratch_grads;
 }
 
-// One step's backward, from the gradients of its outputs (seeds[k]: [B, w] rows of output k's gradient, or
-// null when none reached it) into `garena`, the gradients of all its values (read them through P.gloc). The
-// weights' gradient rows go to the sink, deferred and batched like linear's, or into `collect`; the caller
-// takes the inputs' gradients.
 // A whole sequence's weight-gradient rows, gathered step by step and multiplied many steps at a time (a few
 // large GEMMs per product instead of T deferred pieces; kWeightRowsBytes bounds their memory): per product
 // instruction (by index), dY's rows and its operand's (of [x_t, h] for a split product's owner).
@@ -1198,6 +1193,10 @@ void copy_operand_rows(const FusedProgram& P, const Instr& in, const Frame<T>& f
   }
 }
 
+// One step's backward, from the gradients of its outputs (seeds[k]: [B, w] rows of output k's gradient, or
+// null when none reached it) into `garena`, the gradients of all its values (read them through P.gloc). The
+// weights' gradient rows go to the sink, deferred and batched like linear's, or into `collect`; the caller
+// takes the inputs' gradients.
 template <class T>
 void backward_step(autograd::GradSink& sink, const FusedProgram& P, const Frame<T>& f, const Tensor& garena,
                    std::span<const T* const> seeds, WeightRows* collect = nullptr) {
@@ -1347,7 +1346,6 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
   }
 }
 
-
 // What a whole sequence's backward keeps: every step's values, every step's state, the run's options.
 struct SavedSequence {
   std::shared_ptr<const FusedSequence::Data> data;
@@ -1467,9 +1465,6 @@ void run_sequence_backward(autograd::GradSink& sink, const SavedSequence& s) {
     if (param_grad[k].defined()) sink.add(n_seq + n_state + k, std::move(param_grad[k]));
 }
 
-}  // namespace
-
-namespace {
 void check_state(const char* where, const FusedProgram& P, std::span<const Tensor> state) {
   const TraceGraph& g = P.graph;
   UNROLL_CHECK(state.size() == P.state_nodes.size(), ValueError,
@@ -1545,6 +1540,17 @@ FusedSequence::Run FusedSequence::run(std::span<const Tensor> state, std::size_t
   const std::int64_t steps = d.steps, B = P.B;
   UNROLL_CHECK(output_state < state.size(), IndexError, "{}: output state out of range; got {}, expected < {}", where,
                output_state, state.size());
+  // Each step's new state goes where the state was: it must be the same shape (nn::run_cell checks the same
+  // when it runs the steps one by one).
+  UNROLL_CHECK(g.outputs.size() == state.size(), ValueError,
+               "{}: the step changed the number of state tensors; got {}, expected {}", where, g.outputs.size(),
+               state.size());
+  for (std::size_t k = 0; k < state.size(); ++k) {
+    const Shape& ns = g.nodes[static_cast<std::size_t>(g.outputs[k])].shape;
+    UNROLL_CHECK(ns == state[k].shape(), ShapeError,
+                 "{}: the step changed state tensor {}'s shape; got {}, expected {} (the shape it was given)", where, k,
+                 ns, state[k].shape());
+  }
   UNROLL_CHECK(lengths.empty() || static_cast<std::int64_t>(lengths.size()) == B, ShapeError,
                "{}: one length per batch row; got {} lengths, expected {}", where, lengths.size(), B);
   for (std::size_t r = 0; r < lengths.size(); ++r)

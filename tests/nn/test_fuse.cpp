@@ -443,6 +443,26 @@ TEST_SUITE("nn/fuse") {
     CHECK(test_support::tolerance_ratio(got.state.second, want.state.second, 1e-12, 1e-12) <= 1.0);
   }
 
+  TEST_CASE("a fused step that changes its state's shape is an error naming the step, as unfused") {
+    // The whole sequence writes each step's new state where the state was: a wider one must be refused, not
+    // written past the buffer's rows.
+    struct Widen {
+      Tensor operator()(const Tensor& x, const Tensor& h) const { return cat({h, tanh(x)}, 1); }
+    };
+    const Widen cell;
+    auto step = nn::fuse(cell);
+    std::string message;
+    try {
+      nn::run_cell(randn({4, 2, 3}, f64), randn({2, 3}, f64), step);
+    } catch (const ShapeError& e) {
+      message = e.what();
+    }
+    CHECK(step.why_not() == "");
+    CHECK_MESSAGE(message.starts_with("run_cell: step t=0 of 4: "), message);
+    CHECK_MESSAGE(message.find("changed state tensor 0's shape; got [2, 6], expected [2, 3]") != std::string::npos,
+                  message);
+  }
+
   TEST_CASE("float32: fused equals unfused to float32 round-off") {
     manual_seed(6);
     nn::Fused<GRU> cell(4, 8, Dtype::float32);
