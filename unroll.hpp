@@ -27,6 +27,7 @@
 #include "nn/init.hpp"
 #include "nn/layers.hpp"
 #include "nn/module.hpp"
+#include "nn/regularize.hpp"
 #include "nn/rnn.hpp"
 #include "nn/scan_cells.hpp"
 #include "nn/sequence.hpp"
