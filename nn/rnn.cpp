@@ -138,6 +138,8 @@ RecurrentLayer::RecurrentLayer(const char* name, RecurrentMode mode, const Recur
                o.hidden_size, o.num_layers);
   UNROLL_CHECK(o.dropout >= 0 && o.dropout <= 1, ValueError,
                "{}: dropout out of range; got {}, expected 0 <= dropout <= 1", name, o.dropout);
+  UNROLL_CHECK(o.weight_drop >= 0 && o.weight_drop < 1, ValueError,
+               "{}: weight_drop out of range; got {}, expected 0 <= weight_drop < 1", name, o.weight_drop);
   const std::int64_t H = o.hidden_size, D = directions();
   weights_.resize(static_cast<std::size_t>(o.num_layers * D));
   for (std::int64_t l = 0; l < o.num_layers; ++l)
@@ -162,7 +164,9 @@ RecurrentOutput RecurrentLayer::run(const Tensor& x, const Tensor& h0, const Ten
     std::vector<Tensor> dir_out;
     for (std::int64_t d = 0; d < D; ++d) {
       const std::int64_t k = l * D + d;
-      DirectionOutput r = run_direction(step_, weights(l, d == 1), layer_input, in.h0.defined() ? in.h0[k] : Tensor(),
+      RecurrentWeights w = weights(l, d == 1);
+      if (opt_.weight_drop > 0 && is_training()) w.weight_hh = dropout(w.weight_hh, opt_.weight_drop, true);
+      DirectionOutput r = run_direction(step_, w, layer_input, in.h0.defined() ? in.h0[k] : Tensor(),
                                         in.c0.defined() ? in.c0[k] : Tensor(), in.mask, d == 1);
       dir_out.push_back(std::move(r.out));
       h_n[static_cast<std::size_t>(k)] = std::move(r.final.h);

@@ -30,6 +30,10 @@ struct RecurrentOptions {
   bool bias = true;
   bool batch_first = false;
   double dropout = 0.0;  ///< on each layer's output except the last, in training mode
+  /// Weight drop (DropConnect on weight_hh, Merity et al. 2017): in training, each forward call runs every
+  /// layer and direction with dropout(weight_hh, weight_drop) (one mask per call, inverted scaling; the
+  /// fused steps pack the masked weight, its gradient flows back to weight_hh). 0 <= weight_drop < 1.
+  double weight_drop = 0.0;
   bool bidirectional = false;
   RnnActivation nonlinearity = RnnActivation::tanh;  ///< RNN only
   Dtype dtype = Dtype::float32;

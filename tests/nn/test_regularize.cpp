@@ -24,6 +24,14 @@ double zero_fraction(const Tensor& t) {
   return zeros / static_cast<double>(v.size());
 }
 
+// Fixed, non-uniform loss weights [T, B, F].
+Tensor cos_weights_like(std::int64_t T, std::int64_t B, std::int64_t F) {
+  Tensor w = Tensor::empty({T, B, F}, f64);
+  double* q = w.data<double>();
+  for (std::int64_t i = 0; i < w.numel(); ++i) q[i] = std::cos(0.3 * static_cast<double>(i));
+  return w;
+}
+
 struct Tanh {  // a minimal cell for run_cell: h' = tanh(x + h)
   Tensor operator()(const Tensor& x, const Tensor& h) const { return tanh(x + h); }
 };
@@ -204,6 +212,47 @@ TEST_SUITE("nn/regularize") {
     double nonzero = 0;
     for (double v : a) nonzero += v != 0 ? 1 : 0;
     CHECK(nonzero > 0);
+  }
+
+  TEST_CASE("weight drop in the built-in layers: the fused steps run the masked weight_hh, its gradient reaches the raw one") {
+    const std::int64_t T = 5, B = 3, I = 4, H = 6;
+    const double p = 0.4;
+    const Tensor x = randn({T, B, I}, f64);
+    for (const bool bidirectional : {false, true}) {
+      CAPTURE(bidirectional);
+      nn::RecurrentOptions o{.input_size = I, .hidden_size = H, .bidirectional = bidirectional, .dtype = f64};
+      nn::LSTM plain(o);
+      o.weight_drop = p;
+      nn::LSTM dropped(o);
+      dropped.load_state_dict(plain.state_dict());
+      // The masks the layer draws, in its order (layer 0 forward, then reverse), from the same seed.
+      manual_seed(21);
+      std::vector<Tensor> masks;
+      for (int d = 0; d < (bidirectional ? 2 : 1); ++d) masks.push_back(nn::dropout_mask({4 * H, H}, p, f64));
+      for (std::size_t d = 0; d < masks.size(); ++d) {  // plain runs on the masked weights
+        double* wp = plain.weights(0, d == 1).weight_hh.data<double>();
+        const std::vector<double> m = masks[d].to_vector();
+        for (std::size_t e = 0; e < m.size(); ++e) wp[e] *= m[e];
+      }
+      const Tensor w = cos_weights_like(T, B, (bidirectional ? 2 : 1) * H);
+      sum(plain(x).output * w).backward();
+      manual_seed(21);
+      sum(dropped(x).output * w).backward();
+      for (std::size_t d = 0; d < masks.size(); ++d) {
+        const nn::RecurrentWeights &a = dropped.weights(0, d == 1), &b = plain.weights(0, d == 1);
+        CHECK(test_support::tolerance_ratio(a.weight_ih.grad(), b.weight_ih.grad(), 1e-12, 1e-12) <= 1.0);
+        // d loss / d raw weight = d loss / d masked weight * mask
+        CHECK(test_support::tolerance_ratio(a.weight_hh.grad(), b.weight_hh.grad() * masks[d], 1e-12, 1e-12) <= 1.0);
+      }
+      // Eval: no drop.
+      dropped.eval();
+      o.weight_drop = 0;
+      nn::LSTM none(o);
+      none.load_state_dict(dropped.state_dict());
+      CHECK(dropped(x).output.to_vector() == none(x).output.to_vector());
+    }
+    CHECK_THROWS_WITH_AS(nn::GRU({.input_size = 2, .hidden_size = 3, .weight_drop = 1.0}),
+                         "GRU: weight_drop out of range; got 1, expected 0 <= weight_drop < 1", ValueError);
   }
 
   TEST_CASE("bad options are one-line errors naming the regulariser") {
