@@ -1202,7 +1202,7 @@ void backward_step(autograd::GradSink& sink, const FusedProgram& P, const Frame<
                    std::span<const T* const> seeds, WeightRows* collect = nullptr) {
   const std::int64_t B = P.B;
   T* const* base = f.base.data();
-  T* const gbase[1] = {const_cast<T*>(garena.data<T>())};
+  T* const gbase[1] = {garena.data<T>()};
   for (const auto& [off, len] : P.gzero) std::memset(gbase[0] + off, 0, static_cast<std::size_t>(len) * sizeof(T));
   // The outputs' gradients into their values' gradient rows.
   const auto& outputs = P.graph.outputs;
@@ -1308,7 +1308,7 @@ void run_backward(autograd::GradSink& sink, const SavedStep& s) {
   Frame<T>& f = backward_frame<T>();
   f.fill(d, s.arena, 0, state, 0, s.t, /*forward=*/false);
   const Tensor& garena = step_grads<T>(P, s.arena.dtype());
-  T* const gbase[1] = {const_cast<T*>(garena.data<T>())};
+  T* const gbase[1] = {garena.data<T>()};
   thread_local std::vector<const T*> seeds;
   seeds.clear();
   for (std::size_t k = 0; k < P.graph.outputs.size(); ++k) {
@@ -1465,6 +1465,21 @@ void run_sequence_backward(autograd::GradSink& sink, const SavedSequence& s) {
     if (param_grad[k].defined()) sink.add(n_seq + n_state + k, std::move(param_grad[k]));
 }
 
+// A node's inputs in the order its backward indexes them (GradSink input i): the input-only values, the
+// state, the parameter values.
+bool inputs_need_grad(const FusedSequence::Data& d, std::span<const Tensor> state) {
+  return autograd::needs_grad(std::span<const Tensor>(d.seq)) || autograd::needs_grad(state) ||
+         autograd::needs_grad(std::span<const Tensor>(d.params));
+}
+std::span<const Tensor* const> node_inputs(const FusedSequence::Data& d, std::span<const Tensor> state) {
+  thread_local std::vector<const Tensor*> inputs;  // reused: a step allocates no vector
+  inputs.clear();
+  for (const Tensor& q : d.seq) inputs.push_back(&q);
+  for (const Tensor& q : state) inputs.push_back(&q);
+  for (const Tensor& q : d.params) inputs.push_back(&q);
+  return inputs;
+}
+
 void check_state(const char* where, const FusedProgram& P, std::span<const Tensor> state) {
   const TraceGraph& g = P.graph;
   UNROLL_CHECK(state.size() == P.state_nodes.size(), ValueError,
@@ -1508,22 +1523,16 @@ void FusedSequence::step(std::int64_t t, std::span<const Tensor> state, std::vec
       }
     }
   });
-  if (!autograd::needs_grad(std::span<const Tensor>(d.seq)) && !autograd::needs_grad(state) &&
-      !autograd::needs_grad(std::span<const Tensor>(d.params)))
-    return;
-  thread_local std::vector<const Tensor*> inputs;
+  if (!inputs_need_grad(d, state)) return;
   thread_local std::vector<Tensor*> out_ptrs;
-  inputs.clear(), out_ptrs.clear();
-  for (const Tensor& q : d.seq) inputs.push_back(&q);
-  for (const Tensor& q : state) inputs.push_back(&q);
-  for (const Tensor& q : d.params) inputs.push_back(&q);
+  out_ptrs.clear();
   for (Tensor& o : outs) out_ptrs.push_back(&o);
   SavedStep saved{data_, std::move(arena), {}, {}, t};
   if (state.size() <= saved.state_inline.size())
     for (std::size_t k = 0; k < state.size(); ++k) saved.state_inline[k] = state[k].detach();
   else
     for (const Tensor& q : state) saved.state_heap.push_back(q.detach());
-  autograd::record(where, std::span<Tensor* const>(out_ptrs), std::span<const Tensor* const>(inputs),
+  autograd::record(where, std::span<Tensor* const>(out_ptrs), node_inputs(d, state),
                    [s = std::move(saved)](autograd::GradSink& sink) {
                      dispatch_floating("fused step", s.arena.dtype(), [&]<class T>(T*) { run_backward<T>(sink, s); });
                    });
@@ -1557,8 +1566,7 @@ FusedSequence::Run FusedSequence::run(std::span<const Tensor> state, std::size_t
     UNROLL_CHECK(lengths[r] >= 1 && lengths[r] <= steps, ValueError,
                  "{}: sequence length out of range; got lengths[{}]={}, expected 1 <= length <= {}", where, r,
                  lengths[r], steps);
-  const bool grad = autograd::needs_grad(std::span<const Tensor>(d.seq)) || autograd::needs_grad(state) ||
-                    autograd::needs_grad(std::span<const Tensor>(d.params));
+  const bool grad = inputs_need_grad(d, state);
   // Backward reads every step's values; without it one step's buffer serves them all.
   Tensor arena = Tensor::empty({std::max<std::int64_t>((grad ? steps : 1) * P.arena, 1)}, g.dtype);
   std::vector<Tensor> states;  // per state tensor [T + 1, B, w]: the state before loop step i at i
@@ -1607,17 +1615,13 @@ FusedSequence::Run FusedSequence::run(std::span<const Tensor> state, std::size_t
   for (std::size_t k = 0; k < states.size(); ++k)
     out.state.push_back(view_range(states[k], steps * state[k].numel(), state[k].shape()));
   if (!grad) return out;
-  thread_local std::vector<const Tensor*> inputs;
   thread_local std::vector<Tensor*> out_ptrs;
-  inputs.clear(), out_ptrs.clear();
-  for (const Tensor& q : d.seq) inputs.push_back(&q);
-  for (const Tensor& q : state) inputs.push_back(&q);
-  for (const Tensor& q : d.params) inputs.push_back(&q);
+  out_ptrs.clear();
   out_ptrs.push_back(&out.output);
   for (Tensor& q : out.state) out_ptrs.push_back(&q);
   SavedSequence saved{data_, std::move(arena), std::move(states),
                       std::vector<std::int64_t>(lengths.begin(), lengths.end()), output_state, reverse};
-  autograd::record(where, std::span<Tensor* const>(out_ptrs), std::span<const Tensor* const>(inputs),
+  autograd::record(where, std::span<Tensor* const>(out_ptrs), node_inputs(d, state),
                    [s = std::move(saved)](autograd::GradSink& sink) {
                      dispatch_floating("fused sequence", s.arena.dtype(),
                                        [&]<class T>(T*) { run_sequence_backward<T>(sink, s); });
