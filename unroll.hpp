@@ -7,6 +7,7 @@
 //   unroll::sum(h).backward();          // backpropagation through time: the tape of the loop, replayed
 //   W.grad();                           // accumulated gradient
 #include "autograd/anomaly.hpp"
+#include "autograd/checkpoint.hpp"
 #include "autograd/gradcheck.hpp"
 #include "autograd/shard.hpp"
 #include "autograd/tape.hpp"

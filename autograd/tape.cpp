@@ -18,6 +18,8 @@ std::uint64_t fresh_key() { return next_key.fetch_add(1, std::memory_order_relax
 
 NoGradGuard::NoGradGuard() : prev_(tls_grad_mode) { tls_grad_mode = false; }
 NoGradGuard::~NoGradGuard() { tls_grad_mode = prev_; }
+EnableGradGuard::EnableGradGuard() : prev_(tls_grad_mode) { tls_grad_mode = true; }
+EnableGradGuard::~EnableGradGuard() { tls_grad_mode = prev_; }
 
 Tape::Tape() : key_(fresh_key()), prev_(&current()) { tls_active_tape = this; }
 Tape::Tape(DefaultTag) : key_(fresh_key()), is_default_(true) {}
@@ -184,7 +186,6 @@ void LeafGrads::clear() {
 }
 
 void Tape::backward(const Tensor& root, const Tensor& seed) {
-  const detail::DenormalScope denormals;  // every backward kernel on this thread, whatever loop it runs
   UNROLL_CHECK(root.defined(), StateError, "backward: tensor is undefined; got an undefined tensor, expected a loss");
   UNROLL_CHECK(root.requires_grad(), StateError,
                "backward: tensor does not require grad; got a tensor of shape {} with no recorded history, expected "
@@ -198,23 +199,44 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
                  root.shape());
     g = ones(root.shape(), root.dtype());
   }
-  UNROLL_CHECK(g.shape() == root.shape(), ShapeError,
-               "backward: seed gradient shape does not match the tensor; got {}, expected {}", g.shape(), root.shape());
-  UNROLL_CHECK(g.dtype() == root.dtype(), DtypeError,
-               "backward: seed gradient dtype does not match the tensor; got {}, expected {}", g.dtype(), root.dtype());
-  if (root.is_leaf()) {  // d(root)/d(root): the seed itself
-    give_leaf(leaf_grads_, *root.leaf(), std::move(g));
-    return;
+  const Tensor roots[] = {root};
+  const Tensor seeds[] = {std::move(g)};
+  backward(roots, seeds);
+}
+
+void Tape::backward(std::span<const Tensor> roots, std::span<const Tensor> seeds) {
+  const detail::DenormalScope denormals;  // every backward kernel on this thread, whatever loop it runs
+  UNROLL_CHECK(roots.size() == seeds.size(), ValueError,
+               "backward: one seed gradient per root; got {} roots and {} seeds", roots.size(), seeds.size());
+  std::int64_t last = -1;  // the newest node a root came from
+  for (std::size_t k = 0; k < roots.size(); ++k) {
+    const Tensor &root = roots[k], &g = seeds[k];
+    UNROLL_CHECK(root.defined() && root.requires_grad(), StateError,
+                 "backward: root {} does not require grad; got {}, expected the result of ops on tensors with "
+                 "requires_grad",
+                 k, root.defined() ? fmt::format("a tensor of shape {}", root.shape()) : std::string("undefined"));
+    UNROLL_CHECK(g.shape() == root.shape(), ShapeError,
+                 "backward: seed gradient shape does not match the tensor; got {}, expected {}", g.shape(),
+                 root.shape());
+    UNROLL_CHECK(g.dtype() == root.dtype(), DtypeError,
+                 "backward: seed gradient dtype does not match the tensor; got {}, expected {}", g.dtype(),
+                 root.dtype());
+    if (root.is_leaf()) continue;
+    UNROLL_CHECK(root.tape_key() == key_, StateError,
+                 "backward: the graph of this tensor has been freed; got a tensor recorded before the last backward() "
+                 "or clear() (or on another tape), expected one recorded since (call detach() on state carried across "
+                 "steps)");
+    last = std::max<std::int64_t>(last, slots_[root.slot()].node);
   }
-  UNROLL_CHECK(root.tape_key() == key_, StateError,
-               "backward: the graph of this tensor has been freed; got a tensor recorded before the last backward() "
-               "or clear() (or on another tape), expected one recorded since (call detach() on state carried across "
-               "steps)");
+  for (std::size_t k = 0; k < roots.size(); ++k)  // d(root)/d(root): the seed itself
+    if (roots[k].is_leaf()) give_leaf(leaf_grads_, *roots[k].leaf(), seeds[k]);
+  if (last < 0) return;
   NoGradGuard no_grad;  // backward computes first-order gradients only
   if (grads_.size() < slots_.size()) grads_.resize(slots_.size());
-  grads_[root.slot()] = std::move(g);
+  for (std::size_t k = 0; k < roots.size(); ++k)
+    if (!roots[k].is_leaf()) accumulate_into(grads_[roots[k].slot()], seeds[k]);
   try {
-    for (std::int64_t i = slots_[root.slot()].node; i >= 0; --i) {
+    for (std::int64_t i = last; i >= 0; --i) {
       Node& n = nodes_[static_cast<std::size_t>(i)];
       bool reached = false;
       for (std::uint32_t s = n.out_begin; s < n.out_begin + n.out_count; ++s) reached |= grads_[s].defined();
@@ -232,7 +254,7 @@ void Tape::backward(const Tensor& root, const Tensor& seed) {
     clear();
     throw;
   }
-  clear_from(slots_[root.slot()].node + 1);  // the walk released every node up to the root's
+  clear_from(static_cast<std::size_t>(last) + 1);  // the walk released every node up to the newest root's
 }
 
 // ---- GradSink ----
@@ -282,8 +304,7 @@ void GradSink::add_rows_product(std::size_t i, const Tensor& p, const Tensor& q,
                "backward: rows product for input {} of '{}' has the wrong dtype; got {} and {}, expected {}", i, n.name,
                p.dtype(), q.dtype(), dtype);
   const bool block = q.shape().back() != (*shape)[1];
-  const std::size_t bytes =
-      static_cast<std::size_t>(p.numel() + detail::rows_of(q) * (*shape)[1]) * dtype_size(dtype);
+  const std::size_t bytes = static_cast<std::size_t>(p.numel() + detail::rows_of(q) * (*shape)[1]) * dtype_size(dtype);
   if (in.leaf && detail::DeferredRows::wanted(detail::rows_of(p), bytes)) {
     tape_.deferred_.add(*in.leaf, p, q, tape_.leaf_grads_, q_offset);
     return;
@@ -310,6 +331,17 @@ void GradSink::add(std::size_t i, Tensor g) {
     give_leaf(tape_.leaf_grads_, *in.leaf, std::move(g));
   else
     accumulate_into(tape_.grads_[in.slot], std::move(g));
+}
+
+void GradSink::add_leaf(detail::LeafMeta& leaf, Tensor g) {
+  const Tape::Node& n = tape_.nodes_[node_];
+  UNROLL_CHECK(g.shape() == leaf.shape && g.dtype() == leaf.dtype, ShapeError,
+               "backward: gradient for a parameter reached by '{}' has the wrong shape or dtype; got {} {}, expected "
+               "{} {}",
+               n.name, g.shape(), g.dtype(), leaf.shape, leaf.dtype);
+  if (detail::anomaly_checks()) [[unlikely]]
+    detail::check_gradient(n.name, n.in_count, g, "parameter gradient");
+  give_leaf(tape_.leaf_grads_, leaf, std::move(g));
 }
 
 Tensor& GradSink::buffer(std::size_t i, bool& fresh, bool zero_fill) {

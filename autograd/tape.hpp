@@ -40,6 +40,19 @@ class NoGradGuard {
   bool prev_;
 };
 
+/// Enables recording for its lifetime, also inside a NoGradGuard or a backward (like torch.enable_grad()):
+/// a backward closure that recomputes a part of the graph (autograd::checkpoint) records it on a tape of its own.
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
 /// Leaf gradients held aside instead of being written into the leaves' shared `.grad`: a tape that collects
 /// into one (Tape::collect_leaf_grads) leaves every `.grad` untouched, so batch shards running backward on
 /// several threads never write the same buffer (see autograd/shard.hpp). apply() adds them in afterwards.
@@ -65,6 +78,12 @@ class LeafGrads {
     auto it = index_.find(&leaf);
     return it == index_.end() ? nullptr : &grads_[it->second];
   }
+  /// Calls f(leaf, gradient) for each held gradient, in the order the leaves first received one.
+  template <class F>
+  void for_each(F&& f) {
+    for (std::size_t i = 0; i < leaves_.size(); ++i)
+      if (grads_[i].defined()) f(*leaves_[i], grads_[i]);
+  }
 
  private:
   std::vector<detail::LeafMeta*> leaves_;  ///< retained
@@ -83,6 +102,10 @@ class GradSink {
   bool needs(std::size_t i) const;
   /// Accumulates g into input i's gradient. g must have input i's shape and dtype (checked).
   void add(std::size_t i, Tensor g);
+  /// Accumulates g into the gradient of a leaf that is not one of the node's inputs, where this tape sends
+  /// leaf gradients (its `.grad`, or the collecting LeafGrads): a node that recomputes its part of the graph
+  /// (autograd::checkpoint) reaches the parameters used inside it this way. g must have the leaf's shape and dtype.
+  void add_leaf(detail::LeafMeta& leaf, Tensor g);
   /// Input i's gradient buffer, to accumulate into in place (e.g. gemm with beta = 1). When `fresh` comes
   /// back true the buffer is new and uninitialised (write it, e.g. beta = 0); with zero_fill it is zeros.
   Tensor& buffer(std::size_t i, bool& fresh, bool zero_fill = false);
@@ -125,6 +148,9 @@ class Tape {
   std::uint64_t key() const { return key_; }
   /// Backpropagates from `root` (seed: d(loss)/d(root)), then clears the tape.
   void backward(const Tensor& root, const Tensor& seed);
+  /// Backpropagates from several roots at once, seeds[k] the gradient of roots[k] (each root's shape and
+  /// dtype), then clears the tape.
+  void backward(std::span<const Tensor> roots, std::span<const Tensor> seeds);
   /// From now on backward() accumulates leaf gradients into `into` instead of the leaves' `.grad`
   /// (null: back to `.grad`). `into` must outlive its use here.
   void collect_leaf_grads(LeafGrads* into) { leaf_grads_ = into; }

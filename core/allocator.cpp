@@ -10,6 +10,7 @@ namespace unroll {
 namespace detail {
 
 constinit thread_local FreeLists* tls_free_lists = nullptr;
+constinit thread_local LiveBytes tls_live_bytes{};
 
 namespace {
 
@@ -147,6 +148,7 @@ Storage* storage_allocate_slow(std::size_t nbytes) {
     if (s == nullptr) return nullptr;
     s->size_class = kNumClasses;  // "uncached"
     s->refs.store(1, std::memory_order_relaxed);
+    tls_live_bytes.take(s->capacity + Storage::kHeaderBytes);
     return s;
   }
   Cache& k = cache();
@@ -168,6 +170,7 @@ Storage* storage_allocate_slow(std::size_t nbytes) {
   }
   ++k.misses;
   s->refs.store(1, std::memory_order_relaxed);
+  tls_live_bytes.take(s->capacity + Storage::kHeaderBytes);
   return s;
 }
 
@@ -213,6 +216,9 @@ AllocatorStats allocator_stats() {
   return {k.lists.cached_bytes, k.lists.hits, k.misses, detail::system_bytes.load(std::memory_order_relaxed)};
 }
 void empty_cache() { detail::cache().clear(); }
+
+ThreadMemory thread_memory() { return {detail::tls_live_bytes.now, detail::tls_live_bytes.peak}; }
+void reset_thread_memory_peak() { detail::tls_live_bytes.peak = detail::tls_live_bytes.now; }
 
 MemoryLimits memory_limits() {
   static const MemoryLimits limits = [] {

@@ -53,6 +53,20 @@ struct FreeLists {
   std::size_t hits = 0;
   CacheHome* home = nullptr;
 };
+/// Bytes of tensor storage blocks the calling thread has taken minus those whose last reference it dropped,
+/// and the highest value that reached since the last reset (thread_memory_peak): a measured, deterministic
+/// peak for one thread's work (a block freed on another thread counts there).
+struct LiveBytes {
+  std::int64_t now = 0;
+  std::int64_t peak = 0;
+  void take(std::size_t bytes) {
+    now += static_cast<std::int64_t>(bytes);
+    if (now > peak) peak = now;
+  }
+  void give(std::size_t bytes) { now -= static_cast<std::int64_t>(bytes); }
+};
+extern constinit thread_local LiveBytes tls_live_bytes;
+
 /// Null until the thread's cache is created (by its first slow-path allocation) and after it is destroyed.
 extern constinit thread_local FreeLists* tls_free_lists;
 
@@ -71,6 +85,7 @@ inline Storage* storage_allocate(std::size_t nbytes) {
         f->cached_bytes -= s->capacity + Storage::kHeaderBytes;
         ++f->hits;
         s->refs.store(1, std::memory_order_relaxed);
+        tls_live_bytes.take(s->capacity + Storage::kHeaderBytes);
         return s;
       }
     }
@@ -83,6 +98,7 @@ inline void Storage::release() {
   if (refs.load(std::memory_order_acquire) != 1 && refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   FreeLists* f = tls_free_lists;
   const std::size_t bytes = capacity + kHeaderBytes;
+  tls_live_bytes.give(bytes);
   if (f != nullptr && home == f->home && f->cached_bytes + bytes <= kMaxCachedBytes) {
     next_free = f->head[size_class];
     f->head[size_class] = this;
@@ -108,6 +124,15 @@ struct MemoryLimits {
   std::size_t swap_bytes = 0;
 };
 MemoryLimits memory_limits();
+/// The calling thread's storage in use (bytes of the blocks it took and has not freed; see LiveBytes) and its
+/// highest value since reset_thread_memory_peak(): what a forward and backward on this thread kept at most.
+struct ThreadMemory {
+  std::int64_t live_bytes = 0;
+  std::int64_t peak_bytes = 0;
+};
+ThreadMemory thread_memory();
+/// Starts a new peak for thread_memory() at the bytes in use now.
+void reset_thread_memory_peak();
 /// Returns every cached block of the calling thread to the system.
 void empty_cache();
 

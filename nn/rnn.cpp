@@ -1,9 +1,12 @@
 #include "rnn.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
+#include "../autograd/checkpoint.hpp"
 #include "../autograd/tape.hpp"
+#include "../core/allocator.hpp"
 #include "../ops/elementwise.hpp"
 #include "../ops/linear.hpp"
 #include "../ops/recurrent_detail.hpp"
@@ -20,6 +23,39 @@ void check_lengths(const char* where, const std::vector<std::int64_t>& lengths, 
     UNROLL_CHECK(len >= 1 && len <= T, ValueError,
                  "{}: sequence length out of range; got lengths[{}]={}, expected 1 <= length <= {}", where, b, len, T);
   }
+}
+
+void check_checkpoint_options(const char* where, std::int64_t checkpoint_every, std::int64_t memory_budget) {
+  UNROLL_CHECK(checkpoint_every >= 0, ValueError,
+               "{}: checkpoint_every out of range; got {}, expected a segment length >= 1 (or 0: no checkpointing)",
+               where, checkpoint_every);
+  UNROLL_CHECK(memory_budget >= 0, ValueError,
+               "{}: memory_budget out of range; got {}, expected a number of bytes >= 1 (or 0: no budget)", where,
+               memory_budget);
+  UNROLL_CHECK(checkpoint_every == 0 || memory_budget == 0, ValueError,
+               "{}: checkpoint_every and memory_budget both given; got {} and {}, expected one of them (the budget "
+               "chooses the segment length)",
+               where, checkpoint_every, memory_budget);
+}
+
+std::int64_t checkpoint_segment(const char* where, std::int64_t checkpoint_every, std::int64_t memory_budget,
+                                std::int64_t T, std::int64_t state, std::int64_t step) {
+  check_checkpoint_options(where, checkpoint_every, memory_budget);
+  if (checkpoint_every > 0 || memory_budget == 0) return checkpoint_every;
+  // Memory with segments of k: (T/k) * state + k * step <= budget, i.e. step k^2 - budget k + T state <= 0;
+  // the largest root is the longest segment (the fewest checkpoint nodes) that fits.
+  const double m = static_cast<double>(memory_budget), s = static_cast<double>(std::max<std::int64_t>(step, 1)),
+               c = static_cast<double>(state), disc = m * m - 4.0 * s * static_cast<double>(T) * c;
+  const double k2 = disc >= 0 ? (m + std::sqrt(disc)) / (2.0 * s) : 0.0;
+  // The least budget that fits: at k = sqrt(T c / s), or k = 1 when that is below one step.
+  const double least = std::sqrt(static_cast<double>(T) * c / s) >= 1 ? 2.0 * std::sqrt(s * static_cast<double>(T) * c)
+                                                                      : s + static_cast<double>(T) * c;
+  UNROLL_CHECK(k2 >= 1, ValueError,
+               "{}: memory_budget too small for {} steps; got {} bytes, expected at least {} (one step keeps {} bytes "
+               "and each segment's starting state {})",
+               where, T, memory_budget, static_cast<std::int64_t>(std::ceil(least)), step, state);
+  const auto k = static_cast<std::int64_t>(std::floor(k2));
+  return std::clamp<std::int64_t>(k, 1, T);
 }
 
 Tensor length_mask(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B,
@@ -129,6 +165,67 @@ DirectionOutput run_direction(const unroll::detail::StepTraits& step, const Recu
   if (mask.defined()) r.out = mul(r.out, reshape(mask, {T, B, 1}));          // zero past each sequence's end
   return r;
 }
+
+// run_direction in checkpointed segments of k steps (from the last one down when reverse): each segment is one
+// autograd::checkpoint over its input rows, its starting state and the weights (inputs, so a weight computed
+// outside, e.g. after weight drop, gets its gradient like a parameter), recomputed in backward.
+DirectionOutput run_direction_segments(const unroll::detail::StepTraits& step, const RecurrentWeights& w,
+                                       const Tensor& input, const Tensor& h_first, const Tensor& c_first,
+                                       const Tensor& mask, bool reverse, std::int64_t k) {
+  const std::int64_t T = input.shape()[0], B = input.shape()[1], H = w.weight_hh.shape()[1];
+  const std::int64_t segments = (T + k - 1) / k;
+  StepState state{h_first.defined() ? h_first : zeros({B, H}, input.dtype()), Tensor()};
+  if (step.has_cell_state) state.c = c_first.defined() ? c_first : zeros({B, H}, input.dtype());
+  const bool bias = w.bias_ih.defined();
+  std::vector<Tensor> outs(static_cast<std::size_t>(segments));
+  for (std::int64_t i = 0; i < segments; ++i) {
+    const std::int64_t seg = reverse ? segments - 1 - i : i, t0 = seg * k, n = std::min(k, T - t0);
+    std::vector<Tensor> in{narrow(input, 0, t0, n), w.weight_ih, w.weight_hh, state.h};
+    if (bias) in.insert(in.end(), {w.bias_ih, w.bias_hh});
+    if (step.has_cell_state) in.push_back(state.c);
+    const Tensor seg_mask = mask.defined() ? narrow(mask, 0, t0, n) : Tensor();
+    std::vector<Tensor> r = autograd::checkpoint(
+        [&step, seg_mask, reverse, bias](std::span<const Tensor> v) {
+          RecurrentWeights sw;
+          sw.weight_ih = v[0 + 1];
+          sw.weight_hh = v[2];
+          std::size_t next = 4;
+          if (bias) {
+            sw.bias_ih = v[next++];
+            sw.bias_hh = v[next++];
+          }
+          const Tensor c = step.has_cell_state ? v[next] : Tensor();
+          DirectionOutput o = run_direction(step, sw, v[0], v[3], c, seg_mask, reverse);
+          std::vector<Tensor> out{std::move(o.out), std::move(o.final.h)};
+          if (step.has_cell_state) out.push_back(std::move(o.final.c));
+          return out;
+        },
+        in);
+    outs[static_cast<std::size_t>(seg)] = std::move(r[0]);
+    state.h = std::move(r[1]);
+    if (step.has_cell_state) state.c = std::move(r[2]);
+  }
+  return {cat(outs, 0), std::move(state)};
+}
+
+// The segment length for a layer's options over T steps (0: none): checkpoint_every, or from memory_budget
+// with one step of run_direction measured on a tape of its own.
+std::int64_t direction_segment(const char* where, const RecurrentOptions& opt, const unroll::detail::StepTraits& step,
+                               const RecurrentWeights& w, const Tensor& input) {
+  if (opt.checkpoint_every == 0 && opt.memory_budget == 0) return 0;
+  if (!autograd::grad_enabled()) return 0;
+  const std::int64_t T = input.shape()[0], B = input.shape()[1], H = opt.hidden_size;
+  const std::int64_t state =
+      (step.has_cell_state ? 2 : 1) * B * H * static_cast<std::int64_t>(dtype_size(input.dtype()));
+  std::int64_t step_bytes = 0;
+  if (opt.memory_budget > 0) {
+    autograd::Tape scratch;
+    const std::int64_t before = thread_memory().live_bytes;
+    DirectionOutput one = run_direction(step, w, narrow(input, 0, 0, 1), Tensor(), Tensor(), Tensor(), false);
+    step_bytes = std::max<std::int64_t>(thread_memory().live_bytes - before, 1);
+  }
+  return detail::checkpoint_segment(where, opt.checkpoint_every, opt.memory_budget, T, state, step_bytes);
+}
 }  // namespace
 
 RecurrentLayer::RecurrentLayer(const char* name, RecurrentMode mode, const RecurrentOptions& o)
@@ -140,6 +237,7 @@ RecurrentLayer::RecurrentLayer(const char* name, RecurrentMode mode, const Recur
                "{}: dropout out of range; got {}, expected 0 <= dropout <= 1", name, o.dropout);
   UNROLL_CHECK(o.weight_drop >= 0 && o.weight_drop < 1, ValueError,
                "{}: weight_drop out of range; got {}, expected 0 <= weight_drop < 1", name, o.weight_drop);
+  detail::check_checkpoint_options(name, o.checkpoint_every, o.memory_budget);
   const std::int64_t H = o.hidden_size, D = directions();
   weights_.resize(static_cast<std::size_t>(o.num_layers * D));
   for (std::int64_t l = 0; l < o.num_layers; ++l)
@@ -166,8 +264,12 @@ RecurrentOutput RecurrentLayer::run(const Tensor& x, const Tensor& h0, const Ten
       const std::int64_t k = l * D + d;
       RecurrentWeights w = weights(l, d == 1);
       if (opt_.weight_drop > 0 && is_training()) w.weight_hh = dropout(w.weight_hh, opt_.weight_drop, true);
-      DirectionOutput r = run_direction(step_, w, layer_input, in.h0.defined() ? in.h0[k] : Tensor(),
-                                        in.c0.defined() ? in.c0[k] : Tensor(), in.mask, d == 1);
+      const Tensor h_first = in.h0.defined() ? in.h0[k] : Tensor(), c_first = in.c0.defined() ? in.c0[k] : Tensor();
+      const std::int64_t seg = direction_segment(name_, opt_, step_, w, layer_input);
+      DirectionOutput r =
+          seg > 0 && seg < layer_input.shape()[0]
+              ? run_direction_segments(step_, w, layer_input, h_first, c_first, in.mask, d == 1, seg)
+              : run_direction(step_, w, layer_input, h_first, c_first, in.mask, d == 1);
       dir_out.push_back(std::move(r.out));
       h_n[static_cast<std::size_t>(k)] = std::move(r.final.h);
       if (step_.has_cell_state) c_n[static_cast<std::size_t>(k)] = std::move(r.final.c);

@@ -35,6 +35,13 @@ struct RecurrentOptions {
   /// fused steps pack the masked weight, its gradient flows back to weight_hh). 0 <= weight_drop < 1.
   double weight_drop = 0.0;
   bool bidirectional = false;
+  /// Checkpointed BPTT (with grad mode on): each layer and direction runs in segments of this many steps,
+  /// each an autograd::checkpoint that keeps only its starting state and recomputes its steps in backward.
+  /// 0: off. Same gradients; see nn::RunOptions::checkpoint_every.
+  std::int64_t checkpoint_every = 0;
+  /// Or a budget in bytes for what one layer and direction's steps keep; the segment length is then the
+  /// largest that fits (one step measured on the first call). 0: off.
+  std::int64_t memory_budget = 0;
   RnnActivation nonlinearity = RnnActivation::tanh;  ///< RNN only
   Dtype dtype = Dtype::float32;
 };
@@ -115,6 +122,13 @@ class GRU : public RecurrentLayer {
 namespace detail {
 /// Checks one length per row, each in [1, T] (errors name `where`).
 void check_lengths(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B);
+/// Checks the checkpointing options: checkpoint_every >= 0 and memory_budget >= 0 (0: off), not both set.
+void check_checkpoint_options(const char* where, std::int64_t checkpoint_every, std::int64_t memory_budget);
+/// The segment length k for checkpointed BPTT over T steps (0: none): checkpoint_every when given, else the
+/// largest k whose T/k segment states (`state` bytes each) and one segment's k steps (`step` bytes each)
+/// fit in memory_budget bytes; a ValueError naming the smallest budget that fits when none does.
+std::int64_t checkpoint_segment(const char* where, std::int64_t checkpoint_every, std::int64_t memory_budget,
+                                std::int64_t T, std::int64_t state, std::int64_t step);
 /// [T, B] mask (dtype) with 1 where t < lengths[b]; checks 1 <= lengths[b] <= T (`where` names the caller).
 Tensor length_mask(const char* where, const std::vector<std::int64_t>& lengths, std::int64_t T, std::int64_t B,
                    Dtype dtype);

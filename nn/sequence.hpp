@@ -17,16 +17,23 @@
 //
 // Truncated BPTT: carry the final state into the next chunk through nn::detach_state(state), so the next
 // backward stops at the chunk boundary.
+#include <algorithm>
 #include <array>
 #include <concepts>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "../autograd/checkpoint.hpp"
+#include "../autograd/tape.hpp"
+#include "../core/allocator.hpp"
 #include "../ops/elementwise.hpp"
 #include "../ops/shape_ops.hpp"
 #include "rnn.hpp"
@@ -36,6 +43,14 @@ namespace unroll::nn {
 struct RunOptions {
   std::vector<std::int64_t> lengths;  ///< per batch row (empty: all T); rows past their end hold their state
   bool reverse = false;               ///< run from t = T-1 down to 0 (the backward half of a bidirectional layer)
+  /// Checkpointed BPTT: with k > 0 the sequence runs in segments of k steps, each an autograd::checkpoint
+  /// that keeps only its starting state; backward recomputes one segment at a time. Memory for what the steps
+  /// keep falls from T steps' worth to T/k states plus k steps', for about one more forward pass. The same
+  /// gradients (the recomputation replays the default generator, so dropout draws the same masks). 0: off.
+  std::int64_t checkpoint_every = 0;
+  /// Or a budget in bytes for what the steps keep (their saved values and the segments' states): k is then
+  /// the largest that fits, from one step's bytes measured on the first run. 0: off.
+  std::int64_t memory_budget = 0;
 };
 
 template <class State>
@@ -93,7 +108,8 @@ concept SequenceStep = requires(const std::remove_cvref_t<F>& f, const Tensor& x
 /// output (each step's first state tensor) then comes from `session.run_all(state, options)`; nullopt (a cell
 /// that runs unfused) makes run_cell run the steps one by one.
 template <class F, class S>
-concept WholeSequenceStep = requires(const std::remove_cvref_t<F>& f, const Tensor& x, const S& s, const RunOptions& o) {
+concept WholeSequenceStep = requires(const std::remove_cvref_t<F>& f, const Tensor& x, const S& s,
+                                     const RunOptions& o) {
   { f.template begin_sequence<S>(x).run_all(s, o) } -> std::same_as<std::optional<SequenceOutput<S>>>;
 };
 /// A step that can make its own initial state (used when run_cell is given an undefined one).
@@ -168,9 +184,154 @@ State detach_state(State state) {
   return state;
 }
 
+namespace detail {
+/// Each state tensor in order (the layout for_each_tensor walks).
+template <class State>
+std::vector<Tensor> flatten_state(const State& s) {
+  std::vector<Tensor> out;
+  for_each_tensor(s, [&](const Tensor& t) { out.push_back(t); });
+  return out;
+}
+/// `like` with its tensors replaced, in flatten_state's order, by `tensors`.
+template <class State>
+State unflatten_state(State like, std::span<const Tensor> tensors) {
+  std::size_t i = 0;
+  for_each_tensor(like, [&](Tensor& t) { t = tensors[i++]; });
+  return like;
+}
+
+/// A reference to an lvalue callable, or the callable itself moved into shared ownership: what a checkpoint's
+/// recomputation calls after run_cell has returned (a temporary lambda would be gone by then).
+template <class F>
+std::shared_ptr<std::remove_reference_t<F>> keep_callable(F&& f) {
+  if constexpr (std::is_lvalue_reference_v<F>)
+    return std::shared_ptr<std::remove_reference_t<F>>(std::shared_ptr<void>(), &f);  // not owned
+  else
+    return std::make_shared<std::remove_cvref_t<F>>(std::move(f));
+}
+
+/// Bytes of a state's tensors.
+template <class State>
+std::int64_t state_bytes(const State& s) {
+  std::int64_t n = 0;
+  for_each_tensor(s, [&](const Tensor& t) { n += t.numel() * static_cast<std::int64_t>(dtype_size(t.dtype())); });
+  return n;
+}
+
+/// The segment length k for checkpointed BPTT (0: none) from the options: checkpoint_every as given, or the
+/// largest k whose (T/k) states of `state` bytes plus k steps of `step` bytes fit in memory_budget.
+/// `where` names the caller in the errors.
+std::int64_t checkpoint_segment(const char* where, std::int64_t checkpoint_every, std::int64_t memory_budget,
+                                std::int64_t T, std::int64_t state, std::int64_t step);
+/// Checks checkpoint_every and memory_budget (one-line ValueErrors naming `where`).
+void check_checkpoint_options(const char* where, std::int64_t checkpoint_every, std::int64_t memory_budget);
+
+/// Runs steps [t0, t0 + n) of a sequence of T (x_local is their x, [n, B, ...]; mask_local [n, B] or
+/// undefined), in order or reversed, calling session(local t, state). Returns the outputs [n, B, ...] (masked)
+/// and the final state. Errors name the global time step.
+template <class State, class Session, class OutputOf>
+SequenceOutput<State> run_steps(Session& session, State state, OutputOf& output_of, const Tensor& mask_local,
+                                bool reverse, std::int64_t t0, std::int64_t n, std::int64_t T, std::int64_t B) {
+  std::vector<Tensor> outs(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t t = reverse ? n - 1 - i : i;
+    State next = [&]() -> State {
+      try {
+        return session(t, state);
+      } catch (const Error&) {  // the step's own message, with where it happened
+        const bool hint = i == 0 && t0 == (reverse ? T - n : 0) && any_undefined(state);
+        unroll::detail::rethrow_with_context(fmt::format(
+            "run_cell: step t={} of {}{}: ", t0 + t, T,
+            hint ? " (the initial state is undefined: pass zeros({B, H}) for each state tensor, or give the step "
+                   "State initial_state(std::int64_t batch, Dtype dtype) const)"
+                 : ""));
+      }
+    }();
+    // Each returned tensor against the one the step was given, in one pass; with lengths, rows whose
+    // sequence has ended keep their state.
+    const Tensor m = mask_local.defined() ? mask_local[t] : Tensor();
+    zip_tensors(next, state, [&](Tensor& nt, const Tensor& old) {
+      // An undefined tensor passed through (a cell that tolerates one) would be carried on silently.
+      UNROLL_CHECK(nt.defined(), ValueError,
+                   "run_cell: step t={} of {} returned an undefined state tensor; got an undefined tensor, expected "
+                   "a [B, ...] tensor (give an undefined initial state as zeros({{B, H}}), or the step "
+                   "initial_state)",
+                   t0 + t, T);
+      if (old.defined()) {  // a state that broadcast into another shape would otherwise run on silently
+        UNROLL_CHECK(nt.shape() == old.shape(), ShapeError,
+                     "run_cell: step t={} of {} changed the state's shape; got {}, expected {} (the shape it was "
+                     "given; a state is [B, ...] with B = {})",
+                     t0 + t, T, nt.shape(), old.shape(), B);
+        UNROLL_CHECK(
+            nt.dtype() == old.dtype(), DtypeError,
+            "run_cell: step t={} of {} changed the state's dtype; got {}, expected {} (the dtype it was given)", t0 + t,
+            T, nt.dtype(), old.dtype());
+      }
+      if (!m.defined()) return;
+      UNROLL_CHECK(nt.dim() >= 1 && nt.shape()[0] == B, ShapeError,
+                   "run_cell: with lengths, every state tensor must be [B, ...]; got {}, expected [{}, ...]",
+                   nt.shape(), B);
+      Shape s = nt.shape();
+      for (int k = 1; k < s.dim(); ++k) s[k] = 1;
+      nt = where(m.view_as_shape(s), nt, old.defined() ? old : zeros_like(nt));  // undefined initial state = zeros
+    });
+    state = std::move(next);
+    outs[static_cast<std::size_t>(t)] = output_of(state);
+  }
+  Tensor output = stack(outs, 0);
+  if (mask_local.defined()) {
+    Shape s = output.shape();
+    for (int k = 2; k < s.dim(); ++k) s[k] = 1;
+    output = mul(output, mask_local.view_as_shape(s));
+  }
+  return {std::move(output), std::move(state)};
+}
+
+/// Runs a sequence of T steps in checkpointed segments of k: run_segment(x_seg, state, t0) runs steps
+/// [t0, t0 + x_seg.shape()[0]) and returns their outputs and final state; each call is one
+/// autograd::checkpoint. Segments run from the last one down when reverse.
+template <class State, class RunSegment>
+SequenceOutput<State> run_segments(const Tensor& x, State state, std::int64_t k, bool reverse,
+                                   std::shared_ptr<RunSegment> run_segment) {
+  const std::int64_t T = x.shape()[0], segments = (T + k - 1) / k;
+  std::vector<Tensor> outs(static_cast<std::size_t>(segments));
+  for (std::int64_t i = 0; i < segments; ++i) {
+    const std::int64_t seg = reverse ? segments - 1 - i : i, t0 = seg * k, n = std::min(k, T - t0);
+    std::vector<Tensor> inputs;  // x's rows, then the state's tensors
+    inputs.reserve(8);
+    inputs.push_back(narrow(x, 0, t0, n));
+    for_each_tensor(state, [&](const Tensor& t) { inputs.push_back(t); });
+    std::vector<Tensor> r = autograd::checkpoint(
+        [run_segment, like = detach_state(state), t0](std::span<const Tensor> in) {
+          SequenceOutput<State> o = (*run_segment)(in[0], unflatten_state(like, in.subspan(1)), t0);
+          std::vector<Tensor> out{std::move(o.output)};
+          for (Tensor& t : flatten_state(o.state)) out.push_back(std::move(t));
+          return out;
+        },
+        inputs);
+    outs[static_cast<std::size_t>(seg)] = std::move(r[0]);
+    state = unflatten_state(std::move(state), std::span<const Tensor>(r).subspan(1));
+  }
+  return {cat(outs, 0), std::move(state)};
+}
+
+/// Bytes one step keeps for backward: one step run recorded on a tape of its own, measured by the
+/// allocator (what was allocated and is still held when the step returns), then dropped.
+template <class State, class Session>
+std::int64_t measure_step_bytes(Session& session, const State& state) {
+  autograd::Tape tape;  // this measurement's own, freed on return
+  const std::int64_t before = thread_memory().live_bytes;
+  State next = session(0, state);
+  return std::max<std::int64_t>(thread_memory().live_bytes - before, 1);
+}
+}  // namespace detail
+
 /// Runs `step(x_t, state) -> state` over x [T, B, ...] (x[t] is a view, no copy). The output at each step is
 /// `output_of(state)`, by default the state itself if it is a Tensor, else its first tensor (h of (h, c)).
+/// With opt.checkpoint_every or opt.memory_budget (and grad mode on) the sequence runs in checkpointed
+/// segments: then the step and output_of, when passed by reference, must stay alive until backward has run.
 template <class State, class Step, class OutputOf>
+  requires(!std::same_as<std::remove_cvref_t<OutputOf>, RunOptions>)  // a non-const options lvalue is opt
 SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, OutputOf&& output_of,
                                const RunOptions& opt = {}) {
   static_assert(CellState<State>,
@@ -183,93 +344,113 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, Output
                  x.defined() ? fmt::format("{}", x.shape()) : std::string("undefined"));
     const std::int64_t T = x.shape()[0], B = x.shape()[1];
     UNROLL_CHECK(T >= 1, ValueError, "run_cell: empty sequence; got x={}, expected at least one time step", x.shape());
+    detail::check_checkpoint_options("run_cell", opt.checkpoint_every, opt.memory_budget);
     const Tensor mask = opt.lengths.empty() ? Tensor() : detail::length_mask("run_cell", opt.lengths, T, B, x.dtype());
-    const bool undefined_start = detail::any_undefined(state);
     if constexpr (HasInitialState<std::remove_cvref_t<Step>, State>)
-      if (undefined_start) state = step.initial_state(B, x.dtype());
-    auto session = [&] {
-      if constexpr (SequenceStep<Step, State>)
-        return step.template begin_sequence<State>(x);
-      else
-        return [&step, &x](std::int64_t t, const State& s) -> State { return step(x[t], s); };
-    }();
-    std::vector<Tensor> outs(static_cast<std::size_t>(T));
-    for (std::int64_t i = 0; i < T; ++i) {
-      const std::int64_t t = opt.reverse ? T - 1 - i : i;
-      State next = [&]() -> State {
-        try {
-          return session(t, state);
-        } catch (const Error&) {  // the step's own message, with where it happened
-          const bool hint = i == 0 && detail::any_undefined(state);
-          unroll::detail::rethrow_with_context(fmt::format(
-              "run_cell: step t={} of {}{}: ", t, T,
-              hint ? " (the initial state is undefined: pass zeros({B, H}) for each state tensor, or give the step "
-                     "State initial_state(std::int64_t batch, Dtype dtype) const)"
-                   : ""));
-        }
+      if (detail::any_undefined(state)) state = step.initial_state(B, x.dtype());
+    // Steps [t0, t0 + n) on their own x (a segment's, or all of x), a session over it as the step wants one.
+    auto run = [](Step& stp, OutputOf& out_of, const Tensor& x_part, State s, const Tensor& mask_part, bool reverse,
+                  std::int64_t t0, std::int64_t T_all, std::int64_t batch) {
+      auto session = [&] {
+        if constexpr (SequenceStep<Step, State>)
+          return stp.template begin_sequence<State>(x_part);
+        else
+          return [&stp, &x_part](std::int64_t t, const State& st) -> State { return stp(x_part[t], st); };
       }();
-      // Each returned tensor against the one the step was given, in one pass; with lengths, rows whose
-      // sequence has ended keep their state.
-      const Tensor m = mask.defined() ? mask[t] : Tensor();
-      detail::zip_tensors(next, state, [&](Tensor& n, const Tensor& old) {
-        // An undefined tensor passed through (a cell that tolerates one) would be carried on silently.
-        UNROLL_CHECK(n.defined(), ValueError,
-                     "run_cell: step t={} of {} returned an undefined state tensor; got an undefined tensor, expected "
-                     "a [B, ...] tensor (give an undefined initial state as zeros({{B, H}}), or the step "
-                     "initial_state)",
-                     t, T);
-        if (old.defined()) {  // a state that broadcast into another shape would otherwise run on silently
-          UNROLL_CHECK(n.shape() == old.shape(), ShapeError,
-                       "run_cell: step t={} of {} changed the state's shape; got {}, expected {} (the shape it was "
-                       "given; a state is [B, ...] with B = {})",
-                       t, T, n.shape(), old.shape(), B);
-          UNROLL_CHECK(
-              n.dtype() == old.dtype(), DtypeError,
-              "run_cell: step t={} of {} changed the state's dtype; got {}, expected {} (the dtype it was given)", t, T,
-              n.dtype(), old.dtype());
-        }
-        if (!m.defined()) return;
-        UNROLL_CHECK(n.dim() >= 1 && n.shape()[0] == B, ShapeError,
-                     "run_cell: with lengths, every state tensor must be [B, ...]; got {}, expected [{}, ...]",
-                     n.shape(), B);
-        Shape s = n.shape();
-        for (int k = 1; k < s.dim(); ++k) s[k] = 1;
-        n = where(m.view_as_shape(s), n, old.defined() ? old : zeros_like(n));  // undefined initial state = zeros
-      });
-      state = std::move(next);
-      outs[static_cast<std::size_t>(t)] = output_of(state);
+      return detail::run_steps(session, std::move(s), out_of, mask_part, reverse, t0, x_part.shape()[0], T_all, batch);
+    };
+    const bool segmented = (opt.checkpoint_every > 0 || opt.memory_budget > 0) && autograd::grad_enabled() &&
+                           !detail::any_undefined(state);
+    std::int64_t k = 0;
+    if (segmented) {
+      std::int64_t step_bytes = 0;
+      if (opt.memory_budget > 0) {  // one step (the first one run), on the 1-step slice of x it reads
+        const Tensor x1 = narrow(x, 0, opt.reverse ? T - 1 : 0, 1);
+        auto session = [&] {
+          if constexpr (SequenceStep<Step, State>)
+            return step.template begin_sequence<State>(x1);
+          else
+            return [&step, &x1](std::int64_t t, const State& st) -> State { return step(x1[t], st); };
+        }();
+        step_bytes = detail::measure_step_bytes(session, state);
+      }
+      k = detail::checkpoint_segment("run_cell", opt.checkpoint_every, opt.memory_budget, T, detail::state_bytes(state),
+                                     step_bytes);
     }
-    Tensor output = stack(outs, 0);
-    if (mask.defined()) {
-      Shape s = output.shape();
-      for (int k = 2; k < s.dim(); ++k) s[k] = 1;
-      output = mul(output, mask.view_as_shape(s));
-    }
-    return {std::move(output), std::move(state)};
+    if (k == 0 || k >= T) return run(step, output_of, x, std::move(state), mask, opt.reverse, 0, T, B);
+    auto segment = std::make_shared<std::function<SequenceOutput<State>(const Tensor&, State, std::int64_t)>>(
+        [stp = detail::keep_callable(std::forward<Step>(step)),
+         out_of = detail::keep_callable(std::forward<OutputOf>(output_of)), mask, reverse = opt.reverse, T, B,
+         run](const Tensor& x_seg, State s, std::int64_t t0) {
+          const Tensor m = mask.defined() ? narrow(mask, 0, t0, x_seg.shape()[0]) : Tensor();
+          return run(*stp, *out_of, x_seg, std::move(s), m, reverse, t0, T, B);
+        });
+    return detail::run_segments(x, std::move(state), k, opt.reverse, std::move(segment));
   } else {
     throw StateError("run_cell: unreachable");  // the static_asserts above have already failed the build
   }
 }
 
 /// run_cell with the default output: the state if it is a Tensor, else its first tensor. A fused cell
-/// (nn/fuse.hpp) runs the whole sequence as one tape node here.
+/// (nn/fuse.hpp) runs the whole sequence (or each checkpointed segment) as one tape node here.
 template <class State, class Step>
 SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, const RunOptions& opt = {}) {
   if constexpr (WholeSequenceStep<Step, State>) {
     if (x.defined() && x.dim() >= 2 && x.shape()[0] >= 1) {  // else the loop below reports what is wrong
       const std::int64_t T = x.shape()[0], B = x.shape()[1];
       if (!opt.lengths.empty()) detail::check_lengths("run_cell", opt.lengths, T, B);
+      detail::check_checkpoint_options("run_cell", opt.checkpoint_every, opt.memory_budget);
       State start = state;
       if constexpr (HasInitialState<std::remove_cvref_t<Step>, State>)
         if (detail::any_undefined(start)) start = step.initial_state(B, x.dtype());
-      auto session = step.template begin_sequence<State>(x);
-      std::optional<SequenceOutput<State>> out;
-      try {
-        out = session.run_all(start, opt);
-      } catch (const Error&) {  // tracing runs the cell's first step: name it as the loop would
-        unroll::detail::rethrow_with_context(fmt::format("run_cell: step t={} of {}: ", opt.reverse ? T - 1 : 0, T));
+      // Steps [t0, t0 + x_part.shape()[0]) as one fused node; nullopt: the cell runs unfused.
+      auto run_part = [T](Step& stp, const Tensor& x_part, const State& s, const RunOptions& o,
+                          std::int64_t t0) -> std::optional<SequenceOutput<State>> {
+        auto session = stp.template begin_sequence<State>(x_part);
+        RunOptions local{.lengths = {}, .reverse = o.reverse};
+        for (std::int64_t len : o.lengths)  // each row's steps inside this part (0: it holds its state)
+          local.lengths.push_back(std::clamp<std::int64_t>(len - t0, 0, x_part.shape()[0]));
+        try {
+          return session.run_all(s, local);
+        } catch (const Error&) {  // tracing runs the cell's first step: name it as the loop would
+          unroll::detail::rethrow_with_context(
+              fmt::format("run_cell: step t={} of {}: ", o.reverse ? t0 + x_part.shape()[0] - 1 : t0, T));
+        }
+      };
+      const bool segmented = (opt.checkpoint_every > 0 || opt.memory_budget > 0) && autograd::grad_enabled();
+      if (!segmented) {
+        if (auto out = run_part(step, x, start, opt, 0)) return std::move(*out);
+      } else {
+        // Whether the cell runs fused, and (for a budget) what one fused step keeps: one step on a tape of
+        // its own, dropped after.
+        bool fused = false;
+        std::int64_t step_bytes = 0;
+        {
+          autograd::Tape scratch;
+          const std::int64_t before = thread_memory().live_bytes;
+          std::optional<SequenceOutput<State>> probe =
+              run_part(step, narrow(x, 0, opt.reverse ? T - 1 : 0, 1), start, RunOptions{.lengths = {}, .reverse = opt.reverse}, 0);
+          step_bytes = std::max<std::int64_t>(thread_memory().live_bytes - before, 1);
+          fused = probe.has_value();
+        }
+        if (fused) {
+          const std::int64_t k = detail::checkpoint_segment("run_cell", opt.checkpoint_every, opt.memory_budget, T,
+                                                            detail::state_bytes(start), step_bytes);
+          if (k >= T) {
+            if (auto out = run_part(step, x, start, opt, 0)) return std::move(*out);
+          } else {
+            auto segment = std::make_shared<std::function<SequenceOutput<State>(const Tensor&, State, std::int64_t)>>(
+                [stp = detail::keep_callable(std::forward<Step>(step)), opt, run_part](const Tensor& x_seg, State s,
+                                                                                       std::int64_t t0) {
+                  std::optional<SequenceOutput<State>> o = run_part(*stp, x_seg, s, opt, t0);
+                  UNROLL_CHECK(o.has_value(), StateError,
+                               "run_cell: the fused cell stopped running fused between segments");
+                  return std::move(*o);
+                });
+            return detail::run_segments(x, std::move(start), k, opt.reverse, std::move(segment));
+          }
+        }
       }
-      if (out) return std::move(*out);
     }
   }
   return run_cell(

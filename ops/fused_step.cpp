@@ -1563,8 +1563,8 @@ FusedSequence::Run FusedSequence::run(std::span<const Tensor> state, std::size_t
   UNROLL_CHECK(lengths.empty() || static_cast<std::int64_t>(lengths.size()) == B, ShapeError,
                "{}: one length per batch row; got {} lengths, expected {}", where, lengths.size(), B);
   for (std::size_t r = 0; r < lengths.size(); ++r)
-    UNROLL_CHECK(lengths[r] >= 1 && lengths[r] <= steps, ValueError,
-                 "{}: sequence length out of range; got lengths[{}]={}, expected 1 <= length <= {}", where, r,
+    UNROLL_CHECK(lengths[r] >= 0 && lengths[r] <= steps, ValueError,  // 0: a row that holds (a later segment)
+                 "{}: sequence length out of range; got lengths[{}]={}, expected 0 <= length <= {}", where, r,
                  lengths[r], steps);
   const bool grad = inputs_need_grad(d, state);
   // Backward reads every step's values; without it one step's buffer serves them all.
