@@ -615,6 +615,28 @@ bench::Prepared fastrnn_paired(bench::Args& args) {
   return paired(args, std::move(a), std::move(b), config);
 }
 
+// bptt_memory: one nn::LSTM layer (input = hidden) over a long sequence, forward + mean(output).backward(),
+// with checkpointed BPTT every K steps (0: none) or a memory budget; the JSON line's peak_rss_kb is the point
+// (run each configuration in its own process: the peak is the process's).
+bench::Prepared bptt_memory(bench::Args& args) {
+  const int B = args.get_int("batch", 32, 1);
+  const int H = args.get_int("hidden", 256, 1);
+  const int T = args.get_int("seq", 10000, 1);
+  const int K = args.get_int("checkpoint-every", 0, 0);
+  const int budget_mb = args.get_int("budget-mb", 0, 0);
+  unroll::Generator gen(kSeed);
+  auto lstm = std::make_shared<unroll::nn::LSTM>(unroll::nn::RecurrentOptions{
+      .input_size = H, .hidden_size = H, .checkpoint_every = K, .memory_budget = std::int64_t{budget_mb} << 20});
+  const unroll::Tensor x = unroll::randn({T, B, H}, unroll::Dtype::float32, gen);
+  auto step = [lstm, x] {
+    unroll::mean(lstm->forward(x).output).backward();
+    lstm->zero_grad();
+  };
+  return {{{"batch", B}, {"hidden", H}, {"seq", T}, {"checkpoint_every", K}, {"budget_mb", budget_mb}},
+          static_cast<double>(B) * T,
+          step};
+}
+
 const std::vector<bench::Workload> kWorkloads = {
     {"tiny_rnn", "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200 --fused 1|0]",
      tiny_rnn},
@@ -652,6 +674,10 @@ const std::vector<bench::Workload> kWorkloads = {
      "--fused 1|0 "
      "--shards <threads>]",
      fastrnn},
+    {"bptt_memory",
+     "LSTM layer over a long sequence, forward + mean(output).backward(), peak memory "
+     "[--seq 10000 --batch 32 --hidden 256 --checkpoint-every K (0: none) --budget-mb M (0: none)]",
+     bptt_memory},
     {"fastrnn_paired",
      "the built-in layer or the unfused cell (a) and the fused composed cell (b) alternately, each timed: the "
      "median per-pair ratio b/a under extra [--cell lstm|gru|mgu --against builtin|unfused, fastrnn's size flags]",

@@ -34,7 +34,10 @@ struct Storage {
 constexpr std::size_t kBlockAlign = 64;
 constexpr int kSizeSubSteps = 4;  // size classes per power of two (a power of two itself)
 constexpr int kNumSizeClasses = 64 * kSizeSubSteps;
-constexpr std::size_t kMaxCachedBytes = std::size_t{2} << 30;  // per thread; beyond this, free to the system
+// What a thread's cache may hold: at least kMinCacheLimit, and as much as the most the thread has ever had in use
+// (a training step that needed that much once will need it again: its large blocks then come back from the
+// cache instead of as fresh pages the kernel must fault in and zero), but never more than half the RAM.
+constexpr std::size_t kMinCacheLimit = std::size_t{2} << 30;
 
 /// Size class of a block of `total` bytes (header included).
 inline int size_class_of(std::size_t total) {
@@ -50,6 +53,7 @@ inline int size_class_of(std::size_t total) {
 struct FreeLists {
   Storage* head[kNumSizeClasses] = {};
   std::size_t cached_bytes = 0;
+  std::size_t cache_limit = kMinCacheLimit;  ///< see kMinCacheLimit; raised by the slow path
   std::size_t hits = 0;
   CacheHome* home = nullptr;
 };
@@ -58,10 +62,14 @@ struct FreeLists {
 /// peak for one thread's work (a block freed on another thread counts there).
 struct LiveBytes {
   std::int64_t now = 0;
-  std::int64_t peak = 0;
+  std::int64_t peak = 0;  ///< since the last reset_thread_memory_peak()
+  std::int64_t high = 0;  ///< ever (sets the cache's limit)
   void take(std::size_t bytes) {
     now += static_cast<std::int64_t>(bytes);
-    if (now > peak) peak = now;
+    if (now > peak) {
+      peak = now;
+      if (now > high) high = now;
+    }
   }
   void give(std::size_t bytes) { now -= static_cast<std::int64_t>(bytes); }
 };
@@ -99,7 +107,7 @@ inline void Storage::release() {
   FreeLists* f = tls_free_lists;
   const std::size_t bytes = capacity + kHeaderBytes;
   tls_live_bytes.give(bytes);
-  if (f != nullptr && home == f->home && f->cached_bytes + bytes <= kMaxCachedBytes) {
+  if (f != nullptr && home == f->home && f->cached_bytes + bytes <= f->cache_limit) {
     next_free = f->head[size_class];
     f->head[size_class] = this;
     f->cached_bytes += bytes;

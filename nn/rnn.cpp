@@ -11,6 +11,8 @@
 #include "../ops/linear.hpp"
 #include "../ops/recurrent_detail.hpp"
 #include "../ops/shape_ops.hpp"
+#include "diagnostics.hpp"
+#include "regularize.hpp"
 
 namespace unroll::nn {
 
@@ -135,8 +137,22 @@ struct DirectionOutput {
 
 // One layer and direction over input [T, B, I']: one GEMM for every step's input gates, then one fused step
 // per time step (from t = T - 1 down when reverse). h_first, c_first [B, H] or undefined (zeros).
+// Where a direction's per-step state gradients go while a StepRecorder is active (nn/diagnostics.hpp).
+struct DirectionRecording {
+  StepRecorder* recorder = nullptr;
+  std::string h_key, c_key;
+};
+// What happens between a direction's steps besides the step itself.
+struct BetweenSteps {
+  double zoneout_h = 0, zoneout_c = 0;  ///< RecurrentOptions' zoneout
+  bool training = false;
+  DirectionRecording rec{};
+};
+
 DirectionOutput run_direction(const unroll::detail::StepTraits& step, const RecurrentWeights& w, const Tensor& input,
-                              const Tensor& h_first, const Tensor& c_first, const Tensor& mask, bool reverse) {
+                              const Tensor& h_first, const Tensor& c_first, const Tensor& mask, bool reverse,
+                              const BetweenSteps& between = {}) {
+  const DirectionRecording& rec = between.rec;
   using unroll::detail::HiddenHistory, unroll::detail::HiddenWeight;
   const std::int64_t T = input.shape()[0], B = input.shape()[1], H = w.weight_hh.shape()[1];
   // weight_hh's gradient in one GEMM over all steps' gate gradients (K = T*B) instead of one per step,
@@ -157,7 +173,17 @@ DirectionOutput run_direction(const unroll::detail::StepTraits& step, const Recu
   std::vector<Tensor> hs(static_cast<std::size_t>(T));
   for (std::int64_t i = 0; i < T; ++i) {
     const std::int64_t t = reverse ? T - 1 - i : i;
+    const StepState before = state;
     step.step(gx[t], state, w_hh, b, mask.defined() ? mask[t] : Tensor());
+    // Zoneout (Krueger et al. 2016): each unit keeps its previous value with probability p (its expectation
+    // outside training). A row past its length holds its state either way.
+    if (between.zoneout_h > 0) state.h = zoneout(before.h, state.h, between.zoneout_h, between.training);
+    if (between.zoneout_c > 0 && step.has_cell_state)
+      state.c = zoneout(before.c, state.c, between.zoneout_c, between.training);
+    if (rec.recorder != nullptr) {  // identity nodes that note ||dL/dh_t|| (and ||dL/dc_t||) in backward
+      state.h = rec.recorder->watch(state.h, rec.h_key, t);
+      if (step.has_cell_state) state.c = rec.recorder->watch(state.c, rec.c_key, t);
+    }
     hs[static_cast<std::size_t>(t)] = state.h;
   }
   DirectionOutput r{stack(hs, 0), std::move(state)};
@@ -166,12 +192,58 @@ DirectionOutput run_direction(const unroll::detail::StepTraits& step, const Recu
   return r;
 }
 
+// Per-step gate statistics of one layer and direction that has run: its gates recomputed from its input and
+// the state each step read (one GEMM each, no gradient), each gate's activation reported per step, over the
+// rows still running. `suffix` is "_l{k}" or "_l{k}_reverse".
+void record_gates(StepRecorder& rec, RecurrentMode mode, const RecurrentWeights& w, const Tensor& input,
+                  const Tensor& h_first, const Tensor& out, const Tensor& mask, bool reverse,
+                  const std::string& suffix) {
+  if (mode == RecurrentMode::rnn_relu) return;  // relu does not saturate
+  const NoGradGuard no_grad;
+  const std::int64_t T = input.shape()[0], B = input.shape()[1], H = w.weight_hh.shape()[1];
+  const Tensor first = h_first.defined() ? h_first.detach() : zeros({B, H}, input.dtype());
+  // The state step t read: the previous step's (held past a row's end, where `out` is zero: then h_first).
+  Tensor prev = T == 1 ? unsqueeze(first, 0)
+                       : (reverse ? cat({narrow(out, 0, 1, T - 1), unsqueeze(first, 0)}, 0)
+                                  : cat({unsqueeze(first, 0), narrow(out, 0, 0, T - 1)}, 0));
+  if (mask.defined()) {
+    const Tensor m = T == 1 ? ones({1, B}, input.dtype())
+                            : (reverse ? cat({narrow(mask, 0, 1, T - 1), ones({1, B}, input.dtype())}, 0)
+                                       : cat({ones({1, B}, input.dtype()), narrow(mask, 0, 0, T - 1)}, 0));
+    const Tensor m3 = reshape(m, {T, B, 1});
+    prev = prev * m3 + unsqueeze(first, 0) * (1.0 - m3);
+  }
+  const Tensor gi = linear(input.detach(), w.weight_ih.detach(), w.bias_ih.defined() ? w.bias_ih.detach() : Tensor());
+  const Tensor gh = linear(prev, w.weight_hh.detach(), w.bias_hh.defined() ? w.bias_hh.detach() : Tensor());
+  std::vector<std::pair<std::string, std::pair<Tensor, GateActivation>>> gates;
+  if (mode == RecurrentMode::lstm) {
+    const std::vector<Tensor> g = chunk(gi + gh, 4, 2);
+    gates = {{"i", {sigmoid(g[0]), GateActivation::sigmoid}},
+             {"f", {sigmoid(g[1]), GateActivation::sigmoid}},
+             {"g", {tanh(g[2]), GateActivation::tanh}},
+             {"o", {sigmoid(g[3]), GateActivation::sigmoid}}};
+  } else if (mode == RecurrentMode::gru) {
+    const std::vector<Tensor> a = chunk(gi, 3, 2), b = chunk(gh, 3, 2);
+    const Tensor r = sigmoid(a[0] + b[0]);
+    gates = {{"r", {r, GateActivation::sigmoid}},
+             {"z", {sigmoid(a[1] + b[1]), GateActivation::sigmoid}},
+             {"n", {tanh(a[2] + r * b[2]), GateActivation::tanh}}};
+  } else {
+    gates = {{"a", {tanh(gi + gh), GateActivation::tanh}}};
+  }
+  for (const auto& [name, v] : gates) {
+    const std::string key = name + suffix;
+    rec.begin_gate(key, T, v.second);
+    for (std::int64_t t = 0; t < T; ++t) rec.gate_values(key, t, v.first[t], mask.defined() ? mask[t] : Tensor());
+  }
+}
+
 // run_direction in checkpointed segments of k steps (from the last one down when reverse): each segment is one
 // autograd::checkpoint over its input rows, its starting state and the weights (inputs, so a weight computed
 // outside, e.g. after weight drop, gets its gradient like a parameter), recomputed in backward.
 DirectionOutput run_direction_segments(const unroll::detail::StepTraits& step, const RecurrentWeights& w,
                                        const Tensor& input, const Tensor& h_first, const Tensor& c_first,
-                                       const Tensor& mask, bool reverse, std::int64_t k) {
+                                       const Tensor& mask, bool reverse, std::int64_t k, const BetweenSteps& between) {
   const std::int64_t T = input.shape()[0], B = input.shape()[1], H = w.weight_hh.shape()[1];
   const std::int64_t segments = (T + k - 1) / k;
   StepState state{h_first.defined() ? h_first : zeros({B, H}, input.dtype()), Tensor()};
@@ -185,7 +257,9 @@ DirectionOutput run_direction_segments(const unroll::detail::StepTraits& step, c
     if (step.has_cell_state) in.push_back(state.c);
     const Tensor seg_mask = mask.defined() ? narrow(mask, 0, t0, n) : Tensor();
     std::vector<Tensor> r = autograd::checkpoint(
-        [&step, seg_mask, reverse, bias](std::span<const Tensor> v) {
+        [&step, seg_mask, reverse, bias,
+         between = BetweenSteps{between.zoneout_h, between.zoneout_c, between.training, {}}](
+            std::span<const Tensor> v) {
           RecurrentWeights sw;
           sw.weight_ih = v[0 + 1];
           sw.weight_hh = v[2];
@@ -195,7 +269,7 @@ DirectionOutput run_direction_segments(const unroll::detail::StepTraits& step, c
             sw.bias_hh = v[next++];
           }
           const Tensor c = step.has_cell_state ? v[next] : Tensor();
-          DirectionOutput o = run_direction(step, sw, v[0], v[3], c, seg_mask, reverse);
+          DirectionOutput o = run_direction(step, sw, v[0], v[3], c, seg_mask, reverse, between);
           std::vector<Tensor> out{std::move(o.out), std::move(o.final.h)};
           if (step.has_cell_state) out.push_back(std::move(o.final.c));
           return out;
@@ -238,6 +312,11 @@ RecurrentLayer::RecurrentLayer(const char* name, RecurrentMode mode, const Recur
   UNROLL_CHECK(o.weight_drop >= 0 && o.weight_drop < 1, ValueError,
                "{}: weight_drop out of range; got {}, expected 0 <= weight_drop < 1", name, o.weight_drop);
   detail::check_checkpoint_options(name, o.checkpoint_every, o.memory_budget);
+  UNROLL_CHECK(o.zoneout_h >= 0 && o.zoneout_h < 1 && o.zoneout_c >= 0 && o.zoneout_c < 1, ValueError,
+               "{}: zoneout out of range; got zoneout_h={} zoneout_c={}, expected 0 <= p < 1", name, o.zoneout_h,
+               o.zoneout_c);
+  UNROLL_CHECK(o.zoneout_c == 0 || mode == RecurrentMode::lstm, ValueError,
+               "{}: zoneout_c is for the LSTM's cell state; got zoneout_c={}, expected 0", name, o.zoneout_c);
   const std::int64_t H = o.hidden_size, D = directions();
   weights_.resize(static_cast<std::size_t>(o.num_layers * D));
   for (std::int64_t l = 0; l < o.num_layers; ++l)
@@ -266,10 +345,21 @@ RecurrentOutput RecurrentLayer::run(const Tensor& x, const Tensor& h0, const Ten
       if (opt_.weight_drop > 0 && is_training()) w.weight_hh = dropout(w.weight_hh, opt_.weight_drop, true);
       const Tensor h_first = in.h0.defined() ? in.h0[k] : Tensor(), c_first = in.c0.defined() ? in.c0[k] : Tensor();
       const std::int64_t seg = direction_segment(name_, opt_, step_, w, layer_input);
+      const bool segmented = seg > 0 && seg < layer_input.shape()[0];
+      BetweenSteps between{.zoneout_h = opt_.zoneout_h, .zoneout_c = opt_.zoneout_c, .training = is_training()};
+      // Per-step diagnostics (nn/diagnostics.hpp), when a recorder is active (not for checkpointed segments).
+      DirectionRecording& rec = between.rec;
+      const std::string suffix = fmt::format("_l{}{}", l, d == 1 ? "_reverse" : "");
+      if (StepRecorder* r = detail::active_recorder(); r != nullptr && !segmented) {
+        rec = {r, "h" + suffix, step_.has_cell_state ? "c" + suffix : std::string()};
+        r->begin_state(rec.h_key, layer_input.shape()[0]);
+        if (step_.has_cell_state) r->begin_state(rec.c_key, layer_input.shape()[0]);
+      }
       DirectionOutput r =
-          seg > 0 && seg < layer_input.shape()[0]
-              ? run_direction_segments(step_, w, layer_input, h_first, c_first, in.mask, d == 1, seg)
-              : run_direction(step_, w, layer_input, h_first, c_first, in.mask, d == 1);
+          segmented ? run_direction_segments(step_, w, layer_input, h_first, c_first, in.mask, d == 1, seg, between)
+                    : run_direction(step_, w, layer_input, h_first, c_first, in.mask, d == 1, between);
+      if (rec.recorder != nullptr)
+        record_gates(*rec.recorder, mode_, w, layer_input, h_first, r.out, in.mask, d == 1, suffix);
       dir_out.push_back(std::move(r.out));
       h_n[static_cast<std::size_t>(k)] = std::move(r.final.h);
       if (step_.has_cell_state) c_n[static_cast<std::size_t>(k)] = std::move(r.final.c);

@@ -34,6 +34,11 @@ struct RecurrentOptions {
   /// layer and direction with dropout(weight_hh, weight_drop) (one mask per call, inverted scaling; the
   /// fused steps pack the masked weight, its gradient flows back to weight_hh). 0 <= weight_drop < 1.
   double weight_drop = 0.0;
+  /// Zoneout (Krueger et al. 2016) on h (and, LSTM only, c) between steps: in training each unit keeps its
+  /// previous value with probability p (a fresh mask per step), h_t = d h_{t-1} + (1 - d) h~_t; outside
+  /// training the expectation p h_{t-1} + (1 - p) h~_t. 0 <= p < 1.
+  double zoneout_h = 0.0;
+  double zoneout_c = 0.0;
   bool bidirectional = false;
   /// Checkpointed BPTT (with grad mode on): each layer and direction runs in segments of this many steps,
   /// each an autograd::checkpoint that keeps only its starting state and recomputes its steps in backward.

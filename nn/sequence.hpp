@@ -36,6 +36,7 @@
 #include "../core/allocator.hpp"
 #include "../ops/elementwise.hpp"
 #include "../ops/shape_ops.hpp"
+#include "diagnostics.hpp"
 #include "rnn.hpp"
 
 namespace unroll::nn {
@@ -232,9 +233,17 @@ void check_checkpoint_options(const char* where, std::int64_t checkpoint_every, 
 template <class State, class Session, class OutputOf>
 SequenceOutput<State> run_steps(Session& session, State state, OutputOf& output_of, const Tensor& mask_local,
                                 bool reverse, std::int64_t t0, std::int64_t n, std::int64_t T, std::int64_t B) {
+  // Per-step diagnostics (nn/diagnostics.hpp), usually off; not for a checkpointed segment (n < T).
+  StepRecorder* const recorder = n == T ? active_recorder() : nullptr;
+  if (recorder != nullptr) {
+    std::size_t k = 0;
+    for_each_tensor(state, [&](const Tensor&) { recorder->begin_state(fmt::format("state{}", k++), T); });
+    recording_step() = {.t = -1, .T = T, .run = recording_step().run + 1};
+  }
   std::vector<Tensor> outs(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int64_t t = reverse ? n - 1 - i : i;
+    if (recorder != nullptr) recording_step().t = t0 + t;
     State next = [&]() -> State {
       try {
         return session(t, state);
@@ -275,6 +284,11 @@ SequenceOutput<State> run_steps(Session& session, State state, OutputOf& output_
       for (int k = 1; k < s.dim(); ++k) s[k] = 1;
       nt = where(m.view_as_shape(s), nt, old.defined() ? old : zeros_like(nt));  // undefined initial state = zeros
     });
+    if (recorder != nullptr) {  // an identity node per state tensor that notes the norm of its gradient
+      recording_step().t = -1;
+      std::size_t k = 0;
+      for_each_tensor(next, [&](Tensor& st) { st = recorder->watch(st, fmt::format("state{}", k++), t0 + t); });
+    }
     state = std::move(next);
     outs[static_cast<std::size_t>(t)] = output_of(state);
   }
@@ -396,7 +410,8 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, Output
 template <class State, class Step>
 SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, const RunOptions& opt = {}) {
   if constexpr (WholeSequenceStep<Step, State>) {
-    if (x.defined() && x.dim() >= 2 && x.shape()[0] >= 1) {  // else the loop below reports what is wrong
+    // (Not while recording per-step diagnostics: the recorder watches the state between the steps.)
+    if (x.defined() && x.dim() >= 2 && x.shape()[0] >= 1 && detail::active_recorder() == nullptr) {
       const std::int64_t T = x.shape()[0], B = x.shape()[1];
       if (!opt.lengths.empty()) detail::check_lengths("run_cell", opt.lengths, T, B);
       detail::check_checkpoint_options("run_cell", opt.checkpoint_every, opt.memory_budget);

@@ -40,6 +40,22 @@ if(MODE STREQUAL "smoke")
   file(WRITE ${WORK}/mine.txt "${text}")
   expect_run(NAME "own data, custom cell" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --cell custom --window 16
              --batch 4 --steps 80 --out ${WORK}/mine FILES ${WORK}/mine/metrics.csv ${WORK}/mine/loss.svg)
+  # --diagnose: the per-step gradient norms and the gate table, for the LSTM and (unfused) the custom cell.
+  expect_run(NAME "diagnose, lstm" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --window 16 --batch 4 --steps 20
+             --layers 2 --diagnose --out ${WORK}/diag
+             STDOUT "--diagnose, one window of 16 steps: gradient norm at the first / last step; c_l0 "
+             FILES ${WORK}/diag/diagnose_grad_norm.csv ${WORK}/diag/diagnose_grad_norm.svg ${WORK}/diag/diagnose_gates.csv)
+  file(STRINGS ${WORK}/diag/diagnose_grad_norm.csv header LIMIT_COUNT 1)
+  if(NOT header STREQUAL "t,c_l0,c_l1,h_l0,h_l1")
+    message(FATAL_ERROR "diagnose_grad_norm.csv header: got '${header}'")
+  endif()
+  file(READ ${WORK}/diag/diagnose_gates.csv gates)
+  if(NOT gates MATCHES "\nf_l1,0\.[0-9]+,")
+    message(FATAL_ERROR "diagnose_gates.csv: no row for the second layer's forget gate; got '${gates}'")
+  endif()
+  expect_run(NAME "diagnose, custom cell" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --cell custom --no-fuse
+             --window 16 --batch 4 --steps 20 --diagnose --out ${WORK}/diag_custom
+             STDOUT "state0 [0-9.e+-]+ / [0-9.e+-]+.*\nf +0\." FILES ${WORK}/diag_custom/diagnose_gates.csv)
   # The scan cells (two layers: the carried state is one row per layer), on the same text.
   foreach(cell mingru minlstm rglru slstm mlstm)
     expect_run(NAME "own data, ${cell}" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --cell ${cell} --layers 2

@@ -76,6 +76,7 @@ struct Options {
   std::int64_t stop_at = 0;  ///< 0: run to --steps
   bool resume = false, sample_only = false, smoke = false, count_params = false;
   bool no_fuse = false;  ///< --cell custom: run the cell op by op instead of fused
+  bool diagnose = false;  ///< after training: per-step gradient norms and gate saturation (nn/diagnostics.hpp)
   std::string prompt;
   double temperature = 0.8;
   std::int64_t sample_chars = 600;
@@ -209,6 +210,7 @@ struct MGUCell : nn::Module {
   // f = sigmoid([x, h] W_f^T + b_f);  h' = h + f * (tanh([x, f * h] W_c^T + b_c) - h)
   Tensor operator()(const Tensor& x, const Tensor& h) const {
     const Tensor f = sigmoid(gate(cat({x, h}, 1)));
+    nn::record_gate("f", f);  // --diagnose (unfused): its saturation per step; nothing otherwise
     return h + f * (tanh(cand(cat({x, f * h}, 1))) - h);
   }
 };
@@ -508,6 +510,78 @@ double evaluate(CharModel& model, const std::vector<std::uint8_t>& ids, std::int
   }
   model.train();
   return total / static_cast<double>(count) / std::numbers::ln2;
+}
+
+/// --diagnose: one window of `ids` (T steps, up to B streams, from a zero state) through the model and back,
+/// recorded step by step (nn/diagnostics.hpp). Writes diagnose_grad_norm.csv and .svg (||dL/dh_t|| and
+/// ||dL/dc_t|| per step, per layer) and diagnose_gates.csv (per gate: mean activation and fraction saturated,
+/// averaged over the steps, and the worst step's), and prints the gate table. Dropout off; the parameters'
+/// gradients are dropped after.
+void diagnose(CharModel& model, const std::vector<std::uint8_t>& ids, std::int64_t T, std::int64_t B,
+              const std::filesystem::path& out, const std::string& cell) {
+  const auto n = static_cast<std::int64_t>(ids.size());
+  const std::int64_t streams = std::max<std::int64_t>(1, std::min(B, n / (T + 1)));
+  const Streams s{&ids, streams, T, n / streams};
+  auto [x, y] = s.window(0, std::min(T, s.length - 1));
+  nn::StepRecorder rec;
+  model.eval();
+  {
+    nn::RecordSteps on(rec);
+    auto [logits, next] = model.forward(x, Carry{});
+    cross_entropy(logits, y).backward();
+  }
+  model.zero_grad();
+  model.train();
+  const std::vector<std::string> states = rec.state_keys(), gates = rec.gate_keys();
+  if (states.empty()) {
+    fmt::print("{}: --diagnose: the {} cell records no per-step state (its recurrence is one scan node)\n", kProgram,
+               cell);
+    return;
+  }
+  const std::int64_t steps = static_cast<std::int64_t>(rec.grad_norm(states[0]).size());
+  examples::CsvWriter grads((out / "diagnose_grad_norm.csv").string(), [&] {
+    std::vector<std::string> h{"t"};
+    h.insert(h.end(), states.begin(), states.end());
+    return h;
+  }());
+  examples::LinePlot plot{.title = fmt::format("char_lm ({}): gradient norm per step, one window of validation text",
+                                               cell),
+                          .x_label = "time step t",
+                          .y_label = "||dL/d state_t||",
+                          .log_y = true};
+  for (const std::string& k : states) plot.series.push_back({.name = k});
+  for (std::int64_t t = 0; t < steps; ++t) {
+    std::vector<std::optional<double>> row{static_cast<double>(t)};
+    for (std::size_t i = 0; i < states.size(); ++i) {
+      const double g = rec.grad_norm(states[i])[static_cast<std::size_t>(t)];
+      row.push_back(g);
+      plot.series[i].x.push_back(static_cast<double>(t));
+      plot.series[i].y.push_back(g);
+    }
+    grads.row(row);
+  }
+  examples::write_line_plot((out / "diagnose_grad_norm.svg").string(), plot);
+  std::string table = "gate,mean_activation,saturated,saturated_worst_step,worst_step\n";  // names: not CsvWriter's
+  fmt::print("{}: --diagnose, one window of {} steps: gradient norm at the first / last step", kProgram, steps);
+  for (const std::string& k : states)
+    fmt::print("; {} {:.3g} / {:.3g}", k, rec.grad_norm(k).front(), rec.grad_norm(k).back());
+  fmt::print("\n{:<14} {:>16} {:>12} {:>22}\n", "gate", "mean activation", "saturated", "worst step (saturated)");
+  for (const std::string& k : gates) {
+    const nn::GateStats& g = rec.gate(k);
+    double mean = 0, sat = 0;
+    std::size_t worst = 0;
+    for (std::size_t t = 0; t < g.mean.size(); ++t) {
+      mean += g.mean[t] / static_cast<double>(g.mean.size());
+      sat += g.saturated[t] / static_cast<double>(g.mean.size());
+      if (g.saturated[t] > g.saturated[worst]) worst = t;
+    }
+    table += fmt::format("{},{},{},{},{}\n", k, mean, sat, g.saturated[worst], worst);
+    fmt::print("{:<14} {:>16.3f} {:>11.1f}% {:>14} ({:.1f}%)\n", k, mean, 100 * sat, worst, 100 * g.saturated[worst]);
+  }
+  if (gates.empty()) fmt::print("(no gates reported: a fused custom cell reports none; add --no-fuse)\n");
+  examples::write_file_atomic((out / "diagnose_gates.csv").string(), table, kProgram);
+  fmt::print("{}: wrote {}/diagnose_grad_norm.csv, diagnose_grad_norm.svg, diagnose_gates.csv\n", kProgram,
+             out.string());
 }
 
 /// `n` characters after `prompt`, each drawn from softmax(logits / temperature) (temperature 0: the most
@@ -855,6 +929,7 @@ int train_or_sample(Run& run) {
     fmt::print("{}: stopped at step {} (--stop-at); continue with --resume\n", kProgram, step);
     return 0;
   }
+  if (o.diagnose) diagnose(model, val_ids, T, B, o.out, m.cell);
   if (o.sample_chars > 0) {
     Generator gen(m.seed ^ 0x5a3c9e17u);
     const std::string s = o.prompt + sample(model, vocab, o.prompt, o.sample_chars, o.temperature, gen);
@@ -919,6 +994,9 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_flag("--no-fuse", o.no_fuse,
                  "--cell custom: run the custom cell op by op, not fused into one tape node per sequence (nn/fuse.hpp)");
+    app.add_flag("--diagnose", o.diagnose,
+                 "after training: per-step gradient norms (diagnose_grad_norm.csv/.svg) and a gate-saturation table "
+                 "(diagnose_gates.csv) on a window of validation text");
     app.add_flag("--smoke", o.smoke, "a tiny run of a few seconds (what CI runs); fails unless the loss falls");
     if (auto code = examples::parse_command_line(app, argc, argv)) return *code;
     run.app = &app;

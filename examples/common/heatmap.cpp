@@ -1,4 +1,5 @@
 #include "heatmap.hpp"
+#include "svg_plot.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -109,22 +110,7 @@ std::string render_heatmap_svg(const Heatmap& map) {
 }
 
 void write_heatmap(const std::string& path, const Heatmap& map) {
-  const std::string text = render_heatmap_svg(map);
-  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    UNROLL_CHECK(out.good(), IoError, "write_heatmap: cannot write '{}'; got {}, expected a writable path", path,
-                 std::strerror(errno));
-    out << text;
-    out.flush();
-    UNROLL_CHECK(out.good(), IoError, "write_heatmap: cannot write '{}'; got a write error, expected a writable path",
-                 path);
-  }
-  std::error_code ec, ignored;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) std::filesystem::remove(tmp, ignored);
-  UNROLL_CHECK(!ec, IoError, "write_heatmap: cannot replace '{}'; got {}, expected a writable path", path,
-               ec.message());
+  write_file_atomic(path, render_heatmap_svg(map), "write_heatmap");
 }
 
 }  // namespace unroll::examples

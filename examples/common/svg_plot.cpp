@@ -168,23 +168,25 @@ std::string render_svg(const LinePlot& plot) {
   return svg;
 }
 
-void write_line_plot(const std::string& path, const LinePlot& plot) {
-  const std::string text = render_svg(plot);
+void write_file_atomic(const std::string& path, std::string_view text, std::string_view who) {
   const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    UNROLL_CHECK(out.good(), IoError, "write_line_plot: cannot write '{}'; got {}, expected a writable path", path,
+    UNROLL_CHECK(out.good(), IoError, "{}: cannot write '{}'; got {}, expected a writable path", who, path,
                  std::strerror(errno));
     out << text;
     out.flush();
-    UNROLL_CHECK(out.good(), IoError, "write_line_plot: cannot write '{}'; got a write error, expected a writable path",
+    UNROLL_CHECK(out.good(), IoError, "{}: cannot write '{}'; got a write error, expected a writable path", who,
                  path);
   }
   std::error_code ec, ignored;
   std::filesystem::rename(tmp, path, ec);
   if (ec) std::filesystem::remove(tmp, ignored);
-  UNROLL_CHECK(!ec, IoError, "write_line_plot: cannot replace '{}'; got {}, expected a writable path", path,
-               ec.message());
+  UNROLL_CHECK(!ec, IoError, "{}: cannot replace '{}'; got {}, expected a writable path", who, path, ec.message());
+}
+
+void write_line_plot(const std::string& path, const LinePlot& plot) {
+  write_file_atomic(path, render_svg(plot), "write_line_plot");
 }
 
 }  // namespace unroll::examples

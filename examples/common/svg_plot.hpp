@@ -7,6 +7,7 @@
 //   plot.series.push_back({.name = "validation", .x = eval_steps, .y = val_bpc, .markers = true});
 //   examples::write_line_plot("runs/char_lm/loss.svg", plot);
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace unroll::examples {
@@ -28,6 +29,9 @@ struct LinePlot {
 
 /// The plot as SVG text. ValueError if a series' x and y differ in length.
 std::string render_svg(const LinePlot& plot);
+/// Writes `text` to `path` atomically (a temp file renamed over it): a reader never sees half a file. IoError
+/// starting with `who` if it cannot.
+void write_file_atomic(const std::string& path, std::string_view text, std::string_view who);
 /// Writes render_svg(plot) to `path` atomically (a temp file renamed over it), so a viewer that reloads the
 /// file while training runs never sees half a plot. IoError if it cannot be written.
 void write_line_plot(const std::string& path, const LinePlot& plot);

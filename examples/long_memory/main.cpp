@@ -5,8 +5,8 @@
 //           target is the sum of the two marked values, read from the last hidden state (MSE).
 //   copy    K symbols of an 8-letter alphabet, blanks, a delimiter, K more blanks during which the network
 //           must output the K symbols in order (cross-entropy over the last K steps).
-// Besides the learning curves it measures, per time step t, the norm of dL/dh_t (by adding a zero leaf
-// z_t to every hidden state and reading z_t.grad() after backward): the vanishing-gradient curve, at the
+// Besides the learning curves it measures, per time step t, the norm of dL/dh_t (nn::StepRecorder watching
+// every hidden state, nn/diagnostics.hpp): the vanishing-gradient curve, at the
 // first step and at the last. The total gradient norm before clipping goes to the metrics too; --clip turns
 // clipping on (off by default, so exploding gradients show as spikes in max_grad_norm).
 //
@@ -128,24 +128,20 @@ class Net : public nn::Module {
     register_module("head", head);
   }
 
-  /// x [T, B, I] -> h_t [B, H] for every t. With `probes`, h_t is the cell's output plus a zero leaf z_t
-  /// (appended to *probes): the value is unchanged, and after backward z_t.grad() is dL/dh_t.
-  std::vector<Tensor> unroll(const Tensor& x, std::vector<Tensor>* probes) const {
+  /// x [T, B, I] -> h_t [B, H] for every t. With a `recorder` (nn/diagnostics.hpp), each h_t is watched under
+  /// the key "h": after backward, recorder->grad_norm("h")[t] is ||dL/dh_t||.
+  std::vector<Tensor> unroll(const Tensor& x, nn::StepRecorder* recorder) const {
     const std::int64_t T = x.size(0), B = x.size(1);
     Tensor h = zeros({B, hidden_}), c = zeros({B, hidden_});
     std::vector<Tensor> hs;
     hs.reserve(static_cast<std::size_t>(T));
+    if (recorder) recorder->begin_state("h", T);
     for (std::int64_t t = 0; t < T; ++t) {
       if (lstm)
         std::tie(h, c) = (*lstm)(x[t], h, c);
       else
         h = rnn ? (*rnn)(x[t], h) : (*gru)(x[t], h);
-      if (probes) {
-        Tensor z = zeros({B, hidden_});
-        z.requires_grad_();
-        h = h + z;
-        probes->push_back(z);
-      }
+      if (recorder) h = recorder->watch(h, "h", t);
       hs.push_back(h);
     }
     return hs;
@@ -153,8 +149,8 @@ class Net : public nn::Module {
 
   /// The task's loss and accuracy-style score for a batch (adding: |error| < 0.04; copy: symbols right).
   std::pair<Tensor, double> loss(const std::string& task, const Batch& batch, std::int64_t K,
-                                 std::vector<Tensor>* probes = nullptr) const {
-    const std::vector<Tensor> hs = unroll(batch.x, probes);
+                                 nn::StepRecorder* recorder = nullptr) const {
+    const std::vector<Tensor> hs = unroll(batch.x, recorder);
     if (task == "adding") {
       const Tensor pred = head(hs.back());  // [B, 1]
       const std::vector<double> p = pred.to_vector(), y = batch.y.to_vector();
@@ -287,18 +283,12 @@ std::vector<CellResult> run_experiment(const Options& o, const std::string& task
   std::vector<std::vector<double>> grad_first(nc), grad_last(nc);
   const auto step_once = [&](std::size_t c, const Batch& batch,
                              std::vector<double>* record) -> std::pair<double, double> {
-    std::vector<Tensor> probes;
-    auto [loss, score] = nets[c]->loss(task, batch, K, record ? &probes : nullptr);
+    nn::StepRecorder recorder;
+    auto [loss, score] = nets[c]->loss(task, batch, K, record ? &recorder : nullptr);
     (void)score;
     opts[c]->zero_grad();
     loss.backward();
-    if (record) {
-      record->clear();
-      for (const Tensor& z : probes) {
-        const Tensor g = z.grad();  // undefined if no gradient reached h_t (nothing after it was used)
-        record->push_back(g.defined() ? std::sqrt(sum(g * g).item()) : 0.0);
-      }
-    }
+    if (record) *record = recorder.grad_norm("h");  // 0 where no gradient reached h_t
     // Clipping at infinity leaves the gradient alone and still returns its norm.
     const double norm = optim::clip_grad_norm_(opts[c]->params(), o.clip > 0 ? o.clip : INFINITY);
     opts[c]->step();

@@ -325,14 +325,11 @@ TEST_SUITE("nn/checkpointed_bptt") {
       mean(y).backward();
       return static_cast<double>(thread_memory().peak_bytes - base);
     };
-    const double plain = peak(0, 0), k100 = peak(100, 0), k1000 = peak(1000, 0);
-    const double budget = peak(0, 32 << 20);
-    MESSAGE("peak bytes: plain " << plain << ", k=100 " << k100 << ", k=1000 " << k1000 << ", budget 32 MB "
-                                 << budget);
+    const double plain = peak(0, 0), k100 = peak(100, 0), budget = peak(0, 32 << 20);
+    MESSAGE("peak bytes: plain " << plain << ", k=100 " << k100 << ", budget 32 MB " << budget);
     // Left whatever it does: x, the output and their gradients (4 x 10 MB); segments cut the steps' saved values
     // (plain: about 10 floats per hidden unit and step).
-    CHECK(k100 < 0.45 * plain);
-    CHECK(k100 < k1000);
+    CHECK(k100 < 0.3 * plain);
     CHECK(budget < 0.6 * plain);
   }
 

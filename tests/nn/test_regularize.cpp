@@ -15,6 +15,7 @@ using namespace unroll;
 
 namespace {
 constexpr Dtype f64 = Dtype::float64;
+using Pair = std::pair<Tensor, Tensor>;
 
 // The fraction of elements of t equal to zero.
 double zero_fraction(const Tensor& t) {
@@ -253,6 +254,43 @@ TEST_SUITE("nn/regularize") {
     }
     CHECK_THROWS_WITH_AS(nn::GRU({.input_size = 2, .hidden_size = 3, .weight_drop = 1.0}),
                          "GRU: weight_drop out of range; got 1, expected 0 <= weight_drop < 1", ValueError);
+  }
+
+  TEST_CASE("zoneout in the built-in layers equals with_zoneout around the same cell in run_cell") {
+    const std::int64_t T = 6, B = 3, I = 2, H = 4;
+    struct CellOps : nn::RecurrentWeights {  // PyTorch's LSTM cell from primitives, the layer's parameters
+      Pair operator()(const Tensor& x, const Pair& s) const {
+        auto g = chunk(linear(x, weight_ih, bias_ih) + linear(s.first, weight_hh, bias_hh), 4, 1);
+        Tensor c = sigmoid(g[1]) * s.second + sigmoid(g[0]) * tanh(g[2]);
+        return {sigmoid(g[3]) * tanh(c), c};
+      }
+    };
+    default_generator().manual_seed(31);
+    nn::LSTM lstm({.input_size = I, .hidden_size = H, .zoneout_h = 0.3, .zoneout_c = 0.2, .dtype = f64});
+    CellOps cell;
+    static_cast<nn::RecurrentWeights&>(cell) = lstm.weights(0);
+    const Tensor x = randn({T, B, I}, f64), w = cos_weights_like(T, B, H);
+    for (bool training : {true, false}) {
+      CAPTURE(training);
+      lstm.train(training);
+      default_generator().manual_seed(5);
+      Tensor y = lstm(x).output;
+      sum(y * w).backward();
+      const std::vector<double> grad = lstm.weights(0).weight_hh.grad().to_vector();
+      lstm.zero_grad();
+      default_generator().manual_seed(5);
+      auto r = nn::run_cell(x, Pair{zeros({B, H}, f64), zeros({B, H}, f64)},
+                            nn::with_zoneout(cell, {0.3, 0.2}, training));
+      sum(r.output * w).backward();
+      CHECK(test_support::tolerance_ratio(y, r.output, 1e-14, 1e-14) <= 1.0);
+      CHECK(test_support::tolerance_ratio(tensor(grad, {4 * H, H}, f64), lstm.weights(0).weight_hh.grad(), 1e-13,
+                                          1e-13) <= 1.0);
+      lstm.zero_grad();
+    }
+    CHECK_THROWS_WITH_AS(nn::GRU({.input_size = 1, .hidden_size = 1, .zoneout_c = 0.1}),
+                         "GRU: zoneout_c is for the LSTM's cell state; got zoneout_c=0.1, expected 0", ValueError);
+    CHECK_THROWS_WITH_AS(nn::LSTM({.input_size = 1, .hidden_size = 1, .zoneout_h = 1.0}),
+                         "LSTM: zoneout out of range; got zoneout_h=1 zoneout_c=0, expected 0 <= p < 1", ValueError);
   }
 
   TEST_CASE("bad options are one-line errors naming the regulariser") {
