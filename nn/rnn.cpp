@@ -144,6 +144,7 @@ struct DirectionRecording {
 };
 // What happens between a direction's steps besides the step itself.
 struct BetweenSteps {
+  const char* layer = "RNN";            ///< names the layer in a step's error ("LSTM: step t=3 of 12: ...")
   double zoneout_h = 0, zoneout_c = 0;  ///< RecurrentOptions' zoneout
   bool training = false;
   DirectionRecording rec{};
@@ -174,7 +175,11 @@ DirectionOutput run_direction(const unroll::detail::StepTraits& step, const Recu
   for (std::int64_t i = 0; i < T; ++i) {
     const std::int64_t t = reverse ? T - 1 - i : i;
     const StepState before = state;
-    step.step(gx[t], state, w_hh, b, mask.defined() ? mask[t] : Tensor());
+    try {
+      step.step(gx[t], state, w_hh, b, mask.defined() ? mask[t] : Tensor());
+    } catch (const Error&) {  // e.g. anomaly detection's non-finite output: say at which step
+      unroll::detail::rethrow_with_context(fmt::format("{}: step t={} of {}: ", between.layer, t, T));
+    }
     // Zoneout (Krueger et al. 2016): each unit keeps its previous value with probability p (its expectation
     // outside training). A row past its length holds its state either way.
     if (between.zoneout_h > 0) state.h = zoneout(before.h, state.h, between.zoneout_h, between.training);
@@ -258,7 +263,7 @@ DirectionOutput run_direction_segments(const unroll::detail::StepTraits& step, c
     const Tensor seg_mask = mask.defined() ? narrow(mask, 0, t0, n) : Tensor();
     std::vector<Tensor> r = autograd::checkpoint(
         [&step, seg_mask, reverse, bias,
-         between = BetweenSteps{between.zoneout_h, between.zoneout_c, between.training, {}}](
+         between = BetweenSteps{between.layer, between.zoneout_h, between.zoneout_c, between.training, {}}](
             std::span<const Tensor> v) {
           RecurrentWeights sw;
           sw.weight_ih = v[0 + 1];
@@ -346,7 +351,8 @@ RecurrentOutput RecurrentLayer::run(const Tensor& x, const Tensor& h0, const Ten
       const Tensor h_first = in.h0.defined() ? in.h0[k] : Tensor(), c_first = in.c0.defined() ? in.c0[k] : Tensor();
       const std::int64_t seg = direction_segment(name_, opt_, step_, w, layer_input);
       const bool segmented = seg > 0 && seg < layer_input.shape()[0];
-      BetweenSteps between{.zoneout_h = opt_.zoneout_h, .zoneout_c = opt_.zoneout_c, .training = is_training()};
+      BetweenSteps between{
+          .layer = name_, .zoneout_h = opt_.zoneout_h, .zoneout_c = opt_.zoneout_c, .training = is_training()};
       // Per-step diagnostics (nn/diagnostics.hpp), when a recorder is active (not for checkpointed segments).
       DirectionRecording& rec = between.rec;
       const std::string suffix = fmt::format("_l{}{}", l, d == 1 ? "_reverse" : "");

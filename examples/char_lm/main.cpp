@@ -57,6 +57,10 @@ struct ModelConfig {
   std::string cell = "lstm";
   std::int64_t embed = 48, hidden = 256, layers = 1;
   double dropout = 0.0;
+  // AWD-LSTM's regularisers (Merity et al. 2017; nn/regularize.hpp): DropConnect on weight_hh, one dropout mask
+  // per sequence on the embeddings and the recurrent output, whole words dropped from the embedding, zoneout on
+  // the state, and activation (AR) and temporal activation (TAR) regularisation of the recurrent output.
+  double weight_drop = 0.0, locked_dropout = 0.0, embed_dropout = 0.0, zoneout = 0.0, ar = 0.0, tar = 0.0;
   std::int64_t window = 64, batch = 64;
   double lr = 1e-2, clip = 1.0;
   std::int64_t schedule_steps = 0;  ///< the cosine schedule's length (the --steps of the first run)
@@ -114,6 +118,18 @@ const Setting kSettings[] = {
      [](ModelConfig& c, const std::string& v) { c.layers = parse_int(v); }},
     {"--dropout", [](const ModelConfig& c) { return fmt::format("{}", c.dropout); },
      [](ModelConfig& c, const std::string& v) { c.dropout = parse_double(v); }},
+    {"--weight-drop", [](const ModelConfig& c) { return fmt::format("{}", c.weight_drop); },
+     [](ModelConfig& c, const std::string& v) { c.weight_drop = parse_double(v); }},
+    {"--locked-dropout", [](const ModelConfig& c) { return fmt::format("{}", c.locked_dropout); },
+     [](ModelConfig& c, const std::string& v) { c.locked_dropout = parse_double(v); }},
+    {"--embed-dropout", [](const ModelConfig& c) { return fmt::format("{}", c.embed_dropout); },
+     [](ModelConfig& c, const std::string& v) { c.embed_dropout = parse_double(v); }},
+    {"--zoneout", [](const ModelConfig& c) { return fmt::format("{}", c.zoneout); },
+     [](ModelConfig& c, const std::string& v) { c.zoneout = parse_double(v); }},
+    {"--ar", [](const ModelConfig& c) { return fmt::format("{}", c.ar); },
+     [](ModelConfig& c, const std::string& v) { c.ar = parse_double(v); }},
+    {"--tar", [](const ModelConfig& c) { return fmt::format("{}", c.tar); },
+     [](ModelConfig& c, const std::string& v) { c.tar = parse_double(v); }},
     {"--window", [](const ModelConfig& c) { return fmt::format("{}", c.window); },
      [](ModelConfig& c, const std::string& v) { c.window = parse_int(v); }},
     {"--batch", [](const ModelConfig& c) { return fmt::format("{}", c.batch); },
@@ -369,8 +385,13 @@ class CharModel : public nn::Module {
  public:
   CharModel(const ModelConfig& cfg, std::int64_t vocab) : cfg_(cfg), embed(vocab, cfg.embed), head(cfg.hidden, vocab) {
     register_module("embed", embed);
-    const nn::RecurrentOptions ro{
-        .input_size = cfg.embed, .hidden_size = cfg.hidden, .num_layers = cfg.layers, .dropout = cfg.dropout};
+    const nn::RecurrentOptions ro{.input_size = cfg.embed,
+                                  .hidden_size = cfg.hidden,
+                                  .num_layers = cfg.layers,
+                                  .dropout = cfg.dropout,
+                                  .weight_drop = cfg.weight_drop,
+                                  .zoneout_h = cfg.zoneout,
+                                  .zoneout_c = cfg.cell == "lstm" ? cfg.zoneout : 0.0};
     if (cfg.cell == "lstm")
       register_module("rnn", *(lstm = std::make_unique<nn::LSTM>(ro)));
     else if (cfg.cell == "gru")
@@ -408,9 +429,12 @@ class CharModel : public nn::Module {
     return shapes;
   }
 
-  std::pair<Tensor, Carry> forward(const Tensor& idx, const Carry& carry) const {
+  /// With `rnn_out`, also the last recurrent layer's output [T, B, H] before the output dropout (for AR/TAR).
+  std::pair<Tensor, Carry> forward(const Tensor& idx, const Carry& carry, Tensor* rnn_out = nullptr) const {
     const std::int64_t T = idx.size(0), B = idx.size(1);
-    const Tensor x = embed(idx);  // [T, B, E]
+    Tensor x = cfg_.embed_dropout > 0 ? nn::embedding_dropout(embed, idx, cfg_.embed_dropout, is_training())
+                                      : embed(idx);  // [T, B, E]
+    if (cfg_.locked_dropout > 0) x = nn::locked_dropout(x, cfg_.locked_dropout, is_training());
     Tensor out;
     Carry next;
     const Tensor h = part(carry, "h");
@@ -446,7 +470,9 @@ class CharModel : public nn::Module {
       }
       next = {{"h", stack(hs, 0)}};
     }
+    if (rnn_out) *rnn_out = out;
     out = dropout(out, cfg_.dropout, is_training());
+    if (cfg_.locked_dropout > 0) out = nn::locked_dropout(out, cfg_.locked_dropout, is_training());
     return {head(reshape(out, {T * B, cfg_.hidden})), next};
   }
 
@@ -672,6 +698,15 @@ void check_options(const Options& o) {
   check_flag_range<std::int64_t>(kProgram, "--hidden", m.hidden, 1, 8192);
   check_flag_range<std::int64_t>(kProgram, "--layers", m.layers, 1, 16);
   check_flag_range(kProgram, "--dropout", m.dropout, 0.0, 0.95);
+  for (auto [flag, p] : {std::pair{"--weight-drop", m.weight_drop}, std::pair{"--locked-dropout", m.locked_dropout},
+                         std::pair{"--embed-dropout", m.embed_dropout}, std::pair{"--zoneout", m.zoneout}})
+    check_flag_range(kProgram, flag, p, 0.0, 0.95);
+  check_flag_range(kProgram, "--ar", m.ar, 0.0, 100.0);
+  check_flag_range(kProgram, "--tar", m.tar, 0.0, 100.0);
+  UNROLL_CHECK((m.weight_drop == 0 && m.zoneout == 0) || m.cell == "lstm" || m.cell == "gru" || m.cell == "rnn",
+               examples::UsageError,
+               "{}: --weight-drop and --zoneout are for the built-in layers; got --cell {}, expected lstm, gru or rnn",
+               kProgram, m.cell);
   check_flag_range<std::int64_t>(kProgram, "--window", m.window, 1, 100000);
   check_flag_range<std::int64_t>(kProgram, "--batch", m.batch, 1, 100000);
   check_flag_range(kProgram, "--lr", m.lr, 0.0, 10.0);
@@ -875,10 +910,15 @@ int train_or_sample(Run& run) {
     const double l = autograd::sharded_backward(
         B,
         [&](const autograd::Shard& s) {
-          auto [logits, next] = model.forward(narrow(x, 1, s.begin, s.size()), carry_rows(carry, s.begin, s.size()));
+          Tensor rnn_out;
+          auto [logits, next] =
+              model.forward(narrow(x, 1, s.begin, s.size()), carry_rows(carry, s.begin, s.size()), &rnn_out);
           shard_next[static_cast<std::size_t>(s.index)] = carry_forward(next);
           // BPTT through this window only: the carry came in detached
-          return cross_entropy(logits, reshape(narrow(y_tb, 1, s.begin, s.size()), {-1}));
+          Tensor loss = cross_entropy(logits, reshape(narrow(y_tb, 1, s.begin, s.size()), {-1}));
+          if (m.ar > 0) loss = loss + nn::activation_regularization(rnn_out, m.ar);
+          if (m.tar > 0 && rnn_out.size(0) >= 2) loss = loss + nn::temporal_activation_regularization(rnn_out, m.tar);
+          return loss;
         },
         {.shards = static_cast<int>(m.shards)});
     optim::clip_grad_norm_(params, m.clip);
@@ -968,6 +1008,17 @@ int main(int argc, char** argv) {
     app.add_option("--hidden", m.hidden, "hidden size")->capture_default_str();
     app.add_option("--layers", m.layers, "recurrent layers")->capture_default_str();
     app.add_option("--dropout", m.dropout, "dropout between layers and before the output layer")->capture_default_str();
+    app.add_option("--weight-drop", m.weight_drop, "AWD: DropConnect on weight_hh (lstm, gru, rnn)")
+        ->capture_default_str();
+    app.add_option("--locked-dropout", m.locked_dropout,
+                   "AWD: one dropout mask per sequence on the embeddings and the recurrent output")
+        ->capture_default_str();
+    app.add_option("--embed-dropout", m.embed_dropout, "AWD: drop whole characters from the embedding")
+        ->capture_default_str();
+    app.add_option("--zoneout", m.zoneout, "zoneout on h (and c) between steps (lstm, gru, rnn)")->capture_default_str();
+    app.add_option("--ar", m.ar, "AWD: activation regularisation, alpha * mean(h^2)")->capture_default_str();
+    app.add_option("--tar", m.tar, "AWD: temporal activation regularisation, beta * mean((h_t - h_{t-1})^2)")
+        ->capture_default_str();
     app.add_option("--window", m.window, "T: characters per truncated-BPTT window")->capture_default_str();
     app.add_option("--batch", m.batch, "B: parallel streams through the text")->capture_default_str();
     app.add_option("--lr", m.lr, "Adam learning rate (cosine decay to lr/10 over --steps)")->capture_default_str();

@@ -59,6 +59,17 @@ TEST_SUITE("autograd/anomaly") {
                          NonFiniteError);
   }
 
+  TEST_CASE("inside a built-in layer, the forward error says at which time step") {
+    nn::RNN rnn({.input_size = 1, .hidden_size = 2, .nonlinearity = RnnActivation::relu, .dtype = Dtype::float64});
+    for (Tensor& p : rnn.parameters()) p.data<double>()[0] = 0;
+    rnn.weights(0).weight_ih.data<double>()[1] = 1.0;  // h_0 = (0, 1) from x = 1
+    for (std::int64_t i = 0; i < 4; ++i) rnn.weights(0).weight_hh.data<double>()[i] = 1e308;  // h_1 = 1e308, h_2 = inf
+    const Tensor x = ones({4, 1, 1}, Dtype::float64);
+    autograd::DetectAnomaly anomaly;
+    CHECK_THROWS_WITH_AS(rnn(x), doctest::Contains("RNN: step t=2 of 4: rnn_step(relu): non-finite output"),
+                         NonFiniteError);
+  }
+
   TEST_CASE("batch shards: a shard's anomaly reaches the caller") {
     Tensor w = tensor({1.0, 0.0}, {2}, Dtype::float64).requires_grad_();
     autograd::DetectAnomaly anomaly;
