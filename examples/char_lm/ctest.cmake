@@ -40,6 +40,10 @@ if(MODE STREQUAL "smoke")
   file(WRITE ${WORK}/mine.txt "${text}")
   expect_run(NAME "own data, custom cell" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --cell custom --window 16
              --batch 4 --steps 80 --out ${WORK}/mine FILES ${WORK}/mine/metrics.csv ${WORK}/mine/loss.svg)
+  # The AWD-LSTM regularisers together (they must still let the loss fall).
+  expect_run(NAME "own data, AWD regularisers" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --window 16 --batch 4
+             --steps 80 --weight-drop 0.2 --locked-dropout 0.1 --embed-dropout 0.05 --zoneout 0.05 --ar 1 --tar 1
+             --out ${WORK}/awd FILES ${WORK}/awd/metrics.csv)
   # --diagnose: the per-step gradient norms and the gate table, for the LSTM and (unfused) the custom cell.
   expect_run(NAME "diagnose, lstm" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --window 16 --batch 4 --steps 80
              --layers 2 --diagnose --out ${WORK}/diag
@@ -97,6 +101,10 @@ elseif(MODE STREQUAL "errors")
              STDERR "char_lm: --hidden out of range; got 0, expected 1 <= --hidden <= 8192")
   expect_run(NAME "unknown cell" COMMAND ${EXE} --smoke ${out} --cell lstn EXIT 2
              STDERR "char_lm: unknown --cell; got 'lstn', expected one of lstm, gru, rnn, custom, mingru, minlstm, rglru, slstm, mlstm")
+  expect_run(NAME "zoneout on a scan cell" COMMAND ${EXE} --smoke ${out} --cell mingru --zoneout 0.1 EXIT 2
+             STDERR "char_lm: --weight-drop and --zoneout are for the built-in layers; got --cell mingru, expected lstm, gru or rnn")
+  expect_run(NAME "locked dropout out of range" COMMAND ${EXE} --smoke ${out} --locked-dropout 1.5 EXIT 2
+             STDERR "char_lm: --locked-dropout out of range; got 1.5, expected 0 <= --locked-dropout <= 0.95")
   # A run that diverges stops with exit code 3 and says what to change (its last good checkpoint stays).
   expect_run(NAME "diverging run" COMMAND ${EXE} --smoke ${out} --lr 10 --clip 1e9 EXIT 3
              STDERR "^char_lm: training diverged at step [0-9]+; got loss .*; try a smaller --lr \\(now 10\\) or a tighter --clip \\(now 1000000000\\)\n$")
