@@ -51,6 +51,7 @@ struct Saved {
   std::shared_ptr<const CheckpointFn> fn;
   std::vector<Tensor> inputs;  // detached: the values fn ran on
   std::vector<Shape> output_shapes;
+  std::vector<Dtype> output_dtypes;
   GeneratorStates generators;
 };
 
@@ -76,11 +77,13 @@ void run_backward(const Saved& s, GradSink& sink) {
                kWhere, outs.size(), s.output_shapes.size());
   std::vector<Tensor> roots, seeds;
   for (std::size_t k = 0; k < outs.size(); ++k) {
-    UNROLL_CHECK(outs[k].defined() && outs[k].shape() == s.output_shapes[k], StateError,
-                 "{}: the recomputation returned another shape for output {}; got {}, expected {} (the function must "
-                 "be deterministic)",
-                 kWhere, k, outs[k].defined() ? fmt::format("{}", outs[k].shape()) : std::string("undefined"),
-                 s.output_shapes[k]);
+    UNROLL_CHECK(outs[k].defined() && outs[k].shape() == s.output_shapes[k] && outs[k].dtype() == s.output_dtypes[k],
+                 StateError,
+                 "{}: the recomputation returned another shape or dtype for output {}; got {}, expected {} {} (the "
+                 "function must be deterministic)",
+                 kWhere, k,
+                 outs[k].defined() ? fmt::format("{} {}", outs[k].shape(), outs[k].dtype()) : std::string("undefined"),
+                 s.output_shapes[k], s.output_dtypes[k]);
     const Tensor* g = sink.grad_output_if(k);
     if (g == nullptr || !outs[k].requires_grad()) continue;  // no gradient reached it, or it depends on nothing
     roots.push_back(outs[k]);
@@ -130,8 +133,14 @@ std::vector<Tensor> checkpoint(CheckpointFn fn, std::span<const Tensor> inputs, 
     UNROLL_CHECK(o.defined() && is_floating(o.dtype()), ValueError,
                  "{}: output {} must be a defined floating-point tensor; got {}", kWhere, k,
                  o.defined() ? fmt::format("dtype {}", o.dtype()) : std::string("an undefined tensor"));
-    o = unroll::detail::view_range(o, 0, o.shape());  // a handle of its own: fn may return an input as it is
+    // A copy of its own: fn may return an input as it is, or a view that would keep a larger buffer alive for
+    // as long as the node lives (a fused sequence's final state is a row of its [T + 1, B, w] states).
+    {
+      const NoGradGuard no_grad;
+      o = copy_of(o);
+    }
     s.output_shapes.push_back(o.shape());
+    s.output_dtypes.push_back(o.dtype());
     out_ptrs.push_back(&o);
   }
   std::vector<const Tensor*> in_ptrs;

@@ -335,12 +335,14 @@ void GradSink::add(std::size_t i, Tensor g) {
 
 void GradSink::add_leaf(detail::LeafMeta& leaf, Tensor g) {
   const Tape::Node& n = tape_.nodes_[node_];
-  UNROLL_CHECK(g.shape() == leaf.shape && g.dtype() == leaf.dtype, ShapeError,
-               "backward: gradient for a parameter reached by '{}' has the wrong shape or dtype; got {} {}, expected "
-               "{} {}",
-               n.name, g.shape(), g.dtype(), leaf.shape, leaf.dtype);
-  if (detail::anomaly_checks()) [[unlikely]]
-    detail::check_gradient(n.name, n.in_count, g, "parameter gradient");
+  UNROLL_CHECK(g.shape() == leaf.shape, ShapeError,
+               "backward: gradient for a parameter reached by '{}' has the wrong shape; got {}, expected {}", n.name,
+               g.shape(), leaf.shape);
+  UNROLL_CHECK(g.dtype() == leaf.dtype, DtypeError,
+               "backward: gradient for a parameter reached by '{}' has the wrong dtype; got {}, expected {}", n.name,
+               g.dtype(), leaf.dtype);
+  if (detail::anomaly_checks()) [[unlikely]]  // "input N" past the node's own inputs: a parameter it reached
+    detail::check_gradient(n.name, n.in_count, g, "gradient of a parameter read inside (not an input)");
   give_leaf(tape_.leaf_grads_, leaf, std::move(g));
 }
 

@@ -108,6 +108,7 @@ struct Cache {
     auto* s = reinterpret_cast<Storage*>(lists.home->remote.exchange(0, std::memory_order_acquire));
     while (s != nullptr) {
       Storage* next = s->next_free;
+      tls_live_bytes.give(s->capacity + Storage::kHeaderBytes);  // this thread's block, back home now
       put(s);
       s = next;
     }
@@ -191,17 +192,20 @@ Storage* storage_allocate_slow(std::size_t nbytes) {
 void storage_release_slow(Storage* s) {
   CacheHome* const h = s->home;
   if (h == nullptr) {  // uncached
+    tls_live_bytes.give(s->capacity + Storage::kHeaderBytes);
     system_free(s);
     return;
   }
   if (!cache_destroyed) {
     Cache& k = cache();
     if (h == k.lists.home) {
+      tls_live_bytes.give(s->capacity + Storage::kHeaderBytes);
       k.put(s);
       return;
     }
   }
-  // Another thread's block: push it onto that thread's remote list.
+  // Another thread's block: push it onto that thread's remote list (that thread counts it as given back when
+  // it takes it from there).
   std::uintptr_t head = h->remote.load(std::memory_order_relaxed);
   while (head != kDead) {
     s->next_free = reinterpret_cast<Storage*>(head);
@@ -230,7 +234,10 @@ AllocatorStats allocator_stats() {
 }
 void empty_cache() { detail::cache().clear(); }
 
-ThreadMemory thread_memory() { return {detail::tls_live_bytes.now, detail::tls_live_bytes.peak}; }
+ThreadMemory thread_memory() {
+  if (!detail::cache_destroyed) detail::cache().take_remote();  // this thread's blocks others have freed
+  return {detail::tls_live_bytes.now, detail::tls_live_bytes.peak};
+}
 void reset_thread_memory_peak() { detail::tls_live_bytes.peak = detail::tls_live_bytes.now; }
 
 MemoryLimits memory_limits() {

@@ -36,7 +36,8 @@ constexpr int kSizeSubSteps = 4;  // size classes per power of two (a power of t
 constexpr int kNumSizeClasses = 64 * kSizeSubSteps;
 // What a thread's cache may hold: at least kMinCacheLimit, and as much as the most the thread has ever had in use
 // (a training step that needed that much once will need it again: its large blocks then come back from the
-// cache instead of as fresh pages the kernel must fault in and zero), but never more than half the RAM.
+// cache instead of as fresh pages the kernel must fault in and zero), but no more than half the RAM (or
+// kMinCacheLimit, where that is more).
 constexpr std::size_t kMinCacheLimit = std::size_t{2} << 30;
 
 /// Size class of a block of `total` bytes (header included).
@@ -57,9 +58,10 @@ struct FreeLists {
   std::size_t hits = 0;
   CacheHome* home = nullptr;
 };
-/// Bytes of tensor storage blocks the calling thread has taken minus those whose last reference it dropped,
-/// and the highest value that reached since the last reset (thread_memory_peak): a measured, deterministic
-/// peak for one thread's work (a block freed on another thread counts there).
+/// Bytes of tensor storage blocks the calling thread has taken and not yet had back, and the highest value that
+/// reached since the last reset_thread_memory_peak(): a measured, deterministic peak for one thread's work. A
+/// block is charged to the thread whose cache it belongs to: one freed on another thread (a batch shard's
+/// block freed by the caller) counts as given back when its home thread takes it back from its remote list.
 struct LiveBytes {
   std::int64_t now = 0;
   std::int64_t peak = 0;  ///< since the last reset_thread_memory_peak()
@@ -106,8 +108,8 @@ inline void Storage::release() {
   if (refs.load(std::memory_order_acquire) != 1 && refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   FreeLists* f = tls_free_lists;
   const std::size_t bytes = capacity + kHeaderBytes;
-  tls_live_bytes.give(bytes);
   if (f != nullptr && home == f->home && f->cached_bytes + bytes <= f->cache_limit) {
+    tls_live_bytes.give(bytes);
     next_free = f->head[size_class];
     f->head[size_class] = this;
     f->cached_bytes += bytes;
@@ -132,7 +134,7 @@ struct MemoryLimits {
   std::size_t swap_bytes = 0;
 };
 MemoryLimits memory_limits();
-/// The calling thread's storage in use (bytes of the blocks it took and has not freed; see LiveBytes) and its
+/// The calling thread's storage in use (bytes of its blocks not yet back in its cache; see LiveBytes) and its
 /// highest value since reset_thread_memory_peak(): what a forward and backward on this thread kept at most.
 struct ThreadMemory {
   std::int64_t live_bytes = 0;

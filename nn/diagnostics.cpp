@@ -51,7 +51,7 @@ std::vector<double> StepRecorder::grad_norm(const std::string& key) const {
   return it->second;
 }
 
-const GateStats& StepRecorder::gate(const std::string& key) const {
+GateStats StepRecorder::gate(const std::string& key) const {
   const std::lock_guard lock(data_->mu);
   auto it = data_->gates.find(key);
   UNROLL_CHECK(it != data_->gates.end(), ValueError, "StepRecorder: no gate '{}' recorded; got '{}', expected one of {}",

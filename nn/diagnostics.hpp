@@ -48,8 +48,8 @@ class StepRecorder {
   /// ||dL/d state_t|| (Frobenius over [B, ...]) for each step t of `key`; 0 where no gradient reached that step
   /// (or before backward). ValueError naming the keys there are for an unknown key.
   std::vector<double> grad_norm(const std::string& key) const;
-  /// A gate's statistics per step. ValueError naming the gates there are for an unknown one.
-  const GateStats& gate(const std::string& key) const;
+  /// A gate's statistics per step (a copy). ValueError naming the gates there are for an unknown one.
+  GateStats gate(const std::string& key) const;
   /// The state and gate keys recorded.
   std::vector<std::string> state_keys() const;
   std::vector<std::string> gate_keys() const;

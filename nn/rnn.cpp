@@ -48,15 +48,22 @@ std::int64_t checkpoint_segment(const char* where, std::int64_t checkpoint_every
   // the largest root is the longest segment (the fewest checkpoint nodes) that fits.
   const double m = static_cast<double>(memory_budget), s = static_cast<double>(std::max<std::int64_t>(step, 1)),
                c = static_cast<double>(state), disc = m * m - 4.0 * s * static_cast<double>(T) * c;
-  const double k2 = disc >= 0 ? (m + std::sqrt(disc)) / (2.0 * s) : 0.0;
-  // The least budget that fits: at k = sqrt(T c / s), or k = 1 when that is below one step.
-  const double least = std::sqrt(static_cast<double>(T) * c / s) >= 1 ? 2.0 * std::sqrt(s * static_cast<double>(T) * c)
-                                                                      : s + static_cast<double>(T) * c;
-  UNROLL_CHECK(k2 >= 1, ValueError,
-               "{}: memory_budget too small for {} steps; got {} bytes, expected at least {} (one step keeps {} bytes "
-               "and each segment's starting state {})",
-               where, T, memory_budget, static_cast<std::int64_t>(std::ceil(least)), step, state);
-  const auto k = static_cast<std::int64_t>(std::floor(k2));
+  // What segments of k cost: ceil(T / k) starting states and one segment's steps. No integer k above the
+  // continuous root fits (the continuous cost is a lower bound), so step down from it to the first that does.
+  auto cost = [&](std::int64_t k) { return ((T + k - 1) / k) * state + k * step; };
+  std::int64_t k = disc >= 0 ? std::min<std::int64_t>(static_cast<std::int64_t>(std::floor((m + std::sqrt(disc)) /
+                                                                                            (2.0 * s))),
+                                                      T)
+                             : 0;
+  while (k >= 1 && cost(k) > memory_budget) --k;
+  if (k < 1) {  // the least budget that would do, for the message
+    std::int64_t least = cost(1);
+    for (std::int64_t j = 2; j <= T; ++j) least = std::min(least, cost(j));
+    unroll::detail::throw_error<ValueError>(
+        "{}: memory_budget too small for {} steps; got {} bytes, expected at least {} (one step keeps {} bytes and "
+        "each segment's starting state {})",
+        where, T, memory_budget, least, step, state);
+  }
   return std::clamp<std::int64_t>(k, 1, T);
 }
 
@@ -145,6 +152,7 @@ struct DirectionRecording {
 // What happens between a direction's steps besides the step itself.
 struct BetweenSteps {
   const char* layer = "RNN";            ///< names the layer in a step's error ("LSTM: step t=3 of 12: ...")
+  std::int64_t t0 = 0, T = 0;           ///< a checkpointed segment's first step in the sequence, and its length
   double zoneout_h = 0, zoneout_c = 0;  ///< RecurrentOptions' zoneout
   bool training = false;
   DirectionRecording rec{};
@@ -178,7 +186,8 @@ DirectionOutput run_direction(const unroll::detail::StepTraits& step, const Recu
     try {
       step.step(gx[t], state, w_hh, b, mask.defined() ? mask[t] : Tensor());
     } catch (const Error&) {  // e.g. anomaly detection's non-finite output: say at which step
-      unroll::detail::rethrow_with_context(fmt::format("{}: step t={} of {}: ", between.layer, t, T));
+      unroll::detail::rethrow_with_context(
+          fmt::format("{}: step t={} of {}: ", between.layer, between.t0 + t, between.T > 0 ? between.T : T));
     }
     // Zoneout (Krueger et al. 2016): each unit keeps its previous value with probability p (its expectation
     // outside training). A row past its length holds its state either way.
@@ -263,7 +272,7 @@ DirectionOutput run_direction_segments(const unroll::detail::StepTraits& step, c
     const Tensor seg_mask = mask.defined() ? narrow(mask, 0, t0, n) : Tensor();
     std::vector<Tensor> r = autograd::checkpoint(
         [&step, seg_mask, reverse, bias,
-         between = BetweenSteps{between.layer, between.zoneout_h, between.zoneout_c, between.training, {}}](
+         between = BetweenSteps{between.layer, t0, T, between.zoneout_h, between.zoneout_c, between.training, {}}](
             std::span<const Tensor> v) {
           RecurrentWeights sw;
           sw.weight_ih = v[0 + 1];

@@ -45,7 +45,7 @@ struct RecurrentOptions {
   /// 0: off. Same gradients; see nn::RunOptions::checkpoint_every.
   std::int64_t checkpoint_every = 0;
   /// Or a budget in bytes for what one layer and direction's steps keep; the segment length is then the
-  /// largest that fits (one step measured on the first call). 0: off.
+  /// largest that fits (one step measured at each call). 0: off.
   std::int64_t memory_budget = 0;
   RnnActivation nonlinearity = RnnActivation::tanh;  ///< RNN only
   Dtype dtype = Dtype::float32;

@@ -34,6 +34,7 @@
 #include "../autograd/checkpoint.hpp"
 #include "../autograd/tape.hpp"
 #include "../core/allocator.hpp"
+#include "../core/random.hpp"
 #include "../ops/elementwise.hpp"
 #include "../ops/shape_ops.hpp"
 #include "diagnostics.hpp"
@@ -47,11 +48,14 @@ struct RunOptions {
   /// Checkpointed BPTT: with k > 0 the sequence runs in segments of k steps, each an autograd::checkpoint
   /// that keeps only its starting state; backward recomputes one segment at a time. Memory for what the steps
   /// keep falls from T steps' worth to T/k states plus k steps', for about one more forward pass. The same
-  /// gradients (the recomputation replays the default generator, so dropout draws the same masks). 0: off.
+  /// gradients: the recomputation replays the calling thread's default generator, so dropout drawn from it
+  /// draws the same masks; a cell drawing from another generator must name it in `generators`. 0: off.
   std::int64_t checkpoint_every = 0;
   /// Or a budget in bytes for what the steps keep (their saved values and the segments' states): k is then
-  /// the largest that fits, from one step's bytes measured on the first run. 0: off.
+  /// the largest that fits, from one step's bytes measured at each call (the generators put back after). 0: off.
   std::int64_t memory_budget = 0;
+  /// Generators besides the default one that the cell draws from (with checkpointing: replayed).
+  std::vector<Generator*> generators{};
 };
 
 template <class State>
@@ -248,6 +252,7 @@ SequenceOutput<State> run_steps(Session& session, State state, OutputOf& output_
       try {
         return session(t, state);
       } catch (const Error&) {  // the step's own message, with where it happened
+        if (recorder != nullptr) recording_step().t = -1;
         const bool hint = i == 0 && t0 == (reverse ? T - n : 0) && any_undefined(state);
         unroll::detail::rethrow_with_context(fmt::format(
             "run_cell: step t={} of {}{}: ", t0 + t, T,
@@ -306,7 +311,9 @@ SequenceOutput<State> run_steps(Session& session, State state, OutputOf& output_
 /// autograd::checkpoint. Segments run from the last one down when reverse.
 template <class State, class RunSegment>
 SequenceOutput<State> run_segments(const Tensor& x, State state, std::int64_t k, bool reverse,
-                                   std::shared_ptr<RunSegment> run_segment) {
+                                   std::shared_ptr<RunSegment> run_segment,
+                                   const std::vector<Generator*>& generators) {
+  const autograd::CheckpointOptions replay{.generators = generators};
   const std::int64_t T = x.shape()[0], segments = (T + k - 1) / k;
   std::vector<Tensor> outs(static_cast<std::size_t>(segments));
   for (std::int64_t i = 0; i < segments; ++i) {
@@ -322,7 +329,7 @@ SequenceOutput<State> run_segments(const Tensor& x, State state, std::int64_t k,
           for (Tensor& t : flatten_state(o.state)) out.push_back(std::move(t));
           return out;
         },
-        inputs);
+        inputs, replay);
     outs[static_cast<std::size_t>(seg)] = std::move(r[0]);
     state = unflatten_state(std::move(state), std::span<const Tensor>(r).subspan(1));
   }
@@ -331,8 +338,28 @@ SequenceOutput<State> run_segments(const Tensor& x, State state, std::int64_t k,
 
 /// Bytes one step keeps for backward: one step run recorded on a tape of its own, measured by the
 /// allocator (what was allocated and is still held when the step returns), then dropped.
+/// Puts the default generator (and `others`) back as they were when it goes: a measurement or a probe must not
+/// move the random streams the real run draws from.
+class KeepGenerators {
+ public:
+  explicit KeepGenerators(const std::vector<Generator*>& others) : gens_(others) {
+    gens_.push_back(&default_generator());
+    for (Generator* g : gens_) states_.push_back(g->state());
+  }
+  ~KeepGenerators() {
+    for (std::size_t i = 0; i < gens_.size(); ++i) gens_[i]->set_state(states_[i]);
+  }
+  KeepGenerators(const KeepGenerators&) = delete;
+  KeepGenerators& operator=(const KeepGenerators&) = delete;
+
+ private:
+  std::vector<Generator*> gens_;
+  std::vector<Generator::State> states_;
+};
+
 template <class State, class Session>
-std::int64_t measure_step_bytes(Session& session, const State& state) {
+std::int64_t measure_step_bytes(Session& session, const State& state, const std::vector<Generator*>& generators) {
+  const KeepGenerators keep(generators);
   autograd::Tape tape;  // this measurement's own, freed on return
   const std::int64_t before = thread_memory().live_bytes;
   State next = session(0, state);
@@ -386,7 +413,7 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, Output
           else
             return [&step, &x1](std::int64_t t, const State& st) -> State { return step(x1[t], st); };
         }();
-        step_bytes = detail::measure_step_bytes(session, state);
+        step_bytes = detail::measure_step_bytes(session, state, opt.generators);
       }
       k = detail::checkpoint_segment("run_cell", opt.checkpoint_every, opt.memory_budget, T, detail::state_bytes(state),
                                      step_bytes);
@@ -399,7 +426,7 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, Output
           const Tensor m = mask.defined() ? narrow(mask, 0, t0, x_seg.shape()[0]) : Tensor();
           return run(*stp, *out_of, x_seg, std::move(s), m, reverse, t0, T, B);
         });
-    return detail::run_segments(x, std::move(state), k, opt.reverse, std::move(segment));
+    return detail::run_segments(x, std::move(state), k, opt.reverse, std::move(segment), opt.generators);
   } else {
     throw StateError("run_cell: unreachable");  // the static_asserts above have already failed the build
   }
@@ -441,6 +468,7 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, const 
         bool fused = false;
         std::int64_t step_bytes = 0;
         {
+          const detail::KeepGenerators keep(opt.generators);
           autograd::Tape scratch;
           const std::int64_t before = thread_memory().live_bytes;
           std::optional<SequenceOutput<State>> probe =
@@ -462,7 +490,7 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, const 
                                "run_cell: the fused cell stopped running fused between segments");
                   return std::move(*o);
                 });
-            return detail::run_segments(x, std::move(start), k, opt.reverse, std::move(segment));
+            return detail::run_segments(x, std::move(start), k, opt.reverse, std::move(segment), opt.generators);
           }
         }
       }

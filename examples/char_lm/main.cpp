@@ -429,8 +429,12 @@ class CharModel : public nn::Module {
     return shapes;
   }
 
-  /// With `rnn_out`, also the last recurrent layer's output [T, B, H] before the output dropout (for AR/TAR).
-  std::pair<Tensor, Carry> forward(const Tensor& idx, const Carry& carry, Tensor* rnn_out = nullptr) const {
+  /// With `rnn_out`, also the last recurrent layer's output [T, B, H]: `raw`, and `dropped` after the output
+  /// dropout (AWD-LSTM regularises the dropped one with AR, the raw one with TAR).
+  struct RnnOut {
+    Tensor raw, dropped;
+  };
+  std::pair<Tensor, Carry> forward(const Tensor& idx, const Carry& carry, RnnOut* rnn_out = nullptr) const {
     const std::int64_t T = idx.size(0), B = idx.size(1);
     Tensor x = cfg_.embed_dropout > 0 ? nn::embedding_dropout(embed, idx, cfg_.embed_dropout, is_training())
                                       : embed(idx);  // [T, B, E]
@@ -470,9 +474,10 @@ class CharModel : public nn::Module {
       }
       next = {{"h", stack(hs, 0)}};
     }
-    if (rnn_out) *rnn_out = out;
+    if (rnn_out) rnn_out->raw = out;
     out = dropout(out, cfg_.dropout, is_training());
     if (cfg_.locked_dropout > 0) out = nn::locked_dropout(out, cfg_.locked_dropout, is_training());
+    if (rnn_out) rnn_out->dropped = out;
     return {head(reshape(out, {T * B, cfg_.hidden})), next};
   }
 
@@ -910,14 +915,15 @@ int train_or_sample(Run& run) {
     const double l = autograd::sharded_backward(
         B,
         [&](const autograd::Shard& s) {
-          Tensor rnn_out;
+          CharModel::RnnOut rnn_out;
           auto [logits, next] =
               model.forward(narrow(x, 1, s.begin, s.size()), carry_rows(carry, s.begin, s.size()), &rnn_out);
           shard_next[static_cast<std::size_t>(s.index)] = carry_forward(next);
           // BPTT through this window only: the carry came in detached
           Tensor loss = cross_entropy(logits, reshape(narrow(y_tb, 1, s.begin, s.size()), {-1}));
-          if (m.ar > 0) loss = loss + nn::activation_regularization(rnn_out, m.ar);
-          if (m.tar > 0 && rnn_out.size(0) >= 2) loss = loss + nn::temporal_activation_regularization(rnn_out, m.tar);
+          if (m.ar > 0) loss = loss + nn::activation_regularization(rnn_out.dropped, m.ar);
+          if (m.tar > 0 && rnn_out.raw.size(0) >= 2)
+            loss = loss + nn::temporal_activation_regularization(rnn_out.raw, m.tar);
           return loss;
         },
         {.shards = static_cast<int>(m.shards)});

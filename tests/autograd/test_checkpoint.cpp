@@ -201,6 +201,29 @@ TEST_SUITE("nn/checkpointed_bptt") {
     CHECK(max_diff(run(4), run(0)) < 1e-13);
   }
 
+  TEST_CASE("run_cell: a cell drawing from its own generator, named in RunOptions::generators, is replayed") {
+    const std::int64_t T = 8, B = 2, I = 3, H = 4;
+    manual_seed(12);
+    DropLSTM cell(I, H);
+    const Tensor x = randn({T, B, I}, f64);
+    const Pair s0{zeros({B, H}, f64), zeros({B, H}, f64)};
+    Generator own(99);
+    auto run = [&](std::int64_t every, std::int64_t budget) {
+      own.manual_seed(99);
+      return outputs_and_grads(cell, x, [&](const Tensor& xx) {
+        auto step = [&](const Tensor& x_t, const Pair& s) {
+          return cell(x_t, Pair{nn::dropout_mask({B, H}, 0.4, f64, own) * s.first, s.second});
+        };
+        nn::RunOptions o{.lengths = {}, .checkpoint_every = every, .memory_budget = budget, .generators = {&own}};
+        auto r = nn::run_cell(xx, s0, step, o);
+        return std::vector<Tensor>{r.output, r.state.second};
+      });
+    };
+    const std::vector<Tensor> plain = run(0, 0);
+    CHECK(max_diff(run(3, 0), plain) < 1e-13);
+    CHECK(max_diff(run(0, 1 << 20), plain) < 1e-13);  // the budget's measuring step puts the generator back
+  }
+
   TEST_CASE("run_cell: a fused cell in segments (whole-sequence nodes and per-step nodes)") {
     const std::int64_t T = 10, B = 3, I = 4, H = 5;
     manual_seed(3);
@@ -331,6 +354,18 @@ TEST_SUITE("nn/checkpointed_bptt") {
     // (plain: about 10 floats per hidden unit and step).
     CHECK(k100 < 0.3 * plain);
     CHECK(budget < 0.6 * plain);
+  }
+
+  TEST_CASE("memory_budget: the longest segment whose ceil(T/k) states and k steps fit") {
+    using nn::detail::checkpoint_segment;
+    CHECK(checkpoint_segment("f", 0, 2000, 100, 8, 100) == 19);  // 6 states (48) + 19 steps (1900) <= 2000
+    CHECK(checkpoint_segment("f", 0, 40, 3, 10, 10) == 3);        // every k costs 40: the longest
+    CHECK(checkpoint_segment("f", 7, 0, 100, 8, 100) == 7);       // checkpoint_every as given
+    CHECK(checkpoint_segment("f", 0, 0, 100, 8, 100) == 0);       // off
+    CHECK_THROWS_WITH_AS(checkpoint_segment("f", 0, 35, 3, 10, 10),
+                         "f: memory_budget too small for 3 steps; got 35 bytes, expected at least 40 (one step keeps "
+                         "10 bytes and each segment's starting state 10)",
+                         ValueError);
   }
 
   TEST_CASE("bad checkpointing options are one-line errors") {
