@@ -182,7 +182,9 @@ DirectionOutput run_direction(const unroll::detail::StepTraits& step, const Recu
   std::vector<Tensor> hs(static_cast<std::size_t>(T));
   for (std::int64_t i = 0; i < T; ++i) {
     const std::int64_t t = reverse ? T - 1 - i : i;
-    const StepState before = state;
+    // The state before the step, for zoneout only (no handle copies per step otherwise).
+    const bool zoned = between.zoneout_h > 0 || between.zoneout_c > 0;
+    const StepState before = zoned ? state : StepState{};
     try {
       step.step(gx[t], state, w_hh, b, mask.defined() ? mask[t] : Tensor());
     } catch (const Error&) {  // e.g. anomaly detection's non-finite output: say at which step

@@ -205,14 +205,18 @@ State unflatten_state(State like, std::span<const Tensor> tensors) {
   return like;
 }
 
-/// A reference to an lvalue callable, or the callable itself moved into shared ownership: what a checkpoint's
-/// recomputation calls after run_cell has returned (a temporary lambda would be gone by then).
+/// What a checkpoint's recomputation calls after run_cell has returned: a copy of the callable (a lambda, even
+/// one the caller named, may be gone by then), or, for one that cannot be copied (a cell module), a reference:
+/// that one must stay alive until backward.
 template <class F>
 std::shared_ptr<std::remove_reference_t<F>> keep_callable(F&& f) {
-  if constexpr (std::is_lvalue_reference_v<F>)
+  using Plain = std::remove_cvref_t<F>;
+  if constexpr (std::is_copy_constructible_v<Plain>)
+    return std::make_shared<Plain>(std::forward<F>(f));
+  else if constexpr (std::is_lvalue_reference_v<F>)
     return std::shared_ptr<std::remove_reference_t<F>>(std::shared_ptr<void>(), &f);  // not owned
   else
-    return std::make_shared<std::remove_cvref_t<F>>(std::move(f));
+    return std::make_shared<Plain>(std::move(f));
 }
 
 /// Bytes of a state's tensors.
@@ -370,7 +374,9 @@ std::int64_t measure_step_bytes(Session& session, const State& state, const std:
 /// Runs `step(x_t, state) -> state` over x [T, B, ...] (x[t] is a view, no copy). The output at each step is
 /// `output_of(state)`, by default the state itself if it is a Tensor, else its first tensor (h of (h, c)).
 /// With opt.checkpoint_every or opt.memory_budget (and grad mode on) the sequence runs in checkpointed
-/// segments: then the step and output_of, when passed by reference, must stay alive until backward has run.
+/// segments, recomputed in backward: a step or output_of that can be copied (a lambda) is copied for that; one
+/// that cannot (a cell module passed by reference) must stay alive until backward has run, as must whatever a
+/// lambda captures by reference.
 template <class State, class Step, class OutputOf>
   requires(!std::same_as<std::remove_cvref_t<OutputOf>, RunOptions>)  // a non-const options lvalue is opt
 SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, OutputOf&& output_of,

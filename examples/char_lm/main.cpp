@@ -543,6 +543,23 @@ double evaluate(CharModel& model, const std::vector<std::uint8_t>& ids, std::int
   return total / static_cast<double>(count) / std::numbers::ln2;
 }
 
+/// A training step run again under anomaly detection (nn forward and backward of the whole batch, one shard):
+/// the message of the first NonFiniteError (the op whose output or gradient went non-finite, with the time step
+/// inside a layer), or "" if the step stays finite this time.
+std::string first_non_finite(CharModel& model, const Tensor& x, const Tensor& y, const Carry& carry) {
+  model.zero_grad();
+  const autograd::DetectAnomaly anomaly;
+  try {
+    auto [logits, next] = model.forward(x, carry);
+    cross_entropy(logits, y).backward();
+  } catch (const NonFiniteError& e) {
+    model.zero_grad();
+    return e.what();
+  }
+  model.zero_grad();
+  return "";
+}
+
 /// --diagnose: one window of `ids` (T steps, up to B streams, from a zero state) through the model and back,
 /// recorded step by step (nn/diagnostics.hpp). Writes diagnose_grad_norm.csv and .svg (||dL/dh_t|| and
 /// ||dL/dc_t|| per step, per layer) and diagnose_gates.csv (per gate: mean activation and fraction saturated,
@@ -927,6 +944,9 @@ int train_or_sample(Run& run) {
           return loss;
         },
         {.shards = static_cast<int>(m.shards)});
+    // At once, before the update: the parameters are still the ones that gave the loss, so the step run again
+    // under anomaly detection names the op where it went non-finite.
+    if (!std::isfinite(l)) divergence.check(step + 1, l, [&] { return first_non_finite(model, x, y, carry); });
     optim::clip_grad_norm_(params, m.clip);
     opt.step();
     opt.zero_grad();
@@ -935,7 +955,6 @@ int train_or_sample(Run& run) {
     ++step;
     train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
 
-    if (!std::isfinite(l)) divergence.check(step, l);  // at once: the parameters are garbage from here on
     if (std::isnan(first_loss)) first_loss = l;
     smooth = std::isnan(smooth) ? l : 0.95 * smooth + 0.05 * l;
     interval_loss += l, ++interval_steps;

@@ -25,10 +25,13 @@ int check_loss_fell(std::string_view program, bool smoke, const LossFall& loss, 
   return check_loss_fell(program, smoke, loss.fell(), loss.detail(), hint, err);
 }
 
-void DivergenceWatch::check(std::int64_t step, double loss) {
-  UNROLL_CHECK(std::isfinite(loss), examples::DivergedError,
-               "{}: training diverged at step {}; got loss {}, expected a finite loss; {}", o_.program, step, loss,
-               o_.hint);
+void DivergenceWatch::check(std::int64_t step, double loss, const std::function<std::string()>& locate) {
+  if (!std::isfinite(loss)) {
+    const std::string where = locate ? locate() : std::string();
+    ::unroll::detail::throw_error<examples::DivergedError>(
+        "{}: training diverged at step {}; got loss {}, expected a finite loss{}; {}", o_.program, step, loss,
+        where.empty() ? std::string() : fmt::format(" (the step run again stops at: {})", where), o_.hint);
+  }
   above_ = loss > o_.ceiling ? above_ + 1 : 0;
   UNROLL_CHECK(above_ < o_.patience, examples::DivergedError,
                "{}: training diverged at step {}; got loss {:.4g} for {} checks in a row, expected below {:.4g} (the "

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -79,8 +80,12 @@ class DivergenceWatch {
     std::string hint{};         ///< what to try, e.g. "try a smaller --lr (now 1) or a tighter --clip (now 5)"
   };
   explicit DivergenceWatch(Options o) : o_(std::move(o)) {}
-  /// Throws DivergedError if the run diverged; call with each step's (or each logged interval's) loss.
-  void check(std::int64_t step, double loss);
+  /// Throws DivergedError if the run diverged; call with each step's (or each logged interval's) loss. For a
+  /// non-finite loss, `locate` (if given) runs the step again under autograd::DetectAnomaly and returns the
+  /// NonFiniteError's message (the first op whose output or gradient went non-finite), or "" if none did; the
+  /// error then says where it happened. Call it before the optimizer step, while the parameters are still the
+  /// ones that gave the loss.
+  void check(std::int64_t step, double loss, const std::function<std::string()>& locate = {});
 
  private:
   Options o_;

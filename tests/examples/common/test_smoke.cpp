@@ -7,6 +7,9 @@
 #include <string>
 #include <vector>
 
+#include <unroll/unroll.hpp>
+
+#include "../../../examples/common/error.hpp"
 #include "../../../examples/common/smoke.hpp"
 #include "../../support/files.hpp"
 
@@ -121,5 +124,33 @@ TEST_SUITE("examples/common/smoke") {
     CHECK(check_loss_fell("prog", true, true, "got x, expected y", "see the table", f) == 0);
     CHECK(test_support::file_contents(f).empty());
     std::fclose(f);
+  }
+
+  TEST_CASE("DivergenceWatch: a non-finite loss stops at once, saying where the step run again went non-finite") {
+    DivergenceWatch w({.program = "prog", .ceiling = 2.0, .patience = 2, .hint = "try a smaller --lr"});
+    w.check(1, 1.5);
+    CHECK_THROWS_WITH_AS(w.check(2, NAN), "prog: training diverged at step 2; got loss nan, expected a finite loss; "
+                                          "try a smaller --lr",
+                         DivergedError);
+    CHECK_THROWS_WITH_AS(w.check(3, INFINITY, [] { return std::string("exp: non-finite output"); }),
+                         "prog: training diverged at step 3; got loss inf, expected a finite loss (the step run again "
+                         "stops at: exp: non-finite output); try a smaller --lr",
+                         DivergedError);
+    // A real model: the op is named by anomaly detection.
+    unroll::Tensor w0 = unroll::tensor({1e300, 1e300}, {2}, unroll::Dtype::float64).requires_grad_();
+    auto locate = [&]() -> std::string {
+      const unroll::autograd::DetectAnomaly anomaly;
+      try {
+        unroll::sum(unroll::exp(w0 * 1.0)).backward();
+      } catch (const unroll::NonFiniteError& e) {
+        return e.what();
+      }
+      return "";
+    };
+    CHECK_THROWS_WITH_AS(w.check(4, NAN, locate),
+                         doctest::Contains("(the step run again stops at: exp: non-finite output (anomaly detection)"),
+                         DivergedError);
+    w.check(5, 3.0);  // above the ceiling once: not yet
+    CHECK_THROWS_AS(w.check(6, 3.0), DivergedError);
   }
 }
