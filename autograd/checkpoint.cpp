@@ -1,8 +1,10 @@
 #include "checkpoint.hpp"
 
+#include <algorithm>
 #include <memory>
 #include <utility>
 
+#include "../core/allocator.hpp"
 #include "../core/error.hpp"
 #include "tape.hpp"
 
@@ -110,6 +112,15 @@ void run_backward(const Saved& s, GradSink& sink) {
   });
 }
 }  // namespace
+
+std::int64_t measure_kept_bytes(const std::function<void()>& fn, const std::vector<Generator*>& generators) {
+  const GeneratorStates saved = GeneratorStates::save({.generators = generators});
+  const ReplayGenerators put_back(saved);  // sets them to their state now, and back to it after
+  Tape scratch;                            // what fn records goes here, freed on return
+  const std::int64_t before = thread_memory().live_bytes;
+  fn();
+  return std::max<std::int64_t>(thread_memory().live_bytes - before, 1);
+}
 
 std::vector<Tensor> checkpoint(CheckpointFn fn, std::span<const Tensor> inputs, const CheckpointOptions& options) {
   UNROLL_CHECK(static_cast<bool>(fn), ValueError, "{}: no function; got an empty function, expected one to run",

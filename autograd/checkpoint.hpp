@@ -37,4 +37,9 @@ using CheckpointFn = std::function<std::vector<Tensor>(std::span<const Tensor> i
 /// StateError).
 std::vector<Tensor> checkpoint(CheckpointFn fn, std::span<const Tensor> inputs, const CheckpointOptions& options = {});
 
+/// The bytes of storage `fn` leaves allocated on the calling thread (at least 1): what one step keeps for
+/// backward, when fn runs it. fn records on a tape of its own, dropped after, and the default generator (and
+/// `generators`) are put back as they were, so measuring does not move the streams the real run draws from.
+std::int64_t measure_kept_bytes(const std::function<void()>& fn, const std::vector<Generator*>& generators = {});
+
 }  // namespace unroll::autograd

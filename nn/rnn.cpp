@@ -51,10 +51,9 @@ std::int64_t checkpoint_segment(const char* where, std::int64_t checkpoint_every
   // What segments of k cost: ceil(T / k) starting states and one segment's steps. No integer k above the
   // continuous root fits (the continuous cost is a lower bound), so step down from it to the first that does.
   auto cost = [&](std::int64_t k) { return ((T + k - 1) / k) * state + k * step; };
-  std::int64_t k = disc >= 0 ? std::min<std::int64_t>(static_cast<std::int64_t>(std::floor((m + std::sqrt(disc)) /
-                                                                                            (2.0 * s))),
-                                                      T)
-                             : 0;
+  std::int64_t k =
+      disc >= 0 ? std::min<std::int64_t>(static_cast<std::int64_t>(std::floor((m + std::sqrt(disc)) / (2.0 * s))), T)
+                : 0;
   while (k >= 1 && cost(k) > memory_budget) --k;
   if (k < 1) {  // the least budget that would do, for the message
     std::int64_t least = cost(1);
@@ -72,7 +71,8 @@ Tensor length_mask(const char* where, const std::vector<std::int64_t>& lengths, 
   check_lengths(where, lengths, T, B);
   std::vector<double> m(static_cast<std::size_t>(T * B));
   for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t t = 0; t < lengths[static_cast<std::size_t>(b)]; ++t) m[static_cast<std::size_t>(t * B + b)] = 1.0;
+    for (std::int64_t t = 0; t < lengths[static_cast<std::size_t>(b)]; ++t)
+      m[static_cast<std::size_t>(t * B + b)] = 1.0;
   return tensor(m, {T, B}, dtype);
 }
 }  // namespace detail
@@ -309,10 +309,9 @@ std::int64_t direction_segment(const char* where, const RecurrentOptions& opt, c
       (step.has_cell_state ? 2 : 1) * B * H * static_cast<std::int64_t>(dtype_size(input.dtype()));
   std::int64_t step_bytes = 0;
   if (opt.memory_budget > 0) {
-    autograd::Tape scratch;
-    const std::int64_t before = thread_memory().live_bytes;
-    DirectionOutput one = run_direction(step, w, narrow(input, 0, 0, 1), Tensor(), Tensor(), Tensor(), false);
-    step_bytes = std::max<std::int64_t>(thread_memory().live_bytes - before, 1);
+    step_bytes = autograd::measure_kept_bytes([&] {
+      DirectionOutput one = run_direction(step, w, narrow(input, 0, 0, 1), Tensor(), Tensor(), Tensor(), false);
+    });
   }
   return detail::checkpoint_segment(where, opt.checkpoint_every, opt.memory_budget, T, state, step_bytes);
 }

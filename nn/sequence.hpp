@@ -315,8 +315,7 @@ SequenceOutput<State> run_steps(Session& session, State state, OutputOf& output_
 /// autograd::checkpoint. Segments run from the last one down when reverse.
 template <class State, class RunSegment>
 SequenceOutput<State> run_segments(const Tensor& x, State state, std::int64_t k, bool reverse,
-                                   std::shared_ptr<RunSegment> run_segment,
-                                   const std::vector<Generator*>& generators) {
+                                   std::shared_ptr<RunSegment> run_segment, const std::vector<Generator*>& generators) {
   const autograd::CheckpointOptions replay{.generators = generators};
   const std::int64_t T = x.shape()[0], segments = (T + k - 1) / k;
   std::vector<Tensor> outs(static_cast<std::size_t>(segments));
@@ -340,35 +339,6 @@ SequenceOutput<State> run_segments(const Tensor& x, State state, std::int64_t k,
   return {cat(outs, 0), std::move(state)};
 }
 
-/// Bytes one step keeps for backward: one step run recorded on a tape of its own, measured by the
-/// allocator (what was allocated and is still held when the step returns), then dropped.
-/// Puts the default generator (and `others`) back as they were when it goes: a measurement or a probe must not
-/// move the random streams the real run draws from.
-class KeepGenerators {
- public:
-  explicit KeepGenerators(const std::vector<Generator*>& others) : gens_(others) {
-    gens_.push_back(&default_generator());
-    for (Generator* g : gens_) states_.push_back(g->state());
-  }
-  ~KeepGenerators() {
-    for (std::size_t i = 0; i < gens_.size(); ++i) gens_[i]->set_state(states_[i]);
-  }
-  KeepGenerators(const KeepGenerators&) = delete;
-  KeepGenerators& operator=(const KeepGenerators&) = delete;
-
- private:
-  std::vector<Generator*> gens_;
-  std::vector<Generator::State> states_;
-};
-
-template <class State, class Session>
-std::int64_t measure_step_bytes(Session& session, const State& state, const std::vector<Generator*>& generators) {
-  const KeepGenerators keep(generators);
-  autograd::Tape tape;  // this measurement's own, freed on return
-  const std::int64_t before = thread_memory().live_bytes;
-  State next = session(0, state);
-  return std::max<std::int64_t>(thread_memory().live_bytes - before, 1);
-}
 }  // namespace detail
 
 /// Runs `step(x_t, state) -> state` over x [T, B, ...] (x[t] is a view, no copy). The output at each step is
@@ -378,9 +348,9 @@ std::int64_t measure_step_bytes(Session& session, const State& state, const std:
 /// that cannot (a cell module passed by reference) must stay alive until backward has run, as must whatever a
 /// lambda captures by reference.
 template <class State, class Step, class OutputOf>
-  requires(!std::same_as<std::remove_cvref_t<OutputOf>, RunOptions>)  // a non-const options lvalue is opt
-SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, OutputOf&& output_of,
-                               const RunOptions& opt = {}) {
+requires(!std::same_as<std::remove_cvref_t<OutputOf>, RunOptions>)  // a non-const options lvalue is opt
+    SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, OutputOf&& output_of,
+                                   const RunOptions& opt = {}) {
   static_assert(CellState<State>,
                 "run_cell: the state must be a Tensor, or a std::pair/std::tuple/std::array/std::vector of Tensors");
   static_assert(CellStep<Step, State>,
@@ -419,7 +389,7 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, Output
           else
             return [&step, &x1](std::int64_t t, const State& st) -> State { return step(x1[t], st); };
         }();
-        step_bytes = detail::measure_step_bytes(session, state, opt.generators);
+        step_bytes = autograd::measure_kept_bytes([&] { State next = session(0, state); }, opt.generators);
       }
       k = detail::checkpoint_segment("run_cell", opt.checkpoint_every, opt.memory_budget, T, detail::state_bytes(state),
                                      step_bytes);
@@ -472,16 +442,13 @@ SequenceOutput<State> run_cell(const Tensor& x, State state, Step&& step, const 
         // Whether the cell runs fused, and (for a budget) what one fused step keeps: one step on a tape of
         // its own, dropped after.
         bool fused = false;
-        std::int64_t step_bytes = 0;
-        {
-          const detail::KeepGenerators keep(opt.generators);
-          autograd::Tape scratch;
-          const std::int64_t before = thread_memory().live_bytes;
-          std::optional<SequenceOutput<State>> probe =
-              run_part(step, narrow(x, 0, opt.reverse ? T - 1 : 0, 1), start, RunOptions{.lengths = {}, .reverse = opt.reverse}, 0);
-          step_bytes = std::max<std::int64_t>(thread_memory().live_bytes - before, 1);
-          fused = probe.has_value();
-        }
+        const std::int64_t step_bytes = autograd::measure_kept_bytes(
+            [&] {
+              fused = run_part(step, narrow(x, 0, opt.reverse ? T - 1 : 0, 1), start,
+                               RunOptions{.lengths = {}, .reverse = opt.reverse}, 0)
+                          .has_value();
+            },
+            opt.generators);
         if (fused) {
           const std::int64_t k = detail::checkpoint_segment("run_cell", opt.checkpoint_every, opt.memory_budget, T,
                                                             detail::state_bytes(start), step_bytes);
