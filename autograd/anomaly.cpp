@@ -37,6 +37,13 @@ BadCount count_bad(const Tensor& t) {
 }
 }  // namespace
 
+void AnomalyWhere::set(std::string where) {
+  where_ = std::make_shared<const std::string>(std::move(where));
+  if (!set_) prev_ = tls_anomaly_where;
+  set_ = true;
+  tls_anomaly_where = &where_;
+}
+
 void check_outputs(const char* op, std::span<Tensor* const> outputs) {
   for (std::size_t k = 0; k < outputs.size(); ++k) {
     const BadCount c = count_bad(*outputs[k]);

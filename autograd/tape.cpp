@@ -118,6 +118,7 @@ void Tape::clear_from(std::size_t from) {
   slots_.clear();
   for (detail::LeafMeta* leaf : held_leaves_) detail::release(leaf);
   held_leaves_.clear();
+  where_.clear();
   // grads_ keeps its (now all undefined) entries: re-growing it each backward zero-filled ~120 bytes per
   // slot, a visible cost for a small recurrent step.
   block_ = 0;
@@ -235,8 +236,10 @@ void Tape::backward(std::span<const Tensor> roots, std::span<const Tensor> seeds
   if (grads_.size() < slots_.size()) grads_.resize(slots_.size());
   for (std::size_t k = 0; k < roots.size(); ++k)
     if (!roots[k].is_leaf()) accumulate_into(grads_[roots[k].slot()], seeds[k]);
+  std::int64_t at = -1;  // the node running, for an error's "where" (anomaly detection)
   try {
     for (std::int64_t i = last; i >= 0; --i) {
+      at = i;
       Node& n = nodes_[static_cast<std::size_t>(i)];
       bool reached = false;
       for (std::uint32_t s = n.out_begin; s < n.out_begin + n.out_count; ++s) reached |= grads_[s].defined();
@@ -249,9 +252,14 @@ void Tape::backward(std::span<const Tensor> roots, std::span<const Tensor> seeds
       }
       release_node(n);  // frees what the node saved as soon as it is done: peak memory stays at the forward's
     }
+    at = -1;
     deferred_.flush(leaf_grads_);
   } catch (...) {
+    // Recorded inside a time loop while anomaly detection was on: say which step, as forward errors do.
+    const std::shared_ptr<const std::string> where =
+        at >= 0 && static_cast<std::size_t>(at) < where_.size() ? where_[static_cast<std::size_t>(at)] : nullptr;
     clear();
+    if (where != nullptr) unroll::detail::rethrow_with_context(*where + ": ");
     throw;
   }
   clear_from(static_cast<std::size_t>(last) + 1);  // the walk released every node up to the newest root's
@@ -272,6 +280,11 @@ void Tape::input_meta_error(const Node& n, std::size_t i) const {
   UNROLL_CHECK(in.needs, StateError, "backward: '{}' asked about input {}, which needs no gradient", n.name, i);
   check_not_stale(n.name, i, in.key, key_);
   throw StateError(fmt::format("backward: input {} of '{}' has no gradient record", i, n.name));  // unreachable
+}
+
+void Tape::note_where() {
+  where_.resize(nodes_.size());
+  where_.back() = detail::tls_anomaly_where != nullptr ? *detail::tls_anomaly_where : nullptr;
 }
 
 void Tape::check_input_grads(const Node& n) const {

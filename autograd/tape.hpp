@@ -10,6 +10,7 @@
 #include <memory>
 #include <new>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -223,6 +224,8 @@ class Tape {
   void release_node(Node& n);
   // Anomaly detection: NonFiniteError if a gradient of n's inputs holds a nan or an infinity after n ran.
   void check_input_grads(const Node& n) const;
+  // Anomaly detection: keeps where the newest node was recorded (detail::AnomalyWhere) for backward's errors.
+  void note_where();
   // Releases nodes [from, size()) and empties the tape (nodes below `from` are already released).
   void clear_from(std::size_t from);
   // The non-template rest of record() (capacity already reserved: cannot throw).
@@ -235,6 +238,9 @@ class Tape {
   detail::DeferredRows deferred_;               ///< weight-gradient rows held for one large product per leaf
   std::vector<SlotInfo> slots_;
   std::vector<Tensor> grads_;  ///< one per slot, filled during backward
+  /// Per node, where it was recorded (detail::AnomalyWhere), while anomaly detection is on; shorter than
+  /// nodes_ (or empty) where it was off.
+  std::vector<std::shared_ptr<const std::string>> where_;
   struct BlockDeleter {
     void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{kArenaAlign}); }
   };
@@ -306,6 +312,8 @@ void Tape::record(const char* name, std::span<Tensor* const> outputs, std::span<
       name, [](void* c, GradSink& sink) { (*static_cast<Fn*>(c))(sink); },
       std::is_trivially_destructible_v<Fn> ? nullptr : +[](void* c) { static_cast<Fn*>(c)->~Fn(); }, closure, inputs,
       outputs);
+  if (detail::anomaly_checks()) [[unlikely]]
+    note_where();
 }
 
 }  // namespace unroll::autograd

@@ -19,7 +19,8 @@
 // parameter (or by anything computed from parameters only), cat/chunk/split/narrow along the features,
 // sum/mean over the features (keepdim: layer norm), broadcasting with [features] parameters and scalar
 // constants, on [batch, features] values. Anything else (dropout, where, a 3-D state, ...) makes the cell
-// run unfused, op by op, with the same results; why_not() says why in one line naming the op.
+// run unfused, op by op, with the same results; why_not() says why in one line naming the op. Under anomaly
+// detection (autograd::DetectAnomaly) every cell runs op by op, so that an error names its op and time step.
 //
 // A trace records ONE path through the cell's code: a step that branches on its tensors' values would be
 // frozen to the branch taken while tracing. The cell is traced twice on different values and refused when
@@ -114,7 +115,9 @@ class FusedStep {
    private:
     void decide(const State& state) {
       decided_ = true;
-      if (!owner_.enabled_) return;
+      // Under anomaly detection the cell runs op by op: each op is checked under its own name, and an error
+      // names its time step (a fused program computes the input-only values of all T steps at once).
+      if (!owner_.enabled_ || unroll::detail::anomaly_checks()) return;
       std::vector<Tensor> examples{x_[0].detach()};
       nn::detail::for_each_tensor(state, [&](const Tensor& s) { examples.push_back(s.detach()); });
       std::string extra;
@@ -167,6 +170,7 @@ class FusedStep {
   /// first step).
   std::string why_not() const {
     if (!enabled_) return "fusion is switched off (set_enabled(false))";
+    if (unroll::detail::anomaly_checks()) return "anomaly detection is on (autograd::DetectAnomaly): op by op";
     return cache_->last_why_not();
   }
   /// Runs the cell op by op when off (the reference for tests, or to debug a cell).

@@ -185,11 +185,14 @@ DirectionOutput run_direction(const unroll::detail::StepTraits& step, const Recu
     // The state before the step, for zoneout only (no handle copies per step otherwise).
     const bool zoned = between.zoneout_h > 0 || between.zoneout_c > 0;
     const StepState before = zoned ? state : StepState{};
+    const auto at_step = [&] { return fmt::format("{}: step t={} of {}", between.layer, between.t0 + t, between.T > 0 ? between.T : T); };
+    unroll::detail::AnomalyWhere at_step_where;  // anomaly detection: a backward error names the step too
+    if (unroll::detail::anomaly_checks()) [[unlikely]]
+      at_step_where.set(at_step());
     try {
       step.step(gx[t], state, w_hh, b, mask.defined() ? mask[t] : Tensor());
     } catch (const Error&) {  // e.g. anomaly detection's non-finite output: say at which step
-      unroll::detail::rethrow_with_context(
-          fmt::format("{}: step t={} of {}: ", between.layer, between.t0 + t, between.T > 0 ? between.T : T));
+      unroll::detail::rethrow_with_context(at_step() + ": ");
     }
     // Zoneout (Krueger et al. 2016): each unit keeps its previous value with probability p (its expectation
     // outside training). A row past its length holds its state either way.

@@ -252,6 +252,9 @@ SequenceOutput<State> run_steps(Session& session, State state, OutputOf& output_
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int64_t t = reverse ? n - 1 - i : i;
     if (recorder != nullptr) recording_step().t = t0 + t;
+    unroll::detail::AnomalyWhere at_step_where;  // anomaly detection: a backward error names the step too
+    if (unroll::detail::anomaly_checks()) [[unlikely]]
+      at_step_where.set(fmt::format("run_cell: step t={} of {}", t0 + t, T));
     State next = [&]() -> State {
       try {
         return session(t, state);

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,36 @@ TEST_SUITE("autograd/anomaly") {
     autograd::DetectAnomaly anomaly;
     CHECK_THROWS_WITH_AS(rnn(x), doctest::Contains("RNN: step t=2 of 4: rnn_step(relu): non-finite output"),
                          NonFiniteError);
+  }
+
+  TEST_CASE("inside run_cell, the backward error says at which time step") {
+    // sqrt(0) at step 1 is finite; its gradient is not.
+    const Tensor x = tensor({1.0, 0.0, 1.0}, {3, 1, 1}, Dtype::float64);
+    Tensor w = tensor({0.5}, {1}, Dtype::float64).requires_grad_();
+    auto step = [&](const Tensor& x_t, const Tensor& h) { return add(h, sqrt(mul(x_t, w))); };
+    autograd::DetectAnomaly anomaly;
+    auto r = nn::run_cell(x, zeros({1, 1}, Dtype::float64), step);
+    CHECK_THROWS_WITH_AS(sum(r.output).backward(),
+                         doctest::Contains("run_cell: step t=1 of 3: backward of sqrt: non-finite gradient for input "
+                                           "0 (anomaly detection)"),
+                         NonFiniteError);
+    // A fused cell (nn/fuse.hpp) runs node by node while detection is on, so its steps are named too.
+    auto fused = nn::fuse(step);
+    auto rf = nn::run_cell(x, zeros({1, 1}, Dtype::float64), fused);
+    CHECK_THROWS_WITH_AS(sum(rf.output).backward(), doctest::Contains("run_cell: step t=1 of 3: backward of"),
+                         NonFiniteError);
+  }
+
+  TEST_CASE("inside a built-in layer, the backward error says at which time step") {
+    // All states stay 0 (x = 0, no bias), so tanh' = 1 and each step back multiplies dL/dh by W_hh^T = 1e200:
+    // finite at step 2's input, infinite at step 1's.
+    nn::RNN rnn({.input_size = 1, .hidden_size = 2, .dtype = Dtype::float64});
+    for (Tensor& p : rnn.parameters())
+      for (double& v : std::span(p.data<double>(), static_cast<std::size_t>(p.numel()))) v = 0;
+    for (std::int64_t i = 0; i < 4; ++i) rnn.weights(0).weight_hh.data<double>()[i] = 1e200;
+    autograd::DetectAnomaly anomaly;
+    Tensor y = rnn(zeros({3, 1, 1}, Dtype::float64)).output;
+    CHECK_THROWS_WITH_AS(sum(y).backward(), doctest::Contains("RNN: step t=1 of 3: backward of"), NonFiniteError);
   }
 
   TEST_CASE("batch shards: a shard's anomaly reaches the caller") {
