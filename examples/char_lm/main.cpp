@@ -547,17 +547,7 @@ double evaluate(CharModel& model, const std::vector<std::uint8_t>& ids, std::int
 /// the message of the first NonFiniteError (the op whose output or gradient went non-finite, with the time step
 /// inside a layer), or "" if the step stays finite this time.
 std::string first_non_finite(CharModel& model, const Tensor& x, const Tensor& y, const Carry& carry) {
-  model.zero_grad();
-  const autograd::DetectAnomaly anomaly;
-  try {
-    auto [logits, next] = model.forward(x, carry);
-    cross_entropy(logits, y).backward();
-  } catch (const NonFiniteError& e) {
-    model.zero_grad();
-    return e.what();
-  }
-  model.zero_grad();
-  return "";
+  return examples::locate_non_finite(model, [&] { return cross_entropy(model.forward(x, carry).first, y); });
 }
 
 /// --diagnose: one window of `ids` (T steps, up to B streams, from a zero state) through the model and back,
@@ -731,7 +721,7 @@ void check_options(const Options& o) {
                kProgram, m.cell);
   check_flag_range<std::int64_t>(kProgram, "--window", m.window, 1, 100000);
   check_flag_range<std::int64_t>(kProgram, "--batch", m.batch, 1, 100000);
-  check_flag_range(kProgram, "--lr", m.lr, 0.0, 10.0);
+  check_flag_range(kProgram, "--lr", m.lr, 0.0, 1e30);  // absurd rates allowed: divergence is caught
   check_flag_range(kProgram, "--clip", m.clip, 0.0, 1e9);
   check_flag_range<std::int64_t>(kProgram, "--steps", o.steps, 1, 100000000);
   check_flag_range<std::int64_t>(kProgram, "--eval-every", o.eval_every, 1, 100000000);

@@ -25,6 +25,21 @@ int check_loss_fell(std::string_view program, bool smoke, const LossFall& loss, 
   return check_loss_fell(program, smoke, loss.fell(), loss.detail(), hint, err);
 }
 
+std::string locate_non_finite(nn::Module& model, const std::function<Tensor()>& loss) {
+  model.zero_grad();
+  std::string where;
+  {
+    const autograd::DetectAnomaly anomaly;
+    try {
+      loss().backward();
+    } catch (const NonFiniteError& e) {
+      where = e.what();
+    }
+  }
+  model.zero_grad();
+  return where;
+}
+
 void DivergenceWatch::check(std::int64_t step, double loss, const std::function<std::string()>& locate) {
   if (!std::isfinite(loss)) {
     const std::string where = locate ? locate() : std::string();

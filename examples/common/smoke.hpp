@@ -23,6 +23,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <unroll/unroll.hpp>
+
 namespace unroll::examples {
 
 /// Sets flags' values unless the user gave them on the command line (use after parse_command_line): --smoke's
@@ -71,6 +73,12 @@ int check_loss_fell(std::string_view program, bool smoke, const LossFall& loss, 
 /// in a row stops it too. Stopping is a DivergedError "<program>: training diverged at step N; <what>; try a
 /// smaller --lr (now X) or a tighter --clip (now Y)", exit code kDivergedExitCode, where a run whose loss merely
 /// fell less than expected only warns (check_loss_fell).
+/// DivergenceWatch::check's `locate` for a model: runs `loss()` (the step's forward, same batch, same parameters)
+/// and its backward again under autograd::DetectAnomaly and returns the first NonFiniteError's message (the op
+/// whose output or gradient went non-finite, and the time step inside a recurrent layer or run_cell), or "" if
+/// the step stays finite this time. The model's gradients are dropped before and after.
+std::string locate_non_finite(nn::Module& model, const std::function<Tensor()>& loss);
+
 class DivergenceWatch {
  public:
   struct Options {

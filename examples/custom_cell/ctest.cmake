@@ -37,6 +37,9 @@ elseif(MODE STREQUAL "errors")
              STDERR "^custom_cell: --data file too short for --window 32 and --batch 16; got 59 bytes in '[^']*short.txt', expected at least 587 ")
   expect_run(NAME "flag out of range" COMMAND ${EXE} --smoke ${out} --hidden 0 EXIT 2
              STDERR "custom_cell: --hidden out of range; got 0, expected 1 <= --hidden <= 4096")
+  # An absurd learning rate: the loss goes non-finite; the run stops (exit 3) naming the op and time step.
+  expect_run(NAME "non-finite loss" COMMAND ${EXE} --smoke ${out} --lr 1e30 EXIT 3
+             STDERR "^custom_cell: [a-z]+: training diverged at step [0-9]+; got loss (inf|-?nan), expected a finite loss \\(the step run again stops at: run_cell: step t=[0-9]+ of 32: [a-z_]+: non-finite output \\(anomaly detection\\)")
   expect_run(NAME "unknown flag" COMMAND ${EXE} --smoke --bogus EXIT 2 STDERR "^custom_cell: .*--bogus")
   expect_run(NAME "help" COMMAND ${EXE} --help STDOUT "--data.*--hidden")
 else()

@@ -62,6 +62,9 @@ elseif(MODE STREQUAL "errors")
              STDERR "forecast: unknown --cell; got 'rnn', expected gru or lstm")
   expect_run(NAME "flag out of range" COMMAND ${EXE} --smoke ${out} --horizon 0 EXIT 2
              STDERR "forecast: --horizon out of range; got 0, expected 1 <= --horizon <= 10000")
+  # An absurd learning rate: the loss goes non-finite; the run stops (exit 3) naming the op where it happened.
+  expect_run(NAME "non-finite loss" COMMAND ${EXE} --smoke ${out} --lr 1e30 EXIT 3
+             STDERR "^forecast: training diverged at step [0-9]+; got loss (inf|-?nan), expected a finite loss \\(the step run again stops at: [a-z_]+: non-finite output \\(anomaly detection\\); got [0-9]+ of [0-9]+ elements non-finite.*\\); try a smaller --lr \\(now 1e\\+30\\)")
   expect_run(NAME "unknown flag" COMMAND ${EXE} --smoke --bogus EXIT 2 STDERR "^forecast: .*--bogus")
   expect_run(NAME "help" COMMAND ${EXE} --help STDOUT "--column")
 elseif(MODE STREQUAL "loss_check")

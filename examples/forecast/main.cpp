@@ -92,7 +92,7 @@ void check_options(const Options& o) {
   check_flag_range(kProgram, "--test-fraction", o.test_fraction, 0.01, 0.9);
   check_flag_range<std::int64_t>(kProgram, "--batch", o.batch, 1, 100000);
   check_flag_range<std::int64_t>(kProgram, "--steps", o.steps, 1, 100000000);
-  check_flag_range(kProgram, "--lr", o.lr, 0.0, 10.0);
+  check_flag_range(kProgram, "--lr", o.lr, 0.0, 1e30);  // absurd rates allowed: divergence is caught
   check_flag_range(kProgram, "--clip", o.clip, 0.0, 1e9);
   check_flag_range<std::int64_t>(kProgram, "--eval-every", o.eval_every, 1, 100000000);
   check_flag_range<std::int64_t>(kProgram, "--log-every", o.log_every, 1, 100000000);
@@ -325,12 +325,14 @@ int run(Options& o) {
     auto [x, y] = w.batch(origins);
     Tensor loss = mse_loss(model.forward(x), y);
     loss.backward();
+    const double l = loss.item();
+    // Before the update, while the parameters are still the ones that gave the loss: a non-finite loss stops
+    // the run, naming the op where it went non-finite (the step run again under anomaly detection).
+    divergence.check(step, l, [&] { return examples::locate_non_finite(model, [&] { return mse_loss(model.forward(x), y); }); });
     optim::clip_grad_norm_(params, o.clip);
     opt.step();
     opt.zero_grad();
     schedule.step();
-    const double l = loss.item();
-    divergence.check(step, l);  // a non-finite loss stops the run
     smooth = std::isnan(smooth) ? l : 0.95 * smooth + 0.05 * l;
     interval_loss += l, ++interval_steps;
     progress.update(step, smooth, fmt::format("lr {:.2e}", opt.lr()));
