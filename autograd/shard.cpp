@@ -81,18 +81,34 @@ double sharded_backward(std::int64_t batch, FunctionRef<Tensor(const autograd::S
   // (grad mode is per thread) would: refuse instead of doing half of each.
   UNROLL_CHECK(autograd::grad_enabled(), StateError,
                "sharded_backward: gradients are disabled; got a call inside a NoGradGuard, expected grad mode on");
-  const std::vector<Shard> shards = autograd::split("sharded_backward", batch, options);
+  std::vector<Shard> shards = autograd::split("sharded_backward", batch, options);
+  const autograd::ShardOptions::Part& part = options.part;
+  const bool is_part = part.whole_rows > 0;
+  if (is_part) {
+    UNROLL_CHECK(part.first_row >= 0 && part.first_row + batch <= part.whole_rows && part.first_shard >= 0 &&
+                     part.first_shard + static_cast<std::int64_t>(shards.size()) <= part.whole_shards,
+                 ValueError,
+                 "sharded_backward: the part does not fit in the whole batch; got rows [{}, {}) of {} and shards "
+                 "[{}, {}) of {}, expected both inside",
+                 part.first_row, part.first_row + batch, part.whole_rows, part.first_shard,
+                 part.first_shard + static_cast<std::int64_t>(shards.size()), part.whole_shards);
+    for (Shard& s : shards) {
+      s.begin += part.first_row, s.end += part.first_row;
+      s.index += part.first_shard, s.count = part.whole_shards;
+    }
+  }
+  const double rows = static_cast<double>(is_part ? part.whole_rows : batch);
   const std::uint64_t step_seed = options.seed ? *options.seed : default_generator().next_u64();
   std::vector<autograd::LeafGrads> grads(shards.size());
   std::vector<double> losses(shards.size());
   // d(batch loss)/d(shard loss): rows in the shard / rows in the batch for means, 1 for sums
   std::vector<double> weights;
   for (const Shard& s : shards)
-    weights.push_back(options.sum_loss ? 1.0 : static_cast<double>(s.size()) / static_cast<double>(batch));
+    weights.push_back(options.sum_loss ? 1.0 : static_cast<double>(s.size()) / rows);
 
   parallel_tasks(static_cast<std::int64_t>(shards.size()), [&](std::int64_t i) {
     const Shard& s = shards[static_cast<std::size_t>(i)];
-    autograd::ShardGenerator rng(autograd::shard_seed(step_seed, i));
+    autograd::ShardGenerator rng(autograd::shard_seed(step_seed, s.index));
     autograd::Tape tape;  // this shard's graph only; destroyed (with what it saved) on this thread
     tape.collect_leaf_grads(&grads[static_cast<std::size_t>(i)]);
     const Tensor loss = loss_fn(s);

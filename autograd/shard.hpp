@@ -44,6 +44,18 @@ struct ShardOptions {
   /// loss_fn returns its shard's SUM over rows instead of the mean: each shard's backward is seeded with 1
   /// and the result is the batch's sum (the gradient of sum(outputs), say).
   bool sum_loss = false;
+  /// When this batch is one part of a larger one that other processes compute (dist::DataParallel): the
+  /// whole batch's rows (each shard's mean loss is weighted by size / whole_rows, so the parts' gradients
+  /// add up to the whole batch's), this part's first row in it (added to every Shard's begin and end, so
+  /// loss_fn narrows the whole batch as a single process would), its first shard's index among the whole
+  /// batch's shards and their number (Shard::index and Shard::count; each shard's random stream follows its
+  /// index, so N processes of k shards draw what one process of N·k shards draws). Zero: not a part.
+  struct Part {
+    std::int64_t whole_rows = 0;
+    std::int64_t first_row = 0;
+    std::int64_t first_shard = 0;
+    std::int64_t whole_shards = 0;
+  } part{};
 };
 
 /// The shards of a batch of `batch` rows: `options.sizes`, or `shards` near-equal contiguous ranges (the

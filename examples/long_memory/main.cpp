@@ -281,6 +281,7 @@ std::vector<CellResult> run_experiment(const Options& o, const std::string& task
 
   // dL/dh_t at the first and at the last step, per cell.
   std::vector<std::vector<double>> grad_first(nc), grad_last(nc);
+  std::int64_t step_now = 0;  // for step_once's divergence message
   const auto step_once = [&](std::size_t c, const Batch& batch,
                              std::vector<double>* record) -> std::pair<double, double> {
     nn::StepRecorder recorder;
@@ -288,11 +289,21 @@ std::vector<CellResult> run_experiment(const Options& o, const std::string& task
     (void)score;
     opts[c]->zero_grad();
     loss.backward();
+    const double l = loss.item();
+    if (!std::isfinite(l)) {  // before the update: the step run again under anomaly detection names the op
+      const std::string where = examples::locate_non_finite(
+          *nets[c], [&] { return nets[c]->loss(task, batch, K, nullptr).first; });
+      ::unroll::detail::throw_error<examples::DivergedError>(
+          "{}: {} diverged on the {} task at T = {}, step {}; got loss {}, expected a finite loss{}; try --clip 1 or "
+          "a smaller --lr",
+          kProgram, o.cells[c], task, T, step_now, l,
+          where.empty() ? std::string() : fmt::format(" (the step run again stops at: {})", where));
+    }
     if (record) *record = recorder.grad_norm("h");  // 0 where no gradient reached h_t
     // Clipping at infinity leaves the gradient alone and still returns its norm.
     const double norm = optim::clip_grad_norm_(opts[c]->params(), o.clip > 0 ? o.clip : INFINITY);
     opts[c]->step();
-    return {loss.item(), norm};
+    return {l, norm};
   };
   const auto evaluate = [&](std::size_t c) {
     NoGradGuard no_grad;
@@ -322,12 +333,8 @@ std::vector<CellResult> run_experiment(const Options& o, const std::string& task
     double shown = 0;
     for (std::size_t c = 0; c < nc; ++c) {
       std::vector<double>* record = step == 1 ? &grad_first[c] : step == o.steps ? &grad_last[c] : nullptr;
+      step_now = step;
       const auto [l, norm] = step_once(c, batch, record);
-      UNROLL_CHECK(
-          std::isfinite(l), examples::UsageError,
-          "{}: {} diverged on the {} task at T = {}, step {}; got loss {}, expected a finite loss (try --clip 1 "
-          "or a smaller --lr)",
-          kProgram, o.cells[c], task, T, step, l);
       sum_loss[c] += l, sum_norm[c] += norm, max_norm[c] = std::max(max_norm[c], norm);
       overall_max[c] = std::max(overall_max[c], norm);
       shown += l / static_cast<double>(nc);

@@ -1,0 +1,216 @@
+#include "data_parallel.hpp"
+
+#include <chrono>
+#include <cstring>
+#include <sstream>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "../autograd/tape.hpp"
+#include "../core/random.hpp"
+#include "../ops/elementwise.hpp"
+
+namespace unroll::dist {
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Rows of rank r's slice of a batch of b rows over n ranks: near-equal, the first b % n one longer.
+std::int64_t slice_rows(std::int64_t b, int n, int r) { return b / n + (r < b % n ? 1 : 0); }
+}  // namespace
+
+std::uint64_t checksum(std::span<const Tensor> tensors) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (const Tensor& t : tensors) {
+    if (!t.defined()) continue;
+    const auto* p = static_cast<const unsigned char*>(t.raw());
+    const std::size_t n = static_cast<std::size_t>(t.numel()) * dtype_size(t.dtype());
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  }
+  return h;
+}
+
+DataParallel::DataParallel(const Context& ctx, std::vector<Tensor> params, DataParallelOptions options)
+    : ctx_(ctx), params_(std::move(params)), options_(options) {
+  UNROLL_CHECK(options_.shards >= 0, ValueError, "DataParallel: negative shard count; got {}, expected >= 0",
+               options_.shards);
+  UNROLL_CHECK(options_.bucket_bytes >= 1, ValueError, "DataParallel: bucket_bytes must be positive; got {}",
+               options_.bucket_bytes);
+  UNROLL_CHECK(options_.check_every >= 0, ValueError, "DataParallel: check_every must be >= 0; got {}",
+               options_.check_every);
+  for (std::size_t i = 0; i < params_.size(); ++i)
+    UNROLL_CHECK(params_[i].defined() && params_[i].leaf() != nullptr, ValueError,
+                 "DataParallel: parameter {} does not require grad; got {}, expected a leaf with requires_grad", i,
+                 params_[i].defined() ? "a constant" : "an undefined tensor");
+  if (options_.broadcast_at_start) ctx_.broadcast_(params_, 0);
+}
+
+std::pair<std::int64_t, std::int64_t> DataParallel::slice(std::int64_t global_batch) const {
+  std::int64_t begin = 0;
+  for (int r = 0; r < ctx_.rank(); ++r) begin += slice_rows(global_batch, ctx_.world_size(), r);
+  return {begin, begin + slice_rows(global_batch, ctx_.world_size(), ctx_.rank())};
+}
+
+double DataParallel::backward(std::int64_t global_batch,
+                              unroll::detail::FunctionRef<Tensor(const autograd::Shard&)> loss_fn,
+                              std::optional<std::uint64_t> seed) {
+  const int n = ctx_.world_size();
+  UNROLL_CHECK(global_batch >= n, ValueError,
+               "DataParallel::backward: fewer rows than ranks; got a batch of {} over {} ranks, expected at least one "
+               "row per rank",
+               global_batch, n);
+  // The same step seed on every rank (one draw, or the caller's), so shard i's stream is the same whichever
+  // rank runs it.
+  const std::uint64_t step_seed = seed ? *seed : default_generator().next_u64();
+  const std::int64_t per_rank = options_.shards > 0 ? options_.shards : num_threads();
+  autograd::ShardOptions so{.shards = 0, .sizes = {}, .seed = step_seed, .sum_loss = false, .part = {}};
+  std::int64_t first_shard = 0, whole_shards = 0;
+  for (int r = 0; r < n; ++r) {
+    const std::int64_t k = std::min(per_rank, slice_rows(global_batch, n, r));
+    if (r < ctx_.rank()) first_shard += k;
+    whole_shards += k;
+  }
+  const auto [begin, end] = slice(global_batch);
+  so.shards = static_cast<int>(std::min(per_rank, end - begin));
+  so.part = {.whole_rows = global_batch, .first_row = begin, .first_shard = first_shard, .whole_shards = whole_shards};
+
+  // This backward's gradients alone are reduced: what `.grad` held before is put aside and added back after.
+  std::vector<Tensor> before(params_.size());
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    before[i] = params_[i].grad();
+    params_[i].zero_grad();
+  }
+  const auto t0 = Clock::now();
+  double loss = 0;
+  try {
+    ctx_.agree([&] { loss = autograd::sharded_backward(end - begin, loss_fn, so); });
+  } catch (...) {
+    for (std::size_t i = 0; i < params_.size(); ++i) params_[i].leaf()->grad = before[i];  // nothing touched
+    throw;
+  }
+  stats_ = {};
+  stats_.compute_seconds = since(t0);
+  const auto t1 = Clock::now();
+  reduce_gradients();
+  ctx_.all_reduce_buffer(&loss, 1, Dtype::float64, {.op = ReduceOp::sum, .deterministic = options_.deterministic});
+  stats_.reduce_seconds = since(t1);
+  for (std::size_t i = 0; i < params_.size(); ++i)
+    if (before[i].defined()) {
+      Tensor& g = params_[i].leaf()->grad;
+      g = g.defined() ? add(before[i], g) : before[i];
+    }
+  ++calls_;
+  if (options_.check_every > 0 && calls_ % options_.check_every == 0) check_replicas();
+  return loss;
+}
+
+void DataParallel::reduce_gradients() {
+  // Which parameters got a gradient on some rank: those get one (zeros where this rank's slice did not reach
+  // them) on every rank, so every rank reduces the same buffers and the optimizers see the same gradients.
+  std::vector<std::int64_t> reached(params_.size());
+  for (std::size_t i = 0; i < params_.size(); ++i) reached[i] = params_[i].grad().defined() ? 1 : 0;
+  if (ctx_.world_size() > 1 && !reached.empty())
+    ctx_.all_reduce_buffer(reached.data(), static_cast<std::int64_t>(reached.size()), Dtype::int64,
+                           {.op = ReduceOp::max, .deterministic = true});
+  for (std::size_t i = 0; i < params_.size(); ++i)
+    if (reached[i] != 0 && !params_[i].grad().defined())
+      params_[i].leaf()->grad = zeros(params_[i].shape(), params_[i].dtype());
+  if (ctx_.world_size() == 1) return;
+
+  // Buckets: consecutive parameters of one dtype, up to bucket_bytes, packed into one buffer.
+  std::vector<unsigned char> buffer;
+  std::size_t i = 0;
+  while (i < params_.size()) {
+    if (reached[i] == 0) {
+      ++i;
+      continue;
+    }
+    const Dtype d = params_[i].dtype();
+    const std::size_t elem = dtype_size(d);
+    std::size_t j = i, bytes = 0;
+    while (j < params_.size() && (reached[j] == 0 || params_[j].dtype() == d)) {
+      const std::size_t b = reached[j] != 0 ? static_cast<std::size_t>(params_[j].numel()) * elem : 0;
+      if (bytes > 0 && bytes + b > static_cast<std::size_t>(options_.bucket_bytes)) break;
+      bytes += b;
+      ++j;
+    }
+    buffer.resize(bytes);
+    std::size_t at = 0;
+    for (std::size_t k = i; k < j; ++k)
+      if (reached[k] != 0) {
+        const Tensor g = params_[k].grad();
+        const std::size_t b = static_cast<std::size_t>(g.numel()) * elem;
+        std::memcpy(buffer.data() + at, g.raw(), b);
+        at += b;
+      }
+    ctx_.all_reduce_buffer(buffer.data(), static_cast<std::int64_t>(bytes / elem), d,
+                           {.op = ReduceOp::sum, .deterministic = options_.deterministic});
+    at = 0;
+    for (std::size_t k = i; k < j; ++k)
+      if (reached[k] != 0) {
+        Tensor& g = params_[k].leaf()->grad;
+        const std::size_t b = static_cast<std::size_t>(g.numel()) * elem;
+        g = Tensor::empty(g.shape(), d);  // a fresh buffer: the old one may be shared (e.g. with a saved tensor)
+        std::memcpy(g.raw(), buffer.data() + at, b);
+        at += b;
+      }
+    stats_.bytes_reduced += static_cast<std::int64_t>(bytes);
+    ++stats_.buckets;
+    i = j;
+  }
+}
+
+void DataParallel::check_replicas() const {
+  const std::vector<std::uint64_t> sums = ctx_.all_gather(checksum(params_));
+  std::vector<int> drifted;
+  for (int r = 1; r < ctx_.world_size(); ++r)
+    if (sums[static_cast<std::size_t>(r)] != sums[0]) drifted.push_back(r);
+  UNROLL_CHECK(drifted.empty(), StateError,
+               "DataParallel: the ranks' parameters differ after {} steps; got rank(s) {} different from rank 0 "
+               "(checksums {:016x} against {:016x}), expected the same parameters on every rank",
+               calls_, fmt::join(drifted, ", "), drifted.empty() ? 0 : sums[static_cast<std::size_t>(drifted[0])],
+               sums[0]);
+}
+
+void broadcast_state_dict(const Context& ctx, StateDict& dict, int root) {
+  if (ctx.world_size() == 1) return;
+  // The root's layout as text ("name\tdtype\tdim d0 d1 ...\n" per entry), then every tensor's values.
+  std::string layout;
+  if (ctx.rank() == root)
+    for (const auto& [name, t] : dict) {
+      UNROLL_CHECK(name.find_first_of("\t\n") == std::string::npos, ValueError,
+                   "broadcast_state_dict: entry names cannot hold tabs or newlines; got '{}'", name);
+      layout += fmt::format("{}\t{}\t{}", name, static_cast<int>(t.dtype()), t.dim());
+      for (int d = 0; d < t.dim(); ++d) layout += fmt::format(" {}", t.shape()[d]);
+      layout += '\n';
+    }
+  std::uint64_t size = layout.size();
+  ctx.all_reduce_buffer(&size, 1, Dtype::int64, {.op = ReduceOp::max, .deterministic = true});
+  layout.resize(size);
+  Tensor text = Tensor::empty({static_cast<std::int64_t>(size) / 8 + 1}, Dtype::int64);
+  std::memcpy(text.raw(), layout.data(), size);
+  Tensor texts[] = {text};
+  ctx.broadcast_(texts, root);
+  layout.assign(static_cast<const char*>(text.raw()), size);
+  if (ctx.rank() != root) {
+    StateDict received;
+    std::istringstream lines(layout);
+    std::string line;
+    while (std::getline(lines, line)) {
+      const std::size_t tab = line.find('\t');
+      std::istringstream fields(line.substr(tab + 1));
+      int dtype = 0, rank = 0;
+      fields >> dtype >> rank;
+      std::vector<std::int64_t> dims(static_cast<std::size_t>(rank));
+      for (std::int64_t& d : dims) fields >> d;
+      received.insert(line.substr(0, tab), Tensor::empty(Shape(dims), static_cast<Dtype>(dtype)));
+    }
+    dict = std::move(received);
+  }
+  std::vector<Tensor> values;
+  for (const auto& [name, t] : dict) values.push_back(t);
+  ctx.broadcast_(values, root);  // the handles share the entries' storage
+}
+
+}  // namespace unroll::dist
