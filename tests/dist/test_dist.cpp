@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
+#include <unroll/dist/checkpoint.hpp>
 #include <unroll/dist/data_parallel.hpp>
 #include <unroll/unroll.hpp>
 
@@ -42,6 +45,18 @@ struct TinyLM {
     for (const auto* m : std::initializer_list<const nn::Module*>{&lstm, &head})
       for (const Tensor& t : m->parameters()) p.push_back(t);
     return p;
+  }
+  StateDict state_dict() const {
+    StateDict d;
+    d.merge(embed.state_dict(), "embed.");
+    d.merge(lstm.state_dict(), "lstm.");
+    d.merge(head.state_dict(), "head.");
+    return d;
+  }
+  void load_state_dict(const StateDict& d) {
+    embed.load_state_dict(d.sub("embed."));
+    lstm.load_state_dict(d.sub("lstm."));
+    head.load_state_dict(d.sub("head."));
   }
   // Mean cross-entropy of columns [begin, end) of x, y [T, B].
   Tensor loss(const Tensor& x, const Tensor& y, std::int64_t begin, std::int64_t rows) const {
@@ -309,5 +324,52 @@ TEST_SUITE("dist/data_parallel") {
     for (const Tensor& p : params) CHECK_FALSE(p.grad().defined());
     CHECK_THROWS_AS(dp.backward(ctx().world_size() - 1, [&](const autograd::Shard& s) { return m.loss(x, y, s.begin, s.size()); }),
                     ValueError);
+  }
+
+  TEST_CASE("resume: rank 0 writes, every rank loads; the resumed run equals the uninterrupted one, bit for bit") {
+    // One path for all ranks: rank 0's process id names it.
+    const std::uint64_t id = ctx().all_gather(static_cast<std::uint64_t>(::getpid()))[0];
+    const std::string path = (std::filesystem::temp_directory_path() / fmt::format("unroll_dist_resume_{}.ckpt", id)).string();
+    auto train = [&](TinyLM& m, optim::Adam& opt, dist::DataParallel& dp, int from, int to) {
+      for (int step = from; step < to; ++step) {
+        Generator data(1000 + static_cast<std::uint64_t>(step));  // the data order: a function of the step
+        const Tensor x = randint({4, 6}, 0, TinyLM::V, data), y = randint({4, 6}, 0, TinyLM::V, data);
+        dp.backward(6, [&](const autograd::Shard& s) { return m.loss(x, y, s.begin, s.size()); });
+        opt.step();
+        opt.zero_grad();
+      }
+    };
+    manual_seed(31);
+    TinyLM whole(Dtype::float32, 0.2);
+    optim::Adam whole_opt(whole.parameters(), {.lr = 0.02});
+    dist::DataParallel whole_dp(ctx(), whole.parameters(), {.shards = 1});
+    train(whole, whole_opt, whole_dp, 0, 6);
+
+    manual_seed(31);
+    TinyLM first(Dtype::float32, 0.2);
+    optim::Adam first_opt(first.parameters(), {.lr = 0.02});
+    dist::DataParallel first_dp(ctx(), first.parameters(), {.shards = 1});
+    train(first, first_opt, first_dp, 0, 3);
+    dist::save_checkpoint(ctx(), path,
+                          {.model = first.state_dict(), .optimizer = first_opt.state_dict(), .scheduler = {}, .step = 3,
+                           .rng = default_generator().state(), .extra = {}, .extra_tensors = {}});
+
+    manual_seed(99);  // a different start, replaced by the checkpoint
+    TinyLM resumed(Dtype::float32, 0.2);
+    optim::Adam resumed_opt(resumed.parameters(), {.lr = 0.02});
+    dist::DataParallel resumed_dp(ctx(), resumed.parameters(), {.shards = 1});
+    const Checkpoint c = dist::load_checkpoint(ctx(), path);
+    CHECK(c.step == 3);
+    CHECK(c.extra.at("dist.world_size") == std::to_string(ctx().world_size()));
+    resumed.load_state_dict(c.model);
+    resumed_opt.load_state_dict(c.optimizer);
+    default_generator().set_state(c.rng);
+    train(resumed, resumed_opt, resumed_dp, 3, 6);
+    CHECK(dist::checksum(resumed.parameters()) == dist::checksum(whole.parameters()));
+    CHECK(same_on_all_ranks(resumed.parameters()));
+    ctx().barrier();
+    if (ctx().is_root()) std::filesystem::remove(path);
+    // A file that cannot be read stops every rank, naming the rank and the file.
+    CHECK_THROWS_WITH_AS(dist::load_checkpoint(ctx(), path + ".missing"), doctest::Contains("rank 0 of"), dist::RankError);
   }
 }
