@@ -237,8 +237,10 @@ void Context::agree(unroll::detail::FunctionRef<void()> fn) const {
     error = std::current_exception();
     message = "an exception that is not a std::exception";
   }
-  // Each rank's message length (0: it succeeded), then the lowest failing rank's message to everyone. (A world
-  // of one throws the same RankError: the caller's handling does not depend on the world's size.)
+  // Each rank's message length (0: it succeeded) and error code, then the lowest failing rank's message to
+  // everyone. (A world of one throws the same RankError: the caller's handling does not depend on its size.)
+  const int code = !error ? 0 : error_code ? error_code(error) : 1;
+  const std::vector<std::uint64_t> codes = all_gather(static_cast<std::uint64_t>(static_cast<std::uint32_t>(code)));
   const std::vector<std::uint64_t> lengths = all_gather(error ? message.size() + 1 : 0);
   int failed = -1, others = 0;
   for (int r = 0; r < size_; ++r)
@@ -252,7 +254,8 @@ void Context::agree(unroll::detail::FunctionRef<void()> fn) const {
   text.pop_back();  // the terminating NUL
   throw RankError(fmt::format("rank {} of {}: {}{}", failed, size_, text,
                               others > 0 ? fmt::format(" (and {} more rank(s) failed)", others) : std::string()),
-                  failed, rank_ == failed ? error : nullptr);
+                  failed, rank_ == failed ? error : nullptr,
+                  static_cast<int>(static_cast<std::uint32_t>(codes[static_cast<std::size_t>(failed)])));
 }
 
 void Context::abort(int code, const std::string& message) const {

@@ -20,6 +20,7 @@
 // peers may be waiting), so an error that escapes anyway still ends the whole job instead of hanging it.
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -44,16 +45,20 @@ struct ReduceOptions {
 /// "rank R of N: <the failing rank's message>".
 class RankError : public Error {
  public:
-  RankError(const std::string& message, int failed_rank, std::exception_ptr original)
-      : Error(message), failed_rank_(failed_rank), original_(std::move(original)) {}
+  RankError(const std::string& message, int failed_rank, std::exception_ptr original, int code)
+      : Error(message), failed_rank_(failed_rank), original_(std::move(original)), code_(code) {}
   /// The rank whose exception this is (the lowest, when several failed).
   int failed_rank() const { return failed_rank_; }
   /// That rank's own exception, on that rank; null on the others.
   std::exception_ptr original() const { return original_; }
+  /// What Context::error_code said of that exception on that rank (1 without one): e.g. the exit code every
+  /// rank of a program should end with.
+  int code() const { return code_; }
 
  private:
   int failed_rank_;
   std::exception_ptr original_;
+  int code_;
 };
 
 class Context {
@@ -87,6 +92,9 @@ class Context {
   /// "rank R of N: <message>" for the lowest failing rank R (the others' count is added). A collective: every
   /// rank must call it.
   void agree(unroll::detail::FunctionRef<void()> fn) const;
+
+  /// Classifies a failing rank's exception for RankError::code() (an exit code, say); every rank learns it.
+  std::function<int(const std::exception_ptr&)> error_code;
 
   /// Ends the whole job now (MPI_Abort) with `code`, after printing `message` (if not empty) to stderr.
   [[noreturn]] void abort(int code, const std::string& message = {}) const;

@@ -129,6 +129,32 @@ elseif(MODE STREQUAL "loss_check")
                    ${WORK}/real/checkpoint.safetensors)
   expect_run(NAME "smoke run, loss flat" COMMAND ${EXE} --smoke ${flat} --out ${WORK}/smoke EXIT 1
              STDERR "^char_lm: the loss did not fall; got [0-9.e+-]+ at the end, expected below 0.8 x [0-9.e+-]+ \\(the first step's\\)\n$")
+elseif(MODE STREQUAL "mpi")
+  # 2 ranks x 1 shard compute what 1 process x 2 shards does, bit for bit: the same samples (drawn from the
+  # model at steps 60 and 120 and at the end). Only rank 0 prints and writes.
+  set(run ${EXE} --smoke --steps 120)
+  expect_run(NAME "one process, 2 shards" COMMAND ${run} --threads 2 --shards 2 --out ${WORK}/single)
+  expect_run(NAME "2 ranks, 1 shard each" COMMAND ${MPIEXEC} -np 2 ${run} --threads 1 --shards 1 --out ${WORK}/mpi
+             STDOUT "^[^\n]*char_lm: .*char_lm: 120 steps in [^\n]*\n"
+             FILES ${WORK}/mpi/metrics.csv ${WORK}/mpi/loss.svg ${WORK}/mpi/samples.txt ${WORK}/mpi/checkpoint.safetensors
+             OUTPUT_VARIABLE out)
+  string(REGEX MATCHALL "steps in" finals "${out}")
+  list(LENGTH finals n)
+  if(NOT n EQUAL 1)
+    message(FATAL_ERROR "under mpirun the final line was printed ${n} times, expected once (rank 0)")
+  endif()
+  expect_same_file(NAME "2 ranks sample what 1 process of 2 shards samples"
+                   A ${WORK}/single/samples.txt B ${WORK}/mpi/samples.txt)
+  # Resume under MPI equals the uninterrupted MPI run, byte for byte.
+  expect_run(NAME "2 ranks, stopped at step 60" COMMAND ${MPIEXEC} -np 2 ${run} --threads 1 --shards 1
+             --out ${WORK}/mpi_resumed --stop-at 60 STDOUT "stopped at step 60")
+  expect_run(NAME "2 ranks, resumed" COMMAND ${MPIEXEC} -np 2 ${run} --threads 1 --shards 1 --out ${WORK}/mpi_resumed
+             --resume STDOUT "resuming at step 60")
+  expect_same_file(NAME "resumed under MPI equals uninterrupted"
+                   A ${WORK}/mpi/checkpoint.safetensors B ${WORK}/mpi_resumed/checkpoint.safetensors)
+  # A bad flag: one message (rank 0's), exit code 2 (mpirun adds its own notice of the abort).
+  expect_run(NAME "bad flag under mpirun" COMMAND ${MPIEXEC} -np 2 ${EXE} --smoke --hidden 0 --out ${WORK}/bad EXIT 2
+             STDERR "char_lm: --hidden out of range" OUTPUT_VARIABLE ignored)
 else()
   message(FATAL_ERROR "ctest.cmake: unknown MODE; got '${MODE}', expected smoke, resume, errors or loss_check")
 endif()

@@ -33,6 +33,7 @@
 #include <unroll/unroll.hpp>
 
 #include "../common/cli.hpp"
+#include "../common/distributed.hpp"
 #include "../common/csv.hpp"
 #include "../common/data.hpp"
 #include "../common/progress.hpp"
@@ -85,6 +86,7 @@ struct Options {
   double temperature = 0.8;
   std::int64_t sample_chars = 600;
   int threads = 0;
+  bool distributed = false;  ///< join an MPI job (automatic when started by mpirun with several processes)
 };
 
 // The fields a --resume takes from the checkpoint (flag name, accessor as text).
@@ -369,14 +371,34 @@ Carry carry_rows(const Carry& c, std::int64_t begin, std::int64_t size) {
   return out;
 }
 
-/// The shards' carries, in batch order, joined back into one along the stream dimension.
+/// The shards' carries, in batch order, joined back into one along the stream dimension (empty slots, between
+/// one shard's first stream and the next's, are skipped).
 Carry join_carries(const std::vector<Carry>& shards) {
   Carry out;
   for (const auto& [name, first] : shards.front()) {
     std::vector<Tensor> parts;
-    for (const Carry& s : shards) parts.push_back(s.at(name));
+    for (const Carry& s : shards)
+      if (!s.empty()) parts.push_back(s.at(name));
     out[name] = cat(parts, 1);
   }
+  return out;
+}
+
+/// Across ranks: the carry of streams [row0, row0 + rows) on this rank -> every stream's, on every rank (each
+/// rank's rows put into zeros of the whole batch's width, summed over the ranks: exact, x + 0 = x).
+Carry whole_carry(const examples::Job& job, const Carry& mine, std::int64_t row0, std::int64_t batch) {
+  std::vector<std::string> names;
+  std::vector<Tensor> whole;
+  for (const auto& [name, t] : mine) {
+    Shape before = t.shape(), after = t.shape();
+    before[1] = row0;
+    after[1] = batch - row0 - t.size(1);
+    names.push_back(name);
+    whole.push_back(cat({zeros(before, t.dtype()), t, zeros(after, t.dtype())}, 1));
+  }
+  job.sum_over_ranks(whole);
+  Carry out;
+  for (std::size_t i = 0; i < names.size(); ++i) out[names[i]] = whole[i];
   return out;
 }
 
@@ -774,12 +796,16 @@ Checkpoint load_for_resume(Run& run, const std::string& path) {
 
 int train_or_sample(Run& run) {
   Options& o = run.o;
+  // Under mpirun: one rank of a data-parallel job (examples/common/distributed.hpp); only rank 0 prints and
+  // writes files. Every rank reads the same data and checkpoint, so setup errors are the same on every rank.
+  examples::Job& job = examples::join_job(kProgram, o.distributed);
   const std::string ck_path = default_checkpoint(o);
   std::optional<Checkpoint> ck;
   if (o.resume || o.sample_only) ck = load_for_resume(run, ck_path);
   ModelConfig& m = o.model;
   if (!ck) m.schedule_steps = o.steps;
   if (o.threads > 0) set_num_threads(o.threads);
+  else if (job.active()) set_num_threads(job.default_threads());  // the cores shared among this machine's ranks
   if (m.shards == 0) m.shards = std::min<std::int64_t>(num_threads(), m.batch);
 
   // Data and vocabulary (sampling needs only the vocabulary, which the checkpoint holds).
@@ -856,10 +882,14 @@ int train_or_sample(Run& run) {
   UNROLL_CHECK(!ec, examples::UsageError, "{}: cannot create --out directory; got '{}' ({}), expected a writable path",
                kProgram, o.out, ec.message());
   const std::filesystem::path out_dir(o.out);
-  examples::CsvWriter metrics((out_dir / "metrics.csv").string(),
-                              {"step", "train_loss", "val_bpc", "tokens_per_s", "lr"},
-                              ck ? std::optional<double>(static_cast<double>(step)) : std::nullopt);
-  std::FILE* samples = std::fopen((out_dir / "samples.txt").string().c_str(), ck ? "a" : "w");
+  // Files are rank 0's (in a single process: this one's); the other ranks write nothing.
+  std::optional<examples::CsvWriter> metrics;
+  if (job.is_root())
+    metrics.emplace((out_dir / "metrics.csv").string(),
+                    std::vector<std::string>{"step", "train_loss", "val_bpc", "tokens_per_s", "lr"},
+                    ck ? std::optional<double>(static_cast<double>(step)) : std::nullopt);
+  std::FILE* samples = std::fopen(job.is_root() ? (out_dir / "samples.txt").string().c_str() : "/dev/null",
+                                  ck ? "a" : "w");
   UNROLL_CHECK(samples != nullptr, examples::UsageError,
                "{}: cannot write '{}'; got an error, expected a writable --out", kProgram,
                (out_dir / "samples.txt").string());
@@ -873,10 +903,11 @@ int train_or_sample(Run& run) {
     c.extra["char_lm.data_fingerprint"] = fmt::format("{:016x}", data_print);
     c.extra["char_lm.first_loss"] = fmt::format("{}", first_loss);
     for (const auto& [name, t] : carry) c.extra_tensors.insert("carry_" + name, t);
-    save_checkpoint(ck_path, c);
+    job.save_checkpoint(ck_path, c);  // rank 0 writes; every rank waits for the complete file
   };
   const auto plot = [&]() {
-    const examples::CsvTable& t = metrics.table();
+    if (!metrics) return;
+    const examples::CsvTable& t = metrics->table();
     examples::PlotSeries train{.name = "train"}, val{.name = "validation", .markers = true};
     for (const auto& r : t.rows) {
       if (r[1]) train.x.push_back(*r[0]), train.y.push_back(*r[1] / std::numbers::ln2);
@@ -900,7 +931,11 @@ int train_or_sample(Run& run) {
   examples::Progress progress(
       {.total_steps = o.steps, .first_step = step, .tokens_per_step = T * B, .plain_every = o.log_every});
   const std::vector<Tensor> params = model.parameters();
-  std::vector<Carry> shard_next(static_cast<std::size_t>(m.shards));
+  // Across ranks: every rank starts from rank 0's parameters and computes streams [row0, row1) of each batch.
+  job.attach(params, static_cast<int>(m.shards));
+  const auto [row0, row1] = job.slice(B);
+  // Each shard's next carry, by its first stream (shards run concurrently: one slot each, no locking).
+  std::vector<Carry> shard_next(static_cast<std::size_t>(row1 - row0));
   double interval_loss = 0, smooth = NAN, train_seconds = 0;
   // Worse than a uniform guess over the vocabulary for three logged intervals in a row: diverged.
   examples::DivergenceWatch divergence(
@@ -909,7 +944,7 @@ int train_or_sample(Run& run) {
        .patience = 3,
        .hint = fmt::format("try a smaller --lr (now {}) or a tighter --clip (now {})", m.lr, m.clip)});
   std::int64_t interval_steps = 0;
-  double last_val = NAN;
+  double last_val = NAN, last_interval_loss = NAN;
   using Clock = std::chrono::steady_clock;
   while (step < last) {
     const auto t0 = Clock::now();
@@ -919,13 +954,14 @@ int train_or_sample(Run& run) {
     const Tensor y_tb = reshape(y, {T, B});
     // Forward and backward of each shard of streams on its own thread; the gradients are summed into the
     // parameters in shard order, so the step equals the unsharded one up to float summation order.
-    const double l = autograd::sharded_backward(
+    // Across ranks, each computes its streams and the gradients are summed over the ranks (job.backward).
+    const double l = job.backward(
         B,
         [&](const autograd::Shard& s) {
           CharModel::RnnOut rnn_out;
           auto [logits, next] =
               model.forward(narrow(x, 1, s.begin, s.size()), carry_rows(carry, s.begin, s.size()), &rnn_out);
-          shard_next[static_cast<std::size_t>(s.index)] = carry_forward(next);
+          shard_next[static_cast<std::size_t>(s.begin - row0)] = carry_forward(next);
           // BPTT through this window only: the carry came in detached
           Tensor loss = cross_entropy(logits, reshape(narrow(y_tb, 1, s.begin, s.size()), {-1}));
           if (m.ar > 0) loss = loss + nn::activation_regularization(rnn_out.dropped, m.ar);
@@ -942,6 +978,7 @@ int train_or_sample(Run& run) {
     opt.zero_grad();
     if (schedule.last_epoch() < m.schedule_steps) schedule.step();
     carry = join_carries(shard_next);
+    if (job.active()) carry = whole_carry(job, carry, row0, B);  // every rank holds every stream's state
     ++step;
     train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
 
@@ -966,15 +1003,17 @@ int train_or_sample(Run& run) {
       }
       // Before this interval's checkpoint: a diverged run stops with the last good checkpoint on disk.
       divergence.check(step, interval_loss / static_cast<double>(interval_steps));
-      metrics.row({static_cast<double>(step), interval_loss / static_cast<double>(interval_steps), val,
-                   static_cast<double>(interval_steps * T * B) / train_seconds, opt.lr()});
+      last_interval_loss = interval_loss / static_cast<double>(interval_steps);
+      if (metrics)  // tokens/s: the whole job's (every rank's share of the global batch)
+        metrics->row({static_cast<double>(step), last_interval_loss, val,
+                      static_cast<double>(interval_steps * T * B) / train_seconds, opt.lr()});
       interval_loss = 0, interval_steps = 0, train_seconds = 0;
       plot();
     }
     if (step % o.checkpoint_every == 0 || step == last) save();
   }
   progress.finish();
-  const double final_loss = metrics.table().rows.back()[1].value_or(NAN);
+  const double final_loss = last_interval_loss;
   fmt::print("{}: {} steps in {}, {} tokens/s; train loss {:.4f} ({:.4f} bits/char), validation {:.4f} bits/char\n",
              kProgram, step, examples::format_duration(progress.elapsed_seconds()),
              examples::format_count(progress.tokens_per_second()), final_loss, final_loss / std::numbers::ln2,
@@ -984,7 +1023,7 @@ int train_or_sample(Run& run) {
     fmt::print("{}: stopped at step {} (--stop-at); continue with --resume\n", kProgram, step);
     return 0;
   }
-  if (o.diagnose) diagnose(model, val_ids, T, B, o.out, m.cell);
+  if (o.diagnose && job.is_root()) diagnose(model, val_ids, T, B, o.out, m.cell);
   if (o.sample_chars > 0) {
     Generator gen(m.seed ^ 0x5a3c9e17u);
     const std::string s = o.prompt + sample(model, vocab, o.prompt, o.sample_chars, o.temperature, gen);
@@ -1063,8 +1102,13 @@ int main(int argc, char** argv) {
     app.add_flag("--diagnose", o.diagnose,
                  "after training: per-step gradient norms (diagnose_grad_norm.csv/.svg) and a gate-saturation table "
                  "(diagnose_gates.csv) on a window of validation text");
+      app.add_flag("--distributed", o.distributed,
+                 "join a data-parallel MPI job (automatic under mpirun with several processes): each rank trains on "
+                 "its share of every batch, rank 0 prints and writes the files");
     app.add_flag("--smoke", o.smoke, "a tiny run of a few seconds (what CI runs); fails unless the loss falls");
     if (auto code = examples::parse_command_line(app, argc, argv)) return *code;
+    // Before any check: under mpirun a bad flag is then reported once (by rank 0), not once per rank.
+    examples::join_job(kProgram, o.distributed);
     run.app = &app;
     if (o.smoke) {  // tiny defaults; flags given explicitly still win
       const examples::FlagDefaults def(app);

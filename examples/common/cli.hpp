@@ -13,6 +13,7 @@
 //     });
 //   }
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <optional>
 #include <string_view>
@@ -32,6 +33,8 @@ std::optional<int> parse_command_line(CLI::App& app, int argc, char** argv);
 /// written) print their message to stderr and give kUsageExitCode; DivergedError gives kDivergedExitCode; any other exception prints
 /// "<program>: internal error: <what>" and gives 1.
 int guarded_main(std::string_view program, const std::function<int()>& body);
+/// The exit code guarded_main gives an exception: kUsageExitCode, kDivergedExitCode or 1.
+int exit_code_of(const std::exception_ptr& error);
 
 /// UsageError "<program>: <flag> out of range; got <value>, expected <lo> <= <flag> <= <hi>" unless lo <= value <= hi.
 template <class T>

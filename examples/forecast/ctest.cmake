@@ -75,6 +75,13 @@ elseif(MODE STREQUAL "loss_check")
              FILES ${WORK}/real/metrics.csv ${WORK}/real/loss.svg ${WORK}/real/forecast.svg)
   expect_run(NAME "smoke run, loss flat" COMMAND ${EXE} --smoke ${flat} --out ${WORK}/smoke EXIT 1
              STDERR "^forecast: the loss did not fall; got [0-9.e+-]+ at the end, expected below 0.8 x [0-9.e+-]+ \\(the first 10 steps'\\)\n$")
+elseif(MODE STREQUAL "mpi")
+  # 2 ranks of a data-parallel job: the smoke run learns and rank 0 writes the files; an absurd learning rate
+  # stops every rank (exit 3) with rank 0's one message naming the op.
+  expect_run(NAME "2 ranks" COMMAND ${MPIEXEC} -np 2 ${EXE} --smoke --out ${WORK}/mpi
+             STDOUT "test RMSE over 26 steps ahead: gru" FILES ${WORK}/mpi/metrics.csv ${WORK}/mpi/forecast.svg)
+  expect_run(NAME "2 ranks, non-finite loss" COMMAND ${MPIEXEC} -np 2 ${EXE} --smoke --out ${WORK}/bad --lr 1e30 EXIT 3
+             STDERR "forecast: training diverged at step [0-9]+; got loss (inf|-?nan), expected a finite loss \\(the step run again stops at")
 else()
   message(FATAL_ERROR "ctest.cmake: unknown MODE; got '${MODE}', expected smoke, errors or loss_check")
 endif()

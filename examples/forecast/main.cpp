@@ -27,6 +27,7 @@
 #include <unroll/unroll.hpp>
 
 #include "../common/cli.hpp"
+#include "../common/distributed.hpp"
 #include "../common/csv.hpp"
 #include "../common/progress.hpp"
 #include "../common/series.hpp"
@@ -61,6 +62,7 @@ struct Options {
   std::uint64_t seed = 1;
   int threads = 0;
   bool smoke = false;
+  bool distributed = false;  ///< join an MPI job (automatic when started by mpirun with several processes)
 };
 
 /// What --dataset chooses when the matching flags are not given.
@@ -259,13 +261,17 @@ double test_rmse(const Windows& w, F forecast) {
 // ---------------------------------------------------------------------------------------------------------
 
 int run(Options& o) {
+  // Under mpirun: one rank of a data-parallel job (examples/common/distributed.hpp); rank 0 prints and writes.
+  examples::Job& job = examples::join_job(kProgram, o.distributed);
   if (o.threads > 0) set_num_threads(o.threads);
+  else if (job.active()) set_num_threads(job.default_threads());  // the cores shared among this machine's ranks
   const examples::Series series = examples::read_series(kProgram, "--data", o.data, o.column);
   Windows w = make_windows(o, series, o.data);
   const auto n = static_cast<std::int64_t>(w.y.size());
 
   manual_seed(o.seed);
   Forecaster model(o, w.features);
+  job.attach(model.parameters(), 1);  // across ranks: every rank now holds rank 0's parameters
   optim::Adam opt(model.parameters(), {.lr = o.lr});
   optim::CosineAnnealingLR schedule(opt, o.steps, o.lr / 10);  // decay to a tenth over the run
   Generator gen(o.seed ^ 0x9e3779b97f4a7c15ull);               // minibatch draws, apart from initialisation
@@ -275,8 +281,10 @@ int run(Options& o) {
   UNROLL_CHECK(!ec, examples::UsageError, "{}: cannot create --out directory; got '{}' ({}), expected a writable path",
                kProgram, o.out, ec.message());
   const std::filesystem::path out_dir(o.out);
-  examples::CsvWriter metrics((out_dir / "metrics.csv").string(),
-                              {"step", "train_loss", "test_loss", "test_rmse", "lr"});
+  std::optional<examples::CsvWriter> metrics;  // rank 0's (in a single process: this one's)
+  if (job.is_root())
+    metrics.emplace((out_dir / "metrics.csv").string(),
+                    std::vector<std::string>{"step", "train_loss", "test_loss", "test_rmse", "lr"});
 
   // Baselines on the same test windows: the last value, and the value one season before each target.
   const double naive =
@@ -295,7 +303,8 @@ int run(Options& o) {
 
   const auto plot_loss = [&]() {
     examples::PlotSeries train{.name = "train"}, test{.name = "test", .markers = true};
-    for (const auto& r : metrics.table().rows) {
+    if (!metrics) return;
+    for (const auto& r : metrics->table().rows) {
       if (r[1]) train.x.push_back(*r[0]), train.y.push_back(*r[1]);
       if (r[2]) test.x.push_back(*r[0]), test.y.push_back(*r[2]);
     }
@@ -323,9 +332,19 @@ int run(Options& o) {
   for (std::int64_t step = 1; step <= o.steps; ++step) {
     for (auto& t : origins) t = w.train_origins[static_cast<std::size_t>(gen.next_u64() % w.train_origins.size())];
     auto [x, y] = w.batch(origins);
-    Tensor loss = mse_loss(model.forward(x), y);
-    loss.backward();
-    const double l = loss.item();
+    double l = 0;
+    if (job.active()) {  // each rank its rows of the batch, the gradients summed over the ranks
+      l = job.backward(
+          o.batch,
+          [&](const autograd::Shard& s) {
+            return mse_loss(model.forward(narrow(x, 1, s.begin, s.size())), narrow(y, 0, s.begin, s.size()));
+          },
+          {.shards = 1});
+    } else {
+      Tensor loss = mse_loss(model.forward(x), y);
+      loss.backward();
+      l = loss.item();
+    }
     // Before the update, while the parameters are still the ones that gave the loss: a non-finite loss stops
     // the run, naming the op where it went non-finite (the step run again under anomaly detection).
     divergence.check(step, l, [&] { return examples::locate_non_finite(model, [&] { return mse_loss(model.forward(x), y); }); });
@@ -349,7 +368,7 @@ int run(Options& o) {
       }
       last_interval = interval_loss / static_cast<double>(interval_steps);
       if (std::isnan(first_interval)) first_interval = last_interval;
-      metrics.row({static_cast<double>(step), last_interval, test_loss, rmse, opt.lr()});
+      if (metrics) metrics->row({static_cast<double>(step), last_interval, test_loss, rmse, opt.lr()});
       interval_loss = 0, interval_steps = 0;
       plot_loss();
     }
@@ -376,7 +395,8 @@ int run(Options& o) {
       forecast.x.push_back(x_of(t + 1 + h)), forecast.y.push_back(pred[i][static_cast<std::size_t>(h)]);
     forecast.x.push_back(NAN), forecast.y.push_back(NAN);  // a break before the next segment
   }
-  examples::write_line_plot(
+  if (job.is_root())
+    examples::write_line_plot(
       (out_dir / "forecast.svg").string(),
       {.title = fmt::format("{}: {}-step forecasts, test RMSE {:.3g} (naive {:.3g}, seasonal naive {:.3g})",
                             series.column, w.H, last_rmse, naive, seasonal),
@@ -433,8 +453,13 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--seed", o.seed, "random seed")->capture_default_str();
     app.add_option("--threads", o.threads, "threads for BLAS and TBB (0: all cores)")->capture_default_str();
+    app.add_flag("--distributed", o.distributed,
+                 "join a data-parallel MPI job (automatic under mpirun with several processes): each rank trains on "
+                 "its share of every batch, rank 0 prints and writes the files");
     app.add_flag("--smoke", o.smoke, "a tiny run of a few seconds (what CI runs); fails unless the loss falls");
     if (auto code = examples::parse_command_line(app, argc, argv)) return *code;
+    // Before any check: under mpirun a bad flag is then reported once (by rank 0), not once per rank.
+    examples::join_job(kProgram, o.distributed);
 
     const Preset* preset = nullptr;
     for (const Preset& p : kPresets)
