@@ -17,8 +17,20 @@
 #include "harness.hpp"
 #include "tiny_rnn_loops.hpp"
 
+#ifdef UNROLL_BENCH_MPI
+#include <cstdio>
+#include <cstdlib>
+
+#include <unroll/dist/data_parallel.hpp>
+#endif
+
 namespace {
 constexpr std::uint64_t kSeed = 42;
+
+#ifdef UNROLL_BENCH_MPI
+// Started by mpirun with several processes: the ranks of a data-parallel job (lstm_lm), rank 0 prints.
+std::unique_ptr<unroll::dist::Context> g_mpi;
+#endif
 
 // --shards K (default: --threads): with K > 1 a training step splits its batch into K shards that run
 // forward and backward on their own threads (autograd::sharded_backward); 1 runs the plain step, which
@@ -320,6 +332,44 @@ bench::Prepared lm_step(bench::Args& args, LmDefaults defaults) {
     unroll::Tensor out = model->rnn(x);    // [T, b, H]
     return unroll::cross_entropy(model->head(unroll::reshape(out, {rows, H})), tgt);
   };
+#ifdef UNROLL_BENCH_MPI
+  // Under mpirun: the global batch B split over the ranks (each with --shards shards), gradients summed in
+  // buckets of --bucket-kb (dist::DataParallel); extra reports the reduction's share of the step.
+  if (g_mpi) {
+    const bool deterministic = args.get_int("deterministic", 1, 0) != 0;
+    auto dp = std::make_shared<unroll::dist::DataParallel>(
+        *g_mpi, model->parameters(),
+        unroll::dist::DataParallelOptions{.shards = shards,
+                                          .bucket_bytes = std::int64_t{args.get_int("bucket-kb", 4096, 1)} * 1024,
+                                          .deterministic = deterministic});
+    auto stats = std::make_shared<std::vector<unroll::dist::DataParallelStats>>();
+    auto dp_step = [model, adam, tokens, targets, T, B, loss_of, dp, stats] {
+      const unroll::Tensor targets_tb = unroll::reshape(targets, {T, B});
+      dp->backward(B, [&](const unroll::autograd::Shard& s) {
+        const unroll::Tensor tgt = unroll::narrow(targets_tb, 1, s.begin, s.size());
+        return loss_of(unroll::narrow(tokens, 1, s.begin, s.size()), unroll::reshape(tgt, {T * s.size()}));
+      });
+      stats->push_back(dp->last_stats());
+      adam->step();
+      adam->zero_grad();
+    };
+    nlohmann::json config = {{"batch", B}, {"seq", T}, {"hidden", H}, {"layers", L}, {"cell", cell},
+                             {"ranks", g_mpi->world_size()}, {"shards_per_rank", shards},
+                             {"deterministic", deterministic}, {"bucket_kb", args.get_int("bucket-kb", 4096, 1)}};
+    auto extra = [stats] {
+      std::vector<double> reduce, compute;
+      for (const auto& st : *stats) reduce.push_back(st.reduce_seconds * 1e3), compute.push_back(st.compute_seconds * 1e3);
+      std::sort(reduce.begin(), reduce.end());
+      std::sort(compute.begin(), compute.end());
+      const auto med = [](const std::vector<double>& v) { return v.empty() ? NAN : v[v.size() / 2]; };
+      return nlohmann::json{{"reduce_ms_median", med(reduce)},
+                            {"compute_ms_median", med(compute)},
+                            {"bytes_reduced_per_step", stats->empty() ? 0 : stats->back().bytes_reduced},
+                            {"buckets_per_step", stats->empty() ? 0 : stats->back().buckets}};
+    };
+    return {config, static_cast<double>(B) * T, dp_step, extra};
+  }
+#endif
   auto step = [model, adam, tokens, targets, T, B, shards, loss_of] {
     if (shards > 1) {
       const unroll::Tensor targets_tb = unroll::reshape(targets, {T, B});
@@ -686,5 +736,11 @@ const std::vector<bench::Workload> kWorkloads = {
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef UNROLL_BENCH_MPI
+  if (const char* n = std::getenv("OMPI_COMM_WORLD_SIZE"); n != nullptr && std::atoi(n) > 1) {
+    g_mpi = std::make_unique<unroll::dist::Context>();
+    if (!g_mpi->is_root()) (void)std::freopen("/dev/null", "w", stdout);  // one JSON line: rank 0's
+  }
+#endif
   return bench::run_main(argc, argv, "unroll", kWorkloads, [](int n) { unroll::set_num_threads(n); });
 }
