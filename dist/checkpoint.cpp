@@ -1,6 +1,10 @@
 #include "checkpoint.hpp"
 
+#include <cstring>
+
 #include <fmt/format.h>
+
+#include "data_parallel.hpp"
 
 namespace unroll::dist {
 
@@ -12,9 +16,55 @@ void save_checkpoint(const Context& ctx, const std::string& path, Checkpoint che
   });
 }
 
-Checkpoint load_checkpoint(const Context& ctx, const std::string& path) {
+namespace {
+// Bytes from `root` to every rank (a string's length, then its contents as int64 words).
+void broadcast_bytes(const Context& ctx, std::string& bytes, int root) {
+  std::uint64_t size = ctx.rank() == root ? bytes.size() : 0;
+  ctx.all_reduce_buffer(&size, 1, Dtype::int64, {.op = ReduceOp::max, .deterministic = true});
+  Tensor words[] = {Tensor::empty({static_cast<std::int64_t>(size / 8 + 1)}, Dtype::int64)};
+  if (ctx.rank() == root) std::memcpy(words[0].raw(), bytes.data(), size);
+  ctx.broadcast_(words, root);
+  bytes.assign(static_cast<const char*>(words[0].raw()), size);
+}
+}  // namespace
+
+Checkpoint load_checkpoint(const Context& ctx, const std::string& path, const std::function<void()>& before) {
   Checkpoint c;
-  ctx.agree([&] { c = unroll::load_checkpoint(path); });
+  ctx.agree([&] {
+    if (!ctx.is_root()) return;
+    if (before) before();
+    c = unroll::load_checkpoint(path);
+  });
+  if (ctx.world_size() == 1) return c;
+  // Rank 0's copy to everyone: the other machines need no copy of the file.
+  broadcast_state_dict(ctx, c.model);
+  broadcast_state_dict(ctx, c.optimizer);
+  broadcast_state_dict(ctx, c.scheduler);
+  broadcast_state_dict(ctx, c.extra_tensors);
+  std::string fixed(sizeof(c.step) + sizeof(c.rng.s) + sizeof(c.rng.spare_normal) + 1, '\0');
+  if (ctx.is_root()) {
+    char* p = fixed.data();
+    std::memcpy(p, &c.step, sizeof(c.step));
+    std::memcpy(p += sizeof(c.step), c.rng.s.data(), sizeof(c.rng.s));
+    std::memcpy(p += sizeof(c.rng.s), &c.rng.spare_normal, sizeof(c.rng.spare_normal));
+    p[sizeof(c.rng.spare_normal)] = c.rng.has_spare ? 1 : 0;
+  }
+  broadcast_bytes(ctx, fixed, 0);
+  const char* p = fixed.data();
+  std::memcpy(&c.step, p, sizeof(c.step));
+  std::memcpy(c.rng.s.data(), p += sizeof(c.step), sizeof(c.rng.s));
+  std::memcpy(&c.rng.spare_normal, p += sizeof(c.rng.s), sizeof(c.rng.spare_normal));
+  c.rng.has_spare = p[sizeof(c.rng.spare_normal)] != 0;
+  std::string extra;  // "key\0value\0" pairs
+  if (ctx.is_root())
+    for (const auto& [k, v] : c.extra) extra += k + '\0' + v + '\0';
+  broadcast_bytes(ctx, extra, 0);
+  c.extra.clear();
+  for (std::size_t at = 0; at < extra.size();) {
+    const std::size_t k_end = extra.find('\0', at), v_end = extra.find('\0', k_end + 1);
+    c.extra[extra.substr(at, k_end - at)] = extra.substr(k_end + 1, v_end - k_end - 1);
+    at = v_end + 1;
+  }
   return c;
 }
 

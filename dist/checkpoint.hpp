@@ -7,7 +7,8 @@
 // and the data order are the caller's and do not change; what changes is which rows each rank computes and
 // how the batch is cut into shards, so gradients agree with the uninterrupted run up to float summation order
 // (and dropout masks, drawn per shard, differ) instead of bit for bit. The world size that wrote the file is
-// kept in its extra entry "dist.world_size".
+// kept in its extra entry "dist.world_size". Only rank 0's machine reads and writes the file.
+#include <functional>
 #include <string>
 
 #include "../core/checkpoint.hpp"
@@ -19,8 +20,9 @@ namespace unroll::dist {
 /// every rank (RankError naming rank 0 and the IoError's message). A collective.
 void save_checkpoint(const Context& ctx, const std::string& path, Checkpoint checkpoint);
 
-/// Every rank reads `path` (on a shared file system, or the same file copied to each machine). A rank that
-/// cannot read it stops every rank (RankError with its message). A collective.
-Checkpoint load_checkpoint(const Context& ctx, const std::string& path);
+/// Rank 0 reads `path` (after `before`, e.g. a check that it exists with the caller's own message) and sends
+/// the checkpoint to every rank: only rank 0's machine needs the file. A failure stops every rank (RankError
+/// naming rank 0 and the error's message). A collective.
+Checkpoint load_checkpoint(const Context& ctx, const std::string& path, const std::function<void()>& before = {});
 
 }  // namespace unroll::dist

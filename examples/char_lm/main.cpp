@@ -771,11 +771,13 @@ struct Run {
 /// Loads the checkpoint's settings into o.model. A flag the user gave that differs is a UsageError: an
 /// exact continuation needs the same model and stream.
 Checkpoint load_for_resume(Run& run, const std::string& path) {
-  UNROLL_CHECK(std::filesystem::exists(path), examples::UsageError,
-               "{}: no checkpoint to {}; got no file '{}', expected one written by an earlier run (same --out, or "
-               "give --checkpoint)",
-               kProgram, run.o.sample_only ? "sample from" : "resume", path);
-  Checkpoint ck = load_checkpoint(path);
+  // Under mpirun rank 0 reads it and sends it to the others (only its machine needs the file).
+  Checkpoint ck = examples::join_job(kProgram, run.o.distributed).load_checkpoint(path, [&] {
+    UNROLL_CHECK(std::filesystem::exists(path), examples::UsageError,
+                 "{}: no checkpoint to {}; got no file '{}', expected one written by an earlier run (same --out, or "
+                 "give --checkpoint)",
+                 kProgram, run.o.sample_only ? "sample from" : "resume", path);
+  });
   for (const Setting& s : kSettings) {
     const std::string saved = extra_at(ck, meta_key(s.flag), path);
     if (s.flag[0] == '-' && run.given(s.flag) && !run.o.sample_only) {

@@ -124,6 +124,14 @@ int Job::default_threads() const {
   return std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / here);
 }
 
+Checkpoint Job::load_checkpoint(const std::string& path, const std::function<void()>& before) const {
+#ifdef UNROLL_EXAMPLES_MPI
+  if (impl_->ctx) return dist::load_checkpoint(*impl_->ctx, path, before);
+#endif
+  if (before) before();
+  return unroll::load_checkpoint(path);
+}
+
 void Job::save_checkpoint(const std::string& path, const Checkpoint& checkpoint) const {
 #ifdef UNROLL_EXAMPLES_MPI
   if (impl_->ctx) return dist::save_checkpoint(*impl_->ctx, path, checkpoint);

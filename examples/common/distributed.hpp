@@ -59,6 +59,9 @@ class Job {
   /// The threads a rank should use when the user did not say: this machine's cores shared among the job's
   /// ranks on it (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE), at least 1; num_threads() in a single process.
   int default_threads() const;
+  /// Rank 0 runs `before` (a check with the program's own message) and reads the checkpoint, then sends it to
+  /// every rank (dist::load_checkpoint); in a single process, both here.
+  Checkpoint load_checkpoint(const std::string& path, const std::function<void()>& before) const;
   /// Rank 0 writes the checkpoint (atomically); every rank returns once it is complete.
   void save_checkpoint(const std::string& path, const Checkpoint& checkpoint) const;
 
