@@ -152,6 +152,11 @@ elseif(MODE STREQUAL "mpi")
              --resume STDOUT "resuming at step 60")
   expect_same_file(NAME "resumed under MPI equals uninterrupted"
                    A ${WORK}/mpi/checkpoint.safetensors B ${WORK}/mpi_resumed/checkpoint.safetensors)
+  # Another world size resumes too (same data order; the batch is cut differently): 2 ranks -> 1 process.
+  expect_run(NAME "2 ranks, stopped at step 60 (for 1 process)" COMMAND ${MPIEXEC} -np 2 ${run} --threads 1
+             --shards 1 --out ${WORK}/mpi_to_single --stop-at 60 STDOUT "stopped at step 60")
+  expect_run(NAME "resumed as 1 process" COMMAND ${run} --threads 1 --shards 1 --out ${WORK}/mpi_to_single --resume
+             STDOUT "resuming at step 60.*char_lm: 120 steps in")
   # A bad flag: one message (rank 0's), exit code 2 (mpirun adds its own notice of the abort).
   expect_run(NAME "bad flag under mpirun" COMMAND ${MPIEXEC} -np 2 ${EXE} --smoke --hidden 0 --out ${WORK}/bad EXIT 2
              STDERR "char_lm: --hidden out of range" OUTPUT_VARIABLE ignored)
