@@ -24,6 +24,7 @@
 #include "core/state_dict.hpp"
 #include "core/tensor.hpp"
 #include "nn/cells.hpp"
+#include "nn/crf.hpp"
 #include "nn/diagnostics.hpp"
 #include "nn/fuse.hpp"
 #include "nn/init.hpp"
