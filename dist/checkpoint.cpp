@@ -55,15 +55,29 @@ Checkpoint load_checkpoint(const Context& ctx, const std::string& path, const st
   std::memcpy(c.rng.s.data(), p += sizeof(c.step), sizeof(c.rng.s));
   std::memcpy(&c.rng.spare_normal, p += sizeof(c.rng.s), sizeof(c.rng.spare_normal));
   c.rng.has_spare = p[sizeof(c.rng.spare_normal)] != 0;
-  std::string extra;  // "key\0value\0" pairs
+  // The extra strings, each as an 8-byte length and its bytes (keys and values may hold any byte).
+  std::string extra;
+  auto put = [&](const std::string& v) {
+    const std::uint64_t n = v.size();
+    extra.append(reinterpret_cast<const char*>(&n), sizeof(n));
+    extra += v;
+  };
   if (ctx.is_root())
-    for (const auto& [k, v] : c.extra) extra += k + '\0' + v + '\0';
+    for (const auto& [k, v] : c.extra) put(k), put(v);
   broadcast_bytes(ctx, extra, 0);
   c.extra.clear();
-  for (std::size_t at = 0; at < extra.size();) {
-    const std::size_t k_end = extra.find('\0', at), v_end = extra.find('\0', k_end + 1);
-    c.extra[extra.substr(at, k_end - at)] = extra.substr(k_end + 1, v_end - k_end - 1);
-    at = v_end + 1;
+  std::size_t at = 0;
+  auto take = [&]() {
+    std::uint64_t n = 0;
+    std::memcpy(&n, extra.data() + at, sizeof(n));
+    at += sizeof(n);
+    std::string v = extra.substr(at, n);
+    at += n;
+    return v;
+  };
+  while (at + 2 * sizeof(std::uint64_t) <= extra.size()) {
+    std::string k = take();
+    c.extra[k] = take();
   }
   return c;
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -80,6 +81,8 @@ std::uint64_t layout_hash(std::span<const Tensor> tensors) {
   };
   mix(tensors.size());
   for (const Tensor& t : tensors) {
+    mix(t.defined() ? 1 : 0);
+    if (!t.defined()) continue;
     mix(static_cast<std::uint64_t>(t.dtype()));
     mix(static_cast<std::uint64_t>(t.dim()));
     for (int d = 0; d < t.dim(); ++d) mix(static_cast<std::uint64_t>(t.shape()[d]));
@@ -89,12 +92,22 @@ std::uint64_t layout_hash(std::span<const Tensor> tensors) {
 }  // namespace
 
 Context::Context() : uncaught_(std::uncaught_exceptions()) {
-  int initialised = 0;
+  int initialised = 0, finalised = 0;
   MPI_Initialized(&initialised);
+  MPI_Finalized(&finalised);
+  UNROLL_CHECK(!finalised, StateError,
+               "dist::Context: MPI has been finalised; got a Context made after the last one was destroyed, expected "
+               "one Context (or nested ones) for the whole program (MPI can be initialised once per process)");
   if (!initialised) {
     int provided = 0;
     check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
     g_we_initialised = true;
+    if (provided < MPI_THREAD_FUNNELED) {
+      MPI_Finalize();
+      throw StateError(fmt::format("dist::Context: this MPI gives thread level {}, expected at least "
+                                   "MPI_THREAD_FUNNELED (the calling thread makes MPI calls while worker threads run)",
+                                   provided));
+    }
     // Errors come back as codes (check_mpi turns them into exceptions) instead of aborting the job silently.
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   }
@@ -140,10 +153,14 @@ void check_same_layout(const Context& ctx, const char* op, std::span<const Tenso
 void Context::broadcast_(std::span<Tensor> tensors, int root) const {
   UNROLL_CHECK(root >= 0 && root < size_, ValueError, "broadcast_: no such root rank; got {}, expected 0 <= root < {}",
                root, size_);
-  for (const Tensor& t : tensors)
+  // The layouts first (a collective every rank reaches): a check that failed on one rank only would leave
+  // the others waiting; after it, the tensors are alike everywhere, so the checks below fail on every rank.
+  if (size_ > 1) check_same_layout(*this, "broadcast_", tensors, root);
+  for (const Tensor& t : tensors) {
     UNROLL_CHECK(t.defined(), ValueError, "broadcast_: undefined tensor; got an undefined tensor, expected a tensor");
+    mpi_type("broadcast_", t.dtype());
+  }
   if (size_ == 1) return;
-  check_same_layout(*this, "broadcast_", tensors, root);
   for (Tensor& t : tensors) {
     if (t.numel() == 0) continue;
     check_mpi(MPI_Bcast(t.raw(), as_int(t.numel(), "broadcast_"), mpi_type("broadcast_", t.dtype()), root,
@@ -156,51 +173,57 @@ void Context::all_reduce_buffer(void* data, std::int64_t count, Dtype dtype, Red
   const MPI_Datatype type = mpi_type("all_reduce_", dtype);
   UNROLL_CHECK(o.op != ReduceOp::mean || is_floating(dtype), DtypeError,
                "all_reduce_: mean needs a floating dtype; got {}, expected float32 or float64", dtype);
-  if (size_ > 1 && count > 0) {
+  const std::size_t elem = dtype_size(dtype);
+  // Slices of at most 2^28 elements: every count and displacement below fits MPI's int.
+  constexpr std::int64_t kSlice = std::int64_t{1} << 28;
+  for (std::int64_t begin = 0; size_ > 1 && begin < count; begin += kSlice) {
+    const std::int64_t n = std::min(kSlice, count - begin);
+    unsigned char* slice = static_cast<unsigned char*>(data) + static_cast<std::size_t>(begin) * elem;
     if (!o.deterministic) {
-      check_mpi(MPI_Allreduce(MPI_IN_PLACE, data, as_int(count, "all_reduce_"), type, mpi_op(o.op), MPI_COMM_WORLD),
+      check_mpi(MPI_Allreduce(MPI_IN_PLACE, slice, as_int(n, "all_reduce_"), type, mpi_op(o.op), MPI_COMM_WORLD),
                 "MPI_Allreduce");
-    } else {
-      // Rank j owns chunk j: every rank sends it its piece (all-to-all), j reduces the pieces in rank order,
-      // then every rank gathers the reduced chunks. Same result on every rank, whatever MPI's algorithms.
-      const auto n = static_cast<std::size_t>(size_);
-      std::vector<int> counts(n), displs(n), recv_counts(n), recv_displs(n);
-      for (std::size_t j = 0, at = 0; j < n; ++j) {
-        counts[j] = as_int(count / size_ + (static_cast<std::int64_t>(j) < count % size_ ? 1 : 0), "all_reduce_");
-        displs[j] = static_cast<int>(at);
-        at += static_cast<std::size_t>(counts[j]);
-      }
-      const int mine = counts[static_cast<std::size_t>(rank_)];
-      for (std::size_t i = 0; i < n; ++i) recv_counts[i] = mine, recv_displs[i] = static_cast<int>(i) * mine;
-      const std::size_t elem = dtype_size(dtype);
-      std::vector<unsigned char> pieces(static_cast<std::size_t>(mine) * n * elem);
-      check_mpi(MPI_Alltoallv(data, counts.data(), displs.data(), type, pieces.data(), recv_counts.data(),
-                              recv_displs.data(), type, MPI_COMM_WORLD),
-                "MPI_Alltoallv");
-      void* own = static_cast<unsigned char*>(data) + static_cast<std::size_t>(displs[static_cast<std::size_t>(rank_)]) * elem;
-      dispatch(dtype, [&]<class T>(T*) {
-        reduce_in_rank_order(reinterpret_cast<const T*>(pieces.data()), mine, size_, o.op, static_cast<T*>(own));
-      });
-      check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, type, data, counts.data(), displs.data(), type, MPI_COMM_WORLD),
-                "MPI_Allgatherv");
+      continue;
     }
+    // Rank j owns chunk j: every rank sends it its piece (all-to-all), j reduces the pieces in rank order,
+    // then every rank gathers the reduced chunks. Same result on every rank, whatever MPI's algorithms.
+    const auto ranks = static_cast<std::size_t>(size_);
+    std::vector<int> counts(ranks), displs(ranks), recv_counts(ranks), recv_displs(ranks);
+    std::int64_t at = 0;
+    for (std::size_t j = 0; j < ranks; ++j) {
+      counts[j] = as_int(n / size_ + (static_cast<std::int64_t>(j) < n % size_ ? 1 : 0), "all_reduce_");
+      displs[j] = as_int(at, "all_reduce_");
+      at += counts[j];
+    }
+    const int mine = counts[static_cast<std::size_t>(rank_)];
+    for (std::size_t i = 0; i < ranks; ++i)
+      recv_counts[i] = mine, recv_displs[i] = as_int(static_cast<std::int64_t>(i) * mine, "all_reduce_");
+    std::vector<unsigned char> pieces(static_cast<std::size_t>(mine) * ranks * elem);
+    check_mpi(MPI_Alltoallv(slice, counts.data(), displs.data(), type, pieces.data(), recv_counts.data(),
+                            recv_displs.data(), type, MPI_COMM_WORLD),
+              "MPI_Alltoallv");
+    void* own = slice + static_cast<std::size_t>(displs[static_cast<std::size_t>(rank_)]) * elem;
+    dispatch(dtype, [&]<class T>(T*) {
+      reduce_in_rank_order(reinterpret_cast<const T*>(pieces.data()), mine, size_, o.op, static_cast<T*>(own));
+    });
+    check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, type, slice, counts.data(), displs.data(), type, MPI_COMM_WORLD),
+              "MPI_Allgatherv");
   }
   if (o.op == ReduceOp::mean && size_ > 1)
     dispatch(dtype, [&]<class T>(T*) {
       if constexpr (std::is_floating_point_v<T>) {
         T* p = static_cast<T*>(data);
-        const T n = static_cast<T>(size_);
-        for (std::int64_t k = 0; k < count; ++k) p[k] /= n;
+        const T ranks = static_cast<T>(size_);
+        for (std::int64_t k = 0; k < count; ++k) p[k] /= ranks;
       }
     });
 }
 
 void Context::all_reduce_(std::span<Tensor> tensors, ReduceOptions o) const {
+  if (size_ > 1) check_same_layout(*this, "all_reduce_", tensors, 0);  // first: see broadcast_
   for (const Tensor& t : tensors) {
     UNROLL_CHECK(t.defined(), ValueError, "all_reduce_: undefined tensor; got an undefined tensor, expected a tensor");
     mpi_type("all_reduce_", t.dtype());
   }
-  if (size_ > 1) check_same_layout(*this, "all_reduce_", tensors, 0);
   // One packed buffer per dtype: a model of many small tensors makes one call per dtype, not one per tensor.
   for (Dtype d : {Dtype::float32, Dtype::float64, Dtype::int64}) {
     std::int64_t total = 0;
@@ -239,7 +262,12 @@ void Context::agree(unroll::detail::FunctionRef<void()> fn) const {
   }
   // Each rank's message length (0: it succeeded) and error code, then the lowest failing rank's message to
   // everyone. (A world of one throws the same RankError: the caller's handling does not depend on its size.)
-  const int code = !error ? 0 : error_code ? error_code(error) : 1;
+  int code = error ? 1 : 0;
+  if (error && error_code) try {  // the caller's classifier must not keep this rank from the gather below
+      code = error_code(error);
+    } catch (...) {
+      code = 1;
+    }
   const std::vector<std::uint64_t> codes = all_gather(static_cast<std::uint64_t>(static_cast<std::uint32_t>(code)));
   const std::vector<std::uint64_t> lengths = all_gather(error ? message.size() + 1 : 0);
   int failed = -1, others = 0;

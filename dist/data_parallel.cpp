@@ -1,5 +1,6 @@
 #include "data_parallel.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <sstream>
@@ -16,8 +17,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Rows of rank r's slice of a batch of b rows over n ranks: near-equal, the first b % n one longer.
-std::int64_t slice_rows(std::int64_t b, int n, int r) { return b / n + (r < b % n ? 1 : 0); }
 }  // namespace
 
 std::uint64_t checksum(std::span<const Tensor> tensors) {
@@ -43,37 +42,64 @@ DataParallel::DataParallel(const Context& ctx, std::vector<Tensor> params, DataP
     UNROLL_CHECK(params_[i].defined() && params_[i].leaf() != nullptr, ValueError,
                  "DataParallel: parameter {} does not require grad; got {}, expected a leaf with requires_grad", i,
                  params_[i].defined() ? "a constant" : "an undefined tensor");
+  // A parameter listed twice (tied weights) is reduced once: twice would sum its gradient N times over.
+  std::vector<Tensor> unique;
+  for (const Tensor& p : params_)
+    if (std::none_of(unique.begin(), unique.end(), [&](const Tensor& q) { return q.leaf() == p.leaf(); }))
+      unique.push_back(p);
+  params_ = std::move(unique);
+  // Every rank's shard count (ranks on machines with other core counts may differ): the job's shards are
+  // numbered and sized from these, the same on every rank.
+  const std::int64_t mine = options_.shards > 0 ? options_.shards : num_threads();
+  for (std::uint64_t k : ctx_.all_gather(static_cast<std::uint64_t>(mine)))
+    shard_counts_.push_back(static_cast<std::int64_t>(k));
   if (options_.broadcast_at_start) ctx_.broadcast_(params_, 0);
 }
 
+DataParallel::Plan DataParallel::plan(std::int64_t global_batch) const {
+  // The global batch cut into the job's shards (near-equal, the first B % S one row longer) exactly as one
+  // process of S shards cuts it; rank r computes a contiguous run of shard_counts_[r] of them.
+  std::int64_t whole = 0;
+  for (std::int64_t k : shard_counts_) whole += k;
+  // Fewer rows than shards: one shard per rank (as sharded_backward gives one row per shard).
+  const std::vector<std::int64_t> ones(shard_counts_.size(), 1);
+  const std::vector<std::int64_t>& counts = global_batch >= whole ? shard_counts_ : ones;
+  if (global_batch < whole) whole = ctx_.world_size();
+  UNROLL_CHECK(global_batch >= whole, ValueError,
+               "DataParallel::backward: fewer rows than ranks; got a batch of {} over {} ranks, expected at least "
+               "one row per rank",
+               global_batch, ctx_.world_size());
+  Plan p;
+  p.whole_shards = whole;
+  std::int64_t shard = 0, row = 0;
+  for (int r = 0; r < ctx_.world_size(); ++r) {
+    if (r == ctx_.rank()) p.first_shard = shard, p.begin = row;
+    for (std::int64_t i = 0; i < counts[static_cast<std::size_t>(r)]; ++i, ++shard) {
+      const std::int64_t rows = global_batch / whole + (shard < global_batch % whole ? 1 : 0);
+      if (r == ctx_.rank()) p.sizes.push_back(rows);
+      row += rows;
+    }
+    if (r == ctx_.rank()) p.end = row;
+  }
+  return p;
+}
+
 std::pair<std::int64_t, std::int64_t> DataParallel::slice(std::int64_t global_batch) const {
-  std::int64_t begin = 0;
-  for (int r = 0; r < ctx_.rank(); ++r) begin += slice_rows(global_batch, ctx_.world_size(), r);
-  return {begin, begin + slice_rows(global_batch, ctx_.world_size(), ctx_.rank())};
+  const Plan p = plan(global_batch);
+  return {p.begin, p.end};
 }
 
 double DataParallel::backward(std::int64_t global_batch,
                               unroll::detail::FunctionRef<Tensor(const autograd::Shard&)> loss_fn,
                               std::optional<std::uint64_t> seed) {
-  const int n = ctx_.world_size();
-  UNROLL_CHECK(global_batch >= n, ValueError,
-               "DataParallel::backward: fewer rows than ranks; got a batch of {} over {} ranks, expected at least one "
-               "row per rank",
-               global_batch, n);
+  const Plan p = plan(global_batch);  // the same on every rank: a bad batch fails everywhere
   // The same step seed on every rank (one draw, or the caller's), so shard i's stream is the same whichever
   // rank runs it.
   const std::uint64_t step_seed = seed ? *seed : default_generator().next_u64();
-  const std::int64_t per_rank = options_.shards > 0 ? options_.shards : num_threads();
-  autograd::ShardOptions so{.shards = 0, .sizes = {}, .seed = step_seed, .sum_loss = false, .part = {}};
-  std::int64_t first_shard = 0, whole_shards = 0;
-  for (int r = 0; r < n; ++r) {
-    const std::int64_t k = std::min(per_rank, slice_rows(global_batch, n, r));
-    if (r < ctx_.rank()) first_shard += k;
-    whole_shards += k;
-  }
-  const auto [begin, end] = slice(global_batch);
-  so.shards = static_cast<int>(std::min(per_rank, end - begin));
-  so.part = {.whole_rows = global_batch, .first_row = begin, .first_shard = first_shard, .whole_shards = whole_shards};
+  const std::int64_t begin = p.begin, end = p.end;
+  autograd::ShardOptions so{.shards = 0, .sizes = p.sizes, .seed = step_seed, .sum_loss = false, .part = {}};
+  so.part = {.whole_rows = global_batch, .first_row = begin, .first_shard = p.first_shard,
+             .whole_shards = p.whole_shards};
 
   // This backward's gradients alone are reduced: what `.grad` held before is put aside and added back after.
   std::vector<Tensor> before(params_.size());
@@ -177,14 +203,17 @@ void broadcast_state_dict(const Context& ctx, StateDict& dict, int root) {
   if (ctx.world_size() == 1) return;
   // The root's layout as text ("name\tdtype\tdim d0 d1 ...\n" per entry), then every tensor's values.
   std::string layout;
-  if (ctx.rank() == root)
+  ctx.agree([&] {  // the root's checks, agreed: a failure there must not leave the others waiting
+    if (ctx.rank() != root) return;
     for (const auto& [name, t] : dict) {
       UNROLL_CHECK(name.find_first_of("\t\n") == std::string::npos, ValueError,
                    "broadcast_state_dict: entry names cannot hold tabs or newlines; got '{}'", name);
+      UNROLL_CHECK(t.defined(), ValueError, "broadcast_state_dict: entry '{}' is undefined; expected a tensor", name);
       layout += fmt::format("{}\t{}\t{}", name, static_cast<int>(t.dtype()), t.dim());
       for (int d = 0; d < t.dim(); ++d) layout += fmt::format(" {}", t.shape()[d]);
       layout += '\n';
     }
+  });
   std::uint64_t size = layout.size();
   ctx.all_reduce_buffer(&size, 1, Dtype::int64, {.op = ReduceOp::max, .deterministic = true});
   layout.resize(size);

@@ -12,10 +12,12 @@
 //     opt.step(); opt.zero_grad();                      // identical on every rank
 //   }
 //
-// backward() splits the global batch of B rows into one contiguous slice per rank (the first B % N ranks one
-// row longer) and each rank runs its slice as autograd::sharded_backward does, with its own threads and
-// shards; the shards are numbered across the whole job, so loss_fn sees global rows and N ranks of k shards
-// compute exactly what one process of N·k shards computes (same rows per shard, same dropout streams). Then
+// backward() cuts the global batch of B rows into the job's S shards (S = the ranks' shard counts summed;
+// near-equal, as one process of S shards cuts it) and each rank runs its contiguous run of them as
+// autograd::sharded_backward does, on its own threads; the shards are numbered across the whole job, so
+// loss_fn sees global rows and every shard gets the rows and the dropout stream it would get in one process of
+// S shards. (With one shard per rank the gradients are then bit-identical to that process's; with more, the
+// shards' gradients are added in another grouping, so equal up to float summation order.) Then
 // the gradients are summed over ranks in buckets of about `bucket_bytes` (few MPI calls for many small
 // parameters), deterministically by default, so every rank's `.grad` equals the single-process gradient of the
 // whole batch up to float summation order — and is bit-identical on every rank and from run to run.
@@ -80,8 +82,16 @@ class DataParallel {
 
  private:
   void reduce_gradients();
+  // How a global batch is cut: this rank's rows [begin, end), its shards' sizes, and its first shard's index
+  // among the job's whole_shards.
+  struct Plan {
+    std::int64_t begin = 0, end = 0, first_shard = 0, whole_shards = 0;
+    std::vector<std::int64_t> sizes;
+  };
+  Plan plan(std::int64_t global_batch) const;
 
   const Context& ctx_;
+  std::vector<std::int64_t> shard_counts_;  ///< every rank's shards per step, in rank order
   std::vector<Tensor> params_;
   DataParallelOptions options_;
   DataParallelStats stats_;

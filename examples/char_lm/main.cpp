@@ -815,11 +815,13 @@ int train_or_sample(Run& run) {
   Vocab vocab;
   if (ck) vocab = Vocab::from_text(extra_at(*ck, "char_lm.vocab", ck_path));
   if (!o.sample_only) {
-    text = examples::read_data_file(kProgram, "--data", o.data);
-    const auto nul = text.find('\0');
-    UNROLL_CHECK(nul == std::string::npos, examples::UsageError,
-                 "{}: --data file is not text; got a NUL byte at offset {} of '{}', expected a text file", kProgram,
-                 nul, o.data);
+    job.agree([&] {  // under mpirun every rank reads its own copy: one that cannot stops all, with one message
+      text = examples::read_data_file(kProgram, "--data", o.data);
+      const auto nul = text.find('\0');
+      UNROLL_CHECK(nul == std::string::npos, examples::UsageError,
+                   "{}: --data file is not text; got a NUL byte at offset {} of '{}', expected a text file", kProgram,
+                   nul, o.data);
+    });
     if (!ck) vocab = Vocab::of(text);
   }
   manual_seed(m.seed);

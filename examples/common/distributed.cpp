@@ -1,6 +1,7 @@
 #include "distributed.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -52,7 +53,11 @@ Job& join_job([[maybe_unused]] std::string_view program, bool requested) {
   if (g_job) return *g_job;
   g_job.reset(new Job());
   g_job->impl_ = std::make_unique<Job::Impl>();
-  const bool join = requested || launched_ranks() > 1;
+  // Without MPI in this build, copies started by mpirun run as independent single processes (said once).
+  if (!have_mpi() && !requested && launched_ranks() > 1)
+    std::fprintf(stderr, "%.*s: started by mpirun, but this build has no MPI: each copy runs alone\n",
+                 static_cast<int>(program.size()), program.data());
+  const bool join = requested || (have_mpi() && launched_ranks() > 1);
   if (!join) return *g_job;
 #ifdef UNROLL_EXAMPLES_MPI
   Job& job = *g_job;
@@ -142,10 +147,10 @@ void Job::save_checkpoint(const std::string& path, const Checkpoint& checkpoint)
 std::optional<int> Job::report(std::string_view program, const std::exception_ptr& error, int code,
                                const std::string& message) const {
 #ifdef UNROLL_EXAMPLES_MPI
-  if (!active()) return std::nullopt;
+  if (!impl_->ctx) return std::nullopt;
   try {
     std::rethrow_exception(error);
-  } catch (const dist::RankError& e) {
+  } catch (const dist::RankError& e) {  // (also in a world of one: --distributed without mpirun)
     // Every rank has it; the failing rank prints it (its text names the rank), all end with its code.
     if (e.failed_rank() == rank_)
       fmt::print(stderr, "{}{}\n", e.code() == 1 ? fmt::format("{}: internal error: ", program) : std::string(),
@@ -153,9 +158,16 @@ std::optional<int> Job::report(std::string_view program, const std::exception_pt
     return e.code();
   } catch (...) {
   }
-  // Not agreed: an error every rank met alike (a global loss that diverged) or one of this rank alone. Rank 0
-  // reports it; then the job ends here, since a peer may be waiting in a collective this rank will not join.
-  if (rank_ == 0) fmt::print(stderr, "{}\n", message);
+  if (!active()) return std::nullopt;
+  // Not agreed: an error every rank met alike (a bad flag, a global loss that diverged) — or, rarely, one of this
+  // rank alone (the programs agree on their data reading). Rank 0 reports it; the job ends here, since a peer
+  // may be waiting in a collective this rank will not join. The others wait a moment first, so that rank 0's
+  // message is out before an abort ends it.
+  if (rank_ == 0) {
+    fmt::print(stderr, "{}\n", message);
+  } else {
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+  }
   std::fflush(stdout);
   std::fflush(stderr);
   impl_->ctx->abort(code);

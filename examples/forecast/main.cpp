@@ -265,7 +265,8 @@ int run(Options& o) {
   examples::Job& job = examples::join_job(kProgram, o.distributed);
   if (o.threads > 0) set_num_threads(o.threads);
   else if (job.active()) set_num_threads(job.default_threads());  // the cores shared among this machine's ranks
-  const examples::Series series = examples::read_series(kProgram, "--data", o.data, o.column);
+  examples::Series series;  // under mpirun every rank reads its own copy: one that cannot stops all
+  job.agree([&] { series = examples::read_series(kProgram, "--data", o.data, o.column); });
   Windows w = make_windows(o, series, o.data);
   const auto n = static_cast<std::int64_t>(w.y.size());
 
