@@ -544,11 +544,16 @@ int run(const Options& o) {
       which.push_back(order[next++]);
     }
     const Batch b = make_batch(d, d.train, which);
-    // Per token (cross-entropy) or per sentence (CRF), the batch's mean.
+    // Per token (cross-entropy) or per sentence (CRF), the batch's mean: each shard of sentences (on its own
+    // thread, autograd::sharded_backward) returns its part of the sum over the whole batch.
     const double per = static_cast<double>(o.crf ? static_cast<std::int64_t>(which.size()) : b.tokens);
-    Tensor loss = model.loss_sum(b) / per;
-    loss.backward();
-    const double l = loss.item();
+    const double l = autograd::sharded_backward(
+        static_cast<std::int64_t>(which.size()),
+        [&](const autograd::Shard& s) {
+          const std::vector<std::size_t> part(which.begin() + s.begin, which.begin() + s.end);
+          return model.loss_sum(make_batch(d, d.train, part)) / per;
+        },
+        {.sum_loss = true});
     divergence.check(step, l, [&] { return examples::locate_non_finite(model, [&] { return model.loss_sum(b) / per; }); });
     optim::clip_grad_norm_(params, o.clip > 0 ? o.clip : INFINITY);
     opt.step();
