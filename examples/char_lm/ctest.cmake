@@ -38,6 +38,16 @@ if(MODE STREQUAL "smoke")
   # The user's own data, in the same format (any text), with the custom cell.
   string(REPEAT "the cat sat on the mat. the dog sat on the log.\n" 60 text)
   file(WRITE ${WORK}/mine.txt "${text}")
+  # --test: a checkpoint's bits/char on another text, without training (and after training, as the last line).
+  expect_run(NAME "eval-only on another text" COMMAND ${EXE} --eval-only --test ${WORK}/mine.txt --out ${run}
+             STDOUT "^char_lm: test [0-9.]+ bits/char on '[^']*mine.txt' \\(2880 characters\\)\n$")
+  expect_run(NAME "--test after training" COMMAND ${EXE} --smoke --steps 60 --test ${WORK}/mine.txt --out ${WORK}/t
+             STDOUT "char_lm: test [0-9.]+ bits/char on '[^']*mine.txt' \\(2880 characters\\)\n$")
+  file(WRITE ${WORK}/odd.txt "an unseen character: \u00e9 is not in Austen's vocabulary\n")
+  expect_run(NAME "eval-only, a character the model never saw" COMMAND ${EXE} --eval-only --test ${WORK}/odd.txt
+             --out ${run} EXIT 2 STDERR "^char_lm: --test file has a character the model never saw")
+  expect_run(NAME "eval-only without --test" COMMAND ${EXE} --eval-only --out ${run} EXIT 2
+             STDERR "^char_lm: --eval-only needs a text to evaluate; got no --test FILE")
   expect_run(NAME "own data, custom cell" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --cell custom --window 16
              --batch 4 --steps 80 --out ${WORK}/mine FILES ${WORK}/mine/metrics.csv ${WORK}/mine/loss.svg)
   # The AWD-LSTM regularisers together (they must still let the loss fall).

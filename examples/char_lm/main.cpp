@@ -80,6 +80,8 @@ struct Options {
   std::int64_t eval_every = 250, eval_chars = 60000, checkpoint_every = 250, log_every = 50;
   std::int64_t stop_at = 0;  ///< 0: run to --steps
   bool resume = false, sample_only = false, smoke = false, count_params = false;
+  std::string test;        ///< a text to report bits/char on (after training, or from the checkpoint with eval_only)
+  bool eval_only = false;  ///< no training: the checkpoint's bits/char on --test
   bool no_fuse = false;  ///< --cell custom: run the cell op by op instead of fused
   bool diagnose = false;  ///< after training: per-step gradient norms and gate saturation (nn/diagnostics.hpp)
   std::string prompt;
@@ -757,10 +759,30 @@ void check_options(const Options& o) {
   check_flag_range<std::int64_t>(kProgram, "--shards", m.shards, 0, m.batch);
   UNROLL_CHECK(!(o.resume && o.sample_only), examples::UsageError,
                "{}: conflicting flags; got --resume and --sample-only, expected at most one", kProgram);
+  UNROLL_CHECK(!o.eval_only || (!o.resume && !o.sample_only), examples::UsageError,
+               "{}: conflicting flags; got --eval-only with --{}, expected --eval-only alone", kProgram,
+               o.resume ? "resume" : "sample-only");
+  UNROLL_CHECK(!o.eval_only || !o.test.empty(), examples::UsageError,
+               "{}: --eval-only needs a text to evaluate; got no --test FILE, expected --eval-only --test FILE",
+               kProgram);
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Training
+
+/// --test FILE: the model's bits/char on that text (windows of T over up to B streams, as validation), printed
+/// as the program's last line "char_lm: test <bits> bits/char on '<file>' (<n> characters)". UsageError for a
+/// text too short for one window, or with a character the model never saw.
+int report_test(CharModel& model, const Vocab& vocab, const Options& o, std::int64_t T, std::int64_t B) {
+  const std::string text = examples::read_data_file(kProgram, "--test", o.test);
+  UNROLL_CHECK(static_cast<std::int64_t>(text.size()) >= T + 1, examples::UsageError,
+               "{}: --test file too short for --window {}; got {} bytes in '{}', expected at least {}", kProgram, T,
+               text.size(), o.test, T + 1);
+  const std::vector<std::uint8_t> ids = vocab.encode(text, "--test file");
+  const double bits = evaluate(model, ids, T, B);
+  fmt::print("{}: test {:.4f} bits/char on '{}' ({} characters)\n", kProgram, bits, o.test, ids.size());
+  return 0;
+}
 
 struct Run {
   Options o;
@@ -776,11 +798,11 @@ Checkpoint load_for_resume(Run& run, const std::string& path) {
     UNROLL_CHECK(std::filesystem::exists(path), examples::UsageError,
                  "{}: no checkpoint to {}; got no file '{}', expected one written by an earlier run (same --out, or "
                  "give --checkpoint)",
-                 kProgram, run.o.sample_only ? "sample from" : "resume", path);
+                 kProgram, run.o.sample_only ? "sample from" : run.o.eval_only ? "evaluate" : "resume", path);
   });
   for (const Setting& s : kSettings) {
     const std::string saved = extra_at(ck, meta_key(s.flag), path);
-    if (s.flag[0] == '-' && run.given(s.flag) && !run.o.sample_only) {
+    if (s.flag[0] == '-' && run.given(s.flag) && !run.o.sample_only && !run.o.eval_only) {
       UNROLL_CHECK(s.get(run.o.model) == saved, examples::UsageError,
                    "{}: {} differs from the checkpoint; got {}, expected {} (the checkpoint's) or no {}", kProgram,
                    s.flag, s.get(run.o.model), saved, s.flag);
@@ -803,7 +825,7 @@ int train_or_sample(Run& run) {
   examples::Job& job = examples::join_job(kProgram, o.distributed);
   const std::string ck_path = default_checkpoint(o);
   std::optional<Checkpoint> ck;
-  if (o.resume || o.sample_only) ck = load_for_resume(run, ck_path);
+  if (o.resume || o.sample_only || o.eval_only) ck = load_for_resume(run, ck_path);
   ModelConfig& m = o.model;
   if (!ck) m.schedule_steps = o.steps;
   if (o.threads > 0) set_num_threads(o.threads);
@@ -814,7 +836,7 @@ int train_or_sample(Run& run) {
   std::string text;
   Vocab vocab;
   if (ck) vocab = Vocab::from_text(extra_at(*ck, "char_lm.vocab", ck_path));
-  if (!o.sample_only) {
+  if (!o.sample_only && !o.eval_only) {
     job.agree([&] {  // under mpirun every rank reads its own copy: one that cannot stops all, with one message
       text = examples::read_data_file(kProgram, "--data", o.data);
       const auto nul = text.find('\0');
@@ -831,6 +853,10 @@ int train_or_sample(Run& run) {
   if (o.count_params) {  // for sizing models to a parameter budget (examples/compare_cells)
     fmt::print("{}\n", model.num_parameters());
     return 0;
+  }
+  if (o.eval_only) {  // the checkpoint's bits/char on another text, no training
+    model.load_state_dict(ck->model);
+    return report_test(model, vocab, o, m.window, m.batch);
   }
   if (o.sample_only) {
     model.load_state_dict(ck->model);
@@ -1034,6 +1060,7 @@ int train_or_sample(Run& run) {
     fmt::print("\n--- sample, temperature {} ---\n{}\n", o.temperature, s);
     fmt::print(samples, "--- final sample, step {}, temperature {} ---\n{}\n\n", step, o.temperature, s);
   }
+  if (!o.test.empty() && job.is_root()) report_test(model, vocab, o, T, B);  // the last line: the test result
   // Did the model learn something: --smoke (what CI runs) fails if not, a real run warns.
   return examples::check_loss_fell(kProgram, o.smoke,
                                    {.first = first_loss, .last = final_loss, .first_what = "the first step's"});
@@ -1093,6 +1120,8 @@ int main(int argc, char** argv) {
     app.add_flag("--resume", o.resume, "continue from the checkpoint to --steps, exactly as if never stopped");
     app.add_option("--stop-at", o.stop_at, "stop at this step with a checkpoint, as if interrupted (0: don't)");
     app.add_flag("--sample-only", o.sample_only, "no training: sample from the checkpoint and exit");
+    app.add_option("--test", o.test, "a text to report bits/char on, after training (the last line printed)");
+    app.add_flag("--eval-only", o.eval_only, "no training: the checkpoint's bits/char on --test FILE, then exit");
     app.add_flag("--count-params", o.count_params, "print the model's number of parameters and exit");
     app.add_option("--prompt", o.prompt, "text the samples continue (default: start of a line)");
     app.add_option("--temperature", o.temperature, "sampling temperature (0: always the likeliest character)")

@@ -33,6 +33,15 @@ if(MODE STREQUAL "smoke")
   expect_run(NAME "own data" COMMAND ${EXE} --smoke --data ${WORK}/mine.csv --text-column word --label-column kind
              --batch 16 --steps 100 --out ${WORK}/mine STDOUT "3 classes"
              FILES ${WORK}/mine/metrics.csv ${WORK}/mine/loss.svg ${WORK}/mine/confusion.svg)
+  # --test: all of --data trains, these rows test (a character training never saw included: 'z').
+  file(WRITE ${WORK}/mine_test.csv "word,kind\nfizz,double\nzoo,double\nzooé,accent\nzip,single\n")
+  expect_run(NAME "own data, --test file" COMMAND ${EXE} --smoke --data ${WORK}/mine.csv --test ${WORK}/mine_test.csv
+             --text-column word --label-column kind --batch 16 --steps 100 --out ${WORK}/mine_t
+             STDOUT "test accuracy [0-9.]+%, balanced accuracy [0-9.]+% \\(4 names\\)")
+  file(WRITE ${WORK}/bad_test.csv "word,kind\nfizz,triple\n")
+  expect_run(NAME "--test label the training data lacks" COMMAND ${EXE} --smoke --data ${WORK}/mine.csv
+             --test ${WORK}/bad_test.csv --text-column word --label-column kind --out ${WORK}/bad_t EXIT 2
+             STDERR "^classify: --test file has a label the training data lacks; got 'triple' at line 2")
 elseif(MODE STREQUAL "errors")
   set(out --out ${WORK}/out)
   expect_run(NAME "missing data file" COMMAND ${EXE} --smoke ${out} --data ${WORK}/nope.csv EXIT 2

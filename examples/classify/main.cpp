@@ -47,6 +47,7 @@ constexpr const char* kProgram = "classify";
 
 struct Options {
   std::string data = CLASSIFY_DEFAULT_DATA;
+  std::string test;  ///< test rows from this file (same columns) instead of a split of --data
   std::string text_column = "name", label_column = "label";
   std::string out = "runs/classify";
   std::string cell = "gru";
@@ -170,6 +171,34 @@ Dataset load(const Options& o) {
         n < 2 ? 0 : std::clamp<std::int64_t>(std::llround(static_cast<double>(n) * o.test_fraction), 1, n - 1);
     for (std::int64_t i = 0; i < n; ++i)
       (i < n_test ? d.test : d.train).push_back(examples[static_cast<std::size_t>(i)]);
+  }
+  if (!o.test.empty()) {  // every --data row trains; the test rows come from --test
+    for (Example& e : d.test) d.train.push_back(std::move(e));
+    d.test.clear();
+    const examples::TextTable t = examples::read_text_table(kProgram, "--test", o.test);
+    const int tc = t.column(o.text_column), lc = t.column(o.label_column);
+    UNROLL_CHECK(tc >= 0 && lc >= 0, examples::UsageError,
+                 "{}: --test file lacks a column; got no '{}' in '{}', expected the --data file's columns", kProgram,
+                 tc < 0 ? o.text_column : o.label_column, o.test);
+    const std::int64_t unknown = d.vocab++;  // one id for the characters training never saw
+    for (std::size_t r = 0; r < t.rows.size(); ++r) {
+      const std::string& label = t.rows[r][static_cast<std::size_t>(lc)];
+      const auto it = class_of.find(label);
+      UNROLL_CHECK(it != class_of.end(), examples::UsageError,
+                   "{}: --test file has a label the training data lacks; got '{}' at line {} of '{}', expected one "
+                   "of the --data file's {} labels",
+                   kProgram, examples::printable(label), t.lines[r], o.test, d.classes.size());
+      const auto cps = decode_utf8(t.rows[r][static_cast<std::size_t>(tc)]);
+      UNROLL_CHECK(cps.has_value() && !cps->empty(), examples::UsageError,
+                   "{}: --test file has an empty or non-UTF-8 text; got '{}' at line {} of '{}', expected UTF-8 text",
+                   kProgram, examples::printable(t.rows[r][static_cast<std::size_t>(tc)]), t.lines[r], o.test);
+      Example e{.ids = {}, .label = it->second};
+      for (const char32_t c : *cps) {
+        const auto at = char_id.find(c);
+        e.ids.push_back(at == char_id.end() ? unknown : at->second);
+      }
+      d.test.push_back(std::move(e));
+    }
   }
   UNROLL_CHECK(!d.test.empty(), examples::UsageError,
                "{}: --data file too short to test on; got {} labels with one row each in '{}', expected a label with "
@@ -469,6 +498,7 @@ int main(int argc, char** argv) {
     app.add_option("--dropout", o.dropout, "dropout between layers and before the output layer")->capture_default_str();
     app.add_option("--class-weights", o.class_weights, "balanced (N / (C * N_c) per class) | none")
         ->capture_default_str();
+    app.add_option("--test", o.test, "test on this CSV (same columns) instead of a --test-fraction of --data");
     app.add_option("--test-fraction", o.test_fraction, "the part of each class held out for testing")
         ->capture_default_str();
     app.add_option("--batch", o.batch, "names per step")->capture_default_str();
