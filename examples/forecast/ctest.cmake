@@ -30,6 +30,20 @@ if(MODE STREQUAL "smoke")
   expect_run(NAME "own data" COMMAND ${EXE} --smoke --data ${WORK}/mine.csv --column value --season 12 --window 24
              --horizon 6 --out ${WORK}/mine STDOUT "120 values, 96 for training"
              FILES ${WORK}/mine/metrics.csv ${WORK}/mine/loss.svg ${WORK}/mine/forecast.svg)
+  # --test: the 24 values after these 120, tested on; all of --data trains.
+  set(after "month,value\n")
+  foreach(i RANGE 121 144)
+    math(EXPR v "300 + ${i} + 3 * ((${i} % 12) * (12 - ${i} % 12))")
+    string(APPEND after "${i},${v}\n")
+  endforeach()
+  file(WRITE ${WORK}/after.csv "${after}")
+  expect_run(NAME "own data, --test file" COMMAND ${EXE} --smoke --data ${WORK}/mine.csv --test ${WORK}/after.csv
+             --column value --season 12 --window 24 --horizon 6 --out ${WORK}/mine_t
+             STDOUT "144 values, 120 for training.*test RMSE over 6 steps ahead")
+  file(WRITE ${WORK}/tiny.csv "month,value\n121,400\n")
+  expect_run(NAME "--test too short" COMMAND ${EXE} --smoke --data ${WORK}/mine.csv --test ${WORK}/tiny.csv
+             --column value --season 12 --window 24 --horizon 6 --out ${WORK}/tiny EXIT 2
+             STDERR "^forecast: --test file too short for --horizon 6; got 1 values, expected at least 6")
 elseif(MODE STREQUAL "errors")
   set(out --out ${WORK}/out)
   set(mine --season 12 --window 24 --horizon 6 --column value)

@@ -50,6 +50,7 @@ constexpr const char* kProgram = "forecast";
 struct Options {
   std::string dataset = "co2";
   std::string data, column;  ///< empty: the dataset's file and column
+  std::string test;          ///< the values that follow --data's, to test on (instead of its last part)
   std::string out = "runs/forecast";
   std::string cell = "gru";
   std::int64_t hidden = 48, layers = 1;
@@ -152,12 +153,16 @@ struct Windows {
   }
 };
 
-Windows make_windows(const Options& o, const examples::Series& s, const std::string& path) {
+/// `test_from`: the series' values from this index on are a --test file's (the test period), else the last
+/// --test-fraction of it.
+Windows make_windows(const Options& o, const examples::Series& s, const std::string& path,
+                     std::optional<std::int64_t> test_from = std::nullopt) {
   Windows w;
   w.y = s.values;
   const auto n = static_cast<std::int64_t>(w.y.size());
   w.W = o.window, w.H = o.horizon, w.features = o.level ? 2 : 1;
   const auto split = [&](std::int64_t len) {
+    if (test_from) return *test_from + (len - n);  // (len: the need search below grows the --data part)
     return len - static_cast<std::int64_t>(std::llround(len * o.test_fraction));
   };
   // Training needs one whole window plus its targets; testing needs one horizon of targets after the split.
@@ -165,6 +170,9 @@ Windows make_windows(const Options& o, const examples::Series& s, const std::str
     const std::int64_t tr = split(len);
     return tr - w.W - w.H + 1 >= 1 && len - tr >= w.H && tr > o.season;
   };
+  UNROLL_CHECK(!test_from || n - *test_from >= w.H, examples::UsageError,
+               "{}: --test file too short for --horizon {}; got {} values, expected at least {}", kProgram, w.H,
+               test_from ? n - *test_from : 0, w.H);
   if (!fits(n)) {
     std::int64_t need = std::max<std::int64_t>(n + 1, 2);
     while (!fits(need)) ++need;
@@ -266,8 +274,17 @@ int run(Options& o) {
   if (o.threads > 0) set_num_threads(o.threads);
   else if (job.active()) set_num_threads(job.default_threads());  // the cores shared among this machine's ranks
   examples::Series series;  // under mpirun every rank reads its own copy: one that cannot stops all
-  job.agree([&] { series = examples::read_series(kProgram, "--data", o.data, o.column); });
-  Windows w = make_windows(o, series, o.data);
+  std::optional<std::int64_t> test_from;
+  job.agree([&] {
+    series = examples::read_series(kProgram, "--data", o.data, o.column);
+    if (!o.test.empty()) {  // --test: the values after --data's, appended: its forecasts start at --data's end
+      const examples::Series t = examples::read_series(kProgram, "--test", o.test, series.column);
+      test_from = static_cast<std::int64_t>(series.values.size());
+      series.values.insert(series.values.end(), t.values.begin(), t.values.end());
+      series.labels.insert(series.labels.end(), t.labels.begin(), t.labels.end());
+    }
+  });
+  Windows w = make_windows(o, series, o.data, test_from);
   const auto n = static_cast<std::int64_t>(w.y.size());
 
   manual_seed(o.seed);
@@ -443,6 +460,9 @@ int main(int argc, char** argv) {
     app.add_flag("--level,!--no-level", o.level,
                  "also feed the normalised level, not only the change from the "
                  "window's last value");
+    app.add_option("--test", o.test,
+                   "test on the values in this CSV (same column), taken as the ones that follow --data's, instead of "
+                   "on the last --test-fraction of --data");
     app.add_option("--test-fraction", o.test_fraction, "the last part of the series held out for testing")
         ->capture_default_str();
     app.add_option("--batch", o.batch, "windows per step")->capture_default_str();
