@@ -21,6 +21,11 @@ if(MODE STREQUAL "smoke")
   expect_run(NAME "own data" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --window 16 --batch 4 --steps 40
              --out ${WORK}/mine
              FILES ${WORK}/mine/metrics.csv ${WORK}/mine/compare.svg)
+  # --test: every model's bits/char on another text, the last line.
+  file(WRITE ${WORK}/other.txt "the dog sat on the cat. the log sat on the mat.\n")
+  expect_run(NAME "own data, --test" COMMAND ${EXE} --smoke --data ${WORK}/mine.txt --test ${WORK}/other.txt
+             --window 16 --batch 4 --steps 40 --out ${WORK}/mine_t
+             STDOUT "custom_cell: test bits/char on '[^']*other.txt' \\(48 characters\\): mgu [0-9.]+, lstm [0-9.]+, gru [0-9.]+\n$")
 elseif(MODE STREQUAL "errors")
   set(out --out ${WORK}/out)
   expect_run(NAME "missing data file" COMMAND ${EXE} --smoke ${out} --data ${WORK}/nope.txt EXIT 2

@@ -64,6 +64,7 @@ struct MGUCell : nn::Module {
 
 struct Options {
   std::string data = CUSTOM_CELL_DEFAULT_DATA;
+  std::string test;  ///< after training, every model's bits/char on this text (the last line)
   std::string out = "runs/custom_cell";
   std::int64_t embed = 32, hidden = 128, window = 64, batch = 32, steps = 1500, eval_every = 150, eval_chars = 20000;
   double lr = 4e-3, clip = 1.0;
@@ -147,6 +148,7 @@ class CharModel : public nn::Module {
 struct Corpus {
   std::vector<std::int64_t> train, val;
   std::int64_t vocab = 0, bytes = 0;
+  std::array<int, 256> id{};  ///< byte -> symbol (-1: not in the training text)
 };
 
 Corpus load_corpus(const Options& o) {
@@ -175,6 +177,7 @@ Corpus load_corpus(const Options& o) {
     if (v == 0) v = static_cast<int>(c.vocab++);
   for (std::int64_t i = 0; i < n; ++i)
     (i < n_train ? c.train : c.val).push_back(id[static_cast<unsigned char>(text[static_cast<std::size_t>(i)])]);
+  c.id = id;
   if (static_cast<std::int64_t>(c.val.size()) > o.eval_chars) c.val.resize(static_cast<std::size_t>(o.eval_chars));
   return c;
 }
@@ -372,6 +375,25 @@ int run(const Options& o) {
   }
   fmt::print("{}: {} steps in {}; wrote {}/metrics.csv and compare.svg\n", kProgram, o.steps,
              examples::format_duration(progress.elapsed_seconds()), o.out);
+  if (!o.test.empty()) {  // --test: every model's bits/char on that text, as the last line
+    const std::string text = examples::read_data_file(kProgram, "--test", o.test);
+    std::vector<std::int64_t> ids;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      const int k = corpus.id[static_cast<unsigned char>(text[i])];
+      UNROLL_CHECK(k >= 0, examples::UsageError,
+                   "{}: --test file has a character the models never saw; got '{}' at offset {} of '{}', expected "
+                   "only characters of the training text",
+                   kProgram, examples::printable(text.substr(i, 1)), i, o.test);
+      ids.push_back(k);
+    }
+    UNROLL_CHECK(static_cast<std::int64_t>(ids.size()) >= T + 1, examples::UsageError,
+                 "{}: --test file too short for --window {}; got {} bytes in '{}', expected at least {}", kProgram, T,
+                 ids.size(), o.test, T + 1);
+    std::string line;
+    for (std::size_t i = 0; i < nm; ++i)
+      line += fmt::format("{}{} {:.4f}", i ? ", " : "", models[i]->kind(), evaluate(*models[i], ids, T));
+    fmt::print("{}: test bits/char on '{}' ({} characters): {}\n", kProgram, o.test, ids.size(), line);
+  }
   // Did every model learn something: --smoke (what CI runs) fails if not, a real run warns.
   return examples::check_loss_fell(kProgram, o.smoke, fell,
                                    "got a final training loss above 0.8 x the first step's for some model, expected "
@@ -387,6 +409,7 @@ int main(int argc, char** argv) {
         "trained as a character language model beside the library's LSTM and GRU of about the same size.",
         kProgram};
     app.get_formatter()->column_width(34);
+    app.add_option("--test", o.test, "after training, every model's bits/char on this text (the last line)");
     app.add_option("--data", o.data, "training text (any bytes; first 90% train, last 10% validation)")
         ->capture_default_str();
     app.add_option("--out", o.out, "directory for metrics.csv and compare.svg")->capture_default_str();
