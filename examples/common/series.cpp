@@ -1,5 +1,7 @@
 #include "series.hpp"
 
+#include <optional>
+
 #include <charconv>
 #include <cmath>
 #include <system_error>
@@ -11,10 +13,34 @@
 namespace unroll::examples {
 namespace {
 
-std::vector<std::string> split_cells(std::string_view line) {
+// The cells of one CSV line. A cell that starts with a double quote runs to the closing one and may hold commas
+// ("" inside is one quote), as RFC 4180 (a quoted cell does not span lines here). nullopt: a quote left open, or
+// text after a closing quote.
+std::optional<std::vector<std::string>> split_cells(std::string_view line) {
   std::vector<std::string> cells;
   std::size_t pos = 0;
   while (true) {
+    if (pos < line.size() && line[pos] == '"') {
+      std::string cell;
+      std::size_t i = pos + 1;
+      while (true) {
+        if (i >= line.size()) return std::nullopt;  // no closing quote
+        if (line[i] == '"') {
+          if (i + 1 < line.size() && line[i + 1] == '"') {
+            cell += '"', i += 2;
+            continue;
+          }
+          break;
+        }
+        cell += line[i++];
+      }
+      cells.push_back(std::move(cell));
+      pos = i + 1;  // just past the closing quote: the end, or a comma
+      if (pos == line.size()) break;
+      if (line[pos] != ',') return std::nullopt;
+      ++pos;
+      continue;
+    }
     const std::size_t end = line.find(',', pos);
     cells.emplace_back(line.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos));
     if (end == std::string_view::npos) break;
@@ -56,7 +82,12 @@ TextTable parse_text_table(std::string_view program, std::string_view flag, cons
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);  // a file saved on Windows
     if (trim(line).empty()) continue;
-    std::vector<std::string> cells = split_cells(line);
+    std::optional<std::vector<std::string>> split = split_cells(line);
+    UNROLL_CHECK(split.has_value(), examples::UsageError,
+                 "{}: {} file is not CSV; got a quoted cell that does not close at line {} of '{}', expected \"...\" "
+                 "followed by ',' or the end of the line",
+                 program, flag, line_no, path);
+    std::vector<std::string> cells = std::move(*split);
     if (table.columns.empty()) {
       for (auto& c : cells) {
         c = std::string(trim(c));

@@ -36,6 +36,19 @@ TEST_SUITE("examples/common/series") {
     CHECK(t.column("c") == -1);
   }
 
+  TEST_CASE("parse_text_table: quoted cells hold commas and doubled quotes (RFC 4180, within a line)") {
+    const TextTable t =
+        parse_text_table("prog", "--data", "x.csv", "src,text,label\namazon,\"Good case, \"\"great\"\" value.\",pos\n\"\",b,c\n");
+    REQUIRE(t.rows.size() == 2);
+    CHECK(t.rows[0] == std::vector<std::string>{"amazon", "Good case, \"great\" value.", "pos"});
+    CHECK(t.rows[1] == std::vector<std::string>{"", "b", "c"});
+    CHECK_THROWS_WITH_AS(parse_text_table("prog", "--data", "x.csv", "a,b\n\"open,1\n"),
+                         "prog: --data file is not CSV; got a quoted cell that does not close at line 2 of 'x.csv', "
+                         "expected \"...\" followed by ',' or the end of the line",
+                         unroll::examples::UsageError);
+    CHECK_THROWS_AS(parse_text_table("prog", "--data", "x.csv", "a,b\n\"x\"y,1\n"), unroll::examples::UsageError);
+  }
+
   TEST_CASE("read_series picks a numeric column, with the first column as labels") {
     const std::string path = write_file("ok.csv", "date,value,flag\n2001-01-06,1.5,0\n2001-01-13, -2e1 ,1\n");
     const Series s = read_series("prog", "--data", path, "value");
