@@ -11,7 +11,7 @@
 namespace unroll::nn {
 namespace {
 // Each row's length (all T when none are given), checked against emissions [T, B, K] of a CRF of K tags.
-std::vector<std::int64_t> row_lengths(const char* op, const Tensor& emissions, std::int64_t K,
+std::vector<std::int64_t> row_lengths(const char* op, const Tensor& emissions, std::int64_t K, Dtype dtype,
                                       std::span<const std::int64_t> lengths) {
   UNROLL_CHECK(emissions.defined() && emissions.dim() == 3, ShapeError,
                "{}: emissions must be [T, B, num_tags]; got {}, expected a 3-d tensor", op,
@@ -21,8 +21,9 @@ std::vector<std::int64_t> row_lengths(const char* op, const Tensor& emissions, s
                op, emissions.shape(), K);
   UNROLL_CHECK(T >= 1 && B >= 1, ShapeError, "{}: empty emissions; got {}, expected T >= 1 and B >= 1", op,
                emissions.shape());
-  UNROLL_CHECK(is_floating(emissions.dtype()), DtypeError, "{}: emissions must be floating; got {}", op,
-               emissions.dtype());
+  UNROLL_CHECK(emissions.dtype() == dtype, DtypeError,
+               "{}: emissions and the CRF's parameters differ in dtype; got {}, expected {}", op, emissions.dtype(),
+               dtype);
   if (lengths.empty()) return std::vector<std::int64_t>(static_cast<std::size_t>(B), T);
   UNROLL_CHECK(static_cast<std::int64_t>(lengths.size()) == B, ShapeError,
                "{}: one length per row; got {} lengths, expected {} (B)", op, lengths.size(), B);
@@ -69,7 +70,7 @@ void CRF::reset_parameters() {
 }
 
 Tensor CRF::log_partition(const Tensor& emissions, std::span<const std::int64_t> lengths) const {
-  const std::vector<std::int64_t> len = row_lengths("CRF::log_partition", emissions, num_tags, lengths);
+  const std::vector<std::int64_t> len = row_lengths("CRF::log_partition", emissions, num_tags, transitions.dtype(), lengths);
   const std::int64_t T = emissions.size(0), B = emissions.size(1);
   const Tensor mask = step_mask(len, T, emissions.dtype());
   // alpha[b, j] = log of the summed exp-scores of all prefixes ending in tag j at the current step.
@@ -83,11 +84,12 @@ Tensor CRF::log_partition(const Tensor& emissions, std::span<const std::int64_t>
 }
 
 Tensor CRF::score(const Tensor& emissions, const Tensor& tags, std::span<const std::int64_t> lengths) const {
-  const std::vector<std::int64_t> len = row_lengths("CRF::score", emissions, num_tags, lengths);
+  const std::vector<std::int64_t> len = row_lengths("CRF::score", emissions, num_tags, transitions.dtype(), lengths);
   const std::int64_t T = emissions.size(0), B = emissions.size(1), K = num_tags;
-  UNROLL_CHECK(tags.defined() && tags.dtype() == Dtype::int64 && tags.shape() == Shape({T, B}), ShapeError,
-               "CRF: tags must be int64 [T, B] = [{}, {}]; got {}", T, B,
-               tags.defined() ? fmt::format("{} {}", tags.dtype(), tags.shape()) : std::string("an undefined tensor"));
+  UNROLL_CHECK(tags.defined() && tags.dtype() == Dtype::int64, DtypeError, "CRF::score: tags must be int64; got {}",
+               tags.defined() ? fmt::format("{}", tags.dtype()) : std::string("an undefined tensor"));
+  UNROLL_CHECK(tags.shape() == Shape({T, B}), ShapeError, "CRF::score: tags must be [T, B] = [{}, {}]; got {}", T, B,
+               tags.shape());
   const std::int64_t* y = tags.data<std::int64_t>();
   std::vector<std::int64_t> emit_at, trans_at, first, last;
   std::vector<double> emit_on, trans_on;
@@ -96,7 +98,7 @@ Tensor CRF::score(const Tensor& emissions, const Tensor& tags, std::span<const s
       const std::int64_t tag = y[t * B + b];
       const bool inside = t < len[static_cast<std::size_t>(b)];
       UNROLL_CHECK(!inside || (tag >= 0 && tag < K), IndexError,
-                   "CRF: tag out of range; got tags[{}, {}] = {}, expected 0 <= tag < {} (num_tags)", t, b, tag, K);
+                   "CRF::score: tag out of range; got tags[{}, {}] = {}, expected 0 <= tag < {} (num_tags)", t, b, tag, K);
       const std::int64_t safe = inside ? tag : 0;  // past a row's end: any valid index, masked out below
       emit_at.push_back((t * B + b) * K + safe);
       emit_on.push_back(inside ? 1.0 : 0.0);
@@ -124,7 +126,8 @@ Tensor CRF::score(const Tensor& emissions, const Tensor& tags, std::span<const s
 
 Tensor CRF::nll(const Tensor& emissions, const Tensor& tags, std::span<const std::int64_t> lengths,
                 Reduction reduction) const {
-  const Tensor per_row = log_partition(emissions, lengths) - score(emissions, tags, lengths);
+  const Tensor gold = score(emissions, tags, lengths);  // first: it checks the tags
+  const Tensor per_row = log_partition(emissions, lengths) - gold;
   switch (reduction) {
     case Reduction::none: return per_row;
     case Reduction::sum: return sum(per_row);
@@ -134,7 +137,7 @@ Tensor CRF::nll(const Tensor& emissions, const Tensor& tags, std::span<const std
 }
 
 std::vector<std::vector<std::int64_t>> CRF::decode(const Tensor& emissions, std::span<const std::int64_t> lengths) const {
-  const std::vector<std::int64_t> len = row_lengths("CRF::decode", emissions, num_tags, lengths);
+  const std::vector<std::int64_t> len = row_lengths("CRF::decode", emissions, num_tags, transitions.dtype(), lengths);
   const std::int64_t T = emissions.size(0), B = emissions.size(1), K = num_tags;
   const std::vector<double> e = emissions.to_vector<double>(), tr = transitions.to_vector<double>(),
                             st = start_transitions.to_vector<double>(), en = end_transitions.to_vector<double>();

@@ -5,7 +5,7 @@
 // weekday over the four weeks before). Reports precision, recall and F1 at a threshold chosen on the training
 // period, and ROC-AUC (threshold-free) on the test period; plots the last year with detections and true events.
 //
-//   anomaly                                    # births: train 2000-2009, test 2010-2014, ~1 min on 2 cores
+//   anomaly                                    # births: train 2000-2009, test 2010-2014, ~2 s on 2 cores
 //   anomaly --data sensors.csv --value-column temp --label-column fault --group-column sensor --group s7
 //   anomaly --data mine.csv --value-column v   # no labels: flags the top 1% of scores, lists them
 #include <algorithm>
@@ -235,16 +235,26 @@ Detection evaluate(const std::vector<double>& score, const std::vector<int>& lab
   return d;
 }
 
-/// The threshold used on the test period, chosen on the training period [a, b): the best F1 there with labels,
-/// else the 99th percentile of the scores (the top 1% flagged).
+/// The threshold used on the test period, chosen on the training period [a, b): the best F1 there when it has
+/// labelled anomalies (one sweep over the sorted scores), else the 99th percentile of the scores (the top 1%).
 double choose_threshold(const std::vector<double>& score, const std::vector<int>& label, std::int64_t a, std::int64_t b) {
-  std::vector<double> s(score.begin() + a, score.begin() + b);
-  std::sort(s.begin(), s.end());
-  if (label.empty()) return s[static_cast<std::size_t>(0.99 * static_cast<double>(s.size() - 1))];
-  double best = s.back(), best_f1 = -1;
-  for (std::size_t i = s.size() / 2; i < s.size(); ++i) {  // candidate thresholds: the upper half of the scores
-    const double f1 = evaluate(score, label, s[i], a, b).f1;
-    if (f1 > best_f1) best_f1 = f1, best = s[i];
+  std::vector<std::pair<double, int>> v;
+  std::int64_t positives = 0;
+  for (std::int64_t i = a; i < b; ++i) {
+    const int y = label.empty() ? 0 : label[static_cast<std::size_t>(i)];
+    v.emplace_back(score[static_cast<std::size_t>(i)], y);
+    positives += y;
+  }
+  std::sort(v.begin(), v.end(), [](const auto& x, const auto& y) { return x.first > y.first; });  // highest first
+  if (positives == 0) return v[static_cast<std::size_t>(0.01 * static_cast<double>(v.size() - 1))].first;
+  // Flagging the k highest (a threshold just below the k-th score, between tied blocks only).
+  double best = v.front().first, best_f1 = 0;
+  std::int64_t tp = 0, fp = 0;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    (v[i].second ? tp : fp) += 1;
+    if (i + 1 < v.size() && v[i + 1].first == v[i].first) continue;
+    const double f1 = 2.0 * static_cast<double>(tp) / static_cast<double>(tp + fp + positives);
+    if (f1 > best_f1) best_f1 = f1, best = i + 1 < v.size() ? v[i + 1].first : v[i].first - 1;
   }
   return best;
 }

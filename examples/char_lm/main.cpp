@@ -773,12 +773,17 @@ void check_options(const Options& o) {
 /// --test FILE: the model's bits/char on that text (windows of T over up to B streams, as validation), printed
 /// as the program's last line "char_lm: test <bits> bits/char on '<file>' (<n> characters)". UsageError for a
 /// text too short for one window, or with a character the model never saw.
-int report_test(CharModel& model, const Vocab& vocab, const Options& o, std::int64_t T, std::int64_t B) {
+/// The --test text, encoded (read before training, so a bad file stops the run at once).
+std::vector<std::uint8_t> load_test(const Vocab& vocab, const Options& o, std::int64_t T) {
   const std::string text = examples::read_data_file(kProgram, "--test", o.test);
   UNROLL_CHECK(static_cast<std::int64_t>(text.size()) >= T + 1, examples::UsageError,
                "{}: --test file too short for --window {}; got {} bytes in '{}', expected at least {}", kProgram, T,
                text.size(), o.test, T + 1);
-  const std::vector<std::uint8_t> ids = vocab.encode(text, "--test file");
+  return vocab.encode(text, "--test file");
+}
+
+int report_test(CharModel& model, const std::vector<std::uint8_t>& ids, const Options& o, std::int64_t T,
+                std::int64_t B) {
   const double bits = evaluate(model, ids, T, B);
   fmt::print("{}: test {:.4f} bits/char on '{}' ({} characters)\n", kProgram, bits, o.test, ids.size());
   return 0;
@@ -854,9 +859,11 @@ int train_or_sample(Run& run) {
     fmt::print("{}\n", model.num_parameters());
     return 0;
   }
-  if (o.eval_only) {  // the checkpoint's bits/char on another text, no training
+  // --test: read and checked now, evaluated after training (or at once with --eval-only).
+  const std::vector<std::uint8_t> test_ids = o.test.empty() ? std::vector<std::uint8_t>() : load_test(vocab, o, m.window);
+  if (o.eval_only) {  // the checkpoint's bits/char on another text, no training (its --window and --batch)
     model.load_state_dict(ck->model);
-    return report_test(model, vocab, o, m.window, m.batch);
+    return report_test(model, test_ids, o, m.window, m.batch);
   }
   if (o.sample_only) {
     model.load_state_dict(ck->model);
@@ -1060,7 +1067,7 @@ int train_or_sample(Run& run) {
     fmt::print("\n--- sample, temperature {} ---\n{}\n", o.temperature, s);
     fmt::print(samples, "--- final sample, step {}, temperature {} ---\n{}\n\n", step, o.temperature, s);
   }
-  if (!o.test.empty() && job.is_root()) report_test(model, vocab, o, T, B);  // the last line: the test result
+  if (!o.test.empty() && job.is_root()) report_test(model, test_ids, o, T, B);  // the last line: the test result
   // Did the model learn something: --smoke (what CI runs) fails if not, a real run warns.
   return examples::check_loss_fell(kProgram, o.smoke,
                                    {.first = first_loss, .last = final_loss, .first_what = "the first step's"});

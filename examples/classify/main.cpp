@@ -176,6 +176,8 @@ Dataset load(const Options& o) {
     for (Example& e : d.test) d.train.push_back(std::move(e));
     d.test.clear();
     const examples::TextTable t = examples::read_text_table(kProgram, "--test", o.test);
+    UNROLL_CHECK(!t.rows.empty(), examples::UsageError, "{}: --test file has no rows; got only a header in '{}'",
+                 kProgram, o.test);
     const int tc = t.column(o.text_column), lc = t.column(o.label_column);
     UNROLL_CHECK(tc >= 0 && lc >= 0, examples::UsageError,
                  "{}: --test file lacks a column; got no '{}' in '{}', expected the --data file's columns", kProgram,

@@ -15,8 +15,8 @@ namespace {
 
 // The cells of one CSV line. A cell that starts with a double quote runs to the closing one and may hold commas
 // ("" inside is one quote), as RFC 4180 (a quoted cell does not span lines here). nullopt: a quote left open, or
-// text after a closing quote.
-std::optional<std::vector<std::string>> split_cells(std::string_view line) {
+// text after a closing quote (`why` says which).
+std::optional<std::vector<std::string>> split_cells(std::string_view line, std::string& why) {
   std::vector<std::string> cells;
   std::size_t pos = 0;
   while (true) {
@@ -24,7 +24,10 @@ std::optional<std::vector<std::string>> split_cells(std::string_view line) {
       std::string cell;
       std::size_t i = pos + 1;
       while (true) {
-        if (i >= line.size()) return std::nullopt;  // no closing quote
+        if (i >= line.size()) {
+          why = "a quoted cell that does not close";
+          return std::nullopt;
+        }
         if (line[i] == '"') {
           if (i + 1 < line.size() && line[i + 1] == '"') {
             cell += '"', i += 2;
@@ -37,7 +40,10 @@ std::optional<std::vector<std::string>> split_cells(std::string_view line) {
       cells.push_back(std::move(cell));
       pos = i + 1;  // just past the closing quote: the end, or a comma
       if (pos == line.size()) break;
-      if (line[pos] != ',') return std::nullopt;
+      if (line[pos] != ',') {
+        why = fmt::format("text after a closing quote (at character {})", pos + 1);
+        return std::nullopt;
+      }
       ++pos;
       continue;
     }
@@ -82,11 +88,12 @@ TextTable parse_text_table(std::string_view program, std::string_view flag, cons
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);  // a file saved on Windows
     if (trim(line).empty()) continue;
-    std::optional<std::vector<std::string>> split = split_cells(line);
+    std::string why;
+    std::optional<std::vector<std::string>> split = split_cells(line, why);
     UNROLL_CHECK(split.has_value(), examples::UsageError,
-                 "{}: {} file is not CSV; got a quoted cell that does not close at line {} of '{}', expected \"...\" "
-                 "followed by ',' or the end of the line",
-                 program, flag, line_no, path);
+                 "{}: {} file is not CSV; got {} at line {} of '{}', expected \"...\" followed by ',' or the end of "
+                 "the line",
+                 program, flag, why, line_no, path);
     std::vector<std::string> cells = std::move(*split);
     if (table.columns.empty()) {
       for (auto& c : cells) {

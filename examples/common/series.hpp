@@ -1,6 +1,7 @@
 #pragma once
 // Reading the user's CSV files with messages that say what is wrong and where, never a crash: a header row,
-// then rows of cells separated by ',' (no quoting, as the bundled data). read_text_table gives the cells as
+// then rows of cells separated by ',' (a cell in double quotes may hold
+// commas, "" inside it is one quote — RFC 4180 within one line). read_text_table gives the cells as
 // text (the classifier's name,label rows); read_series picks one numeric column (the forecaster's series).
 #include <cstdint>
 #include <string>

@@ -250,6 +250,22 @@ int run(const Options& o) {
   }
 
   const Corpus corpus = load_corpus(o);
+  // --test: read and checked now (a bad file stops the run before training), evaluated at the end.
+  std::vector<std::int64_t> test_ids;
+  if (!o.test.empty()) {
+    const std::string text = examples::read_data_file(kProgram, "--test", o.test);
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      const int k = corpus.id[static_cast<unsigned char>(text[i])];
+      UNROLL_CHECK(k >= 0, examples::UsageError,
+                   "{}: --test file has a character the models never saw; got '{}' at offset {} of '{}', expected "
+                   "only characters of the --data text",
+                   kProgram, examples::printable(text.substr(i, 1)), i, o.test);
+      test_ids.push_back(k);
+    }
+    UNROLL_CHECK(static_cast<std::int64_t>(test_ids.size()) >= o.window + 1, examples::UsageError,
+                 "{}: --test file too short for --window {}; got {} bytes in '{}', expected at least {}", kProgram,
+                 o.window, test_ids.size(), o.test, o.window + 1);
+  }
   std::error_code ec;
   std::filesystem::create_directories(o.out, ec);
   UNROLL_CHECK(!ec, examples::UsageError, "{}: cannot create --out directory; got '{}' ({}), expected a writable path",
@@ -376,19 +392,7 @@ int run(const Options& o) {
   fmt::print("{}: {} steps in {}; wrote {}/metrics.csv and compare.svg\n", kProgram, o.steps,
              examples::format_duration(progress.elapsed_seconds()), o.out);
   if (!o.test.empty()) {  // --test: every model's bits/char on that text, as the last line
-    const std::string text = examples::read_data_file(kProgram, "--test", o.test);
-    std::vector<std::int64_t> ids;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-      const int k = corpus.id[static_cast<unsigned char>(text[i])];
-      UNROLL_CHECK(k >= 0, examples::UsageError,
-                   "{}: --test file has a character the models never saw; got '{}' at offset {} of '{}', expected "
-                   "only characters of the training text",
-                   kProgram, examples::printable(text.substr(i, 1)), i, o.test);
-      ids.push_back(k);
-    }
-    UNROLL_CHECK(static_cast<std::int64_t>(ids.size()) >= T + 1, examples::UsageError,
-                 "{}: --test file too short for --window {}; got {} bytes in '{}', expected at least {}", kProgram, T,
-                 ids.size(), o.test, T + 1);
+    const std::vector<std::int64_t>& ids = test_ids;
     std::string line;
     for (std::size_t i = 0; i < nm; ++i)
       line += fmt::format("{}{} {:.4f}", i ? ", " : "", models[i]->kind(), evaluate(*models[i], ids, T));

@@ -173,6 +173,10 @@ Windows make_windows(const Options& o, const examples::Series& s, const std::str
   UNROLL_CHECK(!test_from || n - *test_from >= w.H, examples::UsageError,
                "{}: --test file too short for --horizon {}; got {} values, expected at least {}", kProgram, w.H,
                test_from ? n - *test_from : 0, w.H);
+  UNROLL_CHECK(!test_from || fits(n), examples::UsageError,
+               "{}: --data file too short for --window {}, --horizon {} and --season {}; got {} values in column '{}' of "
+               "'{}', expected more than window + horizon - 1 and season (the --test file holds the test period)",
+               kProgram, w.W, w.H, o.season, test_from ? *test_from : 0, s.column, path);
   if (!fits(n)) {
     std::int64_t need = std::max<std::int64_t>(n + 1, 2);
     while (!fits(need)) ++need;

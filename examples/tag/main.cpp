@@ -7,7 +7,7 @@
 // accuracy (per_tag.csv), a confusion heat map of the commonest tags, and entity precision/recall/F1 when the
 // tags are BIO; writes metrics.csv, loss.svg, confusion.svg, per_tag.csv and a checkpoint.
 //
-// Brown tags are reduced to ~90 (the program's rule, tag_of below): lower case, the "fw-" prefix and the
+// Brown tags are reduced to 104 (the program's rule, tag_of below): lower case, the "fw-" prefix and the
 // "-tl", "-hl", "-nc" suffixes dropped, and of a contraction's "+" parts the first ("nn+bez" -> "nn").
 // Splits: every 10th sentence (in file order) is test, the one before it validation, the rest training;
 // --test FILE takes the test sentences from FILE instead (all of --data then trains, but the validation tenth).
@@ -93,7 +93,7 @@ struct Sentence {
   std::vector<std::string> words, tags;
 };
 
-/// A Brown tag reduced to the program's ~90 (see the header comment).
+/// A Brown tag reduced to the program's 104 (see the header comment).
 std::string tag_of(std::string tag) {
   std::transform(tag.begin(), tag.end(), tag.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   if (tag.rfind("fw-", 0) == 0 && tag.size() > 3) tag = tag.substr(3);

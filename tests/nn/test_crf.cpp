@@ -161,8 +161,13 @@ TEST_SUITE("nn/crf") {
     const std::vector<std::int64_t> three = {4, 4, 4};
     CHECK_THROWS_AS(crf.decode(em, three), ShapeError);
     CHECK_THROWS_WITH_AS(crf.nll(em, tags_of({0, 1, 2, 3, 0, 0, 0, 0}, {4, 2})),
-                         "CRF: tag out of range; got tags[1, 1] = 3, expected 0 <= tag < 3 (num_tags)", IndexError);
+                         "CRF::score: tag out of range; got tags[1, 1] = 3, expected 0 <= tag < 3 (num_tags)", IndexError);
     CHECK_THROWS_AS(crf.nll(em, tags_of({0, 1, 2, 0}, {2, 2})), ShapeError);
+    CHECK_THROWS_AS(crf.nll(em, zeros({4, 2})), DtypeError);
+    CHECK_THROWS_WITH_AS(crf.log_partition(zeros({4, 2, 3}, Dtype::float64)),
+                         "CRF::log_partition: emissions and the CRF's parameters differ in dtype; got float64, expected "
+                         "float32",
+                         DtypeError);
     CHECK_THROWS_AS(nn::CRF(0), ValueError);
   }
 }

@@ -46,7 +46,9 @@ TEST_SUITE("examples/common/series") {
                          "prog: --data file is not CSV; got a quoted cell that does not close at line 2 of 'x.csv', "
                          "expected \"...\" followed by ',' or the end of the line",
                          unroll::examples::UsageError);
-    CHECK_THROWS_AS(parse_text_table("prog", "--data", "x.csv", "a,b\n\"x\"y,1\n"), unroll::examples::UsageError);
+    CHECK_THROWS_WITH_AS(parse_text_table("prog", "--data", "x.csv", "a,b\n\"x\"y,1\n"),
+                         doctest::Contains("got text after a closing quote (at character 4) at line 2"),
+                         unroll::examples::UsageError);
   }
 
   TEST_CASE("read_series picks a numeric column, with the first column as labels") {
