@@ -167,6 +167,15 @@ elseif(MODE STREQUAL "mpi")
              --shards 1 --out ${WORK}/mpi_to_single --stop-at 60 STDOUT "stopped at step 60")
   expect_run(NAME "resumed as 1 process" COMMAND ${run} --threads 1 --shards 1 --out ${WORK}/mpi_to_single --resume
              STDOUT "resuming at step 60.*char_lm: 120 steps in")
+  # Ranks that read different texts (mpirun's MPMD form: one program line per rank) are refused before training.
+  string(REPEAT "the cat sat on the mat. the dog sat on the log.\n" 60 text_a)
+  string(REPLACE "cat" "bat" text_b "${text_a}")
+  file(WRITE ${WORK}/a.txt "${text_a}")
+  file(WRITE ${WORK}/b.txt "${text_b}")
+  set(small --smoke --window 16 --batch 4 --out ${WORK}/differ)
+  expect_run(NAME "ranks with different data" COMMAND ${MPIEXEC} -np 1 ${EXE} ${small} --data ${WORK}/a.txt
+             : -np 1 ${EXE} ${small} --data ${WORK}/b.txt EXIT 2
+             STDERR "char_lm: the ranks' --data differ; got rank\\(s\\) 1 with other contents than rank 0's")
   # A bad flag: one message (rank 0's), exit code 2 (mpirun adds its own notice of the abort).
   expect_run(NAME "bad flag under mpirun" COMMAND ${MPIEXEC} -np 2 ${EXE} --smoke --hidden 0 --out ${WORK}/bad EXIT 2
              STDERR "char_lm: --hidden out of range" OUTPUT_VARIABLE ignored)

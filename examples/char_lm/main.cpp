@@ -888,6 +888,7 @@ int train_or_sample(Run& run) {
   const std::vector<std::uint8_t> val_ids(ids.begin() + n_train, ids.begin() + n_train + std::min(n_val, o.eval_chars));
   const Streams streams{&train_ids, B, T, n_train / B};
   const std::uint64_t data_print = examples::fingerprint(text);
+  job.check_same(data_print, "--data");  // under mpirun: every rank trains on the same text
 
   optim::Adam opt(model.parameters(), {.lr = m.lr});
   // Cosine decay to a tenth of the learning rate over the first run's --steps, then constant.

@@ -53,6 +53,7 @@ Job& join_job([[maybe_unused]] std::string_view program, bool requested) {
   if (g_job) return *g_job;
   g_job.reset(new Job());
   g_job->impl_ = std::make_unique<Job::Impl>();
+  g_job->program_ = std::string(program);
   // Without MPI in this build, copies started by mpirun run as independent single processes (said once).
   if (!have_mpi() && !requested && launched_ranks() > 1)
     std::fprintf(stderr, "%.*s: started by mpirun, but this build has no MPI: each copy runs alone\n",
@@ -127,6 +128,22 @@ int Job::default_threads() const {
   const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
   const int here = local != nullptr ? std::max(1, std::atoi(local)) : 1;
   return std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / here);
+}
+
+void Job::check_same(std::uint64_t fingerprint, std::string_view what) const {
+#ifdef UNROLL_EXAMPLES_MPI
+  if (!impl_->ctx || !active()) return;
+  const std::vector<std::uint64_t> all = impl_->ctx->all_gather(fingerprint);  // the same on every rank
+  std::vector<int> differ;
+  for (int r = 1; r < size_; ++r)
+    if (all[static_cast<std::size_t>(r)] != all[0]) differ.push_back(r);
+  UNROLL_CHECK(differ.empty(), examples::UsageError,
+               "{}: the ranks' {} differ; got rank(s) {} with other contents than rank 0's, expected the same file "
+               "on every machine",
+               program_, what, fmt::join(differ, ", "));
+#else
+  (void)fingerprint, (void)what;
+#endif
 }
 
 Checkpoint Job::load_checkpoint(const std::string& path, const std::function<void()>& before) const {

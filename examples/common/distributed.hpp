@@ -59,6 +59,9 @@ class Job {
   /// The threads a rank should use when the user did not say: this machine's cores shared among the job's
   /// ranks on it (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE), at least 1; num_threads() in a single process.
   int default_threads() const;
+  /// Across ranks: a UsageError on every rank unless every rank's `fingerprint` of `what` (e.g. its copy of the
+  /// data) equals rank 0's, naming the ranks that differ. Nothing in a single process.
+  void check_same(std::uint64_t fingerprint, std::string_view what) const;
   /// Rank 0 runs `before` (a check with the program's own message) and reads the checkpoint, then sends it to
   /// every rank (dist::load_checkpoint); in a single process, both here.
   Checkpoint load_checkpoint(const std::string& path, const std::function<void()>& before) const;
@@ -77,6 +80,7 @@ class Job {
   std::unique_ptr<Impl> impl_;
   int rank_ = 0;
   int size_ = 1;
+  std::string program_;  ///< for messages
 };
 
 /// The process's Job, made on the first call: an MPI rank when started by mpirun with more than one process

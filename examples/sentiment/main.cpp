@@ -138,10 +138,15 @@ Corpus read_rows(const Options& o, const std::string& path, const char* flag, co
 struct Vocab {
   std::unordered_map<std::string, std::int64_t> index;  ///< 0 <pad>, 1 <unk>
   std::vector<std::string> words{"<pad>", "<unk>"};
+  /// Words seen twice or more in training; the rarer ones share <unk>, so that <unk> is trained too and a word
+  /// never seen (a test sentence's, another domain's) reads as a trained "rare word", not an untrained row.
   explicit Vocab(const std::vector<Row>& train) {
+    std::unordered_map<std::string, int> count;
+    for (const Row& r : train)
+      for (const std::string& w : r.words) ++count[w];
     for (const Row& r : train)
       for (const std::string& w : r.words)
-        if (index.emplace(w, static_cast<std::int64_t>(words.size())).second) words.push_back(w);
+        if (count[w] >= 2 && index.emplace(w, static_cast<std::int64_t>(words.size())).second) words.push_back(w);
   }
   std::int64_t id(const std::string& w) const {
     const auto it = index.find(w);
