@@ -16,18 +16,6 @@ void save_checkpoint(const Context& ctx, const std::string& path, Checkpoint che
   });
 }
 
-namespace {
-// Bytes from `root` to every rank (a string's length, then its contents as int64 words).
-void broadcast_bytes(const Context& ctx, std::string& bytes, int root) {
-  std::uint64_t size = ctx.rank() == root ? bytes.size() : 0;
-  ctx.all_reduce_buffer(&size, 1, Dtype::int64, {.op = ReduceOp::max, .deterministic = true});
-  Tensor words[] = {Tensor::empty({static_cast<std::int64_t>(size / 8 + 1)}, Dtype::int64)};
-  if (ctx.rank() == root) std::memcpy(words[0].raw(), bytes.data(), size);
-  ctx.broadcast_(words, root);
-  bytes.assign(static_cast<const char*>(words[0].raw()), size);
-}
-}  // namespace
-
 Checkpoint load_checkpoint(const Context& ctx, const std::string& path, const std::function<void()>& before) {
   Checkpoint c;
   ctx.agree([&] {
@@ -49,7 +37,7 @@ Checkpoint load_checkpoint(const Context& ctx, const std::string& path, const st
     std::memcpy(p += sizeof(c.rng.s), &c.rng.spare_normal, sizeof(c.rng.spare_normal));
     p[sizeof(c.rng.spare_normal)] = c.rng.has_spare ? 1 : 0;
   }
-  broadcast_bytes(ctx, fixed, 0);
+  ctx.broadcast_(fixed, 0);
   const char* p = fixed.data();
   std::memcpy(&c.step, p, sizeof(c.step));
   std::memcpy(c.rng.s.data(), p += sizeof(c.step), sizeof(c.rng.s));
@@ -64,7 +52,7 @@ Checkpoint load_checkpoint(const Context& ctx, const std::string& path, const st
   };
   if (ctx.is_root())
     for (const auto& [k, v] : c.extra) put(k), put(v);
-  broadcast_bytes(ctx, extra, 0);
+  ctx.broadcast_(extra, 0);
   c.extra.clear();
   std::size_t at = 0;
   auto take = [&]() {

@@ -169,6 +169,16 @@ void Context::broadcast_(std::span<Tensor> tensors, int root) const {
   }
 }
 
+void Context::broadcast_(std::string& bytes, int root) const {
+  // Its length first (the others' are unknown to them: the maximum is the root's), then the bytes as int64 words.
+  std::uint64_t size = rank_ == root ? bytes.size() : 0;
+  all_reduce_buffer(&size, 1, Dtype::int64, {.op = ReduceOp::max, .deterministic = true});
+  Tensor words[] = {Tensor::empty({static_cast<std::int64_t>(size / 8 + 1)}, Dtype::int64)};
+  if (rank_ == root) std::memcpy(words[0].raw(), bytes.data(), size);
+  broadcast_(words, root);
+  bytes.assign(static_cast<const char*>(words[0].raw()), size);
+}
+
 void Context::all_reduce_buffer(void* data, std::int64_t count, Dtype dtype, ReduceOptions o) const {
   const MPI_Datatype type = mpi_type("all_reduce_", dtype);
   UNROLL_CHECK(o.op != ReduceOp::mean || is_floating(dtype), DtypeError,

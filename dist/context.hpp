@@ -80,6 +80,8 @@ class Context {
   /// Every tensor takes `root`'s values. Shapes and dtypes must agree on all ranks (ShapeError naming the first
   /// rank that differs, on every rank).
   void broadcast_(std::span<Tensor> tensors, int root = 0) const;
+  /// `bytes` takes `root`'s contents on every rank (any length; for layouts, names and other text).
+  void broadcast_(std::string& bytes, int root = 0) const;
   /// Every tensor becomes the reduction over ranks of its values (see ReduceOptions). Shapes and dtypes must
   /// agree; mean needs a floating dtype. Tensors of one dtype are reduced together in one buffer.
   void all_reduce_(std::span<Tensor> tensors, ReduceOptions options = {}) const;

@@ -214,14 +214,7 @@ void broadcast_state_dict(const Context& ctx, StateDict& dict, int root) {
       layout += '\n';
     }
   });
-  std::uint64_t size = layout.size();
-  ctx.all_reduce_buffer(&size, 1, Dtype::int64, {.op = ReduceOp::max, .deterministic = true});
-  layout.resize(size);
-  Tensor text = Tensor::empty({static_cast<std::int64_t>(size) / 8 + 1}, Dtype::int64);
-  std::memcpy(text.raw(), layout.data(), size);
-  Tensor texts[] = {text};
-  ctx.broadcast_(texts, root);
-  layout.assign(static_cast<const char*>(text.raw()), size);
+  ctx.broadcast_(layout, root);
   if (ctx.rank() != root) {
     StateDict received;
     std::istringstream lines(layout);
