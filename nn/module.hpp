@@ -7,6 +7,7 @@
 // behind std::unique_ptr (registered tensors likewise: the sequence layers keep theirs in a vector sized once).
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -89,6 +90,25 @@ class Module {
   std::vector<std::pair<std::string, Tensor*>> buffers_;
   std::vector<std::pair<std::string, Module*>> children_;
   bool training_ = true;
+};
+
+/// A numbered list of child modules of one type, named "0", "1", ... in the state dict (PyTorch's
+/// nn.ModuleList): register it under a name, then each element's parameters are "<name>.<i>.<its names>".
+template <class M>
+class ModuleList : public Module {
+ public:
+  /// Constructs an element in place and registers it as the next child.
+  template <class... Args>
+  M& emplace_back(Args&&... args) {
+    items_.push_back(std::make_unique<M>(std::forward<Args>(args)...));
+    return register_module(std::to_string(items_.size() - 1), *items_.back());
+  }
+  std::size_t size() const { return items_.size(); }
+  bool empty() const { return items_.empty(); }
+  M& operator[](std::size_t i) const { return *items_.at(i); }
+
+ private:
+  std::vector<std::unique_ptr<M>> items_;
 };
 
 }  // namespace unroll::nn
