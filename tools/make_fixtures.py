@@ -289,6 +289,7 @@ OPS = {
     "conv1d": _conv1d,
     "linear_scan": _scan(False),
     "log_linear_scan": _scan(True),
+    "scaled_dot_product_attention": lambda x, p: _sdpa(x, p),
 }
 
 # ---------------------------------------------------------------------------
@@ -591,6 +592,27 @@ for _op in ("linear_scan", "log_linear_scan"):
          [R(6, 2, 3), R(6, 2, 3), R(2, 3)])
     case(f"{_op}/reverse_resets_lengths", _op,
          _scan_params(h0=True, reverse=True, resets=_RESETS_6x2, lengths=[3, 6]), [R(6, 1, 3), R(6, 2, 3), R(2, 3)])
+
+# scaled dot-product attention (ops/attention): q [..., Tq, E], k [..., Tk, E], v [..., Tk, Ev]; PyTorch 2's
+# F.scaled_dot_product_attention written out (Debian's torch 1.13 lacks it): softmax(q k^T * scale) v, with
+# is_causal's top-left mask. Masks and key padding are checked in tests/ops/test_attention.cpp
+# (tools/make_attention_fixtures.py).
+def _sdpa(x, p):
+    q, k, v = x
+    scale = p["scale"] if p["scale"] is not None else 1.0 / math.sqrt(q.shape[-1])
+    s = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if p["causal"]:
+        Tq, Tk = s.shape[-2], s.shape[-1]
+        s = s.masked_fill(~torch.ones(Tq, Tk, dtype=torch.bool).tril(), float("-inf"))
+    return torch.matmul(torch.softmax(s, dim=-1), v)
+
+
+case("scaled_dot_product_attention/4d", "scaled_dot_product_attention", {"causal": False, "scale": None},
+     [R(2, 2, 3, 4), R(2, 2, 5, 4), R(2, 2, 5, 3)])
+case("scaled_dot_product_attention/3d_causal", "scaled_dot_product_attention", {"causal": True, "scale": None},
+     [R(2, 4, 3), R(2, 4, 3), R(2, 4, 2)])
+case("scaled_dot_product_attention/2d_scale", "scaled_dot_product_attention", {"causal": False, "scale": 0.4},
+     [R(3, 4), R(6, 4), R(6, 5)])
 
 # ---------------------------------------------------------------------------
 # Evaluation and output.

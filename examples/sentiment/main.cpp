@@ -46,7 +46,9 @@ struct Options {
   std::string text_column = "text", label_column = "label", source_column = "source";
   std::string out = "runs/sentiment";
   bool cross_domain = false;
+  std::string model = "bilstm";  ///< bilstm | transformer: the encoder whose states attention pools
   std::int64_t embed = 64, hidden = 64;
+  std::int64_t heads = 4, layers = 2, ff = 128;  ///< Transformer encoder (width --embed)
   double dropout = 0.3, test_fraction = 0.2;
   std::int64_t batch = 32, steps = 600, show = 6;
   double lr = 3e-3, clip = 5.0;
@@ -60,6 +62,14 @@ void check_options(const Options& o) {
   using examples::check_flag_range;
   check_flag_range<std::int64_t>(kProgram, "--embed", o.embed, 1, 4096);
   check_flag_range<std::int64_t>(kProgram, "--hidden", o.hidden, 1, 4096);
+  UNROLL_CHECK(o.model == "bilstm" || o.model == "transformer", examples::UsageError,
+               "{}: unknown --model; got '{}', expected bilstm or transformer", kProgram, o.model);
+  check_flag_range<std::int64_t>(kProgram, "--heads", o.heads, 1, 64);
+  check_flag_range<std::int64_t>(kProgram, "--layers", o.layers, 1, 64);
+  check_flag_range<std::int64_t>(kProgram, "--ff", o.ff, 1, 65536);
+  UNROLL_CHECK(o.model != "transformer" || o.embed % o.heads == 0, examples::UsageError,
+               "{}: --embed must be a multiple of --heads for the Transformer; got {} and {}", kProgram, o.embed,
+               o.heads);
   check_flag_range(kProgram, "--dropout", o.dropout, 0.0, 0.9);
   check_flag_range(kProgram, "--test-fraction", o.test_fraction, 0.01, 0.9);
   check_flag_range<std::int64_t>(kProgram, "--batch", o.batch, 1, 4096);
@@ -182,14 +192,16 @@ Batch make_batch(const Vocab& v, const std::vector<const Row*>& rows) {
 // ---------------------------------------------------------------------------------------------------------
 // The models
 
-/// Either a BiLSTM whose states are pooled by additive attention (Bahdanau-style scores v^T tanh(W h_t + b),
-/// softmax over each sentence's own steps), or a bag-of-words logistic regression (one weight per word and
-/// class, summed over the sentence, + a bias).
+/// An encoder whose states are pooled by additive attention (Bahdanau-style scores v^T tanh(W h_t + b), softmax
+/// over each sentence's own steps) — a BiLSTM, or with --model transformer a Transformer encoder (sinusoidal
+/// positions, padding masked) — or a bag-of-words logistic regression (one weight per word and class, summed
+/// over the sentence, + a bias).
 class Classifier : public nn::Module {
  public:
   Classifier(bool bow, const Options& o, std::int64_t vocab, std::int64_t classes)
-      : bow_(bow), dropout_(o.dropout), embed(vocab, bow ? classes : o.embed, /*padding_idx=*/0), attn(2 * o.hidden, 2 * o.hidden),
-        score(2 * o.hidden, 1, false), head(bow ? 1 : 2 * o.hidden, classes) {
+      : bow_(bow), dropout_(o.dropout), width_(o.model == "transformer" ? o.embed : 2 * o.hidden),
+        embed(vocab, bow ? classes : o.embed, /*padding_idx=*/0), attn(width_, width_), score(width_, 1, false),
+        head(bow ? 1 : width_, classes) {
     register_module("embed", embed);
     if (bow) {  // logistic regression starts from zero weights (an embedding's N(0, 1) would be noise here)
       NoGradGuard no_grad;
@@ -198,39 +210,62 @@ class Classifier : public nn::Module {
       register_parameter("bias", bias);
       return;
     }
-    rnn = std::make_unique<nn::LSTM>(nn::RecurrentOptions{.input_size = o.embed, .hidden_size = o.hidden, .bidirectional = true});
-    register_module("rnn", *rnn);
+    if (o.model == "transformer") {
+      pos = std::make_unique<nn::SinusoidalPositionalEncoding>(o.embed, 4096);
+      transformer = std::make_unique<nn::TransformerEncoder>(
+          nn::TransformerEncoderLayerOptions{.d_model = o.embed, .nhead = o.heads, .dim_feedforward = o.ff,
+                                             .dropout = o.dropout, .activation = nn::Activation::relu,
+                                             .layer_norm_eps = 1e-5, .batch_first = false, .norm_first = true},
+          o.layers, /*final_norm=*/true);
+      register_module("encoder", *transformer);
+    } else {
+      rnn = std::make_unique<nn::LSTM>(nn::RecurrentOptions{.input_size = o.embed, .hidden_size = o.hidden, .bidirectional = true});
+      register_module("rnn", *rnn);
+    }
     register_module("attn", attn);
     register_module("score", score);
     register_module("head", head);
   }
 
-  /// logits [B, C]; with `weights`, the attention weights [T, B] (the BiLSTM only).
+  /// logits [B, C]; with `weights`, the attention weights [T, B] (not the bag of words).
   Tensor forward(const Batch& b, Tensor* weights = nullptr) const {
     const Tensor x = embed(b.ids);  // [T, B, E] (BoW: [T, B, C], zero rows for padding)
     if (bow_) return sum(x, {0}) + bias;
     const std::int64_t T = b.ids.size(0), B = b.ids.size(1);
-    const Tensor h = (*rnn)(dropout(x, dropout_, is_training()), {}, {}, b.lengths).output;  // [T, B, 2H]
-    std::vector<double> pad(static_cast<std::size_t>(T * B), 0.0);
+    std::vector<std::int64_t> pad(static_cast<std::size_t>(T * B), 0);  // [T, B]: 1 past each sentence's end
     for (std::int64_t t = 0; t < T; ++t)
       for (std::int64_t j = 0; j < B; ++j) pad[static_cast<std::size_t>(t * B + j)] = t >= b.lengths[static_cast<std::size_t>(j)];
-    const Tensor s = masked_fill(reshape(score(tanh(attn(h))), {T, B}), tensor(pad, {T, B}), -1e9);
+    const Tensor padding = index_tensor(pad, {T, B});
+    Tensor h;  // [T, B, width]
+    if (transformer) {
+      // N(0, 1) embeddings are not scaled by sqrt(d): that would drown the positions (examples/translate/README.md)
+      const Tensor xs = (*pos)(x, /*batch_first=*/false);
+      h = (*transformer)(dropout(xs, dropout_, is_training()), {}, transpose(padding, 0, 1));
+    } else {
+      h = (*rnn)(dropout(x, dropout_, is_training()), {}, {}, b.lengths).output;
+    }
+    const Tensor s = masked_fill(reshape(score(tanh(attn(h))), {T, B}), padding, -1e9);
     const Tensor a = softmax(s, 0);  // over each sentence's steps
     if (weights != nullptr) *weights = a.detach();
-    const Tensor pooled = sum(h * unsqueeze(a, 2), {0});  // [B, 2H]
+    const Tensor pooled = sum(h * unsqueeze(a, 2), {0});  // [B, width]
     return head(dropout(pooled, dropout_, is_training()));
   }
 
  private:
   bool bow_;
   double dropout_;
+  std::int64_t width_;
 
  public:
   nn::Embedding embed;
   std::unique_ptr<nn::LSTM> rnn;
+  std::unique_ptr<nn::SinusoidalPositionalEncoding> pos;
+  std::unique_ptr<nn::TransformerEncoder> transformer;
   nn::Linear attn, score, head;
   Tensor bias;
 };
+
+std::string encoder_label(const Options& o) { return o.model == "transformer" ? "Transformer" : "BiLSTM"; }
 
 struct Result {
   std::string model;
@@ -296,7 +331,7 @@ Result train_and_test(Classifier& model, const Vocab& v, const std::vector<Row>&
       const double mean = interval / static_cast<double>(in_interval);
       if (std::isnan(r.first_loss)) r.first_loss = mean;
       r.last_loss = mean;
-      if (metrics) metrics->row({static_cast<double>(step), name == "bilstm" ? mean : std::optional<double>(),
+      if (metrics) metrics->row({static_cast<double>(step), name != "bow" ? mean : std::optional<double>(),
                                  name == "bow" ? mean : std::optional<double>()});
       interval = 0, in_interval = 0;
     }
@@ -331,9 +366,9 @@ int run(const Options& o) {
     UNROLL_CHECK(sources.size() >= 2 && !sources.front().empty(), examples::UsageError,
                  "{}: --cross-domain needs a source column with at least two sources; got {} in column '{}' of '{}'",
                  kProgram, sources.size(), o.source_column, o.data);
-    std::string table = "test_source,train_rows,test_rows,bilstm_accuracy,bow_accuracy\n";
-    fmt::print("{}: cross-domain, {} steps each\n{:<10} {:>10} {:>10} {:>16} {:>14}\n", kProgram, o.steps, "test on",
-               "train", "test", "BiLSTM+attention", "bag of words");
+    std::string table = fmt::format("test_source,train_rows,test_rows,{}_accuracy,bow_accuracy\n", o.model);
+    fmt::print("{}: cross-domain, {} steps each\n{:<10} {:>10} {:>10} {:>21} {:>14}\n", kProgram, o.steps, "test on",
+               "train", "test", encoder_label(o) + "+attention", "bag of words");
     std::string last;
     for (const std::string& held : sources) {
       std::vector<Row> train, test;
@@ -341,9 +376,9 @@ int run(const Options& o) {
       const Vocab v(train);
       manual_seed(o.seed);  // the same initialisation for every row of the table
       Classifier lstm(false, o, v.size(), C), bow(true, o, v.size(), C);
-      const Result a = train_and_test(lstm, v, train, test, o, "bilstm", nullptr);
+      const Result a = train_and_test(lstm, v, train, test, o, o.model, nullptr);
       const Result b = train_and_test(bow, v, train, test, o, "bow", nullptr);
-      fmt::print("{:<10} {:>10} {:>10} {:>15.1f}% {:>13.1f}%\n", held, train.size(), test.size(), 100 * a.accuracy,
+      fmt::print("{:<10} {:>10} {:>10} {:>20.1f}% {:>13.1f}%\n", held, train.size(), test.size(), 100 * a.accuracy,
                  100 * b.accuracy);
       table += fmt::format("{},{},{},{},{}\n", held, train.size(), test.size(), a.accuracy, b.accuracy);
       last += fmt::format("{}{} {:.1f}% / {:.1f}%", last.empty() ? "" : ", ", held, 100 * a.accuracy, 100 * b.accuracy);
@@ -373,13 +408,13 @@ int run(const Options& o) {
   fmt::print("{}: {} rows for training, {} for testing{}; {} classes ({}), {} words\n", kProgram, train.size(),
              test.size(), o.test.empty() ? "" : fmt::format(" (from {})", o.test), C, fmt::join(all.classes, ", "),
              v.size());
-  examples::CsvWriter metrics((out_dir / "metrics.csv").string(), {"step", "bilstm_train_loss", "bow_train_loss"});
+  examples::CsvWriter metrics((out_dir / "metrics.csv").string(), {"step", o.model + "_train_loss", "bow_train_loss"});
   manual_seed(o.seed);
   Classifier lstm(false, o, v.size(), C), bow(true, o, v.size(), C);
-  const Result a = train_and_test(lstm, v, train, test, o, "bilstm", &metrics);
+  const Result a = train_and_test(lstm, v, train, test, o, o.model, &metrics);
   const Result b = train_and_test(bow, v, train, test, o, "bow", &metrics);
   {
-    examples::PlotSeries la{.name = "BiLSTM + attention"}, lb{.name = "bag of words"};
+    examples::PlotSeries la{.name = encoder_label(o) + " + attention"}, lb{.name = "bag of words"};
     for (const auto& r : metrics.table().rows) {
       if (r[1]) la.x.push_back(*r[0]), la.y.push_back(*r[1]);
       if (r[2]) lb.x.push_back(*r[0]), lb.y.push_back(*r[2]);
@@ -413,8 +448,8 @@ int run(const Options& o) {
     fmt::print("{}: {:<6} {} parameters, trained in {:.1f} s, {} tokens/s\n", kProgram, r->model, r->parameters,
                r->seconds, examples::format_count(r->tokens_per_s));
   fmt::print("{}: wrote {}/metrics.csv, loss.svg, attention.txt\n", kProgram, o.out);
-  fmt::print("{}: test accuracy {:.1f}% (BiLSTM + attention), {:.1f}% (bag of words); {} sentences\n", kProgram,
-             100 * a.accuracy, 100 * b.accuracy, test.size());
+  fmt::print("{}: test accuracy {:.1f}% ({} + attention), {:.1f}% (bag of words); {} sentences\n", kProgram,
+             100 * a.accuracy, encoder_label(o), 100 * b.accuracy, test.size());
   return examples::check_loss_fell(kProgram, o.smoke,
                                    {.first = a.first_loss, .last = a.last_loss, .first_what = "the first steps'"});
 }
@@ -437,7 +472,11 @@ int main(int argc, char** argv) {
     app.add_flag("--cross-domain", o.cross_domain, "train on all sources but one, test on that one, for each source");
     app.add_option("--out", o.out, "directory for metrics.csv, loss.svg, attention.txt, cross_domain.csv")
         ->capture_default_str();
-    app.add_option("--embed", o.embed, "word embedding size")->capture_default_str();
+    app.add_option("--model", o.model, "encoder pooled by attention: bilstm or transformer")->capture_default_str();
+    app.add_option("--embed", o.embed, "word embedding size (the Transformer's width)")->capture_default_str();
+    app.add_option("--heads", o.heads, "Transformer attention heads")->capture_default_str();
+    app.add_option("--layers", o.layers, "Transformer encoder layers (pre-norm)")->capture_default_str();
+    app.add_option("--ff", o.ff, "Transformer feed-forward size")->capture_default_str();
     app.add_option("--hidden", o.hidden, "BiLSTM hidden size per direction")->capture_default_str();
     app.add_option("--dropout", o.dropout, "dropout on the embeddings and the pooled state")->capture_default_str();
     app.add_option("--test-fraction", o.test_fraction, "the part of --data held out for testing")->capture_default_str();

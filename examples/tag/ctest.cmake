@@ -1,6 +1,6 @@
 # tag's ctest checks (registered in examples/CMakeLists.txt):
 #   cmake -DEXE=path/to/tag -DWORK=scratch/dir -DMODE=smoke|errors -P ctest.cmake
-# smoke:  the --smoke runs on Brown (softmax and CRF) succeed, so their loss fell, write their files and end with
+# smoke:  the --smoke runs on Brown (softmax, CRF, Transformer encoder) succeed, so their loss fell, write their files and end with
 #         the test line; the user's own CoNLL data with BIO tags and a --test file trains and reports entity F1.
 # errors: each kind of bad input gets exit code 2 and its one-line message.
 include(${CMAKE_CURRENT_LIST_DIR}/../common/expect.cmake)
@@ -42,6 +42,8 @@ if(MODE STREQUAL "smoke")
   endif()
   expect_run(NAME "smoke run, CRF, no char encoder" COMMAND ${EXE} --smoke --crf --chars 0 --out ${WORK}/crf
              STDOUT "tag: test accuracy" FILES ${WORK}/crf/metrics.csv)
+  expect_run(NAME "smoke run, Transformer encoder" COMMAND ${EXE} --smoke --model transformer --d-model 32 --ff 64
+             --layers 1 --out ${WORK}/transformer STDOUT "Transformer 32 x 1 layers, 4 heads.*tag: test accuracy")
   expect_run(NAME "own CoNLL data, BIO" COMMAND ${EXE} --smoke --data ${WORK}/train.conll --test ${WORK}/test.conll
              --crf --out ${WORK}/conll
              STDOUT "4 tags \\(BIO\\).*tag: test accuracy [0-9.]+% \\(11 tokens\\).*entity precision [0-9.]+%, recall [0-9.]+%, F1 [0-9.]+")

@@ -56,7 +56,9 @@ struct Options {
   std::string test;             ///< test sentences from this file instead of a tenth of --data
   std::string format = "auto";  ///< auto | brown | conll
   std::string out = "runs/tag";
+  std::string model = "bilstm";  ///< bilstm | transformer: the sentence encoder
   std::int64_t embed = 64, hidden = 128, char_embed = 16, char_hidden = 32;
+  std::int64_t d_model = 128, heads = 4, layers = 2, ff = 256;  ///< Transformer encoder
   bool chars = true, crf = false;
   double dropout = 0.3;
   std::int64_t batch = 32, steps = 2000, max_sentences = 0;
@@ -73,6 +75,14 @@ void check_options(const Options& o) {
                "{}: unknown --format; got '{}', expected auto, brown or conll", kProgram, o.format);
   check_flag_range<std::int64_t>(kProgram, "--embed", o.embed, 1, 4096);
   check_flag_range<std::int64_t>(kProgram, "--hidden", o.hidden, 1, 4096);
+  UNROLL_CHECK(o.model == "bilstm" || o.model == "transformer", examples::UsageError,
+               "{}: unknown --model; got '{}', expected bilstm or transformer", kProgram, o.model);
+  check_flag_range<std::int64_t>(kProgram, "--d-model", o.d_model, 1, 4096);
+  check_flag_range<std::int64_t>(kProgram, "--heads", o.heads, 1, 64);
+  check_flag_range<std::int64_t>(kProgram, "--layers", o.layers, 1, 64);
+  check_flag_range<std::int64_t>(kProgram, "--ff", o.ff, 1, 65536);
+  UNROLL_CHECK(o.d_model % o.heads == 0, examples::UsageError,
+               "{}: --d-model must be a multiple of --heads; got {} and {}", kProgram, o.d_model, o.heads);
   check_flag_range<std::int64_t>(kProgram, "--char-embed", o.char_embed, 1, 1024);
   check_flag_range<std::int64_t>(kProgram, "--char-hidden", o.char_hidden, 1, 1024);
   check_flag_range(kProgram, "--dropout", o.dropout, 0.0, 0.9);
@@ -289,7 +299,7 @@ class Tagger : public nn::Module {
   Tagger(const Options& o, const Data& d)
       : dropout_(o.dropout),
         embed(d.words.size(), o.embed, /*padding_idx=*/0),
-        head(2 * o.hidden, d.tags.size()) {
+        head(o.model == "transformer" ? o.d_model : 2 * o.hidden, d.tags.size()) {
     register_module("embed", embed);
     std::int64_t in = o.embed;
     if (o.chars) {
@@ -300,8 +310,20 @@ class Tagger : public nn::Module {
       register_module("char_rnn", *char_rnn);
       in += 2 * o.char_hidden;
     }
-    rnn = std::make_unique<nn::LSTM>(nn::RecurrentOptions{.input_size = in, .hidden_size = o.hidden, .bidirectional = true});
-    register_module("rnn", *rnn);
+    if (o.model == "transformer") {  // the word vectors projected to d_model, sinusoidal positions, pre-norm layers
+      proj = std::make_unique<nn::Linear>(in, o.d_model);
+      pos = std::make_unique<nn::SinusoidalPositionalEncoding>(o.d_model, 4096);
+      transformer = std::make_unique<nn::TransformerEncoder>(
+          nn::TransformerEncoderLayerOptions{.d_model = o.d_model, .nhead = o.heads, .dim_feedforward = o.ff,
+                                             .dropout = o.dropout, .activation = nn::Activation::relu,
+                                             .layer_norm_eps = 1e-5, .batch_first = false, .norm_first = true},
+          o.layers, /*final_norm=*/true);
+      register_module("proj", *proj);
+      register_module("encoder", *transformer);
+    } else {
+      rnn = std::make_unique<nn::LSTM>(nn::RecurrentOptions{.input_size = in, .hidden_size = o.hidden, .bidirectional = true});
+      register_module("rnn", *rnn);
+    }
     register_module("head", head);
     if (o.crf) register_module("crf", *(crf = std::make_unique<nn::CRF>(d.tags.size())));
   }
@@ -316,7 +338,15 @@ class Tagger : public nn::Module {
       x = cat({x, reshape(index_select(spelled, 0, b.word_of_token), {T, B, spelled.size(1)})}, 2);
     }
     x = dropout(x, dropout_, is_training());
-    const Tensor h = (*rnn)(x, {}, {}, b.lengths).output;  // [T, B, 2H], zero past each sentence's end
+    Tensor h;  // [T, B, width]
+    if (transformer) {
+      std::vector<std::int64_t> pad(static_cast<std::size_t>(B * T), 0);  // [B, T]: 1 past each sentence's end
+      for (std::int64_t j = 0; j < B; ++j)
+        for (std::int64_t t = b.lengths[static_cast<std::size_t>(j)]; t < T; ++t) pad[static_cast<std::size_t>(j * T + t)] = 1;
+      h = (*transformer)((*pos)((*proj)(x), /*batch_first=*/false), {}, index_tensor(pad, {B, T}));
+    } else {
+      h = (*rnn)(x, {}, {}, b.lengths).output;  // [T, B, 2H], zero past each sentence's end
+    }
     return head(dropout(h, dropout_, is_training()));
   }
 
@@ -353,6 +383,9 @@ class Tagger : public nn::Module {
   nn::Embedding embed;
   std::unique_ptr<nn::Embedding> char_embed;
   std::unique_ptr<nn::LSTM> char_rnn, rnn;
+  std::unique_ptr<nn::Linear> proj;
+  std::unique_ptr<nn::SinusoidalPositionalEncoding> pos;
+  std::unique_ptr<nn::TransformerEncoder> transformer;
   nn::Linear head;
   std::unique_ptr<nn::CRF> crf;
 };
@@ -492,7 +525,10 @@ int run(const Options& o) {
   optim::Adam opt(model.parameters(), {.lr = o.lr});
   optim::CosineAnnealingLR schedule(opt, o.steps, o.lr / 10);
   Generator gen(o.seed ^ 0x9e3779b97f4a7c15ull);
-  fmt::print("{}: BiLSTM {} x 2{}{}, {} parameters; batch {} sentences, lr {}\n", kProgram, o.hidden,
+  const std::string encoder = o.model == "transformer"
+                                  ? fmt::format("Transformer {} x {} layers, {} heads", o.d_model, o.layers, o.heads)
+                                  : fmt::format("BiLSTM {} x 2", o.hidden);
+  fmt::print("{}: {}{}{}, {} parameters; batch {} sentences, lr {}\n", kProgram, encoder,
              o.chars ? fmt::format(", char BiLSTM {} x 2", o.char_hidden) : "", o.crf ? ", CRF" : "",
              model.num_parameters(), o.batch, o.lr);
 
@@ -510,7 +546,8 @@ int run(const Options& o) {
       if (r[2]) val.x.push_back(*r[0]), val.y.push_back(1 - *r[2]);
     }
     examples::write_line_plot((out_dir / "loss.svg").string(),
-                              {.title = fmt::format("tag: BiLSTM{}{}", o.chars ? " + chars" : "", o.crf ? " + CRF" : ""),
+                              {.title = fmt::format("tag: {}{}{}", o.model == "transformer" ? "Transformer" : "BiLSTM",
+                                                     o.chars ? " + chars" : "", o.crf ? " + CRF" : ""),
                                .x_label = "step",
                                .y_label = "loss per token / validation error",
                                .series = {train, val},
@@ -642,7 +679,12 @@ int main(int argc, char** argv) {
     app.add_option("--format", o.format, "auto (from the content) | brown | conll")->capture_default_str();
     app.add_option("--out", o.out, "directory for metrics.csv, loss.svg, confusion.svg, per_tag.csv")->capture_default_str();
     app.add_option("--embed", o.embed, "word embedding size")->capture_default_str();
+    app.add_option("--model", o.model, "sentence encoder: bilstm or transformer")->capture_default_str();
     app.add_option("--hidden", o.hidden, "BiLSTM hidden size per direction")->capture_default_str();
+    app.add_option("--d-model", o.d_model, "Transformer width")->capture_default_str();
+    app.add_option("--heads", o.heads, "Transformer attention heads")->capture_default_str();
+    app.add_option("--layers", o.layers, "Transformer encoder layers (pre-norm)")->capture_default_str();
+    app.add_option("--ff", o.ff, "Transformer feed-forward size")->capture_default_str();
     app.add_option("--chars", o.chars, "character-level word encoder (a BiLSTM over each word's characters)")
         ->capture_default_str();
     app.add_option("--char-embed", o.char_embed, "character embedding size")->capture_default_str();

@@ -319,7 +319,9 @@ class Translator : public nn::Module {
     m.padding = b.src_padding;
     Tensor summary;  // [B, Dm]: what h0 is made from
     if (transformer_) {
-      Tensor x = (*pos)(mul(src_embed(b.src), std::sqrt(static_cast<double>(dm_))), /*batch_first=*/true);
+      // Not scaled by sqrt(d_model) as in Vaswani et al.: their embeddings start near 1/sqrt(d), nn::Embedding's
+      // (PyTorch's) at N(0, 1), and scaling those drowns the positions (measured: README, "RNN or Transformer").
+      Tensor x = (*pos)(src_embed(b.src), /*batch_first=*/true);
       m.values = (*encoder_tf)(dropout(x, dropout_, is_training()), {}, b.src_padding);
       // mean of each sentence's own states
       std::vector<double> keep(static_cast<std::size_t>(b.src.numel()));
@@ -511,7 +513,11 @@ Trained train(Translator& model, const Data& d, const Options& o, const std::str
   Trained r{.name = name, .parameters = model.num_parameters()};
   std::int64_t tokens = 0, interval_tokens = 0, interval_steps = 0;
   double interval_loss = 0, interval_seconds = 0;
-  examples::Progress progress({.total_steps = o.steps, .first_step = 0, .tokens_per_step = o.batch * 60});
+  double mean_target = 0;  // characters + <eos> per training pair, for the progress line's tokens/s
+  for (const Pair& p : d.train) mean_target += static_cast<double>(p.tgt_chars.size() + 1);
+  mean_target /= static_cast<double>(d.train.size());
+  examples::Progress progress(
+      {.total_steps = o.steps, .first_step = 0, .tokens_per_step = std::llround(static_cast<double>(o.batch) * mean_target)});
   double smooth = NAN;
   model.train();
   for (std::int64_t step = 1; step <= o.steps; ++step) {

@@ -141,6 +141,13 @@ const std::map<std::string, OpFn>& ops() {
       {"cumsum", [](auto& x, auto& p) { return cumsum(x[0], p.at("dim")); }},
       {"logcumsumexp", [](auto& x, auto& p) { return logcumsumexp(x[0], p.at("dim")); }},
       {"conv1d", [](auto& x, auto& p) { return conv1d(x[0], x[1], opt_input(x, 2, p.at("bias"))); }},
+      {"scaled_dot_product_attention",
+       [](auto& x, auto& p) {
+         AttentionOptions o;
+         o.is_causal = p.at("causal").template get<bool>();
+         if (!p.at("scale").is_null()) o.scale = p.at("scale").template get<double>();
+         return scaled_dot_product_attention(x[0], x[1], x[2], o);
+       }},
       {"linear_scan",
        [](auto& x, auto& p) { return linear_scan(x[0], x[1], opt_input(x, 2, p.at("h0")), scan_options(p)); }},
       {"log_linear_scan",
