@@ -303,6 +303,85 @@ bench::Prepared fastrnn(bench::Args& args) {
   return {config, static_cast<double>(B) * T, step};
 }
 
+// ---------------------------------------------------------------------------
+// attention: torch::nn::MultiheadAttention self-attention, forward and
+// backward of sum(output), need_weights off.  Input [T, B, E] requiring
+// grad, N(0, 1); the module's own initialisation.
+// ---------------------------------------------------------------------------
+bench::Prepared attention(bench::Args& args) {
+  const int T = args.get_int("seq", 64, 1);
+  const int B = args.get_int("batch", 16, 1);
+  const int E = args.get_int("embed", 256, 1);
+  const int heads = args.get_int("heads", 4, 1);
+  if (E % heads != 0) throw bench::UsageError("flag --embed must be a multiple of --heads");
+  torch::manual_seed(kSeed);
+  torch::nn::MultiheadAttention mha(torch::nn::MultiheadAttentionOptions(E, heads));
+  torch::Tensor x = torch::randn({T, B, E}).requires_grad_();
+  auto params = mha->parameters();
+  auto step = [mha, x, params]() mutable {
+    torch::Tensor out = std::get<0>(mha->forward(x, x, x, {}, /*need_weights=*/false));
+    out.sum().backward();
+    for (auto& p : params) clear_grad(p);
+    clear_grad(x);
+  };
+  nlohmann::json config = {{"seq", T}, {"batch", B}, {"embed", E}, {"heads", heads}, {"self_attention", true}};
+  return {config, static_cast<double>(B) * T, step};
+}
+
+// ---------------------------------------------------------------------------
+// seq2seq: one training step of a character translation model (the shape of
+// unroll's examples/translate).  Embedding(96, H) -> bidirectional GRU(H, H)
+// over S source steps; GRUCell(H + 2H, 2H) decoder with Luong "general"
+// attention (keys projected once by a [2H, 2H] weight, no bias) and input
+// feeding, h~ = tanh(W_c [c; h]), logits = W_o h~ over T target steps
+// (teacher forcing); cross-entropy summed over steps / (T B), backward, Adam.
+// ---------------------------------------------------------------------------
+bench::Prepared seq2seq(bench::Args& args) {
+  const int B = args.get_int("batch", 32, 1);
+  const int S = args.get_int("src-len", 40, 1);
+  const int T = args.get_int("tgt-len", 40, 1);
+  const int H = args.get_int("hidden", 128, 1);
+  constexpr int kVocab = 96;
+  torch::manual_seed(kSeed);
+  torch::nn::Embedding src_embed(kVocab, H), tgt_embed(kVocab, H);
+  torch::nn::GRU encoder(torch::nn::GRUOptions(H, H).bidirectional(true));
+  torch::nn::GRUCell cell(3 * H, 2 * H);
+  torch::nn::Linear key_proj(torch::nn::LinearOptions(2 * H, 2 * H).bias(false));
+  torch::nn::Linear combine(4 * H, 2 * H), out(2 * H, kVocab);
+  std::vector<torch::Tensor> params;
+  for (const auto& group : {src_embed->parameters(), tgt_embed->parameters(), encoder->parameters(),
+                            cell->parameters(), key_proj->parameters(), combine->parameters(), out->parameters()})
+    params.insert(params.end(), group.begin(), group.end());
+  auto adam = std::make_shared<torch::optim::Adam>(params, torch::optim::AdamOptions(1e-3));
+  const torch::Tensor src = torch::randint(kVocab, {S, B}, torch::kInt64);
+  const torch::Tensor tgt_in = torch::randint(kVocab, {T, B}, torch::kInt64);
+  const torch::Tensor tgt_out = torch::randint(kVocab, {T, B}, torch::kInt64);
+  auto step = [=]() mutable {
+    auto enc = encoder(src_embed(src));
+    const torch::Tensor memory = std::get<0>(enc).transpose(0, 1).contiguous();  // [B, S, 2H]
+    const torch::Tensor h_n = std::get<1>(enc);                                  // [2, B, H]
+    const torch::Tensor keys = key_proj(memory);                                 // [B, S, 2H]
+    torch::Tensor h = torch::cat({h_n[0], h_n[1]}, 1);
+    torch::Tensor feed = torch::zeros({B, 2 * H});
+    torch::Tensor loss;
+    for (int t = 0; t < T; ++t) {
+      h = cell(torch::cat({tgt_embed(tgt_in[t]), feed}, 1), h);
+      const torch::Tensor w = torch::softmax(torch::bmm(keys, h.unsqueeze(2)).squeeze(2), 1);
+      const torch::Tensor context = torch::bmm(w.unsqueeze(1), memory).squeeze(1);
+      feed = torch::tanh(combine(torch::cat({context, h}, 1)));
+      const torch::Tensor l = torch::nn::functional::cross_entropy(
+          out(feed), tgt_out[t], torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      loss = t == 0 ? l : loss + l;
+    }
+    (loss / static_cast<double>(T * B)).backward();
+    adam->step();
+    for (auto& p : params) clear_grad(p);
+  };
+  nlohmann::json config = {{"batch", B}, {"src_len", S}, {"tgt_len", T}, {"hidden", H}, {"vocab", kVocab},
+                           {"attention", "luong_general"}, {"optimizer", "adam"}};
+  return {config, static_cast<double>(B) * T, step};
+}
+
 // Name -> workload table; the help string lists the flags and their defaults.
 // Every workload also takes the thread overrides (see apply_threads).
 const std::string kThreadFlags = " [--torch-threads 1 --blas-threads <threads>]";
@@ -319,6 +398,16 @@ const std::vector<bench::Workload> kWorkloads = {
      "[--seq 100 --batch 64 --input 512 --hidden 512 --variant nn_lstm|cell_lstm|cell_gru|nn_gru]" +
          kThreadFlags,
      with_threads(fastrnn)},
+    {"attention",
+     "MultiheadAttention self-attention, forward + backward of sum(output) [--seq 64 --batch 16 --embed 256 "
+     "--heads 4]" +
+         kThreadFlags,
+     with_threads(attention)},
+    {"seq2seq",
+     "translation training step: BiGRU(H) encoder, GRUCell(3H, 2H) decoder with Luong attention and input "
+     "feeding, cross-entropy, Adam [--batch 32 --src-len 40 --tgt-len 40 --hidden 128]" +
+         kThreadFlags,
+     with_threads(seq2seq)},
 };
 
 // Only records the core count: the pools are sized in apply_threads, which

@@ -687,6 +687,92 @@ bench::Prepared bptt_memory(bench::Args& args) {
           step};
 }
 
+// attention: nn::MultiheadAttention self-attention, forward and backward of sum(output) (the parameters and the
+// input require grad), need_weights off. Input [T, B, E] (sequence first, as LibTorch's module). PyTorch's
+// initialisation; x ~ N(0, 1).
+bench::Prepared attention(bench::Args& args) {
+  const int T = args.get_int("seq", 64, 1);
+  const int B = args.get_int("batch", 16, 1);
+  const int E = args.get_int("embed", 256, 1);
+  const int heads = args.get_int("heads", 4, 1);
+  if (E % heads != 0) throw bench::UsageError("flag --embed must be a multiple of --heads");
+  unroll::manual_seed(kSeed);
+  auto mha = std::make_shared<unroll::nn::MultiheadAttention>(E, heads);
+  unroll::Generator gen(kSeed);
+  unroll::Tensor x = unroll::randn({T, B, E}, unroll::Dtype::float32, gen).requires_grad_();
+  auto step = [mha, x]() mutable {
+    unroll::nn::MultiheadAttentionOptions o;
+    o.need_weights = false;
+    unroll::sum((*mha)(x, x, x, o).output).backward();
+    mha->zero_grad();
+    x.zero_grad();
+  };
+  nlohmann::json config = {{"seq", T}, {"batch", B}, {"embed", E}, {"heads", heads}, {"self_attention", true}};
+  return {config, static_cast<double>(B) * T, step};
+}
+
+// seq2seq: one training step of a character translation model, the shape of examples/translate: Embedding(96, H)
+// -> bidirectional GRU(H, H) encoder over S source steps; a GRUCell(H + 2H, 2H) decoder with Luong "general"
+// attention (keys projected once per sequence by a [2H, 2H] weight, no bias) and input feeding,
+// h~ = tanh(W_c [c; h]), logits = W_o h~ over T target steps (teacher forcing); cross-entropy summed over the
+// steps / (T B), backward, Adam(1e-3). Random tokens; no padding.
+bench::Prepared seq2seq(bench::Args& args) {
+  using unroll::Tensor;
+  const int B = args.get_int("batch", 32, 1);
+  const int S = args.get_int("src-len", 40, 1);
+  const int T = args.get_int("tgt-len", 40, 1);
+  const int H = args.get_int("hidden", 128, 1);
+  constexpr int kVocab = 96;
+  unroll::manual_seed(kSeed);
+  struct Model : unroll::nn::Module {
+    unroll::nn::Embedding src_embed, tgt_embed;
+    unroll::nn::GRU encoder;
+    unroll::nn::GRUCell cell;
+    unroll::nn::MultiplicativeAttention attn;
+    unroll::nn::Linear combine, out;
+    explicit Model(int H)
+        : src_embed(kVocab, H), tgt_embed(kVocab, H),
+          encoder(unroll::nn::RecurrentOptions{.input_size = H, .hidden_size = H, .bidirectional = true}),
+          cell(3 * H, 2 * H), attn(2 * H, 2 * H, unroll::nn::LuongScore::general), combine(4 * H, 2 * H),
+          out(2 * H, kVocab) {
+      register_module("src_embed", src_embed);
+      register_module("tgt_embed", tgt_embed);
+      register_module("encoder", encoder);
+      register_module("cell", cell);
+      register_module("attn", attn);
+      register_module("combine", combine);
+      register_module("out", out);
+    }
+  };
+  auto model = std::make_shared<Model>(H);
+  auto adam = std::make_shared<unroll::optim::Adam>(model->parameters(), unroll::optim::AdamOptions{.lr = 1e-3});
+  unroll::Generator gen(kSeed);
+  const Tensor src = unroll::randint({S, B}, 0, kVocab, gen);
+  const Tensor tgt_in = unroll::randint({T, B}, 0, kVocab, gen);
+  const Tensor tgt_out = unroll::randint({T, B}, 0, kVocab, gen);
+  auto step = [model, adam, src, tgt_in, tgt_out, T, B, H]() {
+    const unroll::nn::RecurrentOutput enc = model->encoder(model->src_embed(src));
+    const Tensor memory = unroll::transpose(enc.output, 0, 1);  // [B, S, 2H]
+    const Tensor keys = model->attn.project_keys(memory);
+    Tensor h = unroll::cat({unroll::select(enc.h_n, 0, 0), unroll::select(enc.h_n, 0, 1)}, 1);
+    Tensor feed = unroll::zeros({B, 2 * H});
+    Tensor loss;
+    for (int t = 0; t < T; ++t) {
+      h = model->cell(unroll::cat({model->tgt_embed(tgt_in[t]), feed}, 1), h);
+      const unroll::nn::AttentionResult a = model->attn.attend(h, keys, memory);
+      feed = unroll::tanh(model->combine(unroll::cat({a.context, h}, 1)));
+      const Tensor l = unroll::cross_entropy(model->out(feed), tgt_out[t], unroll::Reduction::sum);
+      loss = t == 0 ? l : loss + l;
+    }
+    (loss * (1.0 / (T * B))).backward();
+    adam->step();
+    adam->zero_grad();
+  };
+  nlohmann::json config = {{"batch", B}, {"src_len", S}, {"tgt_len", T}, {"hidden", H}, {"vocab", kVocab},
+                           {"attention", "luong_general"}, {"optimizer", "adam"}};
+  return {config, static_cast<double>(B) * T, step};
+}
+
 const std::vector<bench::Workload> kWorkloads = {
     {"tiny_rnn", "vanilla tanh RNN, per-op overhead [--batch 1 --input 16 --hidden 32 --seq 200 --fused 1|0]",
      tiny_rnn},
@@ -732,6 +818,14 @@ const std::vector<bench::Workload> kWorkloads = {
      "the built-in layer or the unfused cell (a) and the fused composed cell (b) alternately, each timed: the "
      "median per-pair ratio b/a under extra [--cell lstm|gru|mgu --against builtin|unfused, fastrnn's size flags]",
      fastrnn_paired},
+    {"attention",
+     "nn::MultiheadAttention self-attention, forward + backward of sum(output) [--seq 64 --batch 16 --embed 256 "
+     "--heads 4]",
+     attention},
+    {"seq2seq",
+     "translation training step: BiGRU(H) encoder, GRUCell(3H, 2H) decoder with Luong attention and input "
+     "feeding, cross-entropy, Adam [--batch 32 --src-len 40 --tgt-len 40 --hidden 128]",
+     seq2seq},
 };
 }  // namespace
 

@@ -99,10 +99,10 @@ MultiheadAttentionOutput MultiheadAttention::forward(const Tensor& query, const 
                "{}: query, key and value must all be 3-D (batched) or 2-D (unbatched); got query={}, key={}, value={}",
                where, query.shape(), key.shape(), value.shape());
   const bool unbatched = D == 2;
-  // Everything below works on [N, T, E].
-  auto batch_major = [&](const Tensor& x) {
-    return unbatched ? unsqueeze(x, 0) : batch_first ? x : transpose(x, 0, 1);
-  };
+  // The inputs stay in their own layout ([N, T, E], or [T, N, E] sequence first; unbatched input is a batch of
+  // one): splitting the heads is one permute either way, so sequence-first input costs no extra transposes.
+  const bool seq_first = !batch_first && !unbatched;
+  auto as_3d = [&](const Tensor& x) { return unbatched ? unsqueeze(x, 0) : x; };
   const int ti = unbatched ? 0 : batch_first ? 1 : 0;  // the time dim of the inputs
   const std::int64_t L = query.size(ti), S = key.size(ti);
   const std::int64_t N = unbatched ? 1 : query.size(batch_first ? 0 : 1);
@@ -116,22 +116,23 @@ MultiheadAttentionOutput MultiheadAttention::forward(const Tensor& query, const 
   const std::int64_t H = num_heads, d = head_dim, E = embed_dim;
   const bool has_bias = in_proj_bias.defined();
 
-  // [N, T, k E] packed projections -> k tensors [N, H, T, d]
+  // [N, T, k E] (or [T, N, k E]) packed projections -> k tensors [N, H, T, d]
   auto split_heads = [&](const Tensor& packed, std::int64_t T, std::int64_t k) {
-    Tensor r = permute(reshape(packed, {N, T, k, H, d}), {2, 0, 3, 1, 4});
+    Tensor r = seq_first ? permute(reshape(packed, {T, N, k, H, d}), {2, 1, 3, 0, 4})
+                         : permute(reshape(packed, {N, T, k, H, d}), {2, 0, 3, 1, 4});
     std::vector<Tensor> out;
     for (std::int64_t i = 0; i < k; ++i) out.push_back(select(r, 0, i));
     return out;
   };
   auto project = [&](const Tensor& x, std::int64_t first, std::int64_t count) {
-    return linear(batch_major(x), narrow(in_proj_weight, 0, first * E, count * E),
+    return linear(as_3d(x), narrow(in_proj_weight, 0, first * E, count * E),
                   has_bias ? narrow(in_proj_bias, 0, first * E, count * E) : Tensor());
   };
   std::vector<Tensor> qkv;
   const bool self_attention = query.same_data(key) && key.same_data(value) && query.shape() == key.shape() &&
                               key.shape() == value.shape();
   if (self_attention) {
-    qkv = split_heads(linear(batch_major(query), in_proj_weight, in_proj_bias), L, 3);
+    qkv = split_heads(linear(as_3d(query), in_proj_weight, in_proj_bias), L, 3);
   } else {
     qkv = split_heads(project(query, 0, 1), L, 1);
     if (key.same_data(value) && key.shape() == value.shape()) {
@@ -169,9 +170,10 @@ MultiheadAttentionOutput MultiheadAttention::forward(const Tensor& query, const 
   Tensor weights;
   if (o.need_weights) ao.weights = &weights;
 
-  Tensor heads = scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], ao);   // [N, H, L, d]
-  Tensor out = out_proj(reshape(permute(heads, {0, 2, 1, 3}), {N, L, E}));  // [N, L, E]
-  out = unbatched ? squeeze(out, 0) : batch_first ? out : transpose(out, 0, 1);
+  Tensor heads = scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], ao);  // [N, H, L, d]
+  Tensor out = seq_first ? out_proj(reshape(permute(heads, {2, 0, 1, 3}), {L, N, E}))   // [L, N, E]
+                         : out_proj(reshape(permute(heads, {0, 2, 1, 3}), {N, L, E}));  // [N, L, E]
+  if (unbatched) out = squeeze(out, 0);
   if (o.need_weights) {
     const autograd::NoGradGuard no_grad;
     if (o.average_attn_weights) weights = mean(weights, {1});
