@@ -93,7 +93,9 @@ MultiheadAttentionOutput MultiheadAttention::forward(const Tensor& query, const 
   constexpr const char* where = "MultiheadAttention";
   for (const Tensor* t : {&query, &key, &value})
     UNROLL_CHECK(t->defined(), StateError, "{}: {} is undefined; got an undefined tensor, expected a tensor", where,
-                 t == &query ? "query" : t == &key ? "key" : "value");
+                 t == &query ? "query"
+                 : t == &key ? "key"
+                             : "value");
   const int D = query.dim();
   UNROLL_CHECK((D == 2 || D == 3) && key.dim() == D && value.dim() == D, ShapeError,
                "{}: query, key and value must all be 3-D (batched) or 2-D (unbatched); got query={}, key={}, value={}",
@@ -109,9 +111,14 @@ MultiheadAttentionOutput MultiheadAttention::forward(const Tensor& query, const 
   const bool same_batch = unbatched || (key.size(batch_first ? 0 : 1) == N && value.size(batch_first ? 0 : 1) == N);
   UNROLL_CHECK(query.size(-1) == embed_dim && key.size(-1) == embed_dim && value.size(-1) == embed_dim &&
                    value.size(ti) == S && same_batch,
-               ShapeError,
-               "{}: expected query [{}], key and value [{}] with E={} ({}); got query={}, key={}, value={}", where,
-               unbatched ? "L, E" : batch_first ? "N, L, E" : "L, N, E", unbatched ? "S, E" : batch_first ? "N, S, E" : "S, N, E",
+               ShapeError, "{}: expected query [{}], key and value [{}] with E={} ({}); got query={}, key={}, value={}",
+               where,
+               unbatched     ? "L, E"
+               : batch_first ? "N, L, E"
+                             : "L, N, E",
+               unbatched     ? "S, E"
+               : batch_first ? "N, S, E"
+                             : "S, N, E",
                embed_dim, batch_first ? "batch_first" : "sequence first", query.shape(), key.shape(), value.shape());
   const std::int64_t H = num_heads, d = head_dim, E = embed_dim;
   const bool has_bias = in_proj_bias.defined();
@@ -129,8 +136,8 @@ MultiheadAttentionOutput MultiheadAttention::forward(const Tensor& query, const 
                   has_bias ? narrow(in_proj_bias, 0, first * E, count * E) : Tensor());
   };
   std::vector<Tensor> qkv;
-  const bool self_attention = query.same_data(key) && key.same_data(value) && query.shape() == key.shape() &&
-                              key.shape() == value.shape();
+  const bool self_attention =
+      query.same_data(key) && key.same_data(value) && query.shape() == key.shape() && key.shape() == value.shape();
   if (self_attention) {
     qkv = split_heads(linear(as_3d(query), in_proj_weight, in_proj_bias), L, 3);
   } else {
@@ -156,11 +163,13 @@ MultiheadAttentionOutput MultiheadAttention::forward(const Tensor& query, const 
   if (o.attn_mask.defined()) {
     const Tensor& m = o.attn_mask;
     const bool ok2 = m.shape() == Shape({L, S}), ok3 = m.shape() == Shape({N * H, L, S});
-    UNROLL_CHECK(ok2 || ok3, ShapeError, "{}: attn_mask must be [L, S] or [N * num_heads, L, S]; got {}, expected [{}, {}] or [{}, {}, {}]",
+    UNROLL_CHECK(ok2 || ok3, ShapeError,
+                 "{}: attn_mask must be [L, S] or [N * num_heads, L, S]; got {}, expected [{}, {}] or [{}, {}, {}]",
                  where, m.shape(), L, S, N * H, L, S);
-    UNROLL_CHECK(m.dtype() == Dtype::int64 || m.dtype() == query.dtype(), DtypeError,
-                 "{}: attn_mask must be int64 (nonzero = may not attend) or the query's dtype (added); got {}, query {}",
-                 where, m.dtype(), query.dtype());
+    UNROLL_CHECK(
+        m.dtype() == Dtype::int64 || m.dtype() == query.dtype(), DtypeError,
+        "{}: attn_mask must be int64 (nonzero = may not attend) or the query's dtype (added); got {}, query {}", where,
+        m.dtype(), query.dtype());
     Tensor mask = m.dtype() == Dtype::int64 ? allowed_from_forbidden(m) : m.detach();
     ao.attn_mask = ok3 ? reshape(mask, {N, H, L, S}) : mask;
   }
@@ -170,7 +179,7 @@ MultiheadAttentionOutput MultiheadAttention::forward(const Tensor& query, const 
   Tensor weights;
   if (o.need_weights) ao.weights = &weights;
 
-  Tensor heads = scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], ao);  // [N, H, L, d]
+  Tensor heads = scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], ao);              // [N, H, L, d]
   Tensor out = seq_first ? out_proj(reshape(permute(heads, {2, 0, 1, 3}), {L, N, E}))   // [L, N, E]
                          : out_proj(reshape(permute(heads, {0, 2, 1, 3}), {N, L, E}));  // [N, L, E]
   if (unbatched) out = squeeze(out, 0);
@@ -210,8 +219,8 @@ TransformerEncoderLayer::TransformerEncoderLayer(const TransformerEncoderLayerOp
   register_module("dropout2", dropout2);
 }
 
-Tensor TransformerEncoderLayer::forward(const Tensor& src, const Tensor& src_mask,
-                                        const Tensor& src_key_padding_mask, bool is_causal) const {
+Tensor TransformerEncoderLayer::forward(const Tensor& src, const Tensor& src_mask, const Tensor& src_key_padding_mask,
+                                        bool is_causal) const {
   auto self_attention_block = [&](const Tensor& x) {
     MultiheadAttentionOptions mo;
     mo.attn_mask = src_mask;
@@ -242,8 +251,8 @@ TransformerEncoder::TransformerEncoder(const TransformerEncoderLayerOptions& lay
   for (std::int64_t i = 0; i < num_layers; ++i) layers.emplace_back(layer);
   register_module("layers", layers);
   if (final_norm) {
-    norm = std::make_unique<LayerNorm>(std::vector<std::int64_t>{layer.d_model}, layer.layer_norm_eps, true,
-                                       layer.dtype);
+    norm =
+        std::make_unique<LayerNorm>(std::vector<std::int64_t>{layer.d_model}, layer.layer_norm_eps, true, layer.dtype);
     register_module("norm", *norm);
   }
 }
@@ -260,9 +269,8 @@ Tensor TransformerEncoder::forward(const Tensor& src, const Tensor& mask, const 
 namespace {
 // x [N, T, d] or [T, N, d] + table[offset : offset + T] broadcast over the batch.
 Tensor add_positions(const char* where, const Tensor& x, const Tensor& table, bool batch_first, std::int64_t offset) {
-  UNROLL_CHECK(x.dim() == 3 && x.size(2) == table.size(1), ShapeError,
-               "{}: expected x {} with d_model={}; got {}", where, batch_first ? "[N, T, d]" : "[T, N, d]",
-               table.size(1), x.shape());
+  UNROLL_CHECK(x.dim() == 3 && x.size(2) == table.size(1), ShapeError, "{}: expected x {} with d_model={}; got {}",
+               where, batch_first ? "[N, T, d]" : "[T, N, d]", table.size(1), x.shape());
   const std::int64_t T = x.size(batch_first ? 1 : 0);
   UNROLL_CHECK(offset >= 0 && offset + T <= table.size(0), ValueError,
                "{}: positions {}..{} are past max_len={}; construct it with a larger max_len", where, offset,
@@ -306,9 +314,9 @@ Tensor LearnedPositionalEncoding::forward(const Tensor& x, bool batch_first, std
 
 // ------------------------------------------------------------------------------------- RNN decoder attention
 
-AdditiveAttention::AdditiveAttention(std::int64_t query_dim, std::int64_t key_dim, std::int64_t hidden_dim,
-                                     Dtype dtype)
-    : query_proj(query_dim, hidden_dim, false, dtype), key_proj(key_dim, hidden_dim, true, dtype),
+AdditiveAttention::AdditiveAttention(std::int64_t query_dim, std::int64_t key_dim, std::int64_t hidden_dim, Dtype dtype)
+    : query_proj(query_dim, hidden_dim, false, dtype),
+      key_proj(key_dim, hidden_dim, true, dtype),
       v(hidden_dim, 1, false, dtype) {
   register_module("query_proj", query_proj);
   register_module("key_proj", key_proj);
@@ -360,8 +368,8 @@ Tensor MultiplicativeAttention::project_keys(const Tensor& keys) const {
   return key_proj ? (*key_proj)(keys) : keys;
 }
 
-AttentionResult MultiplicativeAttention::attend(const Tensor& query, const Tensor& projected_keys,
-                                                const Tensor& values, const Tensor& key_padding_mask) const {
+AttentionResult MultiplicativeAttention::attend(const Tensor& query, const Tensor& projected_keys, const Tensor& values,
+                                                const Tensor& key_padding_mask) const {
   constexpr const char* where = "MultiplicativeAttention";
   UNROLL_CHECK(projected_keys.dim() == 3 && projected_keys.size(2) == query_dim, ShapeError,
                "{}: projected_keys must be [N, S, {}] (from project_keys); got {}", where, query_dim,

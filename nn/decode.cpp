@@ -18,8 +18,7 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 std::vector<double> run_step(const char* where, const DecodeStep& step, const Tensor& tokens, DecodeState& state,
                              std::int64_t M, std::int64_t& V) {
   const Tensor logp = step(tokens, state);
-  UNROLL_CHECK(logp.defined() && logp.dim() == 2 && logp.size(0) == M && logp.size(1) >= 1 &&
-                   is_floating(logp.dtype()),
+  UNROLL_CHECK(logp.defined() && logp.dim() == 2 && logp.size(0) == M && logp.size(1) >= 1 && is_floating(logp.dtype()),
                ShapeError, "{}: the step must return floating log-probabilities [{}, V]; got {}", where, M,
                logp.defined() ? fmt::format("{} {}", logp.dtype(), logp.shape()) : std::string("an undefined tensor"));
   V = logp.size(1);
@@ -175,7 +174,8 @@ std::vector<std::vector<Hypothesis>> beam_search(const DecodeStep& step, DecodeS
   std::vector<std::vector<Hypothesis>> out(static_cast<std::size_t>(batch));
   for (std::int64_t b = 0; b < batch; ++b) {
     auto& fin = finished[static_cast<std::size_t>(b)];
-    std::stable_sort(fin.begin(), fin.end(), [](const Hypothesis& x, const Hypothesis& y) { return x.score > y.score; });
+    std::stable_sort(fin.begin(), fin.end(),
+                     [](const Hypothesis& x, const Hypothesis& y) { return x.score > y.score; });
     const auto n = std::min<std::size_t>(fin.size(), static_cast<std::size_t>(o.num_return));
     out[static_cast<std::size_t>(b)].assign(std::make_move_iterator(fin.begin()),
                                             std::make_move_iterator(fin.begin() + static_cast<std::ptrdiff_t>(n)));
@@ -184,8 +184,8 @@ std::vector<std::vector<Hypothesis>> beam_search(const DecodeStep& step, DecodeS
 }
 
 double inverse_sigmoid_decay(std::int64_t step, double k) {
-  UNROLL_CHECK(k >= 1 && step >= 0, ValueError, "inverse_sigmoid_decay: need k >= 1 and step >= 0; got k={} step={}",
-               k, step);
+  UNROLL_CHECK(k >= 1 && step >= 0, ValueError, "inverse_sigmoid_decay: need k >= 1 and step >= 0; got k={} step={}", k,
+               step);
   const double x = static_cast<double>(step) / k;
   return x > 700 ? 0.0 : k / (k + std::exp(x));
 }
@@ -194,14 +194,15 @@ Tensor scheduled_sampling_inputs(const Tensor& gold, const Tensor& logits, doubl
                                  bool sample) {
   constexpr const char* where = "scheduled_sampling_inputs";
   UNROLL_CHECK(gold.defined() && gold.dtype() == Dtype::int64 && gold.dim() == 1, ShapeError,
-               "{}: gold must be int64 [N]; got {}", where, gold.defined() ? fmt::format("{} {}", gold.dtype(), gold.shape()) : std::string("undefined"));
+               "{}: gold must be int64 [N]; got {}", where,
+               gold.defined() ? fmt::format("{} {}", gold.dtype(), gold.shape()) : std::string("undefined"));
   const std::int64_t N = gold.size(0);
   UNROLL_CHECK(logits.defined() && is_floating(logits.dtype()) && logits.dim() == 2 && logits.size(0) == N &&
                    logits.size(1) >= 1,
                ShapeError, "{}: logits must be floating [N, V] with N={}; got {}", where, N,
                logits.defined() ? fmt::format("{} {}", logits.dtype(), logits.shape()) : std::string("undefined"));
-  UNROLL_CHECK(teacher_prob >= 0 && teacher_prob <= 1, ValueError,
-               "{}: teacher_prob must be in [0, 1]; got {}", where, teacher_prob);
+  UNROLL_CHECK(teacher_prob >= 0 && teacher_prob <= 1, ValueError, "{}: teacher_prob must be in [0, 1]; got {}", where,
+               teacher_prob);
   auto out = gold.to_vector<std::int64_t>();
   const auto z = logits.to_vector<double>();
   const std::int64_t V = logits.size(1);

@@ -87,14 +87,16 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   detail::OpScope op_scope(kWhere);
   for (const Tensor* t : {&q, &k, &v})
     UNROLL_CHECK(t->defined(), StateError, "{}: {} is undefined; got an undefined tensor, expected a tensor", kWhere,
-                 t == &q ? "q" : t == &k ? "k" : "v");
+                 t == &q   ? "q"
+                 : t == &k ? "k"
+                           : "v");
   detail::check_floating(kWhere, q);
   detail::check_floating_same(kWhere, q, k);
   detail::check_floating_same(kWhere, q, v);
   const int D = q.dim();
   UNROLL_CHECK(D >= 2 && k.dim() == D && v.dim() == D, ShapeError,
-               "{}: q, k and v need the same number of dims (>= 2); got q={}, k={}, v={}", kWhere, q.shape(),
-               k.shape(), v.shape());
+               "{}: q, k and v need the same number of dims (>= 2); got q={}, k={}, v={}", kWhere, q.shape(), k.shape(),
+               v.shape());
   bool lead_same = true;
   for (int d = 0; d < D - 2; ++d) lead_same = lead_same && q.shape()[d] == k.shape()[d] && q.shape()[d] == v.shape()[d];
   const std::int64_t Tq = q.size(-2), Tk = k.size(-2), E = q.size(-1), Ev = v.size(-1);
@@ -196,60 +198,60 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   if (o.weights) *o.weights = P.detach();
 
   if (autograd::needs_grad({&q, &k, &v})) {
-    autograd::record(
-        kWhere, out, {&q, &k, &v},
-        [P = std::move(P), keep = std::move(keep), q = q.detach(), k = k.detach(), v = v.detach(), L, Tq, Tk, E, Ev,
-         scale](autograd::GradSink& sink) {
-          const Tensor& g = sink.grad_output();
-          Tensor dq = sink.needs(0) ? Tensor::empty(q.shape(), q.dtype()) : Tensor();
-          Tensor dk = sink.needs(1) ? Tensor::empty(k.shape(), k.dtype()) : Tensor();
-          Tensor dv = sink.needs(2) ? Tensor::empty(v.shape(), v.dtype()) : Tensor();
-          dispatch_floating(kWhere, g.dtype(), [&]<class T>(T*) {
-            const T *pg = g.data<T>(), *pp = P.data<T>(), *pq = q.data<T>(), *pk = k.data<T>(), *pv = v.data<T>();
-            const T* pkeep = keep.defined() ? keep.data<T>() : nullptr;
-            T* pdq = dq.defined() ? dq.data<T>() : nullptr;
-            T* pdk = dk.defined() ? dk.data<T>() : nullptr;
-            T* pdv = dv.defined() ? dv.data<T>() : nullptr;
-            // scratch: dS [Tq, Tk], then (with dropout) the dropped weights [Tq, Tk]
-            for_each_head<T>(L, (pkeep ? 2 : 1) * Tq * Tk, [&](std::int64_t b, T* scratch) {
-              const T* Pb = pp + b * Tq * Tk;
-              const T* gb = pg + b * Tq * Ev;
-              T* dS = scratch;
-              if (pdv) {
-                const T* W = Pb;
-                if (pkeep) {
-                  T* Wd = scratch + Tq * Tk;
-                  const T* kb = pkeep + b * Tq * Tk;
-                  for (std::int64_t e = 0; e < Tq * Tk; ++e) Wd[e] = Pb[e] * kb[e];
-                  W = Wd;
-                }
-                detail::gemm(true, false, Tk, Ev, Tq, T(1), W, Tk, gb, Ev, T(0), pdv + b * Tk * Ev, Ev);
-              }
-              if (!pdq && !pdk) return;
-              detail::gemm(false, true, Tq, Tk, Ev, T(1), gb, Ev, pv + b * Tk * Ev, Ev, T(0), dS, Tk);
-              if (pkeep) {
-                const T* kb = pkeep + b * Tq * Tk;
-                for (std::int64_t e = 0; e < Tq * Tk; ++e) dS[e] *= kb[e];
-              }
-              for (std::int64_t i = 0; i < Tq; ++i) {
-                T* d = dS + i * Tk;
-                const T* w = Pb + i * Tk;
-                T dot = 0;
-                for (std::int64_t j = 0; j < Tk; ++j) dot += d[j] * w[j];
-                for (std::int64_t j = 0; j < Tk; ++j) d[j] = w[j] * (d[j] - dot);
-              }
-              if (pdq)
-                detail::gemm(false, false, Tq, E, Tk, static_cast<T>(scale), dS, Tk, pk + b * Tk * E, E, T(0),
-                             pdq + b * Tq * E, E);
-              if (pdk)
-                detail::gemm(true, false, Tk, E, Tq, static_cast<T>(scale), dS, Tk, pq + b * Tq * E, E, T(0),
-                             pdk + b * Tk * E, E);
-            });
-          });
-          if (dq.defined()) sink.add(0, std::move(dq));
-          if (dk.defined()) sink.add(1, std::move(dk));
-          if (dv.defined()) sink.add(2, std::move(dv));
-        });
+    autograd::record(kWhere, out, {&q, &k, &v},
+                     [P = std::move(P), keep = std::move(keep), q = q.detach(), k = k.detach(), v = v.detach(), L, Tq,
+                      Tk, E, Ev, scale](autograd::GradSink& sink) {
+                       const Tensor& g = sink.grad_output();
+                       Tensor dq = sink.needs(0) ? Tensor::empty(q.shape(), q.dtype()) : Tensor();
+                       Tensor dk = sink.needs(1) ? Tensor::empty(k.shape(), k.dtype()) : Tensor();
+                       Tensor dv = sink.needs(2) ? Tensor::empty(v.shape(), v.dtype()) : Tensor();
+                       dispatch_floating(kWhere, g.dtype(), [&]<class T>(T*) {
+                         const T *pg = g.data<T>(), *pp = P.data<T>(), *pq = q.data<T>(), *pk = k.data<T>(),
+                                 *pv = v.data<T>();
+                         const T* pkeep = keep.defined() ? keep.data<T>() : nullptr;
+                         T* pdq = dq.defined() ? dq.data<T>() : nullptr;
+                         T* pdk = dk.defined() ? dk.data<T>() : nullptr;
+                         T* pdv = dv.defined() ? dv.data<T>() : nullptr;
+                         // scratch: dS [Tq, Tk], then (with dropout) the dropped weights [Tq, Tk]
+                         for_each_head<T>(L, (pkeep ? 2 : 1) * Tq * Tk, [&](std::int64_t b, T* scratch) {
+                           const T* Pb = pp + b * Tq * Tk;
+                           const T* gb = pg + b * Tq * Ev;
+                           T* dS = scratch;
+                           if (pdv) {
+                             const T* W = Pb;
+                             if (pkeep) {
+                               T* Wd = scratch + Tq * Tk;
+                               const T* kb = pkeep + b * Tq * Tk;
+                               for (std::int64_t e = 0; e < Tq * Tk; ++e) Wd[e] = Pb[e] * kb[e];
+                               W = Wd;
+                             }
+                             detail::gemm(true, false, Tk, Ev, Tq, T(1), W, Tk, gb, Ev, T(0), pdv + b * Tk * Ev, Ev);
+                           }
+                           if (!pdq && !pdk) return;
+                           detail::gemm(false, true, Tq, Tk, Ev, T(1), gb, Ev, pv + b * Tk * Ev, Ev, T(0), dS, Tk);
+                           if (pkeep) {
+                             const T* kb = pkeep + b * Tq * Tk;
+                             for (std::int64_t e = 0; e < Tq * Tk; ++e) dS[e] *= kb[e];
+                           }
+                           for (std::int64_t i = 0; i < Tq; ++i) {
+                             T* d = dS + i * Tk;
+                             const T* w = Pb + i * Tk;
+                             T dot = 0;
+                             for (std::int64_t j = 0; j < Tk; ++j) dot += d[j] * w[j];
+                             for (std::int64_t j = 0; j < Tk; ++j) d[j] = w[j] * (d[j] - dot);
+                           }
+                           if (pdq)
+                             detail::gemm(false, false, Tq, E, Tk, static_cast<T>(scale), dS, Tk, pk + b * Tk * E, E,
+                                          T(0), pdq + b * Tq * E, E);
+                           if (pdk)
+                             detail::gemm(true, false, Tk, E, Tq, static_cast<T>(scale), dS, Tk, pq + b * Tq * E, E,
+                                          T(0), pdk + b * Tk * E, E);
+                         });
+                       });
+                       if (dq.defined()) sink.add(0, std::move(dq));
+                       if (dk.defined()) sink.add(1, std::move(dk));
+                       if (dv.defined()) sink.add(2, std::move(dv));
+                     });
   }
   return out;
 }

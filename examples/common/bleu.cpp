@@ -97,8 +97,10 @@ Bleu corpus_bleu(const std::vector<std::string>& hyps, const std::vector<std::st
   bool zero = false;
   for (std::size_t n = 0; n < 4; ++n) {
     b.precisions[n] = total[n] > 0 ? static_cast<double>(match[n]) / static_cast<double>(total[n]) : 0.0;
-    if (b.precisions[n] == 0) zero = true;
-    else log_sum += std::log(b.precisions[n]);
+    if (b.precisions[n] == 0)
+      zero = true;
+    else
+      log_sum += std::log(b.precisions[n]);
   }
   b.brevity_penalty = b.hyp_length == 0 ? 0.0
                       : b.hyp_length >= b.ref_length

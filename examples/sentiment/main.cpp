@@ -384,7 +384,8 @@ int run(const Options& o) {
       last += fmt::format("{}{} {:.1f}% / {:.1f}%", last.empty() ? "" : ", ", held, 100 * a.accuracy, 100 * b.accuracy);
     }
     examples::write_file_atomic((out_dir / "cross_domain.csv").string(), table, kProgram);
-    fmt::print("{}: test accuracy, BiLSTM+attention / bag of words, trained on the other sources: {}\n", kProgram, last);
+    fmt::print("{}: test accuracy, {}+attention / bag of words, trained on the other sources: {}\n", kProgram,
+               encoder_label(o), last);
     return 0;
   }
 

@@ -10,12 +10,12 @@ file(MAKE_DIRECTORY "${WORK}")
 
 if(MODE STREQUAL "smoke")
   expect_run(NAME "smoke run" COMMAND ${EXE} --smoke --out ${WORK}/run
-             STDOUT "reference: .*translate: test BLEU [0-9.]+, chrF [0-9.]+ \\(BiGRU encoder, luong attention, beam 3\\); without attention BLEU [0-9.]+, chrF [0-9.]+; 24 sentences\n$"
+             STDOUT "reference: .*translate: test BLEU [0-9.]+, chrF [0-9.]+, exact [0-9.]+% \\(BiGRU encoder, luong attention, beam 3\\); without attention BLEU [0-9.]+, chrF [0-9.]+, exact [0-9.]+%; 24 sentences\n$"
              FILES ${WORK}/run/metrics.csv ${WORK}/run/loss.svg ${WORK}/run/translations.tsv ${WORK}/run/attention_0.svg
                    ${WORK}/run/attention_1.svg ${WORK}/run/attention.safetensors ${WORK}/run/baseline.safetensors)
   expect_run(NAME "numbers, transformer, bahdanau" COMMAND ${EXE} --smoke --task numbers --model transformer
              --attention bahdanau --no-baseline --out ${WORK}/numbers
-             STDOUT "translate: test BLEU [0-9.]+, chrF [0-9.]+ \\(Transformer encoder, bahdanau attention, beam 3\\); 24 sentences\n$")
+             STDOUT "translate: test BLEU [0-9.]+, chrF [0-9.]+, exact [0-9.]+% \\(Transformer encoder, bahdanau attention, beam 3\\); 24 sentences\n$")
   # Own data: other column names, a --test file, scheduled sampling.
   set(tsv "id\tde\ten\n")
   foreach(i RANGE 1 40)

@@ -49,11 +49,11 @@ struct Options {
   std::string task = "bible";  ///< bible | numbers: the defaults for --data, --test and the columns
   std::string data, test, src_column, tgt_column;
   std::string out = "runs/translate";
-  std::string model = "rnn";          ///< rnn | transformer (the encoder)
-  std::string attention = "luong";    ///< luong | bahdanau
-  bool baseline = true;               ///< also train the same model without attention
-  std::int64_t max_chars = 100;       ///< pairs longer than this on either side are left out
-  std::int64_t max_pairs = 0;         ///< 0: all
+  std::string model = "rnn";              ///< rnn | transformer (the encoder)
+  std::string attention = "luong";        ///< luong | bahdanau
+  bool baseline = true;                   ///< also train the same model without attention
+  std::int64_t max_chars = 100;           ///< pairs longer than this on either side are left out
+  std::int64_t max_pairs = 0;             ///< 0: all
   std::int64_t embed = 64, hidden = 128;  ///< RNN encoder: per direction; the decoder GRU has 2 * hidden
   std::int64_t d_model = 96, heads = 4, layers = 2, ff = 192;  ///< Transformer encoder
   double dropout = 0.2, test_fraction = 0.05;
@@ -172,7 +172,9 @@ ReadResult read_pairs(const Options& o, const std::string& path, const char* fla
     UNROLL_CHECK(cells.size() == columns, examples::UsageError,
                  "{}: {} file has a row with {} tab-separated cells; got line {} of '{}', expected {} like the header",
                  kProgram, flag, cells.size(), line_no, path, columns);
-    Pair p{.src = cells[static_cast<std::size_t>(sc)], .tgt = cells[static_cast<std::size_t>(tc)], .src_chars = {},
+    Pair p{.src = cells[static_cast<std::size_t>(sc)],
+           .tgt = cells[static_cast<std::size_t>(tc)],
+           .src_chars = {},
            .tgt_chars = {}};
     UNROLL_CHECK(!p.src.empty() && !p.tgt.empty(), examples::UsageError,
                  "{}: {} file has an empty {} at line {} of '{}'", kProgram, flag, p.src.empty() ? "source" : "target",
@@ -208,8 +210,10 @@ struct Vocab {
   std::string text(const std::vector<std::int64_t>& ids) const {
     std::string s;
     for (const std::int64_t i : ids)
-      if (i > kUnk) s += items[static_cast<std::size_t>(i)];
-      else if (i == kUnk) s += "?";
+      if (i > kUnk)
+        s += items[static_cast<std::size_t>(i)];
+      else if (i == kUnk)
+        s += "?";
     return s;
   }
 };
@@ -231,7 +235,8 @@ Batch make_batch(const Vocab& sv, const Vocab& tv, const std::vector<const Pair*
     T = std::max<std::int64_t>(T, static_cast<std::int64_t>(p->tgt_chars.size()) + 1);
   }
   std::vector<std::int64_t> src(static_cast<std::size_t>(B * S), Vocab::kPad), pad(static_cast<std::size_t>(B * S), 1);
-  std::vector<std::int64_t> in(static_cast<std::size_t>(T * B), Vocab::kPad), out(static_cast<std::size_t>(T * B), Vocab::kPad);
+  std::vector<std::int64_t> in(static_cast<std::size_t>(T * B), Vocab::kPad),
+      out(static_cast<std::size_t>(T * B), Vocab::kPad);
   for (std::int64_t j = 0; j < B; ++j) {
     const Pair& p = *rows[static_cast<std::size_t>(j)];
     const auto n = static_cast<std::int64_t>(p.src_chars.size());
@@ -262,10 +267,10 @@ Batch make_batch(const Vocab& sv, const Vocab& tv, const std::vector<const Pair*
 // h_t = GRU(embed(y_{t-1}), h_{t-1}), p(y_t) = softmax(W_o h_t): everything it knows of the source is h_0.
 
 struct Memory {
-  Tensor values;  ///< [B, S, Dm] encoder states
-  Tensor keys;    ///< [B, S, *] the attention's projected keys (computed once per sentence)
-  Tensor padding; ///< int64 [B, S]
-  Tensor h0;      ///< [B, Hd] the decoder's first state
+  Tensor values;   ///< [B, S, Dm] encoder states
+  Tensor keys;     ///< [B, S, *] the attention's projected keys (computed once per sentence)
+  Tensor padding;  ///< int64 [B, S]
+  Tensor h0;       ///< [B, Hd] the decoder's first state
 };
 
 class Translator : public nn::Module {
@@ -285,9 +290,14 @@ class Translator : public nn::Module {
     if (transformer_) {
       pos = std::make_unique<nn::SinusoidalPositionalEncoding>(o.d_model, o.max_chars + 8);
       encoder_tf = std::make_unique<nn::TransformerEncoder>(
-          nn::TransformerEncoderLayerOptions{.d_model = o.d_model, .nhead = o.heads, .dim_feedforward = o.ff,
-                                             .dropout = o.dropout, .activation = nn::Activation::relu,
-                                             .layer_norm_eps = 1e-5, .batch_first = true, .norm_first = true},
+          nn::TransformerEncoderLayerOptions{.d_model = o.d_model,
+                                             .nhead = o.heads,
+                                             .dim_feedforward = o.ff,
+                                             .dropout = o.dropout,
+                                             .activation = nn::Activation::relu,
+                                             .layer_norm_eps = 1e-5,
+                                             .batch_first = true,
+                                             .norm_first = true},
           o.layers, /*final_norm=*/true);
       register_module("encoder", *encoder_tf);
     } else {
@@ -332,8 +342,8 @@ class Translator : public nn::Module {
     } else {
       const Tensor x = dropout(src_embed(transpose(b.src, 0, 1)), dropout_, is_training());  // [S, B, E]
       const nn::RecurrentOutput r = (*encoder_rnn)(x, {}, b.src_lengths);
-      m.values = transpose(r.output, 0, 1);                                            // [B, S, 2H]
-      summary = cat({select(r.h_n, 0, 0), select(r.h_n, 0, 1)}, 1);                    // last fwd, first bwd
+      m.values = transpose(r.output, 0, 1);                          // [B, S, 2H]
+      summary = cat({select(r.h_n, 0, 0), select(r.h_n, 0, 1)}, 1);  // last fwd, first bwd
     }
     m.h0 = tanh(bridge(summary));
     if (attention_) m.keys = luong ? luong->project_keys(m.values) : bahdanau->project_keys(m.values);
@@ -350,8 +360,8 @@ class Translator : public nn::Module {
     Step s;
     s.h = cell(dropout(x, dropout_, is_training()), h);
     if (attention_) {
-      const nn::AttentionResult a = luong ? luong->attend(s.h, m.keys, m.values, m.padding)
-                                          : bahdanau->attend(s.h, m.keys, m.values, m.padding);
+      const nn::AttentionResult a =
+          luong ? luong->attend(s.h, m.keys, m.values, m.padding) : bahdanau->attend(s.h, m.keys, m.values, m.padding);
       s.feed = tanh((*combine)(cat({a.context, s.h}, 1)));
       s.weights = a.weights;
     } else {
@@ -376,9 +386,9 @@ class Translator : public nn::Module {
       total = t == 0 ? l : total + l;
       h = s.h, feed = s.feed;
       if (t + 1 < T)
-        prev = teacher_prob < 1.0
-                   ? nn::scheduled_sampling_inputs(b.tgt_in[t + 1], s.logits.detach(), teacher_prob, default_generator())
-                   : b.tgt_in[t + 1];
+        prev = teacher_prob < 1.0 ? nn::scheduled_sampling_inputs(b.tgt_in[t + 1], s.logits.detach(), teacher_prob,
+                                                                  default_generator())
+                                  : b.tgt_in[t + 1];
     }
     return total;
   }
@@ -437,8 +447,12 @@ std::vector<std::string> translate_all(const Translator& model, const Vocab& sv,
                               {.bos = Vocab::kBos, .eos = Vocab::kEos, .max_length = max_length});
     } else {
       const auto hyps = nn::beam_search(decode_step(model), decode_state(model, m), B,
-                                        {.bos = Vocab::kBos, .eos = Vocab::kEos, .max_length = max_length,
-                                         .beam_size = beam, .length_penalty = length_penalty, .num_return = 1});
+                                        {.bos = Vocab::kBos,
+                                         .eos = Vocab::kEos,
+                                         .max_length = max_length,
+                                         .beam_size = beam,
+                                         .length_penalty = length_penalty,
+                                         .num_return = 1});
       for (const auto& h : hyps) ids.push_back(h.front().tokens);
     }
     for (auto& v : ids) {
@@ -451,11 +465,18 @@ std::vector<std::string> translate_all(const Translator& model, const Vocab& sv,
 
 struct Score {
   double bleu = 0, chrf = 0;
+  double exact = 0;  ///< the fraction translated exactly (what counts for --task numbers, whose targets are one
+                     ///< word: BLEU has no 2-grams to count there and is 0)
 };
 Score score(const std::vector<std::string>& hyps, const std::vector<const Pair*>& pairs) {
   std::vector<std::string> refs;
-  for (const Pair* p : pairs) refs.push_back(p->tgt);
-  return {examples::corpus_bleu(hyps, refs).score, examples::corpus_chrf(hyps, refs)};
+  std::size_t exact = 0;
+  for (std::size_t i = 0; i < pairs.size(); ++i) {
+    refs.push_back(pairs[i]->tgt);
+    exact += hyps[i] == pairs[i]->tgt;
+  }
+  return {examples::corpus_bleu(hyps, refs).score, examples::corpus_chrf(hyps, refs),
+          static_cast<double>(exact) / static_cast<double>(pairs.size())};
 }
 
 /// The attention weights while the model reads its own translation of `p` back in (teacher-forced on it):
@@ -469,15 +490,21 @@ void write_attention_map(const Translator& model, const Vocab& sv, const Vocab& 
   const Batch b = make_batch(sv, tv, {&own});
   const Memory m = model.encode(b);
   Tensor h = m.h0, feed = model.initial_feed(1);
-  examples::Heatmap map{.title = fmt::format("attention: {}", p.src.substr(0, 60)), .x_label = "source",
-                        .y_label = "translation", .row_labels = {}, .col_labels = p.src_chars, .values = {},
-                        .text = {}, .cell = 14};
+  examples::Heatmap map{.title = fmt::format("attention: {}", p.src.substr(0, 60)),
+                        .x_label = "source",
+                        .y_label = "translation",
+                        .row_labels = {},
+                        .col_labels = p.src_chars,
+                        .values = {},
+                        .text = {},
+                        .cell = 14};
   for (std::int64_t t = 0; t < b.tgt_in.size(0); ++t) {
     const Translator::Step s = model.step(b.tgt_in[t], h, feed, m);
     h = s.h, feed = s.feed;
     for (double w : s.weights.to_vector()) map.values.push_back(w);
-    map.row_labels.push_back(t < static_cast<std::int64_t>(own.tgt_chars.size()) ? own.tgt_chars[static_cast<std::size_t>(t)]
-                                                                                  : std::string("<eos>"));
+    map.row_labels.push_back(t < static_cast<std::int64_t>(own.tgt_chars.size())
+                                 ? own.tgt_chars[static_cast<std::size_t>(t)]
+                                 : std::string("<eos>"));
   }
   examples::write_heatmap(path, map);
 }
@@ -505,7 +532,9 @@ Trained train(Translator& model, const Data& d, const Options& o, const std::str
   Generator gen(o.seed ^ 0x7a3u);
   const std::vector<Tensor> params = model.parameters();
   examples::DivergenceWatch divergence(
-      {.program = kProgram, .ceiling = INFINITY, .patience = 1,
+      {.program = kProgram,
+       .ceiling = INFINITY,
+       .patience = 1,
        .hint = fmt::format("try a smaller --lr (now {}) or a tighter --clip (now {})", o.lr, o.clip)});
   std::vector<std::size_t> order(d.train.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
@@ -516,15 +545,18 @@ Trained train(Translator& model, const Data& d, const Options& o, const std::str
   double mean_target = 0;  // characters + <eos> per training pair, for the progress line's tokens/s
   for (const Pair& p : d.train) mean_target += static_cast<double>(p.tgt_chars.size() + 1);
   mean_target /= static_cast<double>(d.train.size());
-  examples::Progress progress(
-      {.total_steps = o.steps, .first_step = 0, .tokens_per_step = std::llround(static_cast<double>(o.batch) * mean_target)});
+  examples::Progress progress({.total_steps = o.steps,
+                               .first_step = 0,
+                               .tokens_per_step = std::llround(static_cast<double>(o.batch) * mean_target)});
   double smooth = NAN;
   model.train();
   for (std::int64_t step = 1; step <= o.steps; ++step) {
     std::vector<const Pair*> rows;
-    while (static_cast<std::int64_t>(rows.size()) < std::min<std::int64_t>(o.batch, static_cast<std::int64_t>(order.size()))) {
+    while (static_cast<std::int64_t>(rows.size()) <
+           std::min<std::int64_t>(o.batch, static_cast<std::int64_t>(order.size()))) {
       if (next == order.size()) {
-        for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[static_cast<std::size_t>(gen.next_u64() % i)]);
+        for (std::size_t i = order.size(); i > 1; --i)
+          std::swap(order[i - 1], order[static_cast<std::size_t>(gen.next_u64() % i)]);
         next = 0;
       }
       rows.push_back(&d.train[order[next++]]);
@@ -536,13 +568,13 @@ Trained train(Translator& model, const Data& d, const Options& o, const std::str
     const double per = static_cast<double>(batch_tokens);
     // Per target token, the batch's mean: each shard of sentences (on its own thread) returns its part of the
     // sum over the whole batch.
-    const double l = autograd::sharded_backward(
-        static_cast<std::int64_t>(rows.size()),
-        [&](const autograd::Shard& s) {
-          const std::vector<const Pair*> part(rows.begin() + s.begin, rows.begin() + s.end);
-          return model.loss_sum(make_batch(d.src, d.tgt, part), teacher) / per;
-        },
-        {.sum_loss = true});
+    const double l =
+        autograd::sharded_backward(static_cast<std::int64_t>(rows.size()),
+                                   [&](const autograd::Shard& s) {
+                                     const std::vector<const Pair*> part(rows.begin() + s.begin, rows.begin() + s.end);
+                                     return model.loss_sum(make_batch(d.src, d.tgt, part), teacher) / per;
+                                   },
+                                   {.sum_loss = true});
     divergence.check(step, l, [&] {
       return examples::locate_non_finite(model, [&] { return model.loss_sum(make_batch(d.src, d.tgt, rows)) / per; });
     });
@@ -558,15 +590,17 @@ Trained train(Translator& model, const Data& d, const Options& o, const std::str
     progress.update(step, smooth, name);
     const bool eval_now = step % o.eval_every == 0 || step == o.steps;
     if (eval_now || step % o.log_every == 0) {
-      std::optional<double> val_bleu, val_chrf;
+      std::optional<double> val_bleu, val_chrf, val_exact;
       if (eval_now) {
         model.eval();
         const Score s = score(translate_all(model, d.src, d.tgt, d.val, 1, o.length_penalty, d.max_length), d.val);
         model.train();
-        val_bleu = s.bleu, val_chrf = s.chrf;
-        progress.print_line(fmt::format("{} step {:>{}}  validation BLEU {:.2f}  chrF {:.2f} (greedy, {} sentences)",
-                                        name, step, fmt::formatted_size("{}", o.steps), s.bleu, s.chrf, d.val.size()));
-        Checkpoint c{model.state_dict(), opt.state_dict(), schedule.state_dict(), step, default_generator().state(), {}, {}};
+        val_bleu = s.bleu, val_chrf = s.chrf, val_exact = s.exact;
+        progress.print_line(
+            fmt::format("{} step {:>{}}  validation BLEU {:.2f}  chrF {:.2f}  exact {:.1f}% (greedy, {} sentences)",
+                        name, step, fmt::formatted_size("{}", o.steps), s.bleu, s.chrf, 100 * s.exact, d.val.size()));
+        Checkpoint c{
+            model.state_dict(), opt.state_dict(), schedule.state_dict(), step, default_generator().state(), {}, {}};
         c.extra["translate.src_vocab"] = fmt::format("{}", fmt::join(d.src.items, "\x1f"));
         c.extra["translate.tgt_vocab"] = fmt::format("{}", fmt::join(d.tgt.items, "\x1f"));
         c.extra["translate.model"] = name;
@@ -576,7 +610,7 @@ Trained train(Translator& model, const Data& d, const Options& o, const std::str
       if (std::isnan(r.first_loss)) r.first_loss = mean;
       r.last_loss = mean;
       metrics.row({static_cast<double>(step), name == "attention" ? mean : std::optional<double>(),
-                   name == "baseline" ? mean : std::optional<double>(), val_bleu, val_chrf,
+                   name == "baseline" ? mean : std::optional<double>(), val_bleu, val_chrf, val_exact,
                    static_cast<double>(interval_tokens) / interval_seconds, opt.lr()});
       interval_loss = 0, interval_steps = 0, interval_tokens = 0, interval_seconds = 0;
     }
@@ -590,7 +624,8 @@ Trained train(Translator& model, const Data& d, const Options& o, const std::str
 Data load_data(const Options& o) {
   Data d;
   ReadResult all = read_pairs(o, o.data, "--data");
-  if (o.max_pairs > 0 && static_cast<std::int64_t>(all.pairs.size()) > o.max_pairs) all.pairs.resize(static_cast<std::size_t>(o.max_pairs));
+  if (o.max_pairs > 0 && static_cast<std::int64_t>(all.pairs.size()) > o.max_pairs)
+    all.pairs.resize(static_cast<std::size_t>(o.max_pairs));
   UNROLL_CHECK(all.pairs.size() >= 20, examples::UsageError,
                "{}: --data file too small; got {} pairs of at most {} characters in '{}' ({} longer left out), "
                "expected at least 20",
@@ -598,7 +633,8 @@ Data load_data(const Options& o) {
   std::vector<std::size_t> order(all.pairs.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
   Generator gen(o.seed ^ 0x5e7u);
-  for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[static_cast<std::size_t>(gen.next_u64() % i)]);
+  for (std::size_t i = order.size(); i > 1; --i)
+    std::swap(order[i - 1], order[static_cast<std::size_t>(gen.next_u64() % i)]);
   std::int64_t test_too_long = 0;
   if (!o.test.empty()) {
     ReadResult t = read_pairs(o, o.test, "--test");
@@ -609,11 +645,13 @@ Data load_data(const Options& o) {
     test_too_long = t.too_long;
     for (std::size_t i : order) d.train.push_back(all.pairs[i]);
   } else {
-    const auto n_test = static_cast<std::size_t>(std::clamp<long long>(
-        std::llround(static_cast<double>(order.size()) * o.test_fraction), 1, static_cast<long long>(order.size()) / 2));
+    const auto n_test = static_cast<std::size_t>(
+        std::clamp<long long>(std::llround(static_cast<double>(order.size()) * o.test_fraction), 1,
+                              static_cast<long long>(order.size()) / 2));
     for (std::size_t i = 0; i < order.size(); ++i) (i < n_test ? d.test : d.train).push_back(all.pairs[order[i]]);
   }
-  if (o.max_test > 0 && static_cast<std::int64_t>(d.test.size()) > o.max_test) d.test.resize(static_cast<std::size_t>(o.max_test));
+  if (o.max_test > 0 && static_cast<std::int64_t>(d.test.size()) > o.max_test)
+    d.test.resize(static_cast<std::size_t>(o.max_test));
   for (const Pair& p : d.train) {
     d.src.add(p.src_chars);
     d.tgt.add(p.tgt_chars);
@@ -624,11 +662,12 @@ Data load_data(const Options& o) {
   for (std::size_t i = 0; i < std::min<std::size_t>(d.train.size(), static_cast<std::size_t>(o.val_sentences)); ++i)
     d.val.push_back(&d.train[d.train.size() - 1 - i]);
   for (const Pair& p : d.test) d.test_ptrs.push_back(&p);
-  fmt::print("{}: {} training pairs, {} test pairs{} (at most {} characters; {} longer left out{}); {} source and {} "
-             "target characters\n",
-             kProgram, d.train.size(), d.test.size(), o.test.empty() ? "" : fmt::format(" from {}", o.test),
-             o.max_chars, all.too_long, o.test.empty() ? "" : fmt::format(", {} in --test", test_too_long),
-             d.src.size() - 4, d.tgt.size() - 4);
+  fmt::print(
+      "{}: {} training pairs, {} test pairs{} (at most {} characters; {} longer left out{}); {} source and {} "
+      "target characters\n",
+      kProgram, d.train.size(), d.test.size(), o.test.empty() ? "" : fmt::format(" from {}", o.test), o.max_chars,
+      all.too_long, o.test.empty() ? "" : fmt::format(", {} in --test", test_too_long), d.src.size() - 4,
+      d.tgt.size() - 4);
   return d;
 }
 
@@ -643,7 +682,7 @@ int run(const Options& o) {
 
   examples::CsvWriter metrics((out_dir / "metrics.csv").string(),
                               {"step", "attention_train_loss", "baseline_train_loss", "val_bleu", "val_chrf",
-                               "tokens_per_s", "lr"});
+                               "val_exact", "tokens_per_s", "lr"});
   manual_seed(o.seed);
   Translator model(o, d.src.size(), d.tgt.size(), /*attention=*/true);
   fmt::print("{}: {} encoder, {} attention: {} parameters\n", kProgram, o.model == "rnn" ? "BiGRU" : "Transformer",
@@ -665,9 +704,11 @@ int run(const Options& o) {
     }
     std::vector<examples::PlotSeries> series{la};
     if (b) series.push_back(lb);
-    examples::write_line_plot((out_dir / "loss.svg").string(),
-                              {.title = "translate: training loss", .x_label = "step",
-                               .y_label = "cross-entropy per character", .series = series, .log_y = true});
+    examples::write_line_plot((out_dir / "loss.svg").string(), {.title = "translate: training loss",
+                                                                .x_label = "step",
+                                                                .y_label = "cross-entropy per character",
+                                                                .series = series,
+                                                                .log_y = true});
   }
 
   // The test set: beam search and greedy with attention, beam search without.
@@ -675,7 +716,10 @@ int run(const Options& o) {
   const auto hyps = translate_all(model, d.src, d.tgt, d.test_ptrs, o.beam, o.length_penalty, d.max_length);
   const double decode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const Score beam = score(hyps, d.test_ptrs);
-  const Score greedy = o.beam > 1 ? score(translate_all(model, d.src, d.tgt, d.test_ptrs, 1, o.length_penalty, d.max_length), d.test_ptrs) : beam;
+  const Score greedy =
+      o.beam > 1
+          ? score(translate_all(model, d.src, d.tgt, d.test_ptrs, 1, o.length_penalty, d.max_length), d.test_ptrs)
+          : beam;
   std::optional<Score> base_score;
   std::vector<std::string> base_hyps;
   if (base) {
@@ -687,22 +731,26 @@ int run(const Options& o) {
     samples += fmt::format("{}\t{}\t{}\t{}\n", d.test[i].src, d.test[i].tgt, hyps[i], base ? base_hyps[i] : "");
   examples::write_file_atomic((out_dir / "translations.tsv").string(), samples, kProgram);
   for (std::size_t i = 0; i < std::min<std::size_t>(d.test.size(), static_cast<std::size_t>(o.show)); ++i) {
-    write_attention_map(model, d.src, d.tgt, d.test[i], hyps[i], (out_dir / fmt::format("attention_{}.svg", i)).string());
+    write_attention_map(model, d.src, d.tgt, d.test[i], hyps[i],
+                        (out_dir / fmt::format("attention_{}.svg", i)).string());
     fmt::print("  source:    {}\n  reference: {}\n  attention: {}\n{}", d.test[i].src, d.test[i].tgt, hyps[i],
                base ? fmt::format("  baseline:  {}\n", base_hyps[i]) : std::string());
   }
   for (const Trained* t : std::vector<const Trained*>{&a, b ? &*b : nullptr}) {
     if (!t) continue;
-    fmt::print("{}: {:<9} {} parameters, trained in {:.1f} s, {} target characters/s\n", kProgram, t->name, t->parameters,
-               t->seconds, examples::format_count(t->tokens_per_s));
+    fmt::print("{}: {:<9} {} parameters, trained in {:.1f} s, {} target characters/s\n", kProgram, t->name,
+               t->parameters, t->seconds, examples::format_count(t->tokens_per_s));
   }
-  fmt::print("{}: test decoding with beam {}: {:.1f} s for {} sentences; greedy BLEU {:.2f}, chrF {:.2f}\n", kProgram,
-             o.beam, decode_s, d.test.size(), greedy.bleu, greedy.chrf);
+  fmt::print(
+      "{}: test decoding with beam {}: {:.1f} s for {} sentences; greedy BLEU {:.2f}, chrF {:.2f}, exact {:.1f}%\n",
+      kProgram, o.beam, decode_s, d.test.size(), greedy.bleu, greedy.chrf, 100 * greedy.exact);
   fmt::print("{}: wrote {}/metrics.csv, loss.svg, translations.tsv, attention_*.svg, attention.safetensors{}\n",
              kProgram, o.out, base ? ", baseline.safetensors" : "");
-  fmt::print("{}: test BLEU {:.2f}, chrF {:.2f} ({} encoder, {} attention, beam {}){}; {} sentences\n", kProgram,
-             beam.bleu, beam.chrf, o.model == "rnn" ? "BiGRU" : "Transformer", o.attention, o.beam,
-             base_score ? fmt::format("; without attention BLEU {:.2f}, chrF {:.2f}", base_score->bleu, base_score->chrf)
+  fmt::print("{}: test BLEU {:.2f}, chrF {:.2f}, exact {:.1f}% ({} encoder, {} attention, beam {}){}; {} sentences\n",
+             kProgram, beam.bleu, beam.chrf, 100 * beam.exact, o.model == "rnn" ? "BiGRU" : "Transformer", o.attention,
+             o.beam,
+             base_score ? fmt::format("; without attention BLEU {:.2f}, chrF {:.2f}, exact {:.1f}%", base_score->bleu,
+                                      base_score->chrf, 100 * base_score->exact)
                         : std::string(),
              d.test.size());
   return examples::check_loss_fell(kProgram, o.smoke,
@@ -714,10 +762,11 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   return examples::guarded_main(kProgram, [&]() -> int {
     Options o;
-    CLI::App app{"translate: character-level translation with an attention encoder-decoder (BiGRU or Transformer "
-                 "encoder, GRU decoder, beam search) against one without attention; English -> Spanish Bible verses, "
-                 "number words -> digits, or your own TSV.",
-                 kProgram};
+    CLI::App app{
+        "translate: character-level translation with an attention encoder-decoder (BiGRU or Transformer "
+        "encoder, GRU decoder, beam search) against one without attention; English -> Spanish Bible verses, "
+        "number words -> digits, or your own TSV.",
+        kProgram};
     app.get_formatter()->column_width(36);
     app.add_option("--task", o.task, "bible (English -> Spanish verses) or numbers (fr/de/es number words -> digits)")
         ->capture_default_str();
@@ -730,16 +779,19 @@ int main(int argc, char** argv) {
     app.add_option("--model", o.model, "encoder: rnn (bidirectional GRU) or transformer")->capture_default_str();
     app.add_option("--attention", o.attention, "luong (general score) or bahdanau (additive)")->capture_default_str();
     app.add_flag("--baseline,!--no-baseline", o.baseline, "also train the model without attention (default: yes)");
-    app.add_option("--max-chars", o.max_chars, "leave out pairs longer than this on either side")->capture_default_str();
+    app.add_option("--max-chars", o.max_chars, "leave out pairs longer than this on either side")
+        ->capture_default_str();
     app.add_option("--max-pairs", o.max_pairs, "use only the first N pairs of --data (0: all)")->capture_default_str();
     app.add_option("--embed", o.embed, "character embedding size (RNN encoder and decoder)")->capture_default_str();
-    app.add_option("--hidden", o.hidden, "BiGRU size per direction; the decoder GRU has twice this")->capture_default_str();
+    app.add_option("--hidden", o.hidden, "BiGRU size per direction; the decoder GRU has twice this")
+        ->capture_default_str();
     app.add_option("--d-model", o.d_model, "Transformer encoder width")->capture_default_str();
     app.add_option("--heads", o.heads, "Transformer attention heads")->capture_default_str();
     app.add_option("--layers", o.layers, "Transformer encoder layers")->capture_default_str();
     app.add_option("--ff", o.ff, "Transformer feed-forward size")->capture_default_str();
     app.add_option("--dropout", o.dropout, "dropout")->capture_default_str();
-    app.add_option("--test-fraction", o.test_fraction, "the part of --data held out for testing")->capture_default_str();
+    app.add_option("--test-fraction", o.test_fraction, "the part of --data held out for testing")
+        ->capture_default_str();
     app.add_option("--val-sentences", o.val_sentences, "training sentences translated (greedy) at each evaluation")
         ->capture_default_str();
     app.add_option("--batch", o.batch, "sentence pairs per step")->capture_default_str();
@@ -751,7 +803,8 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--beam", o.beam, "beam size for the test set (1: greedy)")->capture_default_str();
     app.add_option("--length-penalty", o.length_penalty, "beam scores are log p / length^this")->capture_default_str();
-    app.add_option("--eval-every", o.eval_every, "validation BLEU and a checkpoint every N steps")->capture_default_str();
+    app.add_option("--eval-every", o.eval_every, "validation BLEU and a checkpoint every N steps")
+        ->capture_default_str();
     app.add_option("--log-every", o.log_every, "a metrics.csv row every N steps")->capture_default_str();
     app.add_option("--show", o.show, "test sentences printed with an attention heat map")->capture_default_str();
     app.add_option("--max-test", o.max_test, "test on at most N sentences (0: all)")->capture_default_str();

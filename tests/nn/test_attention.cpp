@@ -119,15 +119,14 @@ TEST_SUITE("nn/attention") {
     nn::MultiheadAttentionOptions o;
     o.key_padding_mask = ints({0, 0, 1, 0, 0, 0}, {2, 3});
     o.need_weights = false;
-    const auto r = autograd::gradcheck(
-        "mha",
-        [&](const std::vector<Tensor>& in) {
-          Generator g(7);
-          mha.generator = &g;
-          mha.in_proj_weight = in[2];
-          return mha(in[0], in[1], in[1], o).output + mha(in[0], in[0], in[0]).output;
-        },
-        {x, mem, mha.in_proj_weight});
+    const auto r = autograd::gradcheck("mha",
+                                       [&](const std::vector<Tensor>& in) {
+                                         Generator g(7);
+                                         mha.generator = &g;
+                                         mha.in_proj_weight = in[2];
+                                         return mha(in[0], in[1], in[1], o).output + mha(in[0], in[0], in[0]).output;
+                                       },
+                                       {x, mem, mha.in_proj_weight});
     mha.generator = nullptr;
     CHECK_MESSAGE(r.ok, r.message);
   }
@@ -190,8 +189,8 @@ TEST_SUITE("nn/attention") {
     CHECK(enc.layers.size() == 2);
     Generator gen(6);
     const Tensor x = test_support::random_leaf({2, 3, 4}, gen);
-    const auto r = autograd::gradcheck(
-        "encoder", [&](const std::vector<Tensor>& in) { return enc(in[0], {}, {}, true); }, {x});
+    const auto r =
+        autograd::gradcheck("encoder", [&](const std::vector<Tensor>& in) { return enc(in[0], {}, {}, true); }, {x});
     CHECK_MESSAGE(r.ok, r.message);
   }
 
@@ -241,7 +240,8 @@ TEST_SUITE("nn/attention") {
         const bool same = c.at("values_are_keys").get<bool>();
         const Tensor values = same ? keys : fx_tensor(c, "values").requires_grad_();
         const Tensor mask = fx_tensor(c, "key_padding_mask");
-        const nn::AttentionResult r = add ? add->forward(query, keys, values, mask) : mul->forward(query, keys, values, mask);
+        const nn::AttentionResult r =
+            add ? add->forward(query, keys, values, mask) : mul->forward(query, keys, values, mask);
         CHECK(close(r.context, c.at("context")));
         CHECK(close(r.weights, c.at("weights")));
         r.context.backward(test_support::to_tensor(c.at("grad_context")));

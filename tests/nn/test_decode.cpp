@@ -41,8 +41,8 @@ struct Toy {
       for (std::int64_t m = 0; m < M; ++m)
         for (std::int64_t v = 0; v < V; ++v)
           out[static_cast<std::size_t>(m * V + v)] =
-              table[static_cast<std::size_t>(row[static_cast<std::size_t>(m)])][static_cast<std::size_t>(
-                  tok[static_cast<std::size_t>(m)])][static_cast<std::size_t>(v)];
+              table[static_cast<std::size_t>(row[static_cast<std::size_t>(m)])]
+                   [static_cast<std::size_t>(tok[static_cast<std::size_t>(m)])][static_cast<std::size_t>(v)];
       state[1] = state[1] + 1.0;
       return tensor(out, {M, V}, f64);
     };
@@ -59,7 +59,8 @@ struct Toy {
     std::function<void(std::vector<std::int64_t>&, double)> go = [&](std::vector<std::int64_t>& seq, double lp) {
       const std::int64_t prev = seq.empty() ? kBos : seq.back();
       for (std::int64_t v = 1; v < V; ++v) {
-        const double l = lp + table[static_cast<std::size_t>(row)][static_cast<std::size_t>(prev)][static_cast<std::size_t>(v)];
+        const double l =
+            lp + table[static_cast<std::size_t>(row)][static_cast<std::size_t>(prev)][static_cast<std::size_t>(v)];
         seq.push_back(v);
         if (v == kEos || static_cast<std::int64_t>(seq.size()) == max_len) {
           const double s = l / std::pow(static_cast<double>(seq.size()), alpha);
@@ -147,7 +148,8 @@ TEST_SUITE("nn/decode") {
     const Tensor logits = tensor(std::vector<double>(8 * 5, 0.0), {8, 5}, f64) +
                           reshape(tensor({0, 0, 0, 0, 9}, {1, 5}, f64), {1, 5});  // argmax 4 everywhere
     Generator g(1);
-    CHECK(nn::scheduled_sampling_inputs(gold, logits, 1.0, g).to_vector<std::int64_t>() == gold.to_vector<std::int64_t>());
+    CHECK(nn::scheduled_sampling_inputs(gold, logits, 1.0, g).to_vector<std::int64_t>() ==
+          gold.to_vector<std::int64_t>());
     for (std::int64_t t : nn::scheduled_sampling_inputs(gold, logits, 0.0, g).to_vector<std::int64_t>()) CHECK(t == 4);
     int from_gold = 0;
     for (int i = 0; i < 200; ++i)

@@ -19,7 +19,8 @@ Tensor ints(std::vector<std::int64_t> v, const Shape& shape) { return index_tens
 
 // The definition, op by op: softmax(q k^T * scale + mask) v.
 Tensor reference_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& additive, double scale) {
-  Tensor s = matmul(reshape(q, {-1, q.size(-2), q.size(-1)}), transpose(reshape(k, {-1, k.size(-2), k.size(-1)}), 1, 2));
+  Tensor s =
+      matmul(reshape(q, {-1, q.size(-2), q.size(-1)}), transpose(reshape(k, {-1, k.size(-2), k.size(-1)}), 1, 2));
   s = reshape(s * scale, [&] {
     auto d = q.shape().vec();
     d.back() = k.size(-2);
@@ -63,21 +64,21 @@ TEST_SUITE("ops/attention") {
     Generator gen(12);
     const Tensor q = test_support::random_leaf({3, 4, 5}, gen), k = test_support::random_leaf({3, 6, 5}, gen),
                  v = test_support::random_leaf({3, 6, 2}, gen);
-    const auto r = autograd::gradcheck(
-        "dropout",
-        [&](const std::vector<Tensor>& in) {
-          Generator g(99);
-          AttentionOptions o;
-          o.dropout_p = 0.3, o.generator = &g;
-          return scaled_dot_product_attention(in[0], in[1], in[2], o);
-        },
-        {q, k, v});
+    const auto r = autograd::gradcheck("dropout",
+                                       [&](const std::vector<Tensor>& in) {
+                                         Generator g(99);
+                                         AttentionOptions o;
+                                         o.dropout_p = 0.3, o.generator = &g;
+                                         return scaled_dot_product_attention(in[0], in[1], in[2], o);
+                                       },
+                                       {q, k, v});
     CHECK_MESSAGE(r.ok, r.message);
   }
 
   TEST_CASE("matches the op-by-op definition; weights are the softmax; float32 agrees with float64") {
     Generator gen(13);
-    const Tensor q = randn({2, 2, 7, 8}, f64, gen), k = randn({2, 2, 9, 8}, f64, gen), v = randn({2, 2, 9, 4}, f64, gen);
+    const Tensor q = randn({2, 2, 7, 8}, f64, gen), k = randn({2, 2, 9, 8}, f64, gen),
+                 v = randn({2, 2, 9, 4}, f64, gen);
     const Tensor additive = randn({7, 9}, f64, gen);
     AttentionOptions o;
     o.attn_mask = additive;
@@ -90,8 +91,8 @@ TEST_SUITE("ops/attention") {
     for (double s : sum(w, {-1}).to_vector()) CHECK(s == doctest::Approx(1.0).epsilon(1e-14));
     AttentionOptions o32;
     o32.attn_mask = to(additive, Dtype::float32);
-    const Tensor out32 = scaled_dot_product_attention(to(q, Dtype::float32), to(k, Dtype::float32),
-                                                      to(v, Dtype::float32), o32);
+    const Tensor out32 =
+        scaled_dot_product_attention(to(q, Dtype::float32), to(k, Dtype::float32), to(v, Dtype::float32), o32);
     CHECK(test_support::tolerance_ratio(to(out32, f64), ref, 1e-5, 1e-5) <= 1.0);
   }
 
@@ -164,15 +165,16 @@ TEST_SUITE("ops/attention") {
     CHECK_THROWS_AS(scaled_dot_product_attention(q, zeros({2, 5, 4}), v), DtypeError);
     AttentionOptions o;
     o.attn_mask = zeros({3, 4}, f64);
-    CHECK_THROWS_WITH_AS(scaled_dot_product_attention(q, k, v, o),
-                         doctest::Contains("attn_mask does not broadcast to the scores; got attn_mask=[3, 4], scores [2, 3, 5]"),
-                         ShapeError);
+    CHECK_THROWS_WITH_AS(
+        scaled_dot_product_attention(q, k, v, o),
+        doctest::Contains("attn_mask does not broadcast to the scores; got attn_mask=[3, 4], scores [2, 3, 5]"),
+        ShapeError);
     o.attn_mask = zeros({3, 5});  // float32 for float64 q
     CHECK_THROWS_AS(scaled_dot_product_attention(q, k, v, o), DtypeError);
     o.attn_mask = Tensor();
     o.key_padding_mask = ints({0, 0, 0, 0, 1}, {1, 5});
-    CHECK_THROWS_WITH_AS(scaled_dot_product_attention(q, k, v, o), doctest::Contains("key_padding_mask must be [N, Tk]"),
-                         ShapeError);
+    CHECK_THROWS_WITH_AS(scaled_dot_product_attention(q, k, v, o),
+                         doctest::Contains("key_padding_mask must be [N, Tk]"), ShapeError);
     o.key_padding_mask = zeros({2, 5}, f64);
     CHECK_THROWS_AS(scaled_dot_product_attention(q, k, v, o), DtypeError);
     o.key_padding_mask = Tensor();
