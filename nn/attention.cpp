@@ -23,6 +23,12 @@ Tensor allowed_from_forbidden(const Tensor& forbidden) {
   return index_tensor(out, forbidden.shape());
 }
 
+// The same tensor to autograd as well as in value: a view with the same data but cut from the graph (x.detach())
+// must not share x's packed projection, or the k and v gradients would flow into x.
+bool same_tensor(const Tensor& a, const Tensor& b) {
+  return a.same_data(b) && a.shape() == b.shape() && a.leaf() == b.leaf() && a.tape_key() == b.tape_key();
+}
+
 // The shared end of the RNN decoder attentions: masked softmax over the keys and the weighted sum.
 AttentionResult softmax_and_context(const char* where, const Tensor& scores, const Tensor& values,
                                     const Tensor& key_padding_mask) {
@@ -136,13 +142,12 @@ MultiheadAttentionOutput MultiheadAttention::forward(const Tensor& query, const 
                   has_bias ? narrow(in_proj_bias, 0, first * E, count * E) : Tensor());
   };
   std::vector<Tensor> qkv;
-  const bool self_attention =
-      query.same_data(key) && key.same_data(value) && query.shape() == key.shape() && key.shape() == value.shape();
+  const bool self_attention = same_tensor(query, key) && same_tensor(key, value);
   if (self_attention) {
     qkv = split_heads(linear(as_3d(query), in_proj_weight, in_proj_bias), L, 3);
   } else {
     qkv = split_heads(project(query, 0, 1), L, 1);
-    if (key.same_data(value) && key.shape() == value.shape()) {
+    if (same_tensor(key, value)) {
       for (Tensor& t : split_heads(project(key, 1, 2), S, 2)) qkv.push_back(std::move(t));
     } else {
       qkv.push_back(split_heads(project(key, 1, 1), S, 1)[0]);

@@ -20,7 +20,7 @@ struct MultiheadAttentionOptions {
   /// int64 [N, S] (nonzero = key s of batch row n is padding, ignored) or undefined.
   Tensor key_padding_mask;
   /// [L, S] or [N * num_heads, L, S]: int64 (nonzero = query l may NOT attend key s, as PyTorch's bool
-  /// attn_mask) or floating (added to the scores).
+  /// attn_mask) or floating (added to the scores; a constant: unlike PyTorch, it gets no gradient).
   Tensor attn_mask;
   /// Query l attends keys s <= l only. Unlike PyTorch (where it is a hint that attn_mask is causal), it
   /// applies the causal mask itself, so no [L, S] mask is needed; with attn_mask as well, both apply.
@@ -31,7 +31,9 @@ struct MultiheadAttentionOptions {
 
 struct MultiheadAttentionOutput {
   Tensor output;   ///< [L, N, E] ([N, L, E] with batch_first; [L, E] for unbatched input)
-  Tensor weights;  ///< softmax weights before dropout, or undefined when !need_weights
+  /// Softmax weights, or undefined when !need_weights. Without gradient, and before dropout (PyTorch returns
+  /// them after dropout while training).
+  Tensor weights;
 };
 
 /// Multi-head attention (Vaswani et al.), PyTorch's nn.MultiheadAttention with kdim = vdim = embed_dim:
@@ -101,8 +103,9 @@ class TransformerEncoderLayer : public Module {
   Dropout dropout1, dropout2;
 };
 
-/// num_layers TransformerEncoderLayers ("layers.0." ...), then an optional final LayerNorm ("norm."), as
-/// PyTorch's nn.TransformerEncoder(layer, num_layers, norm) — each layer initialised on its own.
+/// num_layers TransformerEncoderLayers ("layers.0." ...), then an optional final LayerNorm ("norm."), with
+/// PyTorch's nn.TransformerEncoder(layer, num_layers, norm) names. Unlike PyTorch, which deep-copies one layer
+/// (so every layer starts with the same weights), each layer is initialised on its own.
 class TransformerEncoder : public Module {
  public:
   TransformerEncoder(const TransformerEncoderLayerOptions& layer, std::int64_t num_layers, bool final_norm = false);

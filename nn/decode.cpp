@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <numeric>
 
@@ -130,6 +131,9 @@ std::vector<std::vector<Hypothesis>> beam_search(const DecodeStep& step, DecodeS
         for (std::int64_t v = 0; v < V; ++v)
           if (row[v] > kNegInf) cands.push_back({base + row[v], b * K + k, v});
       }
+      UNROLL_CHECK(!cands.empty(), NonFiniteError,
+                   "{}: no finite log-probability for batch row {} at step {}; got only -inf or nan from the step", where,
+                   b, t);
       const auto keep = std::min<std::size_t>(cands.size(), static_cast<std::size_t>(2 * K));
       std::partial_sort(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(keep), cands.end(),
                         [](const Candidate& x, const Candidate& y) { return x.lp > y.lp; });
@@ -157,8 +161,11 @@ std::vector<std::vector<Hypothesis>> beam_search(const DecodeStep& step, DecodeS
       if (t == o.max_length || live == 0) {
         done[ub] = true;
       } else if (static_cast<std::int64_t>(fin.size()) >= K) {
-        double worst = fin.front().score;
-        for (const auto& h : fin) worst = std::min(worst, h.score);
+        // the K-th best finished score: what a live beam has to beat to enter the returned K
+        std::vector<double> scores;
+        for (const auto& h : fin) scores.push_back(h.score);
+        std::nth_element(scores.begin(), scores.begin() + (K - 1), scores.end(), std::greater<>());
+        const double worst = scores[static_cast<std::size_t>(K - 1)];
         const double best_live = next_lp[static_cast<std::size_t>(b * K)];
         const double bound = o.length_penalty >= 0 ? normalised(best_live, o.max_length) : normalised(best_live, t);
         done[ub] = bound <= worst;

@@ -51,7 +51,8 @@ struct Hypothesis {
 /// Beam search over `batch` rows at once (the decoder sees batch * beam_size rows). A row's search ends when it
 /// holds beam_size finished hypotheses and no live beam can still beat the worst of them (the bound uses
 /// max_length, so it is exact for length_penalty >= 0), or at max_length, where live beams count as finished.
-/// Returns, per row, the num_return best hypotheses, best first. With beam_size 1 it is greedy decoding.
+/// Returns, per row, the num_return best hypotheses, best first. With beam_size 1 and length_penalty 0 it is greedy
+/// decoding. NonFiniteError if the step gives a live row no finite log-probability.
 std::vector<std::vector<Hypothesis>> beam_search(const DecodeStep& step, DecodeState state, std::int64_t batch,
                                                  const BeamSearchOptions& options = {});
 

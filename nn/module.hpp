@@ -105,7 +105,8 @@ class ModuleList : public Module {
   }
   std::size_t size() const { return items_.size(); }
   bool empty() const { return items_.empty(); }
-  M& operator[](std::size_t i) const { return *items_.at(i); }
+  M& operator[](std::size_t i) { return *items_.at(i); }
+  const M& operator[](std::size_t i) const { return *items_.at(i); }
 
  private:
   std::vector<std::unique_ptr<M>> items_;

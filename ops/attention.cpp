@@ -175,7 +175,15 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
         if (o.is_causal)
           for (std::int64_t j = i + 1; j < Tk; ++j) s[j] = kNegInf;
         T m = kNegInf;
-        for (std::int64_t j = 0; j < Tk; ++j) m = std::max(m, s[j]);
+        bool nan = false;
+        for (std::int64_t j = 0; j < Tk; ++j) {
+          m = std::max(m, s[j]);
+          nan = nan || s[j] != s[j];
+        }
+        if (nan) {  // a nan score (a diverged input) stays visible in the output, as in PyTorch
+          std::fill(s, s + Tk, std::numeric_limits<T>::quiet_NaN());
+          continue;
+        }
         if (m == kNegInf) {  // every key masked: zero weights (and so a zero output) rather than 0/0
           std::fill(s, s + Tk, T(0));
           continue;

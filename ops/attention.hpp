@@ -14,7 +14,7 @@ namespace unroll {
 struct AttentionOptions {
   /// Broadcastable to [..., Tq, Tk] (NumPy rules, aligned from the right). int64: nonzero = query i may
   /// attend key j (torch.nn.functional.scaled_dot_product_attention's bool mask); floating (q's dtype):
-  /// added to the scores, -inf forbids.
+  /// added to the scores, -inf forbids. A constant: no gradient reaches a floating mask.
   Tensor attn_mask;
   /// int64 [N, Tk] for q [N, ..., Tq, E] (N is q's first dim, the batch): nonzero = key j of batch row n is
   /// padding, ignored by every query of that row (nn.MultiheadAttention's key_padding_mask). q must be >= 3-D.

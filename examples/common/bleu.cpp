@@ -48,20 +48,28 @@ Counts count_order(const std::vector<Item>& hyp, const std::vector<Item>& ref, s
   return c;
 }
 
-// UTF-8 code points without whitespace, each as its own string.
+// UTF-8 code points without whitespace, each as its own string (a byte that does not start a well-formed
+// sequence counts as one character).
 std::vector<std::string> characters(const std::string& text) {
   std::vector<std::string> out;
   for (std::size_t i = 0; i < text.size();) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 1;
-    len = std::min(len, text.size() - i);
-    if (!(len == 1 && std::isspace(c))) out.push_back(text.substr(i, len));
+    const std::size_t len = utf8_length(text, i);
+    if (!(len == 1 && std::isspace(static_cast<unsigned char>(text[i])))) out.push_back(text.substr(i, len));
     i += len;
   }
   return out;
 }
 
 }  // namespace
+
+std::size_t utf8_length(std::string_view text, std::size_t i) {
+  const auto c = static_cast<unsigned char>(text[i]);
+  const std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+  if (len == 0 || i + len > text.size()) return 1;
+  for (std::size_t k = 1; k < len; ++k)
+    if ((static_cast<unsigned char>(text[i + k]) & 0xc0) != 0x80) return 1;
+  return len;
+}
 
 std::vector<std::string> bleu_tokens(const std::string& text) {
   std::vector<std::string> out;
@@ -122,16 +130,19 @@ double corpus_chrf(const std::vector<std::string>& hyps, const std::vector<std::
       sum[n - 1].match += c.match, sum[n - 1].hyp += c.hyp, sum[n - 1].ref += c.ref;
     }
   }
-  double f = 0;
+  // sacrebleu's definition: precision and recall averaged over the orders both sides have n-grams of, then one
+  // F-score of the averages.
+  double precision = 0, recall = 0;
   int orders = 0;
   for (const Counts& c : sum) {
     if (c.hyp == 0 || c.ref == 0) continue;  // an order neither side is long enough for does not count
     ++orders;
-    const double p = static_cast<double>(c.match) / static_cast<double>(c.hyp);
-    const double r = static_cast<double>(c.match) / static_cast<double>(c.ref);
-    if (p + r > 0) f += (1 + kBeta2) * p * r / (kBeta2 * p + r);
+    precision += static_cast<double>(c.match) / static_cast<double>(c.hyp);
+    recall += static_cast<double>(c.match) / static_cast<double>(c.ref);
   }
-  return orders == 0 ? 0.0 : 100.0 * f / orders;
+  if (orders == 0) return 0.0;
+  precision /= orders, recall /= orders;
+  return precision + recall > 0 ? 100.0 * (1 + kBeta2) * precision * recall / (kBeta2 * precision + recall) : 0.0;
 }
 
 }  // namespace unroll::examples

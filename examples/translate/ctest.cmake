@@ -39,6 +39,10 @@ elseif(MODE STREQUAL "errors")
   file(WRITE ${WORK}/empty_side.tsv "en\tes\nhello\t\n")
   expect_run(NAME "empty target" COMMAND ${EXE} --smoke ${out} --data ${WORK}/empty_side.tsv EXIT 2
              STDERR "^translate: --data file has an empty target at line 2")
+  string(ASCII 241 latin1_n)  # "ñ" in Latin-1: not UTF-8
+  file(WRITE ${WORK}/latin1.tsv "en\tes\nyear\ta${latin1_n}o\n")
+  expect_run(NAME "not UTF-8" COMMAND ${EXE} --smoke ${out} --data ${WORK}/latin1.tsv EXIT 2
+             STDERR "^translate: --data file is not UTF-8; got byte 0xf1 at line 2")
   file(WRITE ${WORK}/small.tsv "en\tes\nhello\thola\n")
   expect_run(NAME "too few pairs" COMMAND ${EXE} --smoke ${out} --data ${WORK}/small.tsv EXIT 2
              STDERR "^translate: --data file too small; got 1 pairs")

@@ -109,15 +109,23 @@ void check_options(const Options& o) {
 // ---------------------------------------------------------------------------------------------------------
 // Data: sentence pairs from a TSV with a header, as UTF-8 characters
 
-/// UTF-8 text -> its characters (code points, each as a string); a stray byte is its own character.
+/// UTF-8 text -> its characters (code points, each as a string); read_pairs has checked the encoding.
 std::vector<std::string> characters(const std::string& text) {
   std::vector<std::string> out;
   for (std::size_t i = 0; i < text.size();) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 1;
-    len = std::min(len, text.size() - i);
+    const std::size_t len = examples::utf8_length(text, i);
     out.push_back(text.substr(i, len));
     i += len;
+  }
+  return out;
+}
+
+/// The first `n` characters of UTF-8 text (never half a character).
+std::string first_characters(const std::string& text, std::size_t n) {
+  std::string out;
+  for (const std::string& c : characters(text)) {
+    if (n-- == 0) break;
+    out += c;
   }
   return out;
 }
@@ -137,7 +145,7 @@ struct ReadResult {
 ReadResult read_pairs(const Options& o, const std::string& path, const char* flag) {
   const std::string bytes = examples::read_data_file(kProgram, flag, path, "TSV file with a header");
   ReadResult r;
-  std::size_t pos = 0;
+  std::size_t pos = bytes.starts_with("\xef\xbb\xbf") ? 3 : 0;  // a UTF-8 byte-order mark is not the header
   std::int64_t line_no = 0;
   int sc = -1, tc = -1;
   std::size_t columns = 0;
@@ -148,6 +156,14 @@ ReadResult read_pairs(const Options& o, const std::string& path, const char* fla
     pos = end + 1;
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.pop_back();
+    for (std::size_t i = 0; i < line.size();) {
+      const std::size_t len = examples::utf8_length(line, i);
+      UNROLL_CHECK(len > 1 || static_cast<unsigned char>(line[i]) < 0x80, examples::UsageError,
+                   "{}: {} file is not UTF-8; got byte 0x{:02x} at line {} of '{}', expected UTF-8 text (convert it, "
+                   "e.g. iconv -f latin1 -t utf-8)",
+                   kProgram, flag, static_cast<unsigned char>(line[i]), line_no, path);
+      i += len;
+    }
     std::vector<std::string> cells;
     for (std::size_t a = 0;;) {
       const std::size_t b = line.find('\t', a);
@@ -490,7 +506,7 @@ void write_attention_map(const Translator& model, const Vocab& sv, const Vocab& 
   const Batch b = make_batch(sv, tv, {&own});
   const Memory m = model.encode(b);
   Tensor h = m.h0, feed = model.initial_feed(1);
-  examples::Heatmap map{.title = fmt::format("attention: {}", p.src.substr(0, 60)),
+  examples::Heatmap map{.title = fmt::format("attention: {}", first_characters(p.src, 60)),
                         .x_label = "source",
                         .y_label = "translation",
                         .row_labels = {},

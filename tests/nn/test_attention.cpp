@@ -131,6 +131,19 @@ TEST_SUITE("nn/attention") {
     CHECK_MESSAGE(r.ok, r.message);
   }
 
+  TEST_CASE("MultiheadAttention: a detached copy of the query is not self-attention (no k, v gradient into x)") {
+    manual_seed(8);
+    nn::MultiheadAttention mha(4, 2, 0.0, true, true, f64);
+    Generator gen(8);
+    Tensor x = test_support::random_leaf({1, 3, 4}, gen);
+    sum(mha(x, x.detach(), x.detach()).output).backward();
+    const Tensor g_detached = tensor(x.grad().to_vector(), x.shape(), f64);
+    x.zero_grad();
+    const Tensor kv = tensor(x.to_vector(), x.shape(), f64);  // same values, other storage
+    sum(mha(x, kv, kv).output).backward();
+    CHECK(test_support::tolerance_ratio(g_detached, x.grad(), 1e-15, 1e-15) <= 1.0);
+  }
+
   TEST_CASE("MultiheadAttention: errors") {
     nn::MultiheadAttention mha(8, 2);
     CHECK_THROWS_WITH_AS(nn::MultiheadAttention(10, 3), doctest::Contains("embed_dim must be a positive multiple"),

@@ -173,6 +173,11 @@ TEST_SUITE("nn/decode") {
     o.num_return = 1;
     CHECK_THROWS_WITH_AS(nn::beam_search(toy.step(), toy.initial(3), 2, o),
                          doctest::Contains("state tensor 0 must have the batch (2 rows) on dim 0"), ShapeError);
+    const nn::DecodeStep nan_step = [](const Tensor& tokens, nn::DecodeState&) {
+      return full({tokens.size(0), 4}, NAN, f64);
+    };
+    CHECK_THROWS_WITH_AS(nn::beam_search(nan_step, {}, 2, o), doctest::Contains("no finite log-probability for batch row 0"),
+                         NonFiniteError);
     const nn::DecodeStep bad = [](const Tensor& tokens, nn::DecodeState&) { return zeros({tokens.size(0), 3, 1}); };
     CHECK_THROWS_WITH_AS(nn::greedy_decode(bad, {}, 2), doctest::Contains("greedy_decode: the step must return"),
                          ShapeError);

@@ -112,6 +112,15 @@ TEST_SUITE("ops/attention") {
     for (double g : k.grad().to_vector()) CHECK(std::isfinite(g));
   }
 
+  TEST_CASE("a nan score gives a nan row (a diverged input is not hidden as a masked one)") {
+    const Tensor q = tensor({NAN, 1.0, 0.5, 0.5}, {2, 2}, f64), k = tensor({1.0, 0.0, 0.0, 1.0}, {2, 2}, f64);
+    const auto y = scaled_dot_product_attention(q, k, k).to_vector();
+    CHECK(std::isnan(y[0]));
+    CHECK(std::isnan(y[1]));
+    CHECK(std::isfinite(y[2]));
+    CHECK(std::isfinite(y[3]));
+  }
+
   TEST_CASE("dropout: p = 0 is the plain op, p = 1 gives zeros, the mean is kept") {
     Generator gen(15);
     const Tensor q = randn({4, 16, 8}, f64, gen), k = randn({4, 16, 8}, f64, gen), v = randn({4, 16, 8}, f64, gen);

@@ -44,11 +44,21 @@ TEST_SUITE("examples/common/bleu") {
   TEST_CASE("chrF: identical is 100, disjoint is 0, a hand-counted case") {
     CHECK(examples::corpus_chrf({"abc d"}, {"abcd"}) == doctest::Approx(100.0));  // whitespace removed
     CHECK(examples::corpus_chrf({"xyz"}, {"abc"}) == 0.0);
-    // hyp "ab" vs ref "abc": order 1 P 2/2 R 2/3; order 2 P 1/1 R 1/2; order 3: hyp has none (skipped)
-    const double f1 = 5 * 1.0 * (2.0 / 3) / (4 * 1.0 + 2.0 / 3), f2 = 5 * 1.0 * 0.5 / (4 * 1.0 + 0.5);
-    CHECK(examples::corpus_chrf({"ab"}, {"abc"}) == doctest::Approx(100 * (f1 + f2) / 2));
+    // hyp "ab" vs ref "abc": order 1 P 2/2 R 2/3; order 2 P 1/1 R 1/2; order 3: hyp has none (skipped).
+    // P = 1, R = 7/12 averaged, F2 = 5 P R / (4 P + R) = 35/55 (sacrebleu: 63.64)
+    CHECK(examples::corpus_chrf({"ab"}, {"abc"}) == doctest::Approx(100 * 35.0 / 55.0));
     // UTF-8: "é" is one character
     CHECK(examples::corpus_chrf({"é"}, {"é"}) == doctest::Approx(100.0));
+  }
+
+  TEST_CASE("utf8_length: well-formed characters, and 1 for bytes that do not start one") {
+    CHECK(examples::utf8_length("a", 0) == 1);
+    CHECK(examples::utf8_length("\xc3\xb1", 0) == 2);          // ñ
+    CHECK(examples::utf8_length("\xe2\x82\xac", 0) == 3);      // €
+    CHECK(examples::utf8_length("\xf0\x9f\x98\x80", 0) == 4);  // 😀
+    CHECK(examples::utf8_length("\xf1" "ab", 0) == 1);              // Latin-1 ñ followed by ASCII
+    CHECK(examples::utf8_length("\xc3", 0) == 1);                // truncated
+    CHECK(examples::utf8_length("\x80", 0) == 1);                // stray continuation byte
   }
 
   TEST_CASE("errors") {
