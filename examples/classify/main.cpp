@@ -163,14 +163,13 @@ Dataset load(const Options& o) {
   // Split within each class (the file is grouped by label), so that every class with two or more names has
   // at least one in the test set and one in the training set.
   Generator gen(o.seed ^ 0x5317u);
-  for (auto& examples : by_class) {
-    for (std::size_t i = examples.size(); i > 1; --i)  // Fisher–Yates
-      std::swap(examples[i - 1], examples[static_cast<std::size_t>(gen.next_u64() % i)]);
-    const auto n = static_cast<std::int64_t>(examples.size());
+  for (auto& group : by_class) {
+    examples::shuffle(group, gen);
+    const auto n = static_cast<std::int64_t>(group.size());
     const std::int64_t n_test =
         n < 2 ? 0 : std::clamp<std::int64_t>(std::llround(static_cast<double>(n) * o.test_fraction), 1, n - 1);
     for (std::int64_t i = 0; i < n; ++i)
-      (i < n_test ? d.test : d.train).push_back(examples[static_cast<std::size_t>(i)]);
+      (i < n_test ? d.test : d.train).push_back(group[static_cast<std::size_t>(i)]);
   }
   if (!o.test.empty()) {  // every --data row trains; the test rows come from --test
     for (Example& e : d.test) d.train.push_back(std::move(e));
@@ -401,9 +400,7 @@ int run(const Options& o) {
   examples::Progress progress(
       {.total_steps = o.steps, .first_step = 0, .tokens_per_step = tokens_per_step, .plain_every = o.log_every});
   const std::vector<Tensor> params = model.parameters();
-  std::vector<std::size_t> order(d.train.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::size_t next = order.size();  // start with a shuffle
+  examples::EpochSampler sampler(d.train.size(), gen);
   double interval_loss = 0, smooth = NAN, first_interval = NAN, last_interval = NAN;
   // No ceiling here: only a non-finite loss counts as diverged.
   examples::DivergenceWatch divergence(
@@ -414,16 +411,7 @@ int run(const Options& o) {
   std::int64_t interval_steps = 0;
   Evaluation ev;
   for (std::int64_t step = 1; step <= o.steps; ++step) {
-    std::vector<std::size_t> which;
-    while (static_cast<std::int64_t>(which.size()) <
-           std::min<std::int64_t>(o.batch, static_cast<std::int64_t>(order.size()))) {
-      if (next == order.size()) {  // a new epoch: a new order
-        for (std::size_t i = order.size(); i > 1; --i)
-          std::swap(order[i - 1], order[static_cast<std::size_t>(gen.next_u64() % i)]);
-        next = 0;
-      }
-      which.push_back(order[next++]);
-    }
+    const std::vector<std::size_t> which = sampler.next_batch(o.batch);
     const Batch b = make_batch(d.train, which);
     Tensor loss = weighted_cross_entropy(model.forward(b.x, b.lengths), b, class_weight);
     loss.backward();

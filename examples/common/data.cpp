@@ -1,10 +1,12 @@
 #include "data.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <numeric>
 #include <system_error>
 
 namespace unroll::examples {
@@ -55,6 +57,30 @@ std::string printable(std::string_view s) {
       out += fmt::format("\\x{:02x}", c);
     else
       out += ch;
+  }
+  return out;
+}
+
+std::vector<std::size_t> shuffled_indices(std::size_t n, Generator& gen) {
+  std::vector<std::size_t> out(n);
+  std::iota(out.begin(), out.end(), std::size_t{0});
+  shuffle(out, gen);
+  return out;
+}
+
+EpochSampler::EpochSampler(std::size_t n, Generator& gen) : order_(n), next_(n), gen_(gen) {
+  std::iota(order_.begin(), order_.end(), std::size_t{0});
+}
+
+std::vector<std::size_t> EpochSampler::next_batch(std::int64_t batch) {
+  std::vector<std::size_t> out;
+  const auto want = static_cast<std::size_t>(std::max<std::int64_t>(0, batch));
+  while (out.size() < std::min(want, order_.size())) {
+    if (next_ == order_.size()) {  // a new epoch: a new order
+      shuffle(order_, gen_);
+      next_ = 0;
+    }
+    out.push_back(order_[next_++]);
   }
   return out;
 }

@@ -297,9 +297,7 @@ Result train_and_test(Classifier& model, const Vocab& v, const std::vector<Row>&
   examples::DivergenceWatch divergence(
       {.program = kProgram, .ceiling = INFINITY, .patience = 1,
        .hint = fmt::format("try a smaller --lr (now {}) or a tighter --clip (now {})", o.lr, o.clip)});
-  std::vector<std::size_t> order(train.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::size_t next = order.size();
+  examples::EpochSampler sampler(train.size(), gen);
   Result r{.model = name};
   std::int64_t tokens = 0;
   double interval = 0;
@@ -307,13 +305,7 @@ Result train_and_test(Classifier& model, const Vocab& v, const std::vector<Row>&
   model.train();
   for (std::int64_t step = 1; step <= o.steps; ++step) {
     std::vector<const Row*> rows;
-    while (static_cast<std::int64_t>(rows.size()) < std::min<std::int64_t>(o.batch, static_cast<std::int64_t>(order.size()))) {
-      if (next == order.size()) {
-        for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[static_cast<std::size_t>(gen.next_u64() % i)]);
-        next = 0;
-      }
-      rows.push_back(&train[order[next++]]);
-    }
+    for (const std::size_t i : sampler.next_batch(o.batch)) rows.push_back(&train[i]);
     const auto t0 = std::chrono::steady_clock::now();
     const Batch b = make_batch(v, rows);
     Tensor loss = cross_entropy(model.forward(b), b.labels);
@@ -397,10 +389,8 @@ int run(const Options& o) {
     UNROLL_CHECK(!test.empty(), examples::UsageError, "{}: --test file has no rows; got only a header in '{}'", kProgram,
                  o.test);
   } else {
-    std::vector<std::size_t> order(all.rows.size());
-    std::iota(order.begin(), order.end(), std::size_t{0});
     Generator gen(o.seed ^ 0x5e7u);
-    for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[static_cast<std::size_t>(gen.next_u64() % i)]);
+    const std::vector<std::size_t> order = examples::shuffled_indices(all.rows.size(), gen);
     const auto n_test = static_cast<std::size_t>(std::clamp<long long>(
         std::llround(static_cast<double>(order.size()) * o.test_fraction), 1, static_cast<long long>(order.size()) - 1));
     for (std::size_t i = 0; i < order.size(); ++i) (i < n_test ? test : train).push_back(all.rows[order[i]]);

@@ -560,9 +560,7 @@ int run(const Options& o) {
   examples::Progress progress(
       {.total_steps = o.steps, .first_step = 0, .tokens_per_step = tokens_per_step, .plain_every = o.log_every});
   const std::vector<Tensor> params = model.parameters();
-  std::vector<std::size_t> order(d.train.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::size_t next = order.size();
+  examples::EpochSampler sampler(d.train.size(), gen);
   examples::DivergenceWatch divergence(
       {.program = kProgram,
        .ceiling = INFINITY,
@@ -572,14 +570,7 @@ int run(const Options& o) {
   std::int64_t interval_steps = 0, interval_tokens = 0, total_tokens = 0;
   for (std::int64_t step = 1; step <= o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
-    std::vector<std::size_t> which;
-    while (static_cast<std::int64_t>(which.size()) < std::min<std::int64_t>(o.batch, static_cast<std::int64_t>(order.size()))) {
-      if (next == order.size()) {
-        for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[static_cast<std::size_t>(gen.next_u64() % i)]);
-        next = 0;
-      }
-      which.push_back(order[next++]);
-    }
+    const std::vector<std::size_t> which = sampler.next_batch(o.batch);
     const Batch b = make_batch(d, d.train, which);
     // Per token (cross-entropy) or per sentence (CRF), the batch's mean: each shard of sentences (on its own
     // thread, autograd::sharded_backward) returns its part of the sum over the whole batch.

@@ -552,9 +552,7 @@ Trained train(Translator& model, const Data& d, const Options& o, const std::str
        .ceiling = INFINITY,
        .patience = 1,
        .hint = fmt::format("try a smaller --lr (now {}) or a tighter --clip (now {})", o.lr, o.clip)});
-  std::vector<std::size_t> order(d.train.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::size_t next = order.size();
+  examples::EpochSampler sampler(d.train.size(), gen);
   Trained r{.name = name, .parameters = model.num_parameters()};
   std::int64_t tokens = 0, interval_tokens = 0, interval_steps = 0;
   double interval_loss = 0, interval_seconds = 0;
@@ -568,15 +566,7 @@ Trained train(Translator& model, const Data& d, const Options& o, const std::str
   model.train();
   for (std::int64_t step = 1; step <= o.steps; ++step) {
     std::vector<const Pair*> rows;
-    while (static_cast<std::int64_t>(rows.size()) <
-           std::min<std::int64_t>(o.batch, static_cast<std::int64_t>(order.size()))) {
-      if (next == order.size()) {
-        for (std::size_t i = order.size(); i > 1; --i)
-          std::swap(order[i - 1], order[static_cast<std::size_t>(gen.next_u64() % i)]);
-        next = 0;
-      }
-      rows.push_back(&d.train[order[next++]]);
-    }
+    for (const std::size_t i : sampler.next_batch(o.batch)) rows.push_back(&d.train[i]);
     const double teacher = o.sampling_k > 0 ? nn::inverse_sigmoid_decay(step, o.sampling_k) : 1.0;
     const auto t0 = std::chrono::steady_clock::now();
     std::int64_t batch_tokens = 0;
@@ -646,11 +636,8 @@ Data load_data(const Options& o) {
                "{}: --data file too small; got {} pairs of at most {} characters in '{}' ({} longer left out), "
                "expected at least 20",
                kProgram, all.pairs.size(), o.max_chars, o.data, all.too_long);
-  std::vector<std::size_t> order(all.pairs.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
   Generator gen(o.seed ^ 0x5e7u);
-  for (std::size_t i = order.size(); i > 1; --i)
-    std::swap(order[i - 1], order[static_cast<std::size_t>(gen.next_u64() % i)]);
+  const std::vector<std::size_t> order = examples::shuffled_indices(all.pairs.size(), gen);
   std::int64_t test_too_long = 0;
   if (!o.test.empty()) {
     ReadResult t = read_pairs(o, o.test, "--test");
